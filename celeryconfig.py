@@ -1,0 +1,46 @@
+"""Every Celery setting, read from chatterbox.settings so that web, workers and Flower agree."""
+from kombu import Queue
+
+from chatterbox import settings as _settings
+
+_s = _settings.load()
+
+broker_url = _s.broker_url
+result_backend = _s.broker_url
+broker_connection_retry_on_startup = True
+broker_connection_timeout = 3
+# One visibility timeout for every process: a worker re-delivers an unacknowledged message only after this,
+# so no task may run longer (long work is split into short tasks; dead workers are caught by heartbeats).
+broker_transport_options = {"visibility_timeout": _s.visibility_timeout_s, "socket_connect_timeout": 3}
+result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout_s}
+result_expires = _s.job_ttl_s
+redis_socket_connect_timeout = 3
+# Fail fast when Redis is down instead of blocking a web request for long.
+task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+# A message is acknowledged only when its task is done, and a worker takes one message at a time.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+worker_cancel_long_running_tasks_on_connection_loss = True
+
+# Interactive synthesis and bulk work (audiobook chunks) have their own queues, so that a short job is never
+# stuck behind a book; each device also has a queue of its own (gpu0, gpu1, ... or cpu) for pinned work.
+INTERACTIVE_QUEUE = "interactive"
+BULK_QUEUE = "bulk"
+task_default_queue = INTERACTIVE_QUEUE
+task_queues = (Queue(INTERACTIVE_QUEUE), Queue(BULK_QUEUE))
+task_create_missing_queues = True  # the per-device queues are declared by the workers that consume them
+task_routes = {"tasks.synthesize": {"queue": INTERACTIVE_QUEUE}}
+
+# Events for Flower.
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+worker_hijack_root_logger = False
+

@@ -1,0 +1,1 @@
+"""chatterbox-jobs: Chatterbox text to speech as a job system."""

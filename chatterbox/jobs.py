@@ -1,0 +1,331 @@
+"""Job records, events and worker heartbeats in Redis: the only module that knows the key names.
+
+A job is a Redis hash. Its events go to a per-job Redis Stream (bounded, expiring), which is the record a client
+replays from, and are also published on a per-job channel so that live followers wake at once. Followers always
+read the stream after the last id they delivered, so a dropped pub/sub message can delay an event by at most one
+poll interval but never lose or repeat it.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Callable, Iterator
+
+import redis
+
+from .settings import Settings
+
+PREFIX = "cbx"
+RUNNING_SET = f"{PREFIX}:jobs:running"
+JOB_INDEX = f"{PREFIX}:jobs"
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+FINAL_EVENTS = frozenset({"done", "error"})
+
+_INT_FIELDS = {"attempt", "max_attempts", "chunks_total", "chunks_done", "sample_rate", "text_chars"}
+_FLOAT_FIELDS = {"created_at", "started_at", "finished_at", "progress", "duration_s", "synth_s", "encode_s",
+                 "queued_s", "total_s", "rtf", "first_chunk_s"}
+_JSON_FIELDS = {"params"}
+
+# Append to the stream, keep it bounded and expiring, and publish, as one atomic step so that the order of
+# publications is the order of the stream.
+_EMIT_LUA = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('PUBLISH', KEYS[2], id .. ' ' .. ARGV[2])
+return id
+"""
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def events_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:events"
+
+
+def channel(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:live"
+
+
+def chunk_key(job_id: str, index: int) -> str:
+    return f"{PREFIX}:job:{job_id}:chunk:{index}"
+
+
+def worker_key(instance: str) -> str:
+    return f"{PREFIX}:worker:{instance}"
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def parse_event_id(event_id: str) -> tuple[int, int]:
+    """Stream ids ("1700000000000-3") as comparable tuples; raises ValueError on anything else."""
+    ms, _, seq = str(event_id).partition("-")
+    return int(ms), int(seq or 0)
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, settings: Settings):
+        self.r = client  # decode_responses=True
+        self.raw = redis.Redis(connection_pool=redis.ConnectionPool(
+            **{**client.connection_pool.connection_kwargs, "decode_responses": False}))
+        self.settings = settings
+        self._emit = self.r.register_script(_EMIT_LUA)
+
+    @classmethod
+    def connect(cls, settings: Settings, **kwargs: Any) -> "JobStore":
+        options = dict(decode_responses=True, socket_connect_timeout=2, socket_timeout=10,
+                       health_check_interval=15, retry_on_timeout=True)
+        options.update(kwargs)
+        return cls(redis.Redis.from_url(settings.broker_url, **options), settings)
+
+    # -- records --------------------------------------------------------------------------------------------
+    def create(self, job_id: str, *, text: str, voice: str, format: str, params: dict, engine: str,
+               source: str, kind: str = "synthesize") -> dict:
+        now = time.time()
+        record = {
+            "id": job_id, "kind": kind, "status": "queued", "text": text, "text_chars": len(text),
+            "voice": voice, "format": format, "params": json.dumps(params), "engine": engine, "source": source,
+            "created_at": now, "progress": 0.0, "chunks_total": 0, "chunks_done": 0, "attempt": 1,
+            "max_attempts": self.settings.max_attempts,
+        }
+        p = self.r.pipeline()
+        p.hset(job_key(job_id), mapping=record)
+        p.expire(job_key(job_id), self.settings.job_ttl_s)
+        p.zadd(JOB_INDEX, {job_id: now})
+        p.execute()
+        self.emit(job_id, "progress", status="queued", progress=0.0)
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> dict | None:
+        raw = self.r.hgetall(job_key(job_id))
+        return _decode(raw) if raw else None
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        self.r.hset(job_key(job_id), mapping={k: _encode(v) for k, v in fields.items()})
+
+    def recent(self, limit: int = 50) -> list[dict]:
+        ids = self.r.zrevrange(JOB_INDEX, 0, max(0, limit - 1))
+        jobs = []
+        for job_id in ids:
+            job = self.get(job_id)
+            if job is None:  # expired record: drop it from the index too
+                self.r.zrem(JOB_INDEX, job_id)
+            else:
+                jobs.append(job)
+        return jobs
+
+    def claim(self, job_id: str, attempt: int, worker: str, instance: str) -> str:
+        """Mark a job running on this worker. Returns "claimed", or why not: "missing", "finished", "stale"
+        (a message for an earlier attempt), "duplicate" (a live worker runs it) or "cancelled"."""
+        key = job_key(job_id)
+        with self.r.pipeline() as p:
+            while True:
+                try:
+                    p.watch(key)
+                    status, current, cancel, owner = p.hmget(key, "status", "attempt", "cancel_requested",
+                                                             "worker_instance")
+                    if status is None:
+                        return "missing"
+                    if status in TERMINAL:
+                        return "finished"
+                    if int(current or 1) != attempt:
+                        return "stale"
+                    if status == "running" and owner and self.worker_alive(owner):
+                        return "duplicate"
+                    if cancel == "1":
+                        p.unwatch()
+                        self.finish(job_id, "cancelled", error="cancelled before it started")
+                        return "cancelled"
+                    p.multi()
+                    p.hset(key, mapping={"status": "running", "started_at": time.time(), "worker": worker,
+                                         "worker_instance": instance})
+                    p.sadd(RUNNING_SET, job_id)
+                    p.execute()
+                    return "claimed"
+                except redis.WatchError:
+                    continue
+
+    def finish(self, job_id: str, status: str, **fields: Any) -> bool:
+        """Move a job to a terminal status once; returns False if it already was terminal."""
+        assert status in TERMINAL
+        key = job_key(job_id)
+        with self.r.pipeline() as p:
+            while True:
+                try:
+                    p.watch(key)
+                    if p.hget(key, "status") in TERMINAL:
+                        return False
+                    p.multi()
+                    values = {"status": status, "finished_at": time.time(), **fields}
+                    if status == "succeeded":
+                        values["progress"] = 1.0
+                    p.hset(key, mapping={k: _encode(v) for k, v in values.items()})
+                    p.srem(RUNNING_SET, job_id)
+                    p.execute()
+                    break
+                except redis.WatchError:
+                    continue
+        job = self.get(job_id) or {}
+        event = "done" if status == "succeeded" else "error"
+        self.emit(job_id, event, **public_view(job))
+        return True
+
+    def cancel(self, job_id: str) -> str:
+        """Cancel a job: a queued job at once, a running one at its next chunk. Returns the status after."""
+        key = job_key(job_id)
+        with self.r.pipeline() as p:
+            while True:
+                try:
+                    p.watch(key)
+                    status = p.hget(key, "status")
+                    if status is None or status in TERMINAL:
+                        return status or "missing"
+                    p.multi()
+                    p.hset(key, "cancel_requested", "1")
+                    p.execute()
+                    break
+                except redis.WatchError:
+                    continue
+        if status == "queued" and self.finish(job_id, "cancelled", error="cancelled before it started"):
+            return "cancelled"
+        return (self.get(job_id) or {}).get("status", "missing")
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self.r.hget(job_key(job_id), "cancel_requested") == "1"
+
+    # -- events ---------------------------------------------------------------------------------------------
+    def emit(self, job_id: str, type: str, **data: Any) -> str:
+        body = json.dumps({"type": type, "job_id": job_id, "ts": round(time.time(), 3), **data})
+        return self._emit(keys=[events_key(job_id), channel(job_id)],
+                          args=[self.settings.event_maxlen, body, self.settings.event_ttl_s])
+
+    def events_after(self, job_id: str, after: str | None = None) -> list[dict]:
+        start = f"({after}" if after and after != "0-0" else "-"
+        return [{**json.loads(fields["e"]), "id": event_id}
+                for event_id, fields in self.r.xrange(events_key(job_id), min=start, max="+")]
+
+    def follow(self, job_id: str, after: str | None = None, poll_s: float = 1.0,
+               stop: Callable[[], bool] | None = None) -> Iterator[dict]:
+        """Events after ``after`` in order, then live ones, ending after the final event (done or error)."""
+        pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(channel(job_id))  # before the first replay, so nothing falls between the two
+        last = after
+        try:
+            while True:
+                for event in self.events_after(job_id, last):
+                    last = event["id"]
+                    yield event
+                    if event["type"] in FINAL_EVENTS:
+                        return
+                job = self.get(job_id)
+                if job is None:
+                    return
+                if job["status"] in TERMINAL:
+                    tail = self.r.xrevrange(events_key(job_id), count=1)
+                    if not tail:
+                        # The events expired before the record did: say how it ended all the same.
+                        yield {"type": "done" if job["status"] == "succeeded" else "error", "job_id": job_id,
+                               "id": last or "0-0", **public_view(job)}
+                        return
+                    tail_id, fields = tail[0]
+                    if json.loads(fields["e"])["type"] in FINAL_EVENTS and last is not None and \
+                            parse_event_id(tail_id) <= parse_event_id(last):
+                        return  # the client has already seen the end
+                    # otherwise the final event is being appended right now: the next round reads it
+                if stop is not None and stop():
+                    return
+                pubsub.get_message(timeout=poll_s)  # a publication or the poll interval, whichever is first
+        finally:
+            pubsub.close()
+
+    def put_chunk(self, job_id: str, index: int, data: bytes) -> None:
+        self.raw.set(chunk_key(job_id, index), data, ex=self.settings.event_ttl_s)
+
+    def get_chunk(self, job_id: str, index: int) -> bytes | None:
+        return self.raw.get(chunk_key(job_id, index))
+
+    # -- workers --------------------------------------------------------------------------------------------
+    def heartbeat(self, instance: str, info: dict) -> None:
+        self.r.set(worker_key(instance), json.dumps({**info, "instance": instance, "seen_at": time.time()}),
+                   ex=self.settings.heartbeat_ttl_s)
+
+    def forget_worker(self, instance: str) -> None:
+        self.r.delete(worker_key(instance))
+
+    def worker_alive(self, instance: str) -> bool:
+        return bool(self.r.exists(worker_key(instance)))
+
+    def workers(self) -> list[dict]:
+        keys = sorted(self.r.scan_iter(match=worker_key("*"), count=200))
+        return [json.loads(v) for v in self.r.mget(keys) if v] if keys else []
+
+    def reap_orphans(self, requeue: Callable[[dict], None]) -> list[str]:
+        """Jobs left ``running`` by a worker whose heartbeat stopped: run again, or fail after max_attempts.
+
+        Celery would re-deliver such a message only after the visibility timeout; this finds them within a
+        heartbeat TTL. ``requeue(job)`` sends the task again for the job's new attempt.
+        """
+        reaped = []
+        for job_id in self.r.smembers(RUNNING_SET):
+            job = self.get(job_id)
+            if job is None or job["status"] != "running":
+                self.r.srem(RUNNING_SET, job_id)
+                continue
+            if self.worker_alive(job.get("worker_instance", "")):
+                continue
+            if not self.r.set(f"{job_key(job_id)}:reap", "1", nx=True, ex=30):
+                continue  # another worker is reaping it
+            worker, attempt, limit = job.get("worker", "?"), job["attempt"], job["max_attempts"]
+            reason = f"worker {worker} stopped while running this job (attempt {attempt} of {limit})"
+            if attempt >= limit:
+                self.finish(job_id, "failed", error=f"{reason}; not retried again")
+            else:
+                p = self.r.pipeline()
+                p.hset(job_key(job_id), mapping={"status": "queued", "attempt": attempt + 1, "progress": 0.0,
+                                                 "chunks_done": 0, "last_error": reason})
+                p.srem(RUNNING_SET, job_id)
+                p.execute()
+                self.emit(job_id, "progress", status="queued", progress=0.0, message=f"{reason}; running it again")
+                requeue(self.get(job_id))
+            reaped.append(job_id)
+        return reaped
+
+
+def _encode(value: Any) -> str | int | float:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _decode(raw: dict[str, str]) -> dict:
+    job: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _INT_FIELDS and value != "":
+            job[key] = int(float(value))
+        elif key in _FLOAT_FIELDS and value != "":
+            job[key] = float(value)
+        elif key in _JSON_FIELDS:
+            job[key] = json.loads(value) if value else {}
+        else:
+            job[key] = value
+    return job
+
+
+_PUBLIC = ("id", "kind", "status", "progress", "voice", "format", "params", "engine", "source", "created_at",
+           "started_at", "finished_at", "chunks_total", "chunks_done", "duration_s", "sample_rate", "synth_s",
+           "encode_s", "queued_s", "total_s", "first_chunk_s", "rtf", "worker", "attempt", "max_attempts",
+           "error", "last_error", "output", "text_chars")
+
+
+def public_view(job: dict) -> dict:
+    """The fields of a job record that clients see (the text itself only on request)."""
+    return {k: job[k] for k in _PUBLIC if k in job and job[k] != ""}

@@ -1,0 +1,127 @@
+"""The one configuration surface: defaults, overridden by environment variables.
+
+Every process (web, workers, Flower, the CLI, Celery's own config) reads its settings here, so that a value set
+once in the environment is seen the same way everywhere. Each field can be set with ``CHATTERBOX_<FIELD>``
+(upper case); ``REDIS_URL`` and ``TTS_ENGINE`` are also read without the prefix because they are the names
+people already use for those two.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+# Names read without the CHATTERBOX_ prefix as well (the prefixed name wins when both are set).
+_PLAIN_NAMES = {"redis_url": "REDIS_URL", "tts_engine": "TTS_ENGINE", "model_dir": "CHATTERBOX_MODEL_DIR"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    # None means "the embedded Redis": `chatterbox up` starts it on redis_port and tells its children.
+    redis_url: str | None = None
+    redis_port: int = 6379
+    tts_engine: str = "auto"  # auto | piper | chatterbox
+    model_dir: Path | None = None  # default: <data_dir>/models/chatterbox
+    devices: str = "auto"  # auto | cpu | comma-separated GPU indices ("0,1")
+
+    # Text limits: the API refuses text over max_text_chars; jobs synthesize chunk_chars at a time.
+    max_text_chars: int = 5000
+    chunk_chars: int = 300
+    chunk_gap_s: float = 0.2
+
+    # Celery: one visibility timeout for every process, so none re-delivers another's running task early.
+    visibility_timeout_s: int = 3600
+    max_attempts: int = 2  # a job whose worker dies is run again until this many attempts, then failed
+
+    # Job records and events in Redis.
+    job_ttl_s: int = 7 * 24 * 3600
+    event_ttl_s: int = 24 * 3600
+    event_maxlen: int = 10000
+    heartbeat_interval_s: float = 2.0
+    heartbeat_ttl_s: int = 10
+
+    # Web.
+    web_host: str = "127.0.0.1"
+    web_port: int = 5000
+    web_threads: int = 64
+    wait_timeout_s: float = 300.0  # POST /synthesize?wait=1 gives up waiting after this long
+
+    # Flower.
+    flower_host: str = "127.0.0.1"
+    flower_port: int = 5555
+    flower_user: str = "admin"
+    flower_password: str | None = None  # None: generated once and kept in <data_dir>/flower-password
+
+    @property
+    def broker_url(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
+    @property
+    def voices_dir(self) -> Path:
+        return self.data_dir / "voices"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+    @property
+    def chatterbox_dir(self) -> Path:
+        return self.model_dir or self.data_dir / "models" / "chatterbox"
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def _convert(kind: Any, raw: str, name: str) -> Any:
+    text = str(kind)
+    try:
+        if "Path" in text:
+            return Path(raw).expanduser() if raw else None
+        if "int" in text and "str" not in text:
+            return int(raw)
+        if "float" in text:
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"setting {name}={raw!r} is not a valid {text}") from None
+    return raw or None if "None" in text else raw
+
+
+def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from defaults, then the environment, then ``overrides`` (field names, any case)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        names = [f"CHATTERBOX_{f.name.upper()}"]
+        if f.name in _PLAIN_NAMES:
+            names.append(_PLAIN_NAMES[f.name])
+        for name in names:
+            if env.get(name, "") != "":
+                values[f.name] = _convert(f.type, env[name], name)
+                break
+    known = {f.name for f in fields(Settings)}
+    for key, value in (overrides or {}).items():
+        key = key.lower().removeprefix("chatterbox_")
+        if key not in known:
+            raise ValueError(f"unknown setting {key!r}")
+        values[key] = Path(value) if key in ("data_dir", "model_dir") and value is not None else value
+    settings = Settings(**values)
+    if settings.tts_engine not in ("auto", "piper", "chatterbox"):
+        raise ValueError(f"TTS_ENGINE must be auto, piper or chatterbox, not {settings.tts_engine!r}")
+    return settings
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that make a child process load the same settings."""
+    env: dict[str, str] = {}
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        if value is not None:
+            env[f"CHATTERBOX_{f.name.upper()}"] = str(value)
+    return env

@@ -1,0 +1,116 @@
+"""A synthesis job, engine-agnostic: the request a client makes, and the chunk-by-chunk run a worker does."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from . import audio
+from .engines import Engine, InvalidRequest
+from .jobs import JobStore
+from .settings import Settings
+from .text import TextError, chunk_text
+
+log = logging.getLogger(__name__)
+
+REQUEST_FIELDS = ("text", "voice", "format", "params")
+
+
+class JobCancelled(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    text: str
+    voice: str
+    format: str
+    params: dict
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_request(body: Any, engine: Engine, settings: Settings) -> SynthesisRequest:
+    """Check a request against the engine and the limits; raises InvalidRequest naming the field at fault."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "the request body must be a JSON object", "invalid_body")
+    unknown = sorted(set(body) - set(REQUEST_FIELDS))
+    if unknown:
+        raise InvalidRequest(unknown[0], f"unknown field {unknown[0]!r}; known fields: {', '.join(REQUEST_FIELDS)}",
+                             "unknown_field")
+    text = body.get("text")
+    if text is None:
+        raise InvalidRequest("text", "text is required", "missing_field")
+    if not isinstance(text, str):
+        raise InvalidRequest("text", f"text must be a string, not {type(text).__name__}", "invalid_type")
+    if not text.strip():
+        raise InvalidRequest("text", "text is empty", "text_empty")
+    if len(text) > settings.max_text_chars:
+        raise InvalidRequest("text", f"text is {len(text)} characters long; the limit is {settings.max_text_chars} "
+                             "(CHATTERBOX_MAX_TEXT_CHARS); split it or submit it as an audiobook", "text_too_long")
+    try:
+        chunk_text(text, settings.chunk_chars)
+    except TextError as exc:
+        raise InvalidRequest("text", str(exc), "text_empty") from None
+    fmt = body.get("format") or "wav"
+    if not isinstance(fmt, str) or fmt.lower() not in audio.FORMATS:
+        raise InvalidRequest("format", f"unknown format {fmt!r}; choose one of {', '.join(audio.FORMATS)}",
+                             "unknown_format")
+    voice = engine.check_voice(body.get("voice"))
+    params = engine.validate(body.get("params"))
+    return SynthesisRequest(text=text, voice=voice, format=fmt.lower(), params=params)
+
+
+def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings) -> dict:
+    """Synthesize a claimed job chunk by chunk, reporting as it goes; returns the finished record.
+
+    Raises JobCancelled when a cancel request is seen (checked before each chunk and between the pieces an
+    engine yields), leaving the caller to record it.
+    """
+    job = store.get(job_id)
+    assert job is not None, job_id
+    chunks = chunk_text(job["text"], settings.chunk_chars)
+    rate = engine.sample_rate
+    store.update(job_id, chunks_total=len(chunks), sample_rate=rate, queued_s=job["started_at"] - job["created_at"])
+    store.emit(job_id, "progress", status="running", progress=0.0, chunks_done=0, chunks_total=len(chunks),
+               worker=job.get("worker"), attempt=job["attempt"])
+    parts: list[np.ndarray] = []
+    synth_s = 0.0
+    first_chunk_s = None
+    for index, chunk in enumerate(chunks):
+        pieces = []
+        started = time.perf_counter()
+        for piece in engine.stream(chunk, job["voice"], job["params"]):
+            pieces.append(piece)
+            if store.cancel_requested(job_id):
+                raise JobCancelled()
+        synth_s += time.perf_counter() - started
+        samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+        store.put_chunk(job_id, index, audio.wav_bytes(samples, rate))
+        if first_chunk_s is None:
+            first_chunk_s = time.time() - job["created_at"]
+        parts.append(samples)
+        progress = (index + 1) / len(chunks)
+        store.update(job_id, chunks_done=index + 1, progress=progress)
+        store.emit(job_id, "chunk", index=index, duration_s=round(len(samples) / rate, 3), sample_rate=rate,
+                   text=chunk)
+        store.emit(job_id, "progress", status="running", progress=progress, chunks_done=index + 1,
+                   chunks_total=len(chunks))
+        if store.cancel_requested(job_id) and index + 1 < len(chunks):
+            raise JobCancelled()
+    samples = audio.concat(parts, rate, settings.chunk_gap_s)
+    if not samples.size or audio.is_silent(samples):
+        raise RuntimeError(f"the {engine.name} engine produced no audible speech for this text")
+    started = time.perf_counter()
+    data = audio.encode(samples, rate, job["format"])
+    encode_s = time.perf_counter() - started
+    path = audio.write_atomic(settings.outputs_dir / f"{job_id}.{job['format']}", data)
+    duration = len(samples) / rate
+    store.finish(job_id, "succeeded", output=path.name, duration_s=round(duration, 3), synth_s=round(synth_s, 4),
+                 encode_s=round(encode_s, 4), rtf=round(synth_s / duration, 4), first_chunk_s=round(first_chunk_s, 4),
+                 total_s=round(time.time() - job["created_at"], 4))
+    return store.get(job_id)

@@ -1,0 +1,166 @@
+"""The Celery tasks: thin adapters from Celery messages to the chatterbox library.
+
+Other programs submit work with ``from tasks import synthesize; synthesize.delay(text="Hello.")``; the result
+is the job's record (``status``, ``output``, ``audio_path``, timings), and its progress is on the same per-job
+stream and websocket as a job submitted through the REST API.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+from celery import Celery, signals
+from celery.exceptions import Ignore
+
+import celeryconfig
+from chatterbox import jobs, settings as settings_mod, synthesis
+from chatterbox.engines import Engine, EngineUnavailable, InvalidRequest, choose_engine, create_engine
+
+log = logging.getLogger("chatterbox.worker")
+
+app = Celery("chatterbox")
+app.config_from_object(celeryconfig)
+
+EXIT_CONFIG_ERROR = 3  # the supervisor does not restart a worker that exits with this
+
+
+class WorkerState:
+    """What one worker process holds: its warm engine, its Redis connection and its heartbeat."""
+
+    def __init__(self, hostname: str | None = None):
+        self.settings = settings_mod.load()
+        self.device = os.environ.get("CHATTERBOX_WORKER_DEVICE", "cpu")
+        self.queue = os.environ.get("CHATTERBOX_WORKER_QUEUE", "cpu")  # this device's own queue
+        self.hostname = hostname or f"worker@{socket.gethostname()}"
+        self.instance = f"{self.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.store = jobs.JobStore.connect(self.settings)
+        self.engine_name, self.engine_reason = choose_engine(self.settings)
+        self.engine: Engine = create_engine(self.settings, self.device, self.engine_name)
+        self.jobs_done = 0
+        self.current_job: str | None = None
+        self.started_at = time.time()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def info(self) -> dict:
+        return {"hostname": self.hostname, "pid": os.getpid(), "device": self.device, "engine": self.engine_name,
+                "engine_reason": self.engine_reason, "model_loaded": self.engine.loaded,
+                "jobs_done": self.jobs_done, "current_job": self.current_job,
+                "busy": self.current_job is not None, "started_at": self.started_at,
+                "queues": [celeryconfig.INTERACTIVE_QUEUE, celeryconfig.BULK_QUEUE, self.queue]}
+
+    def beat(self) -> None:
+        self.store.heartbeat(self.instance, self.info())
+
+    def start_heartbeat(self) -> None:
+        self._thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_interval_s):
+            try:
+                self.beat()
+                for job_id in self.store.reap_orphans(_requeue):
+                    log.warning("job %s was left running by a dead worker: requeued or failed", job_id)
+            except Exception as exc:  # Redis away: keep beating, Celery reconnects on its own
+                log.warning("heartbeat failed: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self.store.forget_worker(self.instance)
+        except Exception:
+            pass
+
+
+_state: WorkerState | None = None
+
+
+def worker_state() -> WorkerState:
+    global _state
+    if _state is None:
+        _state = WorkerState()
+    return _state
+
+
+@signals.worker_process_init.connect
+def _load_engine(sender=None, **_kwargs) -> None:
+    # Runs in the process that executes tasks (the worker itself with the solo pool, each child with prefork),
+    # after any fork: the model, and CUDA with it, is initialised here and nowhere earlier.
+    global _state
+    try:
+        _state = WorkerState(hostname=str(sender) if sender else None)
+        log.info("engine: %s", _state.engine_reason)
+        started = time.perf_counter()
+        _state.engine.load()
+        log.info("%s engine loaded on %s in %.1f s", _state.engine_name, _state.device, time.perf_counter() - started)
+        _state.beat()
+        _state.start_heartbeat()
+    except EngineUnavailable as exc:
+        log.error("cannot start: %s", exc)
+        logging.shutdown()
+        os._exit(EXIT_CONFIG_ERROR)
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _stop_heartbeat(**_kwargs) -> None:
+    if _state is not None:
+        _state.stop()
+
+
+def _requeue(job: dict) -> None:
+    synthesize.apply_async(kwargs={"job_id": job["id"], "attempt": job["attempt"]}, task_id=job["id"])
+
+
+def result_of(job: dict, settings: settings_mod.Settings) -> dict:
+    out = jobs.public_view(job)
+    if job.get("output"):
+        out["audio_path"] = str((settings.outputs_dir / job["output"]).resolve())
+    return out
+
+
+@app.task(name="tasks.synthesize", bind=True)
+def synthesize(self, text: str | None = None, voice: str | None = None, format: str = "wav",
+               params: dict | None = None, job_id: str | None = None, attempt: int = 1) -> dict:
+    """Synthesize text into an audio file; returns the finished job record.
+
+    Called with ``text`` (and optionally voice, format, params) by other programs, or with the ``job_id`` of a
+    record the web app already wrote.
+    """
+    state = worker_state()
+    store = state.store
+    job_id = job_id or self.request.id or jobs.new_job_id()
+    if store.get(job_id) is None:
+        if text is None:
+            raise ValueError(f"job {job_id} does not exist and no text was given")
+        request = synthesis.parse_request({"text": text, "voice": voice, "format": format, "params": params},
+                                          state.engine, state.settings)
+        store.create(job_id, engine=state.engine_name, source="celery", **request.as_dict())
+    verdict = store.claim(job_id, attempt, state.hostname, state.instance)
+    if verdict == "cancelled":
+        return result_of(store.get(job_id), state.settings)
+    if verdict != "claimed":
+        log.info("skipping job %s (attempt %s): %s", job_id, attempt, verdict)
+        raise Ignore()  # leaves the result of the run that counts untouched
+    state.current_job = job_id
+    state.beat()
+    try:
+        job = synthesis.run_job(state.engine, store, job_id, state.settings)
+    except synthesis.JobCancelled:
+        store.finish(job_id, "cancelled", error="cancelled by request")
+        job = store.get(job_id)
+    except Exception as exc:
+        message = exc.message if isinstance(exc, InvalidRequest) else f"{type(exc).__name__}: {exc}"
+        log.exception("job %s failed", job_id)
+        store.finish(job_id, "failed", error=message)
+        raise
+    finally:
+        state.current_job = None
+        state.jobs_done += 1
+        state.beat()
+    return result_of(job, state.settings)

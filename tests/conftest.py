@@ -1,0 +1,221 @@
+"""Fixtures that start the real thing: the embedded Redis, real worker processes and the web app under gunicorn."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from chatterbox import redis_server
+from chatterbox.jobs import JobStore
+from chatterbox.settings import load
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class RedisProcess:
+    def __init__(self, data_dir: Path, port: int | None = None):
+        self.port = port or free_port()
+        self.dir = data_dir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisProcess":
+        self.proc = redis_server.start(self.port, self.dir, stdout=subprocess.DEVNULL)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()  # Redis flushes its AOF on SIGTERM
+            self.proc.wait(10)
+
+
+class Process:
+    """A chatterbox subprocess with its output in a log file (printed when a test fails to start it)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
+        self.args, self.env, self.log_path = args, env, log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Process":
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "chatterbox", *self.args], env=self.env, cwd=ROOT,
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.alive():
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(30)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+class System:
+    """Redis + one worker + the web app, each a real process, sharing one data directory."""
+
+    def __init__(self, root: Path, redis_proc: RedisProcess | None = None, worker: bool = True):
+        self.root = root
+        self.data = root / "data"
+        self.redis = redis_proc or RedisProcess(self.data / "redis")
+        self.web_port = free_port()
+        self.env = {**os.environ, "CHATTERBOX_DATA_DIR": str(self.data), "REDIS_URL": self.redis.url,
+                    "TTS_ENGINE": "piper", "CHATTERBOX_HEARTBEAT_INTERVAL_S": "0.5",
+                    "CHATTERBOX_HEARTBEAT_TTL_S": "3", "CHATTERBOX_WEB_PORT": str(self.web_port),
+                    "CHATTERBOX_WAIT_TIMEOUT_S": "120", "CHATTERBOX_LOG_LEVEL": "INFO"}
+        self.settings = load(environ=self.env)
+        self.workers: list[Process] = []
+        self.web: Process | None = None
+        self._worker_count = 0
+        self._start_worker = worker
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.web_port}"
+
+    def start(self) -> "System":
+        if self.redis.proc is None:
+            self.redis.start()
+        self.store = JobStore.connect(self.settings)
+        if self._start_worker:
+            self.start_worker()
+        self.web = Process(["web"], self.env, self.root / "web.log").start()
+        wait_until(lambda: self._answers("/engine"), 60, what=f"the web app\n{self.web.output()}")
+        return self
+
+    def _answers(self, path: str) -> bool:
+        try:
+            return requests.get(self.url + path, timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def start_worker(self, wait: bool = True) -> Process:
+        self._worker_count += 1
+        worker = Process(["worker"], self.env, self.root / f"worker{self._worker_count}.log").start()
+        self.workers.append(worker)
+        if wait:
+            self.wait_worker(worker)
+        return worker
+
+    def wait_worker(self, worker: Process) -> dict:
+        def ready():
+            if not worker.alive():
+                raise RuntimeError(f"worker exited:\n{worker.output()}")
+            return next((w for w in self.store.workers() if w["pid"] == worker.pid and w["model_loaded"]), None)
+        return wait_until(ready, 90, what=f"the worker\n{worker.output()}")
+
+    @property
+    def worker(self) -> Process:
+        return self.workers[-1]
+
+    def ensure_worker(self) -> Process:
+        if not self.workers or not self.worker.alive():
+            return self.start_worker()
+        return self.worker
+
+    # -- API helpers --------------------------------------------------------------------------------------------
+    def submit(self, text: str, **fields) -> dict:
+        response = requests.post(self.url + "/synthesize", json={"text": text, **fields}, timeout=30)
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    def job(self, job_id: str) -> dict:
+        return requests.get(f"{self.url}/jobs/{job_id}", timeout=10).json()
+
+    def wait_job(self, job_id: str, statuses=("succeeded", "failed", "cancelled"), timeout: float = 120) -> dict:
+        return wait_until(lambda: (j := self.job(job_id))["status"] in statuses and j, timeout,
+                          what=f"job {job_id} to reach {statuses}")
+
+    def stop(self) -> None:
+        for proc in [self.web, *self.workers]:
+            if proc is not None:
+                proc.kill(signal.SIGKILL)
+        self.redis.stop()
+
+
+@pytest.fixture(scope="session")
+def system(tmp_path_factory) -> System:
+    """The shared running system; tests that kill its worker leave a live one behind (ensure_worker)."""
+    sys_ = System(tmp_path_factory.mktemp("system")).start()
+    yield sys_
+    sys_.stop()
+
+
+@pytest.fixture()
+def live(system: System) -> System:
+    system.ensure_worker()
+    return system
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> str:
+    proc = RedisProcess(tmp_path_factory.mktemp("redis")).start()
+    yield proc.url
+    proc.stop()
+
+
+@pytest.fixture()
+def fresh_redis(redis_url: str) -> redis.Redis:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    return client
+
+
+def ws_events(url: str, limit: int = 1000, timeout: float = 120) -> list[dict]:
+    """All events a websocket sends until the server closes it (after the final event)."""
+    import websocket
+
+    conn = websocket.create_connection(url, timeout=timeout)
+    events = []
+    try:
+        while len(events) < limit:
+            try:
+                message = conn.recv()
+            except websocket.WebSocketConnectionClosedException:
+                break
+            if not message:
+                break
+            events.append(json.loads(message))
+    finally:
+        conn.close()
+    return events

@@ -1,0 +1,75 @@
+"""`chatterbox up`: the whole stack under the supervisor, as `make run` starts it."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import requests
+
+from .conftest import ROOT, free_port, wait_until
+
+
+@pytest.fixture()
+def stack(tmp_path):
+    ports = {"CHATTERBOX_REDIS_PORT": free_port(), "CHATTERBOX_WEB_PORT": free_port(),
+             "CHATTERBOX_FLOWER_PORT": free_port()}
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CHATTERBOX_REDIS_URL")}
+    env.update({k: str(v) for k, v in ports.items()}, CHATTERBOX_DATA_DIR=str(tmp_path / "data"),
+               TTS_ENGINE="auto", CHATTERBOX_HEARTBEAT_INTERVAL_S="0.5", CHATTERBOX_HEARTBEAT_TTL_S="3",
+               CHATTERBOX_DEVICES="cpu", PYTHONUNBUFFERED="1")
+    log = open(tmp_path / "up.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "chatterbox", "up"], env=env, cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT)
+    yield proc, ports, tmp_path / "up.log"
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_up_runs_everything_restarts_a_crash_and_stops_cleanly(stack):
+    proc, ports, log_path = stack
+    web = f"http://127.0.0.1:{ports['CHATTERBOX_WEB_PORT']}"
+
+    def health():
+        try:
+            body = requests.get(web + "/health", timeout=2).json()
+        except requests.RequestException:
+            return None
+        return body if body.get("workers") else None
+
+    body = wait_until(health, 120, 0.5, what=f"the stack\n{log_path.read_text()}")
+    assert body["workers"][0]["device"] == "cpu" and body["redis"]["aof"]
+    assert "no Chatterbox weights" in body["engine"]["reason"]
+    output = log_path.read_text()
+    match = re.search(r"flower\s+(\S+)\s+\(user (\S+), password (\S+)\)", output)
+    assert match, output
+    flower_url, user, password = match.groups()
+    assert requests.get(flower_url, timeout=10).status_code == 401
+    wait_until(lambda: requests.get(flower_url + "/workers", auth=(user, password), timeout=10).status_code == 200,
+               60, 0.5, what="flower")
+
+    # a job through the stack
+    job = requests.post(web + "/synthesize?wait=1", json={"text": "Up and running."}, timeout=120)
+    assert job.status_code == 200 and job.headers["Content-Type"] == "audio/wav"
+
+    # a crashed worker is restarted, and the restart is logged
+    first_pid = body["workers"][0]["pid"]
+    os.kill(first_pid, signal.SIGKILL)
+    wait_until(lambda: (b := health()) and any(w["pid"] != first_pid for w in b["workers"]), 90, 0.5,
+               what="the restarted worker")
+    assert re.search(r"worker-cpu exited with code -9; restarting it", log_path.read_text())
+
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 4  # redis, worker, web (+ its gunicorn worker), flower
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0
+    time.sleep(0.5)
+    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], alive
+    assert "all stopped" in log_path.read_text()

@@ -1,0 +1,73 @@
+"""The Flask app: REST API, websocket job events and the dashboard, over the chatterbox library."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import redis
+from flask import Flask, jsonify
+
+from chatterbox import settings as settings_mod
+from chatterbox.engines import choose_engine, create_engine
+from chatterbox.jobs import JobStore
+
+
+class Services:
+    """What the request handlers share: settings, the job store, an engine object for validation (never loaded
+    here: the workers synthesize) and the task that runs a job."""
+
+    def __init__(self, settings: settings_mod.Settings):
+        self.settings = settings
+        self.store = JobStore.connect(settings, socket_timeout=5)
+        self.engine_name, self.engine_reason = choose_engine(settings)
+        self.engine = create_engine(settings, "cpu", self.engine_name)
+
+    def enqueue(self, job_id: str, attempt: int = 1) -> None:
+        from tasks import synthesize  # Celery's app reads the same settings through celeryconfig
+
+        synthesize.apply_async(kwargs={"job_id": job_id, "attempt": attempt}, task_id=job_id)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """App factory. ``config`` overrides settings by field name; the rest come from CHATTERBOX_* variables."""
+    app = Flask(__name__)
+    settings = settings_mod.load(config)
+    app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=1024 * 1024, SOCK_SERVER_OPTIONS={"ping_interval": 25})
+    app.extensions["chatterbox"] = Services(settings)
+
+    from . import api, events, pages
+
+    app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(events.bp)
+    api.register_error_handlers(app)
+    return app
+
+
+def services() -> Services:
+    from flask import current_app
+
+    return current_app.extensions["chatterbox"]
+
+
+def error_response(status: int, message: str, code: str, param: str | None = None):
+    """The one error shape of the API (the same as OpenAI's): {"error": {"message", "type", "param", "code"}}."""
+    kind = "invalid_request_error" if 400 <= status < 500 else "server_error"
+    response = jsonify(error={"message": message, "type": kind, "param": param, "code": code})
+    response.status_code = status
+    return response
+
+
+def redis_down_response(exc: Exception):
+    url = services().settings.broker_url
+    return error_response(503, f"Redis is not reachable at {_redact(url)} ({exc}); jobs cannot be queued or read "
+                          "until it is back", "redis_unavailable")
+
+
+def _redact(url: str) -> str:
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)

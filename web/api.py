@@ -1,0 +1,184 @@
+"""The REST API: submit, read, fetch and cancel jobs; voices, engine and health."""
+from __future__ import annotations
+
+import re
+import time
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, abort, request, send_file, url_for
+from kombu.exceptions import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from chatterbox import audio, jobs
+from chatterbox.engines import InvalidRequest
+from chatterbox.synthesis import parse_request
+
+from . import REDIS_ERRORS, error_response, redis_down_response, services
+
+bp = Blueprint("api", __name__)
+
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def links(job_id: str) -> dict:
+    return {"status_url": url_for("api.job_status", job_id=job_id),
+            # a path, like the others: werkzeug would make it absolute with a ws:// scheme that a proxy may not keep
+            "events_url": urlsplit(url_for("events.job_events", job_id=job_id)).path,
+            "audio_url": url_for("api.job_audio", job_id=job_id)}
+
+
+def job_or_404(job_id: str) -> dict:
+    job = services().store.get(job_id) if JOB_ID.match(job_id) else None
+    if job is None:
+        abort(error_response(404, f"no job with id {job_id!r}", "job_not_found", "job_id"))
+    return job
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes")
+
+
+@bp.post("/synthesize")
+def submit():
+    svc = services()
+    if not request.is_json:
+        return error_response(415, "send the request as JSON (Content-Type: application/json)",
+                              "unsupported_media_type")
+    body = request.get_json(silent=True)
+    if body is None:
+        return error_response(400, "the request body is not valid JSON", "invalid_json")
+    req = parse_request(body, svc.engine, svc.settings)
+    job_id = jobs.new_job_id()
+    svc.store.create(job_id, engine=svc.engine_name, source="rest", **req.as_dict())
+    try:
+        svc.enqueue(job_id)
+    except OperationalError as exc:
+        svc.store.finish(job_id, "failed", error=f"could not be queued: {exc}")
+        raise
+    if _truthy(request.args.get("wait")):
+        return wait_for(job_id)
+    return {"job_id": job_id, "status": "queued", **links(job_id)}, 202, {"Location": links(job_id)["status_url"]}
+
+
+def wait_for(job_id: str):
+    svc = services()
+    deadline = time.monotonic() + svc.settings.wait_timeout_s
+    for event in svc.store.follow(job_id, stop=lambda: time.monotonic() > deadline):
+        if event["type"] in jobs.FINAL_EVENTS:
+            break
+    job = svc.store.get(job_id)
+    if job["status"] == "succeeded":
+        return _send_audio(job)
+    if job["status"] == "failed":
+        return error_response(500, f"job {job_id} failed: {job.get('error', 'unknown error')}", "job_failed")
+    if job["status"] == "cancelled":
+        return error_response(409, f"job {job_id} was cancelled", "job_cancelled")
+    body = {"job_id": job_id, "status": job["status"], **links(job_id),
+            "message": f"still {job['status']} after {svc.settings.wait_timeout_s:.0f} s; follow status_url"}
+    return body, 202
+
+
+@bp.get("/jobs")
+def list_jobs():
+    try:
+        limit = min(500, max(1, int(request.args.get("limit", 50))))
+    except ValueError:
+        return error_response(400, "limit must be a whole number", "invalid_value", "limit")
+    return {"jobs": [{**jobs.public_view(j), **links(j["id"])} for j in services().store.recent(limit)]}
+
+
+@bp.get("/jobs/<job_id>")
+def job_status(job_id: str):
+    job = job_or_404(job_id)
+    out = {**jobs.public_view(job), **links(job_id)}
+    if _truthy(request.args.get("text")):
+        out["text"] = job["text"]
+    return out
+
+
+@bp.delete("/jobs/<job_id>")
+def cancel_job(job_id: str):
+    job = job_or_404(job_id)
+    if job["status"] in jobs.TERMINAL:
+        return error_response(409, f"job {job_id} has already {job['status']}; nothing to cancel", "job_finished")
+    status = services().store.cancel(job_id)
+    if status == "cancelled":
+        return {"job_id": job_id, "status": "cancelled"}
+    return {"job_id": job_id, "status": status, "message": "cancelling: the job stops after its current chunk"}, 202
+
+
+@bp.get("/jobs/<job_id>/audio")
+def job_audio(job_id: str):
+    job = job_or_404(job_id)
+    if job["status"] != "succeeded":
+        return error_response(409, f"job {job_id} is {job['status']}; its audio exists only once it has succeeded",
+                              "audio_not_ready")
+    return _send_audio(job)
+
+
+def _send_audio(job: dict):
+    path = (services().settings.outputs_dir / job["output"]).resolve()
+    if not path.is_file():
+        return error_response(410, f"the audio of job {job['id']} is no longer on disk", "audio_gone")
+    return send_file(path, mimetype=audio.FORMATS[job["format"]], conditional=True,
+                     as_attachment=_truthy(request.args.get("download")),
+                     download_name=f"{job['id']}.{job['format']}")
+
+
+@bp.get("/jobs/<job_id>/chunks/<int:index>")
+def job_chunk(job_id: str, index: int):
+    job_or_404(job_id)
+    data = services().store.get_chunk(job_id, index)
+    if data is None:
+        return error_response(404, f"job {job_id} has no chunk {index} (yet, or any more)", "chunk_not_found")
+    return data, 200, {"Content-Type": "audio/wav", "Cache-Control": "max-age=3600"}
+
+
+@bp.get("/voices")
+def voices():
+    return {"engine": services().engine_name, "voices": services().engine.voices()}
+
+
+@bp.get("/engine")
+def engine():
+    svc = services()
+    return {**svc.engine.describe(), "reason": svc.engine_reason, "formats": list(audio.FORMATS),
+            "max_text_chars": svc.settings.max_text_chars}
+
+
+@bp.get("/health")
+def health():
+    svc = services()
+    r = svc.store.r
+    try:
+        info = r.info()
+        workers = svc.store.workers()
+        queue_names = sorted({q for w in workers for q in w.get("queues", [])} | {"interactive", "bulk"})
+        queues = {name: r.llen(name) for name in queue_names}
+    except REDIS_ERRORS as exc:
+        return {"status": "unavailable", "redis": {"ok": False, "error": str(exc)},
+                **redis_down_response(exc).json}, 503
+    now = time.time()
+    for w in workers:
+        w["state"] = "busy" if w.get("busy") else "idle"
+        w["seen_s_ago"] = round(now - w.get("seen_at", now), 2)
+    return {"status": "ok" if workers else "no_workers",
+            "redis": {"ok": True, "version": info.get("redis_version"), "aof": bool(info.get("aof_enabled")),
+                      "used_memory": info.get("used_memory_human")},
+            "engine": {"name": svc.engine_name, "reason": svc.engine_reason},
+            "workers": workers, "queues": queues}
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(InvalidRequest)
+    def invalid(exc: InvalidRequest):
+        return error_response(400, exc.message, exc.code, exc.field)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if exc.response is not None:
+            return exc.response
+        return error_response(exc.code or 500, exc.description or exc.name, exc.name.lower().replace(" ", "_"))
+
+    for error in (*REDIS_ERRORS, OperationalError):
+        app.register_error_handler(error, redis_down_response)

@@ -1,0 +1,58 @@
+"""Which devices get a worker, found without initialising CUDA in this process."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+
+from chatterbox.settings import Settings
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    name: str  # gpu0, gpu1, ... or cpu; also the worker's own queue
+    gpu: str | None  # the physical GPU index, None for the CPU worker
+
+    @property
+    def hostname(self) -> str:
+        return f"{self.name}@{socket.gethostname()}"
+
+    @property
+    def device(self) -> str:
+        # Each GPU worker sees only its own GPU (CUDA_VISIBLE_DEVICES), which it calls cuda:0.
+        return "cuda:0" if self.gpu is not None else "cpu"
+
+    def env(self) -> dict[str, str]:
+        env = {"CHATTERBOX_WORKER_DEVICE": self.device, "CHATTERBOX_WORKER_QUEUE": self.name}
+        # An empty CUDA_VISIBLE_DEVICES hides every GPU from the CPU worker, so nothing lands on one by accident.
+        env["CUDA_VISIBLE_DEVICES"] = self.gpu if self.gpu is not None else ""
+        return env
+
+
+def visible_gpus(settings: Settings, environ: dict[str, str] | None = None) -> list[str]:
+    """GPU indices to run workers on: CHATTERBOX_DEVICES, else CUDA_VISIBLE_DEVICES, else nvidia-smi."""
+    env = os.environ if environ is None else environ
+    if settings.devices == "cpu":
+        return []
+    if settings.devices != "auto":
+        return [d.strip() for d in settings.devices.split(",") if d.strip()]
+    if "CUDA_VISIBLE_DEVICES" in env:
+        return [d.strip() for d in env["CUDA_VISIBLE_DEVICES"].split(",") if d.strip() and d.strip() != "-1"]
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run([smi, "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip().isdigit()]
+
+
+def worker_specs(settings: Settings, environ: dict[str, str] | None = None) -> list[WorkerSpec]:
+    gpus = visible_gpus(settings, environ)
+    if not gpus:
+        return [WorkerSpec("cpu", None)]
+    return [WorkerSpec(f"gpu{index}", index) for index in gpus]
