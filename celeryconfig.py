@@ -1,5 +1,5 @@
 """Every Celery setting, read from chatterbox.settings so that web, workers and Flower agree."""
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from chatterbox import settings as _settings
 
@@ -34,7 +34,10 @@ worker_cancel_long_running_tasks_on_connection_loss = True
 INTERACTIVE_QUEUE = "interactive"
 BULK_QUEUE = "bulk"
 task_default_queue = INTERACTIVE_QUEUE
-task_queues = (Queue(INTERACTIVE_QUEUE), Queue(BULK_QUEUE))
+# Each queue has its own exchange and key: with Celery's defaults both would be bound to the default queue's
+# routing key, and every interactive message would be delivered to the bulk queue as well.
+task_queues = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name)
+                    for name in (INTERACTIVE_QUEUE, BULK_QUEUE))
 task_create_missing_queues = True  # the per-device queues are declared by the workers that consume them
 task_routes = {"tasks.synthesize": {"queue": INTERACTIVE_QUEUE}}
 

@@ -72,7 +72,7 @@ def worker(gpu: str | None, name: str | None, loglevel: str) -> None:
     os.environ.update(spec.env())  # before anything can initialise CUDA
     from tasks import app
 
-    app.worker_main(["worker", "--pool", "solo", "--hostname", spec.hostname, "--loglevel", loglevel,
+    app.worker_main(["worker", "--pool", "solo", "--concurrency", "1", "--hostname", spec.hostname, "--loglevel", loglevel,
                      "--queues", f"interactive,bulk,{spec.name}", "--task-events"])
 
 

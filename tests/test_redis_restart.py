@@ -11,6 +11,8 @@ def test_job_queued_across_a_redis_restart(tmp_path):
     try:
         job = system.submit("I was queued before Redis went down.")
         assert system.job(job["job_id"])["status"] == "queued"
+        # one message, on the interactive queue only
+        assert system.store.r.llen("interactive") == 1 and system.store.r.llen("bulk") == 0
 
         system.redis.stop()
         health = requests.get(system.url + "/health", timeout=30)

@@ -50,9 +50,15 @@ def test_up_runs_everything_restarts_a_crash_and_stops_cleanly(stack):
     match = re.search(r"flower\s+(\S+)\s+\(user (\S+), password (\S+)\)", output)
     assert match, output
     flower_url, user, password = match.groups()
-    assert requests.get(flower_url, timeout=10).status_code == 401
-    wait_until(lambda: requests.get(flower_url + "/workers", auth=(user, password), timeout=10).status_code == 200,
-               60, 0.5, what="flower")
+
+    def flower(**kwargs):
+        try:
+            return requests.get(flower_url + "/workers", timeout=10, **kwargs).status_code
+        except requests.ConnectionError:
+            return None
+
+    assert wait_until(lambda: flower(), 60, 0.5, what="flower") == 401
+    assert flower(auth=(user, password)) == 200
 
     # a job through the stack
     job = requests.post(web + "/synthesize?wait=1", json={"text": "Up and running."}, timeout=120)

@@ -68,7 +68,8 @@ def build_stack(settings: Settings, flower: bool = True) -> tuple[list[Service],
              f"  data               {settings.data_dir.resolve()}"]
     if flower:
         user, password = flower_credentials(settings)
-        services.append(Service("flower", _python("flower"), env=env))
+        services.append(Service("flower", _python("flower"), env=env,
+                                ready=_wait_http(f"http://{settings.flower_host}:{settings.flower_port}/")))
         lines.append(f"  flower             http://{settings.flower_host}:{settings.flower_port}  "
                      f"(user {user}, password {password})")
     lines += ["  Ctrl-C stops everything.", ""]
