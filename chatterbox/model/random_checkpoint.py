@@ -1,0 +1,126 @@
+"""Deterministic random weights in the official checkpoint layout, for tests and benchmarks.
+
+Real weights cannot be downloaded everywhere, so tests build a checkpoint directory with every tensor the official
+files hold (names and shapes from ``layouts/checkpoint-*.txt``), each drawn from its own generator seeded by the
+tensor's name: the same bytes on every machine, whatever the order of creation, and independent of any model
+code (ours or the reference's), so both load the very same weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import torch
+
+LAYOUTS = Path(__file__).with_name("layouts")
+FILES = {"ve": "ve.safetensors", "t3": "t3_cfg.safetensors", "s3gen": "s3gen.safetensors"}
+SPECIAL_TOKENS = ["[STOP]", "[UNK]", "[SPACE]", "[PAD]", "[SEP]", "[CLS]", "[MASK]"]
+START_ID, STOP_ID, TEXT_VOCAB = 255, 0, 704
+
+
+def layout(part: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Tensor name -> (shape, dtype) of one official file: "ve", "t3" or "s3gen"."""
+    out = {}
+    for line in (LAYOUTS / f"checkpoint-{part}.txt").read_text().splitlines():
+        if not line.strip():
+            continue
+        name, shape, dtype = line.split("\t")
+        dims = tuple(int(d) for d in shape.strip("()").replace(" ", "").split(",") if d)
+        out[name] = (dims, getattr(torch, dtype.removeprefix("torch.")))
+    return out
+
+
+def _generator(name: str, seed: int) -> torch.Generator:
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def random_tensor(name: str, shape: tuple[int, ...], dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+    """One tensor, scaled so that a network of such layers keeps its activations in a sane range."""
+    g = _generator(name, seed)
+    if dtype in (torch.int64, torch.int32, torch.bool, torch.uint8):
+        return torch.zeros(shape, dtype=dtype)
+    leaf = name.rsplit(".", 1)[-1]
+    if name.endswith("window"):
+        return torch.hann_window(shape[0], periodic=True).to(dtype)
+    if "mel_filters" in name or "mel_basis" in name or "melscale" in name:
+        return (torch.rand(shape, generator=g) * 0.02).to(dtype)
+    if len(shape) <= 1 and ("norm" in name or leaf in ("gamma", "weight_g", "original0") or name.endswith("ln.weight")):
+        return (1.0 + 0.02 * torch.randn(shape, generator=g)).to(dtype)
+    if len(shape) <= 1:
+        return (0.02 * torch.randn(shape, generator=g)).to(dtype)
+    fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
+    return (torch.randn(shape, generator=g) / math.sqrt(max(1, fan_in))).to(dtype)
+
+
+def random_state_dict(part: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    return {name: random_tensor(name, shape, dtype, seed) for name, (shape, dtype) in layout(part).items()}
+
+
+def tokenizer_json() -> dict:
+    """A Hugging Face tokenizers file shaped like the official one: 704 ids, [START] 255, [STOP] 0.
+
+    Letters, digits and punctuation map to their own ids, with a few merges as in a BPE vocabulary; [SPACE] is a
+    special token (callers replace spaces with it before encoding, as the reference does).
+    """
+    vocab: dict[str, int] = {"[STOP]": STOP_ID}
+    symbols = [s for s in SPECIAL_TOKENS if s not in vocab]
+    symbols += list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?;:'\"-()&$%/ ")
+    symbols += [a + b for a in "etaoinshrdlu" for b in "etaoinshrdlucmfw"]  # some merges, like a BPE vocabulary
+    next_id = 1
+    for symbol in symbols:
+        if next_id == START_ID:
+            next_id += 1
+        vocab.setdefault(symbol, next_id)
+        next_id += 1
+    vocab["[START]"] = START_ID
+    while next_id < TEXT_VOCAB:
+        if next_id != START_ID:
+            vocab[f"[unused{next_id}]"] = next_id
+        next_id += 1
+    merges = [f"{s[0]} {s[1]}" for s in symbols if len(s) == 2 and not s.startswith("[")]
+    specials = ["[START]", *SPECIAL_TOKENS]
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [{"id": vocab[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": True} for t in specials],
+        "normalizer": None,
+        "pre_tokenizer": None,
+        "post_processor": None,
+        "decoder": None,
+        "model": {"type": "BPE", "dropout": None, "unk_token": "[UNK]", "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": vocab, "merges": merges},
+    }
+
+
+def random_conds(seed: int = 0, prompt_tokens: int = 150, gen_tokens: int = 100) -> dict:
+    """A built-in voice in the layout of conds.pt (``{"t3": {...}, "gen": {...}}``)."""
+    g = _generator("conds", seed)
+    emb = torch.randn(1, 256, generator=g)
+    return {
+        "t3": {"speaker_emb": emb / emb.norm(), "clap_emb": None,
+               "cond_prompt_speech_tokens": torch.randint(0, 6561, (1, prompt_tokens), generator=g),
+               "cond_prompt_speech_emb": None, "emotion_adv": torch.full((1, 1, 1), 0.5)},
+        "gen": {"prompt_token": torch.randint(0, 6561, (1, gen_tokens), generator=g),
+                "prompt_token_len": torch.tensor([gen_tokens]),
+                "prompt_feat": torch.randn(1, 2 * gen_tokens, 80, generator=g) * 0.5 - 5.0,
+                "prompt_feat_len": None, "embedding": torch.randn(1, 192, generator=g)},
+    }
+
+
+def write_checkpoint(directory: Path, seed: int = 0, parts: tuple[str, ...] = ("ve", "t3", "s3gen")) -> Path:
+    """Write the official files (random weights) into directory; returns it."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for part in parts:
+        save_file(random_state_dict(part, seed), str(directory / FILES[part]))
+    (directory / "tokenizer.json").write_text(json.dumps(tokenizer_json()))
+    torch.save(random_conds(seed), directory / "conds.pt")
+    return directory

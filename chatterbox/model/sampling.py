@@ -1,0 +1,68 @@
+"""Choosing the next speech token: the reference's chain of logit processors, in its order.
+
+Each step: classifier-free guidance (done by the caller), repetition penalty over every id generated so far
+(the start token included), temperature, min-p, top-p, softmax, one multinomial draw from the global generator.
+Written to give the same floats as transformers' processors, so that a seed gives the same tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.8
+    min_p: float = 0.05
+    top_p: float = 1.0
+    repetition_penalty: float = 1.2
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be above 0, not {self.temperature}")
+        if not 0 <= self.min_p <= 1:
+            raise ValueError(f"min_p must be between 0 and 1, not {self.min_p}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be above 0 and at most 1, not {self.top_p}")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be above 0, not {self.repetition_penalty}")
+
+
+def repetition_penalty(logits: Tensor, ids: Tensor, penalty: float) -> Tensor:
+    # logits: (B, V), ids: (B, N). Positive scores shrink, negative ones grow, once per distinct id.
+    score = torch.gather(logits, 1, ids)
+    score = torch.where(score < 0, score * penalty, score / penalty)
+    return logits.scatter(1, ids, score)
+
+
+def min_p_filter(logits: Tensor, min_p: float) -> Tensor:
+    probs = torch.softmax(logits, dim=-1)
+    remove = probs < min_p * probs.amax(dim=-1, keepdim=True)
+    return logits.masked_fill(remove, float("-inf"))  # the most likely token can never be removed
+
+
+def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
+    sorted_logits, sorted_idx = torch.sort(logits, descending=False)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    remove_sorted = cumulative <= (1 - top_p)
+    remove_sorted[..., -1:] = False  # keep at least the most likely token
+    remove = remove_sorted.scatter(1, sorted_idx, remove_sorted)
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def process_logits(logits: Tensor, generated: Tensor, params: SamplingParams) -> Tensor:
+    """Guided logits (B, V) -> the logits the draw is made from."""
+    logits = repetition_penalty(logits, generated, float(params.repetition_penalty))
+    if params.temperature != 1.0:
+        logits = logits / params.temperature
+    logits = min_p_filter(logits, params.min_p)
+    return top_p_filter(logits, params.top_p)
+
+
+def sample(logits: Tensor, generated: Tensor, params: SamplingParams, generator: torch.Generator | None = None
+           ) -> Tensor:
+    """One token per row: (B, V) guided logits -> (B, 1) ids."""
+    probs = torch.softmax(process_logits(logits, generated, params), dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)

@@ -1,0 +1,135 @@
+"""Text -> speech tokens with a voice: the tokenizer, the voice encoder, the S3 tokenizer and T3, loaded from a
+checkpoint directory. S3Gen (speech tokens -> audio) builds on this."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, build, read_safetensors, resolve_model_dir, subset
+from .conds import Conditionals, T3Cond
+from .s3tokenizer import S3Tokenizer
+from .s3tokenizer import SAMPLE_RATE as S3_RATE
+from .sampling import SamplingParams
+from .t3 import T3, T3Config
+from .tokenizer import TextTokenizer
+from .voice_encoder import VoiceEncoder
+
+REFERENCE_RATE = 24000
+PROMPT_SECONDS = 6  # T3's speech prompt: the first 6 s of the reference
+GEN_SECONDS = 10  # S3Gen's reference: the first 10 s
+MIN_REFERENCE_SECONDS = 1.5
+
+
+class ReferenceClipError(ValueError):
+    """A reference clip that cannot give a voice (too short, silent, clipped, not audio, odd sample rate)."""
+
+
+def load_reference(source, sample_rate: int | None = None) -> np.ndarray:
+    """A reference clip (path, bytes or samples) as float32 mono at 24 kHz, with clear errors."""
+    from .. import audio
+
+    if isinstance(source, (str, Path, bytes)):
+        try:
+            samples, sample_rate = audio.decode(source)
+        except audio.AudioError as exc:
+            raise ReferenceClipError(f"the reference clip is not usable audio: {exc}") from None
+    else:
+        samples = np.asarray(source, dtype=np.float32).reshape(-1)
+        if sample_rate is None:
+            raise ReferenceClipError("give the sample rate of the reference samples")
+    if not 8000 <= sample_rate <= 192000:
+        raise ReferenceClipError(f"the reference clip's sample rate {sample_rate} Hz is outside 8 kHz to 192 kHz")
+    if not np.all(np.isfinite(samples)):
+        raise ReferenceClipError("the reference clip contains NaN or infinite samples")
+    seconds = len(samples) / sample_rate
+    if seconds < MIN_REFERENCE_SECONDS:
+        raise ReferenceClipError(f"the reference clip is {seconds:.2f} s long; at least {MIN_REFERENCE_SECONDS} s "
+                                 "of speech is needed (5 to 10 s works best)")
+    if audio.is_silent(samples):
+        raise ReferenceClipError("the reference clip is silent")
+    if audio.clipped_fraction(samples) > 0.01:
+        raise ReferenceClipError(f"the reference clip is clipped ({audio.clipped_fraction(samples):.1%} of samples "
+                                 "at full scale); record it quieter")
+    return resample(samples, sample_rate, REFERENCE_RATE)
+
+
+def resample(samples: np.ndarray, src: int, dst: int) -> np.ndarray:
+    """High-quality resampling (soxr HQ, the resampler the reference uses through librosa)."""
+    if src == dst:
+        return samples.astype(np.float32)
+    import soxr
+
+    return soxr.resample(samples.astype(np.float32), src, dst, quality="HQ").astype(np.float32)
+
+
+class SpeechTokenModel:
+    """The first half of Chatterbox. Thread-safe: one generation at a time per instance."""
+
+    def __init__(self, t3: T3, tokenizer: TextTokenizer, ve: VoiceEncoder, s3_tokenizer: S3Tokenizer | None,
+                 conds: Conditionals | None, device: torch.device):
+        self.t3, self.tokenizer, self.ve, self.s3_tokenizer = t3, tokenizer, ve, s3_tokenizer
+        self.conds, self.device = conds, device
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_local(cls, path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                   t3_config: T3Config = T3Config()) -> "SpeechTokenModel":
+        path = resolve_model_dir(path, files=("ve.safetensors", "t3_cfg.safetensors", "tokenizer.json"))
+        device = torch.device(device)
+        t3_tensors = read_safetensors(path / "t3_cfg.safetensors", device)
+        if "model" in t3_tensors:  # some exports wrap the state dict
+            raise CheckpointError(f"{path / 't3_cfg.safetensors'} wraps its tensors in 'model'; unwrap it first")
+        t3 = build(lambda: T3(t3_config), t3_tensors, "t3_cfg.safetensors", device, dtype)
+        ve = build(VoiceEncoder, read_safetensors(path / "ve.safetensors", device), "ve.safetensors", device,
+                   torch.float32)
+        s3 = None
+        if (path / "s3gen.safetensors").is_file():
+            s3 = S3Tokenizer()
+            s3.load_checkpoint_tensors(subset(read_safetensors(path / "s3gen.safetensors"), "tokenizer."))
+            s3 = s3.to(device).eval()
+        conds = Conditionals.load(path / "conds.pt", device) if (path / "conds.pt").is_file() else None
+        return cls(t3, TextTokenizer(path / "tokenizer.json"), ve, s3, conds, device)
+
+    def prepare_conditionals(self, reference, exaggeration: float = 0.5, sample_rate: int | None = None
+                             ) -> Conditionals:
+        """A new voice from a reference clip: T3's half (speaker embedding, prompt tokens); S3Gen's half holds
+        the clip's speech tokens (its mels and x-vector come with S3Gen)."""
+        if self.s3_tokenizer is None:
+            raise RuntimeError("s3gen.safetensors (which holds the S3 tokenizer) is not in the model directory")
+        wav24 = load_reference(reference, sample_rate)
+        wav16 = resample(wav24, REFERENCE_RATE, S3_RATE)
+        with self._lock, torch.inference_mode():
+            prompt = self.s3_tokenizer(torch.from_numpy(wav16[: PROMPT_SECONDS * S3_RATE]),
+                                       max_tokens=self.t3.cfg.prompt_tokens)
+            speaker = self.ve.embed(wav16)
+            gen_tokens = self.s3_tokenizer(torch.from_numpy(resample(wav24[: GEN_SECONDS * REFERENCE_RATE],
+                                                                     REFERENCE_RATE, S3_RATE)))
+        t3 = T3Cond(speaker_emb=speaker.cpu(), cond_prompt_speech_tokens=prompt.cpu(),
+                    emotion_adv=torch.full((1, 1, 1), float(exaggeration)))
+        gen = {"prompt_token": gen_tokens.cpu(), "prompt_token_len": torch.tensor([gen_tokens.shape[1]])}
+        return Conditionals(t3, gen)
+
+    def generate(self, text: str, conds: Conditionals | None = None, *, exaggeration: float = 0.5,
+                 cfg_weight: float = 0.5, temperature: float = 0.8, min_p: float = 0.05, top_p: float = 1.0,
+                 repetition_penalty: float = 1.2, max_new_tokens: int = 1000, seed: int | None = None
+                 ) -> Iterator[int]:
+        """Speech tokens (0..6560) for text, yielded as T3 samples them."""
+        conds = conds or self.conds
+        if conds is None:
+            raise ValueError("no voice: the model directory has no conds.pt and no conditionals were given")
+        sampling = SamplingParams(temperature=temperature, min_p=min_p, top_p=top_p,
+                                  repetition_penalty=repetition_penalty)
+        tokens = self.tokenizer(text).to(self.device)
+        cond = conds.t3.with_exaggeration(exaggeration)
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        with self._lock:
+            for token in self.t3.generate(cond, tokens, cfg_weight=cfg_weight, sampling=sampling,
+                                          max_new_tokens=max_new_tokens, generator=generator):
+                if token < self.t3.cfg.speech_codes:
+                    yield token
