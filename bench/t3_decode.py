@@ -93,7 +93,7 @@ def main() -> None:
             print(f"reference: not run ({args.reference_python} missing: run tools/setup_reference_env.sh)")
             return
         out = subprocess.run([args.reference_python, "-c", REFERENCE, str(ckpt), TEXT, str(args.tokens),
-                              args.device, args.dtype], capture_output=True, text=True)
+                              args.device, args.dtype], capture_output=True, text=True, cwd=tmp)  # not our chatterbox
         if out.returncode != 0:
             print("reference failed:\n" + out.stderr[-3000:])
             sys.exit(1)

@@ -16,36 +16,51 @@ import numpy as np
 # Format name -> Content-Type. "ogg" is Ogg with the Opus codec.
 FORMATS: dict[str, str] = {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg", "flac": "audio/flac"}
 
-# What ffmpeg is told per format (container, then codec options).
-_ENCODE = {
-    "mp3": ("mp3", ["-b:a", "128k"]),
-    "ogg": ("ogg", ["-c:a", "libopus", "-b:a", "64k"]),
-    "flac": ("flac", []),
+# What pydub/ffmpeg is told per format: (container, codec, extra options).
+_ENCODE: dict[str, tuple[str, str | None, list[str]]] = {
+    "mp3": ("mp3", "libmp3lame", ["-b:a", "128k"]),
+    # The codec must be named: pydub's default for "ogg" is Vorbis.
+    "ogg": ("ogg", "libopus", ["-b:a", "64k"]),
+    "flac": ("flac", "flac", []),
 }
+# The only rates the Opus encoder accepts.
 _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
 
 class AudioError(ValueError):
-    pass
+    """Audio that cannot be encoded or decoded (unknown format, no samples, not audio)."""
 
 
 @lru_cache(maxsize=1)
 def ffmpeg_exe() -> str:
-    """The ffmpeg binary shipped in the imageio-ffmpeg wheel, also handed to pydub."""
+    """The ffmpeg binary shipped in the imageio-ffmpeg wheel; pydub is configured to use it (once)."""
     import imageio_ffmpeg
 
-    with warnings.catch_warnings():  # pydub looks for an "ffmpeg" on PATH at import, and warns: we give it ours
+    # pydub looks for "ffmpeg" on PATH when it is imported and warns when there is none (we hand it ours), and
+    # its "import audioop" raises a DeprecationWarning on Python 3.11-3.12: neither is ours to act on.
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from pydub import AudioSegment
 
     exe = imageio_ffmpeg.get_ffmpeg_exe()
-    AudioSegment.converter = exe
-    AudioSegment.ffmpeg = exe
+    AudioSegment.converter = exe  # AudioSegment.ffmpeg is an alias of converter in pydub 0.25
     return exe
 
 
+def _check_rate(sample_rate: int) -> int:
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise AudioError(f"the sample rate must be a positive integer, not {sample_rate!r}")
+    return int(sample_rate)
+
+
+def _mono(samples: np.ndarray) -> np.ndarray:
+    return np.asarray(samples, dtype=np.float32).reshape(-1)
+
+
 def to_int16(samples: np.ndarray) -> np.ndarray:
-    return (np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0) * 32767.0).round().astype(np.int16)
+    """Float samples in [-1, 1] -> int16, clipped (NaN becomes silence rather than noise)."""
+    clean = np.nan_to_num(_mono(samples), nan=0.0, posinf=1.0, neginf=-1.0)
+    return (np.clip(clean, -1.0, 1.0) * 32767.0).round().astype(np.int16)
 
 
 def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
@@ -54,79 +69,103 @@ def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
     with wave.open(buf, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
-        w.setframerate(int(sample_rate))
+        w.setframerate(_check_rate(sample_rate))
         w.writeframes(to_int16(samples).tobytes())
     return buf.getvalue()
 
 
 def _opus_rate(sample_rate: int) -> int:
-    # Opus takes only a few rates: the nearest one at or above the input keeps all of its bandwidth.
+    # The nearest Opus rate at or above the input keeps all of its bandwidth (22050/24000 -> 24000, 44100 -> 48000).
     return next((r for r in _OPUS_RATES if r >= sample_rate), 48000)
 
 
 def encode(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
-    """Mono float32 samples in [-1, 1] as a file of the given format."""
-    fmt = fmt.lower() if isinstance(fmt, str) else fmt
-    if fmt not in FORMATS:
+    """Mono float32 samples in [-1, 1] as a complete file in fmt (one of FORMATS)."""
+    key = fmt.lower() if isinstance(fmt, str) else fmt
+    if key not in FORMATS:
         raise AudioError(f"unknown audio format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+    samples = _mono(samples)
     if samples.size == 0:
         raise AudioError("there are no samples to encode")
-    if fmt == "wav":
+    sample_rate = _check_rate(sample_rate)
+    if key == "wav":
         return wav_bytes(samples, sample_rate)
+
     ffmpeg_exe()
     from pydub import AudioSegment
+    from pydub.exceptions import CouldntEncodeError
 
-    segment = AudioSegment(to_int16(samples).tobytes(), frame_rate=int(sample_rate), sample_width=2, channels=1)
-    container, options = _ENCODE[fmt]
-    if fmt == "ogg":
-        options = [*options, "-ar", str(_opus_rate(sample_rate))]
+    segment = AudioSegment(to_int16(samples).tobytes(), frame_rate=sample_rate, sample_width=2, channels=1)
+    container, codec, options = _ENCODE[key]
+    if key == "ogg":
+        options = [*options, "-ar", str(_opus_rate(sample_rate))]  # ffmpeg resamples; Opus refuses other rates
     out = io.BytesIO()
-    segment.export(out, format=container, parameters=options)
+    try:
+        segment.export(out, format=container, codec=codec, parameters=options)
+    except CouldntEncodeError as exc:
+        raise AudioError(f"ffmpeg could not encode {key}: {_last_line(str(exc))}") from None
     return out.getvalue()
 
 
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
 def decode(data: bytes | str | Path) -> tuple[np.ndarray, int]:
-    """Any audio ffmpeg reads -> (mono float32 samples, sample rate). No ffprobe needed."""
+    """Any audio ffmpeg reads (bytes, or a path) -> (mono float32 samples, sample rate). No ffprobe needed.
+
+    Opus always decodes at 48 kHz, whatever rate it was encoded from.
+    """
     if isinstance(data, (str, Path)):
-        try:
-            data = Path(data).read_bytes()
-        except OSError as exc:
-            raise AudioError(f"cannot read {data}: {exc.strerror}") from None
+        path = Path(data)
+        if not path.is_file():
+            raise AudioError(f"cannot read {path}: no such file")
+        return _decode_file(path.resolve(), str(path))
+    data = bytes(data)
     if not data:
         raise AudioError("the audio data is empty")
+    # A file rather than a pipe: some containers (MP4, WAV with odd chunks) need to seek.
     with tempfile.NamedTemporaryFile(suffix=".audio") as src:
-        # A file rather than a pipe: some containers (MP4, some WAVs) need to seek.
         src.write(data)
         src.flush()
-        result = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", src.name, "-map", "0:a:0",
-                                 "-ac", "1", "-f", "f32le", "-c:a", "pcm_f32le", "-"], capture_output=True)
-    header = result.stderr.decode(errors="replace")
-    match = re.search(r"Audio: .*?, (\d+) Hz", header)
+        return _decode_file(Path(src.name), "the data")
+
+
+def _decode_file(path: Path, what: str) -> tuple[np.ndarray, int]:
+    # "file:" stops ffmpeg from reading a name such as "concat:..." or "-x" as a protocol or an option.
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", f"file:{path}", "-map", "0:a:0",
+           "-ac", "1", "-f", "f32le", "-c:a", "pcm_f32le", "-"]
+    result = subprocess.run(cmd, capture_output=True)
+    log = result.stderr.decode(errors="replace")
+    # The first "Audio:" line is the input stream 0:a:0 we mapped; with no -ar the output keeps its rate.
+    match = re.search(r"Audio: .*?, (\d+) Hz", log)
     if result.returncode != 0 or match is None:
-        raise AudioError("the data is not audio that ffmpeg can read")
+        raise AudioError(f"{what} is not audio that ffmpeg can read ({_last_line(log)})")
     return np.frombuffer(result.stdout, dtype=np.float32).copy(), int(match.group(1))
 
 
 def silence(seconds: float, sample_rate: int) -> np.ndarray:
+    """seconds of float32 zeros (none for a negative length)."""
     return np.zeros(max(0, int(round(seconds * sample_rate))), dtype=np.float32)
 
 
 def concat(chunks: list[np.ndarray], sample_rate: int, gap_seconds: float = 0.0) -> np.ndarray:
-    """Join chunks with gap_seconds of silence between them."""
+    """Join chunks with gap_seconds of silence between them (not before the first or after the last)."""
     gap = silence(gap_seconds, sample_rate)
     parts: list[np.ndarray] = []
     for i, chunk in enumerate(chunks):
         if i and gap.size:
             parts.append(gap)
-        parts.append(np.asarray(chunk, dtype=np.float32).reshape(-1))
+        parts.append(_mono(chunk))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
 def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write to a temporary file beside path, then rename: readers see the old file or the whole new one."""
+    """Write to a temporary file beside path, fsync, rename: readers see the old file or the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Same directory, so os.replace is a rename within one filesystem (atomic), never a copy.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -141,17 +180,23 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
 
 
 def duration_seconds(samples: np.ndarray, sample_rate: int) -> float:
+    """Length of samples in seconds."""
     return len(samples) / float(sample_rate)
 
 
 def peak_dbfs(samples: np.ndarray) -> float:
-    peak = float(np.max(np.abs(samples))) if len(samples) else 0.0
-    return 20.0 * np.log10(peak) if peak > 0 else float("-inf")
+    """Peak level in dB relative to full scale; -inf for silence or no samples."""
+    samples = _mono(samples)
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    return float(20.0 * np.log10(peak)) if peak > 0 else float("-inf")
 
 
 def is_silent(samples: np.ndarray, threshold_dbfs: float = -50.0) -> bool:
+    """True when the peak stays below threshold_dbfs."""
     return peak_dbfs(samples) < threshold_dbfs
 
 
 def clipped_fraction(samples: np.ndarray) -> float:
-    return float(np.mean(np.abs(samples) >= 0.999)) if len(samples) else 0.0
+    """Fraction of samples at full scale (|x| >= 0.999), a sign of a clipped recording."""
+    samples = _mono(samples)
+    return float(np.mean(np.abs(samples) >= 0.999)) if samples.size else 0.0

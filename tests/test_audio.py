@@ -1,6 +1,9 @@
 """Encoding and decoding real audio through the imageio-ffmpeg binary."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -18,14 +21,20 @@ MAGIC = {"wav": lambda b: b[:4] == b"RIFF" and b[8:12] == b"WAVE",
          "flac": lambda b: b[:4] == b"fLaC"}
 
 
+def test_formats():
+    assert audio.FORMATS == {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg", "flac": "audio/flac"}
+
+
 @pytest.mark.parametrize("rate", [22050, 24000])
 @pytest.mark.parametrize("fmt", list(audio.FORMATS))
 def test_round_trip(fmt, rate):
     samples = sine(rate)
     data = audio.encode(samples, rate, fmt)
-    assert MAGIC[fmt](data)
+    assert MAGIC[fmt](data), data[:16]
     decoded, decoded_rate = audio.decode(data)
-    assert decoded_rate == (48000 if fmt == "ogg" else rate)  # Opus always decodes at 48 kHz
+    # Encoded at 24 kHz (the Opus rate for 22050/24000 input), but ffmpeg always decodes Opus at 48 kHz.
+    assert decoded_rate == (48000 if fmt == "ogg" else rate)
+    assert decoded.dtype == np.float32 and decoded.ndim == 1
     assert abs(len(decoded) / decoded_rate - 1.0) < 0.05
     if fmt in ("wav", "flac"):
         assert len(decoded) == len(samples)
@@ -39,30 +48,77 @@ def test_round_trip(fmt, rate):
 def test_opus_rates():
     assert audio._opus_rate(22050) == 24000 and audio._opus_rate(24000) == 24000
     assert audio._opus_rate(44100) == 48000 and audio._opus_rate(16000) == 16000
+    assert audio._opus_rate(11025) == 12000 and audio._opus_rate(96000) == 48000
+
+
+@pytest.mark.parametrize("rate", [11025, 44100])
+def test_opus_takes_any_rate(rate):
+    data = audio.encode(sine(rate, 0.3), rate, "OGG")  # the format name is case-insensitive
+    decoded, decoded_rate = audio.decode(data)
+    assert MAGIC["ogg"](data) and decoded_rate == 48000
+    assert abs(len(decoded) / decoded_rate - 0.3) < 0.05
+
+
+def test_decode_path(tmp_path):
+    path = audio.write_atomic(tmp_path / "clip.flac", audio.encode(sine(16000, 0.5), 16000, "flac"))
+    samples, rate = audio.decode(path)
+    assert rate == 16000 and len(samples) == 8000
+    assert audio.decode(str(path))[1] == 16000
+    with pytest.raises(audio.AudioError, match="cannot read"):
+        audio.decode(tmp_path / "missing.wav")
 
 
 def test_errors_are_named():
-    with pytest.raises(audio.AudioError, match="unknown audio format 'aiff'"):
+    with pytest.raises(audio.AudioError, match="unknown audio format 'aiff'.*wav, mp3, ogg, flac"):
         audio.encode(sine(22050), 22050, "aiff")
     with pytest.raises(audio.AudioError, match="no samples"):
         audio.encode(np.zeros(0, np.float32), 22050, "mp3")
+    with pytest.raises(audio.AudioError, match="sample rate"):
+        audio.encode(sine(100), 0, "wav")
     with pytest.raises(audio.AudioError, match="not audio"):
         audio.decode(b"this is not audio at all" * 100)
     with pytest.raises(audio.AudioError, match="empty"):
         audio.decode(b"")
+    assert issubclass(audio.AudioError, ValueError)
 
 
-def test_concat_and_checks():
+def test_no_ffmpeg_warnings():
+    # pydub warns at import when there is no ffmpeg on PATH; encoding and decoding must stay quiet.
+    code = ("import numpy as np; from chatterbox import audio; "
+            "audio.decode(audio.encode(np.full(800, 0.1, np.float32), 8000, 'mp3'))")
+    result = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True,
+                            env={"PATH": "/nonexistent"}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr
+
+
+def test_samples_helpers():
+    assert audio.to_int16(np.array([2.0, -2.0, 0.5, np.nan], np.float32)).tolist() == [32767, -32767, 16384, 0]
+    assert audio.silence(0.5, 100).tolist() == [0.0] * 50 and audio.silence(0.5, 100).dtype == np.float32
     joined = audio.concat([np.ones(10, np.float32), np.ones(5, np.float32)], 100, 0.1)
-    assert len(joined) == 25 and joined[10:20].sum() == 0
+    assert len(joined) == 25 and joined[10:20].sum() == 0 and joined.dtype == np.float32
+    assert audio.concat([], 100, 0.1).size == 0
+    assert audio.duration_seconds(np.zeros(24000), 24000) == 1.0
     assert audio.is_silent(np.zeros(100, np.float32)) and not audio.is_silent(sine(8000))
+    assert audio.is_silent(np.full(100, 0.001, np.float32)) and audio.peak_dbfs(np.zeros(0)) == float("-inf")
     assert audio.clipped_fraction(np.array([1.0, 0.5, -1.0, 0.0], np.float32)) == 0.5
     assert audio.peak_dbfs(np.array([0.5], np.float32)) == pytest.approx(-6.02, abs=0.01)
 
 
+def test_wav_bytes_is_plain_pcm():
+    import io
+    import wave
+
+    with wave.open(io.BytesIO(audio.wav_bytes(sine(22050, 0.1), 22050))) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()) == (1, 2, 22050, 2205)
+
+
 def test_write_atomic(tmp_path):
     target = tmp_path / "sub" / "out.wav"
-    audio.write_atomic(target, b"first")
-    audio.write_atomic(target, b"second")
+    assert audio.write_atomic(target, b"first") == target
+    audio.write_atomic(str(target), b"second")
+    assert target.read_bytes() == b"second"
+    with pytest.raises(TypeError):
+        audio.write_atomic(target, "not bytes")  # a failed write keeps the old file and no temp file
     assert target.read_bytes() == b"second"
     assert [p.name for p in target.parent.iterdir()] == ["out.wav"]

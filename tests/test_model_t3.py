@@ -155,3 +155,15 @@ def test_conditionals_round_trip(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="not a conditionals file"):
         Conditionals.load(tmp_path / "bad.pt")
+
+
+def test_model_dir_errors(tmp_path, monkeypatch):
+    from chatterbox.model.checkpoint import resolve_model_dir
+
+    with pytest.raises(FileNotFoundError, match="lacks the checkpoint files ve.safetensors, t3_cfg.safetensors"):
+        resolve_model_dir(tmp_path)
+    monkeypatch.delenv("CHATTERBOX_MODEL_DIR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hub"))
+    with pytest.raises(RuntimeError, match="set CHATTERBOX_MODEL_DIR"):
+        resolve_model_dir(None)

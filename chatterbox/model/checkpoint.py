@@ -90,10 +90,24 @@ def resolve_model_dir(model_dir: str | Path | None = None, files: tuple[str, ...
     except ImportError:
         raise RuntimeError("no model directory given and huggingface_hub is not installed: set "
                            "CHATTERBOX_MODEL_DIR to a directory with the checkpoint files") from None
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or not _hub_reachable(timeout_s)
     try:
-        paths = [Path(hf_hub_download(REPO_ID, name)) for name in files]
+        # Offline, only files already in the local hub cache can be used: an error at once, not after retries.
+        paths = [Path(hf_hub_download(REPO_ID, name, local_files_only=offline)) for name in files]
     except Exception as exc:
         raise RuntimeError(f"cannot fetch the Chatterbox weights from the Hugging Face hub ({REPO_ID}): "
                            f"{type(exc).__name__}: {str(exc)[:200]}. On a machine without internet access, "
                            "copy the files into a directory and set CHATTERBOX_MODEL_DIR") from None
     return paths[0].parent
+
+
+def _hub_reachable(timeout_s: float) -> bool:
+    import socket
+    from urllib.parse import urlsplit
+
+    host = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=min(timeout_s, 5.0)):
+            return True
+    except OSError:
+        return False
