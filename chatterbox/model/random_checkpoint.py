@@ -43,6 +43,8 @@ def random_tensor(name: str, shape: tuple[int, ...], dtype: torch.dtype, seed: i
     if dtype in (torch.int64, torch.int32, torch.bool, torch.uint8):
         return torch.zeros(shape, dtype=dtype)
     leaf = name.rsplit(".", 1)[-1]
+    if name.endswith("running_var"):  # batch-norm variances must be positive
+        return (1.0 + 0.1 * torch.rand(shape, generator=g)).to(dtype)
     if name.endswith("window"):
         return torch.hann_window(shape[0], periodic=True).to(dtype)
     if "mel_filters" in name or "mel_basis" in name or "melscale" in name:
