@@ -4,19 +4,24 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["TextError", "normalize", "split_sentences", "chunk_text", "number_to_words"]
+__all__ = ["TextError", "normalize", "split_sentences", "chunk_text", "number_to_words", "ordinal_to_words",
+           "year_to_words"]
 
 
 class TextError(ValueError):
     """Text that cannot be spoken (empty, or nothing speakable left after normalization)."""
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Numbers in words (small enough to own: no dependency, and we control the exact wording the engine hears).
+
 _ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
          "seventeen eighteen nineteen").split()
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-_SCALES = ((10**15, "quadrillion"), (10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (1000, "thousand"))
-_ORDINAL_WORDS = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
-                  "nine": "ninth", "twelve": "twelfth"}
+_SCALES = ((10**18, "quintillion"), (10**15, "quadrillion"), (10**12, "trillion"), (10**9, "billion"),
+           (10**6, "million"), (1000, "thousand"))
+_IRREGULAR_ORDINALS = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
+                       "nine": "ninth", "twelve": "twelfth"}
 
 
 def _below_thousand(n: int) -> str:
@@ -35,8 +40,8 @@ def number_to_words(n: int) -> str:
     """Cardinal number in words: 1234 -> "one thousand two hundred thirty-four"."""
     if n < 0:
         return "minus " + number_to_words(-n)
-    if n >= 10**18:
-        return " ".join(_ONES[int(d)] for d in str(n))  # too big to say as a number: read the digits
+    if n >= 10**21:
+        return _digits(str(n))  # nobody says sextillions: read the digits
     words = []
     for value, name in _SCALES:
         if n >= value:
@@ -48,179 +53,277 @@ def number_to_words(n: int) -> str:
 
 
 def ordinal_to_words(n: int) -> str:
-    words = number_to_words(n)
-    head, sep, last = words.rpartition(" ")
-    hyphen_head, hsep, last_part = last.rpartition("-")
-    if last_part in _ORDINAL_WORDS:
-        last_part = _ORDINAL_WORDS[last_part]
-    elif last_part.endswith("y"):
-        last_part = last_part[:-1] + "ieth"
-    else:
-        last_part += "th"
-    return head + sep + hyphen_head + hsep + last_part
+    """21 -> "twenty-first", 100 -> "one hundredth"."""
+    head, last = re.match(r"(.*?)([a-z]+)$", number_to_words(n)).groups()
+    if last in _IRREGULAR_ORDINALS:
+        return head + _IRREGULAR_ORDINALS[last]
+    return head + (last[:-1] + "ieth" if last.endswith("y") else last + "th")
 
 
 def year_to_words(n: int) -> str:
-    """1984 -> nineteen eighty-four, 2005 -> two thousand five, 1900 -> nineteen hundred."""
+    """1984 -> "nineteen eighty-four", 1905 -> "nineteen oh five", 1900 -> "nineteen hundred", 2005 -> cardinal."""
     high, low = divmod(n, 100)
-    if 2000 <= n <= 2009:
+    if 2000 <= n <= 2009 or not 1000 <= n <= 9999:
         return number_to_words(n)
     if low == 0:
         return f"{number_to_words(high)} hundred"
-    if low < 10:
-        return f"{number_to_words(high)} oh {number_to_words(low)}"
-    return f"{number_to_words(high)} {number_to_words(low)}"
+    return f"{number_to_words(high)} {'oh ' if low < 10 else ''}{number_to_words(low)}"
 
 
 def _digits(text: str) -> str:
-    return " ".join(_ONES[int(d)] for d in text)
+    return " ".join(_ONES[int(d)] for d in text if d.isdigit())
 
 
-# Abbreviations that end in a period; the period must not end a sentence.
+def _plural(words: str) -> str:
+    """"nineteen eighty" -> "nineteen eighties" (decades)."""
+    return words[:-1] + "ies" if words.endswith("y") else words + ("es" if words.endswith("x") else "s")
+
+
+def _say_number(sign: str | None, whole: str, frac: str | None = None) -> str:
+    """Digits as spoken: "1,234" -> cardinal, "007" -> digit by digit, fraction digits one by one."""
+    whole = whole.replace(",", "")
+    if len(whole) > 1 and whole.startswith("0"):
+        words = _digits(whole)  # codes, not quantities
+    else:
+        words = number_to_words(int(whole)) if whole else ""
+    if frac:
+        words = f"{words} point {_digits(frac)}".strip()
+    return ("minus " if sign else "") + words
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Patterns. Order of application matters: money and percentages claim their digits before plain numbers do.
+
+_NUM = r"(\d{1,3}(?:,\d{3})+(?!\d)|\d+)"  # with or without thousands separators
+_SIGN = r"((?<![\w\-])-)?"  # a minus sign, not a hyphen inside "COVID-19"
+_CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence"),
+               "€": ("euro", "euros", "cent", "cents")}
+_MONEY_RE = re.compile(_SIGN + r"([$£€])\s?" + _NUM + r"(?:\.(\d+))?(?:\s(thousand|million|billion|trillion)\b)?")
+_PERCENT_RE = re.compile(_SIGN + _NUM + r"(?:\.(\d+))?\s?%")
+_CLOCK_RE = re.compile(r"(?<![\d:.,])(\d{1,2})(?::([0-5]\d))?\s*([AaPp])\.?[Mm](?![A-Za-z])\.?")
+_TIME_RE = re.compile(r"(?<![\d:.,])([01]?\d|2[0-3]):([0-5]\d)(?![\d:])")
+_DECADE_RE = re.compile(r"(?<![\w'])(?:(1[1-9]\d0|20\d0)|'?(\d*0))s\b")  # 1980s, '80s, 100s
+_ORDINAL_RE = re.compile(r"\b(\d+)(?:st|nd|rd|th)\b", re.IGNORECASE)
+_YEAR_RANGE_RE = re.compile(r"\b(1[1-9]\d\d|20\d\d)-(1[1-9]\d\d|20\d\d)\b")
+_YEAR_RE = re.compile(r"(?<![\d.,$£€])(?<!(?<!\w)-)\b(1[1-9]\d\d|20[1-9]\d|200\d)\b(?![.,:]\d|%)")
+_DOTTED_RE = re.compile(r"\b\d+(?:\.\d+){2,}\b")  # versions, addresses: 1.2.3
+_NUMBER_RE = re.compile(_SIGN + _NUM + r"(?:\.(\d+))?")
+_BARE_FRACTION_RE = re.compile(_SIGN + r"(?<![\w.])\.(\d+)")  # ".5"
+
+# Abbreviations that end in a period; expanding them keeps that period from looking like a sentence end.
 _ABBREVIATIONS = {"mr": "Mister", "mrs": "Missus", "ms": "Miz", "dr": "Doctor", "prof": "Professor",
                   "jr": "Junior", "sr": "Senior", "vs": "versus", "etc": "et cetera", "approx": "approximately",
                   "mt": "Mount", "capt": "Captain", "gen": "General", "lt": "Lieutenant", "sgt": "Sergeant"}
-_ABBREV_RE = re.compile(r"\b(" + "|".join(_ABBREVIATIONS) + r")\.(?=\s|$)", re.IGNORECASE)
-_SAINT_RE = re.compile(r"\bSt\.(?=\s+[A-Z])")
-_STREET_RE = re.compile(r"\bSt\.")
-_EG_RE = re.compile(r"\be\.g\.(?=\s|,|$)", re.IGNORECASE)
-_IE_RE = re.compile(r"\bi\.e\.(?=\s|,|$)", re.IGNORECASE)
-_NO_RE = re.compile(r"\bNo\.\s*(?=\d)")
-
-_CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence"),
-               "€": ("euro", "euros", "cent", "cents")}
-_MONEY_RE = re.compile(r"([$£€])\s?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,2}))?\b")
-_PERCENT_RE = re.compile(r"(-?\d+(?:\.\d+)?)\s?%")
-_TIME_RE = re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)\b")
-_ORDINAL_RE = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)
-_YEAR_RE = re.compile(r"(?<![\d.,$£€-])\b(1[1-9]\d\d|20\d\d)\b(?![.,]\d|%)")
-_DECIMAL_RE = re.compile(r"(?<![\d.])(-?)(\d+)\.(\d+)\b")
-_INTEGER_RE = re.compile(r"(?<![\w.])(-?)(\d{1,3}(?:,\d{3})+|\d+)\b")
+_ABBREV_RE = re.compile(r"\b(" + "|".join(_ABBREVIATIONS) + r"|e\.g|i\.e)\.", re.IGNORECASE)
+_ST_RE = re.compile(r"\bSt\.", re.IGNORECASE)
+_NO_RE = re.compile(r"\bNo\.\s*(?=\d)", re.IGNORECASE)
+_AT_END = re.compile(r"[\"')\]]*\s*$")
+_THEN_CAPITAL = re.compile(r"[\"')\]]*\s+[\"'(\[]?[A-Z]")
+_SENTENCE_START = re.compile(r"(?:^|[.!?][\"')\]]*\s)\s*[\"'(\[]?$")
 
 
-def _money(match: re.Match) -> str:
-    one, many, sub_one, sub_many = _CURRENCIES[match.group(1)]
-    whole = int(match.group(2).replace(",", ""))
-    cents = int((match.group(3) or "0").ljust(2, "0"))
+def _starts_sentence(text: str, i: int) -> bool:
+    """Whether position i of text begins a sentence (looks back a few characters only: keeps normalize linear)."""
+    return bool(_SENTENCE_START.search(text[max(0, i - 12):i]))
+
+
+def _sentence_case(m: re.Match, words: str) -> str:
+    """Capitalize an expansion that starts a sentence ("E.g. this" -> "For example this"); titles stay capitalized."""
+    if _starts_sentence(m.string, m.start()):
+        return words[0].upper() + words[1:]
+    return words
+
+
+def _abbreviation(m: re.Match) -> str:
+    key = m.group(1).lower()
+    words = {"e.g": "for example", "i.e": "that is"}.get(key) or _ABBREVIATIONS[key]
+    # The period may also have ended the sentence: keep it at the very end, and after "etc." before a capital.
+    stop = _AT_END.match(m.string, m.end()) or (key == "etc" and _THEN_CAPITAL.match(m.string, m.end()))
+    return _sentence_case(m, words) + ("." if stop else "")
+
+
+def _saint_or_street(m: re.Match) -> str:
+    """"St. Paul" is a saint, "Main St." a street; so is "Main St. Bakery" (a capitalized word before it)."""
+    before = m.string[max(0, m.start() - 100):m.start()]
+    street = "Street." if _AT_END.match(m.string, m.end()) else "Street"
+    if not _THEN_CAPITAL.match(m.string, m.end()):
+        return street
+    # The word before only counts when it isn't itself the first word of a sentence ("In St. Louis").
+    previous = re.search(r"(\S+)\s+$", before)
+    if previous and re.fullmatch(r"[A-Z][\w'-]*|\d+\w*", previous.group(1)) and \
+            not _starts_sentence(before, previous.start()):
+        return street
+    return "Saint"
+
+
+def _money(m: re.Match) -> str:
+    sign, symbol, whole, frac, scale = m.groups()
+    one, many, sub_one, sub_many = _CURRENCIES[symbol]
+    if scale or (frac and len(frac) > 2):  # "$1.5 million", "$0.125": a plain number of dollars
+        return f"{_say_number(sign, whole, frac)}{' ' + scale if scale else ''} {many}"
+    amount, cents = int(whole.replace(",", "")), int((frac or "0").ljust(2, "0"))
     parts = []
-    if whole or not cents:
-        parts.append(f"{number_to_words(whole)} {one if whole == 1 else many}")
+    if amount or not cents:
+        parts.append(f"{number_to_words(amount)} {one if amount == 1 else many}")
     if cents:
         parts.append(f"{number_to_words(cents)} {sub_one if cents == 1 else sub_many}")
-    return " and ".join(parts)
+    return ("minus " if sign else "") + " and ".join(parts)
 
 
-def _percent(match: re.Match) -> str:
-    return f"{_say_number(match.group(1))} percent"
+def _clock(m: re.Match) -> str:
+    hour, minute, half = int(m.group(1)), int(m.group(2) or 0), m.group(3).upper()
+    stop = "." if m.group(0).endswith(".") and (_AT_END.match(m.string, m.end())
+                                                 or _THEN_CAPITAL.match(m.string, m.end())) else ""
+    # Spelled letters, not "a.m.": the dots would read as sentence ends, and a lone "a" as the article.
+    return f"{_time_words(hour, minute, clock=False)} {half} M{stop}"
 
 
-def _say_number(text: str) -> str:
-    sign = "minus " if text.startswith("-") else ""
-    whole, _, frac = text.lstrip("-").partition(".")
-    words = number_to_words(int(whole.replace(",", "")))
-    return sign + words + (f" point {_digits(frac)}" if frac else "")
-
-
-def _time(match: re.Match) -> str:
-    hour, minute = int(match.group(1)), int(match.group(2))
+def _time_words(hour: int, minute: int, clock: bool = True) -> str:
     if minute == 0:
-        return f"{number_to_words(hour)} o'clock"
-    if minute < 10:
-        return f"{number_to_words(hour)} oh {number_to_words(minute)}"
-    return f"{number_to_words(hour)} {number_to_words(minute)}"
+        return number_to_words(hour) + (" o'clock" if clock else "")
+    return f"{number_to_words(hour)} {'oh ' if minute < 10 else ''}{number_to_words(minute)}"
+
+
+def _decade(m: re.Match) -> str:
+    if m.group(1):
+        return _plural(year_to_words(int(m.group(1))))
+    return _plural(re.sub(r"^one (?=hundred|thousand|million)", "", number_to_words(int(m.group(2)))))
 
 
 def _numbers(text: str) -> str:
     text = _MONEY_RE.sub(_money, text)
-    text = _PERCENT_RE.sub(_percent, text)
-    text = _TIME_RE.sub(_time, text)
+    text = _PERCENT_RE.sub(lambda m: _say_number(*m.groups()) + " percent", text)
+    text = _CLOCK_RE.sub(_clock, text)
+    text = _TIME_RE.sub(lambda m: _time_words(int(m.group(1)), int(m.group(2))), text)
+    text = _DECADE_RE.sub(_decade, text)
     text = _ORDINAL_RE.sub(lambda m: ordinal_to_words(int(m.group(1))), text)
+    text = _YEAR_RANGE_RE.sub(lambda m: f"{year_to_words(int(m.group(1)))} to {year_to_words(int(m.group(2)))}",
+                              text)
     text = _YEAR_RE.sub(lambda m: year_to_words(int(m.group(1))), text)
-    text = _DECIMAL_RE.sub(lambda m: _say_number(m.group(1) + m.group(2) + "." + m.group(3)), text)
-    return _INTEGER_RE.sub(lambda m: _say_number(m.group(1) + m.group(2)), text)
+    text = _DOTTED_RE.sub(lambda m: " point ".join(_say_number(None, p) for p in m.group(0).split(".")), text)
+    text = _BARE_FRACTION_RE.sub(lambda m: _say_number(m.group(1), "", m.group(2)), text)
+    # Whatever digits are left, glued to letters or not ("mp3", "3D"), get words with spaces around them.
+    return _NUMBER_RE.sub(_spaced_number, text)
 
+
+def _spaced_number(m: re.Match) -> str:
+    s, start, end = m.string, m.start(), m.end()
+    return ((" " if start and s[start - 1].isalnum() else "") + _say_number(*m.groups())
+            + (" " if end < len(s) and s[end].isalnum() else ""))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Normalization
 
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
                          "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
-                         "\u00ab": '"', "\u00bb": '"'})
+                         "\u00ab": '"', "\u00bb": '"', "\u2212": "-"})
+_FRACTIONS = {"½": "one half", "⅓": "one third", "⅔": "two thirds", "¼": "one quarter", "¾": "three quarters"}
+_FRACTION_RE = re.compile(r"(\d?)\s?([½⅓⅔¼¾])")
+_UNSPEAKABLE = {"Cc", "Cf", "Cs", "Co"}  # controls, zero-width/format marks (soft hyphen), surrogates, private use
 
 
 def normalize(text: str) -> str:
-    """Make text speakable: one kind of quote, pauses for dashes and ellipses, abbreviations and numbers in words."""
-    text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
-    text = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in text)
-    text = re.sub(r"\s+", " ", text)
-    text = re.sub(r"\s*(?:\.\s*){3,}|\s*\u2026", ", ", text)  # ellipsis -> a pause
-    text = re.sub(r"\s*[\u2014\u2013\u2012\u2015]\s*|\s+-{1,2}\s+|(?<=\w)--(?=\w)", ", ", text)  # dashes -> a pause
+    """Make text speakable: one kind of quote and space, pauses for dashes and ellipses, words for numbers and
+    abbreviations. Raises TextError for empty or whitespace-only text."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, not {type(text).__name__}")
+    if not text.strip():
+        raise TextError("text is empty")
+    # Before NFKC, which would make "1½" into "11⁄2".
+    text = _FRACTION_RE.sub(lambda m: (m.group(1) + " and " if m.group(1) else " ") + _FRACTIONS[m.group(2)], text)
+    text = unicodedata.normalize("NFKC", text).translate(_QUOTES)  # NFKC also turns "…" into "..."
+    text = re.sub(r"\s+", " ", text)  # before stripping controls: tabs and newlines are controls too
+    if not text.isprintable():  # fast path: the category check per character is the slow part of normalize
+        text = "".join(c for c in text if unicodedata.category(c) not in _UNSPEAKABLE)
+    text = re.sub(r"\s*(?:\.\s*){3,}", ", ", text)  # ellipsis: a pause
+    text = re.sub(r"(?<=\d)\s*\u2013\s*(?=[$£€]?\d)", " to ", text)  # "1990–2000": a range, not a pause
+    text = re.sub(r"\s*[\u2012\u2013\u2014\u2015]\s*|\s+-{1,2}\s+|(?<=\w)--(?=\w)|^-+\s+", ", ", text)  # dashes
     text = text.replace("&", " and ")
-    text = _EG_RE.sub("for example", text)
-    text = _IE_RE.sub("that is", text)
-    text = _NO_RE.sub("number ", text)
-    text = _SAINT_RE.sub("Saint", text)
-    text = _STREET_RE.sub("Street", text)
-    text = _ABBREV_RE.sub(lambda m: _ABBREVIATIONS[m.group(1).lower()], text)
+    text = _NO_RE.sub(lambda m: _sentence_case(m, "number") + " ", text)
+    text = _ST_RE.sub(_saint_or_street, text)
+    text = _ABBREV_RE.sub(_abbreviation, text)
+    text = re.sub(r"(?<![\w+])\+(?=\d)", "plus ", text)
     text = _numbers(text)
     text = re.sub(r"\s+", " ", text)
-    text = re.sub(r"\s+([,.;:!?])", r"\1", text)
-    text = re.sub(r",(?:\s*,)+", ",", text)  # pauses that ran into each other
-    text = re.sub(r"^[\s,]+", "", text).strip()
-    return re.sub(r",$", ".", text)  # a trailing pause (an ellipsis at the end) ends the sentence
+    text = re.sub(r" (?=[,.;:!?])", "", text)
+    text = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", text)  # pauses that ran into each other
+    text = re.sub(r"([!?])\s*,", r"\1", text)  # "Really?..." -> "Really?"
+    text = re.sub(r"^[\s,;:]+", "", text).strip()
+    return re.sub(r"[,;:]$", ".", text)  # a trailing pause (an ellipsis at the end) ends the sentence
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Sentences and chunks
+
+_END_RE = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)")
+_TOKEN_BEFORE = re.compile(r"[\w.]*$")
+_NEXT_CHAR = re.compile(r"\s*(\S)")
+_NO_BREAK_AFTER = set(_ABBREVIATIONS) | {"st", "e.g", "i.e"}
+
+
+def _ends_sentence(text: str, m: re.Match) -> bool:
+    """Whether the terminator m really ends a sentence (not "Mr.", "e.g.", "J. R. R.", '"Stop!" he said')."""
+    following = _NEXT_CHAR.match(text, m.end())
+    if not following:
+        return True
+    rest = following.group(1)
+    if not set(m.group(0)) & {"!", "?"}:
+        token = _TOKEN_BEFORE.search(text[max(0, m.start() - 40):m.start()]).group(0)
+        if token.lower() in _NO_BREAK_AFTER:
+            return False
+        if token.lower() == "no" and rest[0].isdigit():
+            return False
+        if re.fullmatch(r"[A-HJ-Z]|[A-Za-z](?:\.[A-Za-z])+", token):  # initials, "U.S." (not the pronoun I)
+            return False
+    # '"Stop!" he said.' is one sentence: a quote or bracket closed mid-sentence, lowercase going on.
+    return not (m.group(0)[-1] in "\"')]" and rest[0].islower())
 
 
 def split_sentences(text: str) -> list[str]:
-    """Split normalized text into sentences, keeping their punctuation and closing quotes."""
-    sentences = []
-    start = 0
-    for match in re.finditer(r"[.!?]+[\"')\]]*(?=\s+|$)", text):
-        end = match.end()
-        sentences.append(text[start:end].strip())
-        start = end
-    tail = text[start:].strip()
-    if tail:
-        sentences.append(tail)
+    """Split (normalized) text into sentences, keeping their punctuation and closing quotes or brackets."""
+    sentences, start = [], 0
+    for m in _END_RE.finditer(text):
+        if _ends_sentence(text, m):
+            sentences.append(text[start:m.end()].strip())
+            start = m.end()
+    sentences.append(text[start:].strip())
     return [s for s in sentences if s]
 
 
+def _pack(pieces: list[str], max_chars: int) -> list[str]:
+    """Greedily join pieces with spaces into chunks of at most max_chars (each piece already fits)."""
+    chunks: list[str] = []
+    for piece in pieces:
+        if chunks and len(chunks[-1]) + 1 + len(piece) <= max_chars:
+            chunks[-1] += " " + piece
+        else:
+            chunks.append(piece)
+    return chunks
+
+
 def _split_long(sentence: str, max_chars: int) -> list[str]:
-    """A sentence over the limit: split at clause boundaries, then words, then (a huge word) characters."""
+    """Pieces of an over-long sentence: clauses that fit, else words, else (a huge word) slices of it."""
     pieces = []
     for clause in re.split(r"(?<=[,;:])\s+", sentence):
         if len(clause) <= max_chars:
             pieces.append(clause)
             continue
-        for word in clause.split(" "):
-            while len(word) > max_chars:
-                pieces.append(word[:max_chars])
-                word = word[max_chars:]
-            if word:
-                pieces.append(word)
+        for word in clause.split():
+            pieces.extend(word[i:i + max_chars] for i in range(0, len(word), max_chars))
     return _pack(pieces, max_chars)
 
 
-def _pack(pieces: list[str], max_chars: int) -> list[str]:
-    chunks: list[str] = []
-    current = ""
-    for piece in pieces:
-        if current and len(current) + 1 + len(piece) > max_chars:
-            chunks.append(current)
-            current = piece
-        else:
-            current = f"{current} {piece}" if current else piece
-    if current:
-        chunks.append(current)
-    return chunks
-
-
 def chunk_text(text: str, max_chars: int = 300) -> list[str]:
-    """Normalize text and pack whole sentences into chunks of at most max_chars characters."""
+    """Normalize text and pack whole sentences into chunks of at most max_chars characters.
+
+    Over-long sentences are split at clause boundaries, then between words, then inside a word. Raises
+    TextError for empty text (or nothing speakable), ValueError for max_chars < 20.
+    """
     if max_chars < 20:
         raise ValueError(f"max_chars must be at least 20, not {max_chars}")
-    if not isinstance(text, str) or not text.strip():
-        raise TextError("text is empty")
     normalized = normalize(text)
-    if not re.search(r"\w", normalized):
+    if not any(c.isalnum() for c in normalized):
         raise TextError("text has nothing to say: no letters or digits")
     pieces: list[str] = []
     for sentence in split_sentences(normalized):
