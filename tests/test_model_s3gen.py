@@ -1,0 +1,52 @@
+"""S3Gen parts against fixtures made by the reference package on the same seeded random weights."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from chatterbox.model.checkpoint import build, read_safetensors, subset
+from chatterbox.model.random_checkpoint import write_checkpoint
+from chatterbox.model.s3gen.hift import HiFT
+from chatterbox.model.s3gen.mel import log_mel
+
+FIXTURES = Path(__file__).parent / "fixtures" / "reference_s3gen.pt"
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    return torch.load(FIXTURES, weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def s3gen_tensors(tmp_path_factory, reference) -> dict:
+    directory = write_checkpoint(tmp_path_factory.mktemp("s3gen"), seed=int(reference["meta"]["weights_seed"]),
+                                 parts=("s3gen",))
+    return read_safetensors(directory / "s3gen.safetensors")
+
+
+def test_reference_mel(reference):
+    ours = log_mel(reference["clip_24k"])
+    assert ours.shape == reference["mel_24k"].shape
+    torch.testing.assert_close(ours, reference["mel_24k"], rtol=1e-4, atol=1e-4)
+
+
+def test_hift_matches_the_reference(s3gen_tensors, reference):
+    hift = build(HiFT, subset(s3gen_tensors, "mel2wav."), "s3gen.safetensors", "cpu", torch.float32,
+                 prefix_hint="mel2wav.").fold_weight_norm()
+    case = reference["hift"]
+    with torch.inference_mode():
+        torch.testing.assert_close(hift.f0_predictor(case["mel"]), case["f0"], rtol=1e-4, atol=1e-4)
+        source = hift.source(case["mel"], torch.Generator().manual_seed(case["seed"]))
+        torch.testing.assert_close(source, case["source"], rtol=1e-4, atol=1e-4)
+        wav = hift(case["mel"], torch.Generator().manual_seed(case["seed"]))
+    assert wav.shape == case["wav"].shape == (1, case["mel"].shape[-1] * 480)
+    torch.testing.assert_close(wav, case["wav"], rtol=1e-3, atol=1e-3)
+
+
+def test_hift_checkpoint_errors_name_the_tensor(s3gen_tensors):
+    tensors = subset(s3gen_tensors, "mel2wav.")
+    del tensors["conv_post.bias"]
+    with pytest.raises(ValueError, match="missing tensor mel2wav.conv_post.bias"):
+        build(HiFT, tensors, "s3gen.safetensors", "cpu", torch.float32, prefix_hint="mel2wav.")

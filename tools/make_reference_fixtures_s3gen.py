@@ -1,0 +1,66 @@
+"""Make tests/fixtures/reference_s3gen.pt: what the reference's S3Gen parts produce on seeded random weights.
+
+Run with the reference environment's Python (tools/setup_reference_env.sh):
+
+    /tmp/chatterbox-ref-venv/bin/python tools/make_reference_fixtures_s3gen.py
+
+So far: the 24 kHz reference mel of the synthetic clip, and the HiFT vocoder's waveform (and its sine source) for
+a fixed mel with a fixed seed. The flow and CAMPPlus follow as they are written.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS_SEED = 0
+HIFT_SEED = 11
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures" / "reference_s3gen.pt")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    from chatterbox.tts import ChatterboxTTS
+
+    random_checkpoint = _load("random_checkpoint", ROOT / "chatterbox" / "model" / "random_checkpoint.py")
+    t3_fixtures = _load("make_reference_fixtures", ROOT / "tools" / "make_reference_fixtures.py")
+    clip24 = torch.from_numpy(t3_fixtures.synthetic_clip())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = random_checkpoint.write_checkpoint(Path(tmp) / "ckpt", seed=WEIGHTS_SEED)
+        s3gen = ChatterboxTTS.from_local(ckpt, "cpu").s3gen
+        with torch.inference_mode():
+            mel_24k = s3gen.mel_extractor(clip24[None])  # (1, 80, frames)
+            g = torch.Generator().manual_seed(5)
+            hift_mel = (torch.randn(1, 80, 40, generator=g) * 1.5 - 6.0).float()
+            torch.manual_seed(HIFT_SEED)
+            hift_wav, hift_source = s3gen.mel2wav.inference(speech_feat=hift_mel)
+            hift_f0 = s3gen.mel2wav.f0_predictor(hift_mel)
+
+    torch.save({
+        "meta": {"reference": "chatterbox-tts 0.1.7", "torch": str(torch.__version__),
+                 "date": datetime.date.today().isoformat(), "weights_seed": str(WEIGHTS_SEED), "threads": "1"},
+        "clip_24k": clip24, "mel_24k": mel_24k.float(),
+        "hift": {"mel": hift_mel, "seed": HIFT_SEED, "f0": hift_f0.float(), "source": hift_source.float(),
+                 "wav": hift_wav.float()},
+    }, args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
