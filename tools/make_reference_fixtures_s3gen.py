@@ -4,8 +4,9 @@ Run with the reference environment's Python (tools/setup_reference_env.sh):
 
     /tmp/chatterbox-ref-venv/bin/python tools/make_reference_fixtures_s3gen.py
 
-So far: the 24 kHz reference mel of the synthetic clip, and the HiFT vocoder's waveform (and its sine source) for
-a fixed mel with a fixed seed. The flow and CAMPPlus follow as they are written.
+So far: the 24 kHz reference mel of the synthetic clip; the HiFT vocoder's waveform (and its sine source) for a
+fixed mel with a fixed seed; the flow's mels for fixed tokens with the built-in voice (10 and 3 steps; the
+reference crashes on finalize=False, so that path has no fixture). CAMPPlus has its own fixture script.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS_SEED = 0
 HIFT_SEED = 11
+FLOW_SEED = 13
 
 
 def _load(name: str, path: Path):
@@ -51,6 +53,13 @@ def main() -> None:
             torch.manual_seed(HIFT_SEED)
             hift_wav, hift_source = s3gen.mel2wav.inference(speech_feat=hift_mel)
             hift_f0 = s3gen.mel2wav.f0_predictor(hift_mel)
+            # The flow, finalized, with the built-in voice's prompt (conds.pt's "gen" half).
+            gen = torch.load(ckpt / "conds.pt", weights_only=True)["gen"]
+            flow_tokens = torch.randint(0, 6561, (1, 20), generator=torch.Generator().manual_seed(9))
+            torch.manual_seed(FLOW_SEED)
+            flow_mels = s3gen.flow_inference(flow_tokens, ref_dict=dict(gen), finalize=True)
+            torch.manual_seed(FLOW_SEED)
+            flow_mels_3 = s3gen.flow_inference(flow_tokens, ref_dict=dict(gen), finalize=True, n_cfm_timesteps=3)
 
     torch.save({
         "meta": {"reference": "chatterbox-tts 0.1.7", "torch": str(torch.__version__),
@@ -58,6 +67,7 @@ def main() -> None:
         "clip_24k": clip24, "mel_24k": mel_24k.float(),
         "hift": {"mel": hift_mel, "seed": HIFT_SEED, "f0": hift_f0.float(), "source": hift_source.float(),
                  "wav": hift_wav.float()},
+        "flow": {"tokens": flow_tokens, "seed": FLOW_SEED, "mels": flow_mels.float(), "mels_3_steps": flow_mels_3.float()},
     }, args.out)
     print(f"wrote {args.out}")
 
