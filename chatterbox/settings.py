@@ -26,6 +26,7 @@ class Settings:
     tts_engine: str = "auto"  # auto | piper | chatterbox
     model_dir: Path | None = None  # default: <data_dir>/models/chatterbox
     devices: str = "auto"  # auto | cpu | comma-separated GPU indices ("0,1")
+    watermark: bool = False  # Resemble's Perth watermark on Chatterbox output (needs resemble-perth)
 
     # Text limits: the API refuses text over max_text_chars; jobs synthesize chunk_chars at a time.
     max_text_chars: int = 5000
@@ -82,6 +83,10 @@ class Settings:
 def _convert(kind: Any, raw: str, name: str) -> Any:
     text = str(kind)
     try:
+        if text == "bool":
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError
+            return raw.lower() in ("1", "true", "yes", "on")
         if "Path" in text:
             return Path(raw).expanduser() if raw else None
         if "int" in text and "str" not in text:

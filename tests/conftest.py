@@ -219,3 +219,18 @@ def ws_events(url: str, limit: int = 1000, timeout: float = 120) -> list[dict]:
     finally:
         conn.close()
     return events
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """The official checkpoint layout filled with seeded random weights (seed 0), written once per session."""
+    from chatterbox.model.random_checkpoint import write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("checkpoint"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tts(random_checkpoint):
+    from chatterbox.tts import ChatterboxTTS
+
+    return ChatterboxTTS.from_local(random_checkpoint, device="cpu")

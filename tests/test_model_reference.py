@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from chatterbox.model.random_checkpoint import write_checkpoint
 from chatterbox.model.speech_tokens import ReferenceClipError, SpeechTokenModel, load_reference
 from chatterbox.model.tokenizer import punc_norm
 
@@ -24,8 +23,9 @@ def reference() -> dict:
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory, reference) -> SpeechTokenModel:
-    directory = write_checkpoint(tmp_path_factory.mktemp("checkpoint"), seed=int(reference["meta"]["weights_seed"]))
+def model(random_checkpoint, reference) -> SpeechTokenModel:
+    assert reference["meta"]["weights_seed"] == "0"  # the seed of the session's random checkpoint
+    directory = random_checkpoint
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the fixtures were made
     yield SpeechTokenModel.from_local(directory, device="cpu")

@@ -43,15 +43,24 @@ def test_auto_engine_choice(tmp_path):
     for name in WEIGHT_FILES:
         (model_dir / name).write_bytes(b"x")
     name, reason = choose_engine(s)
-    assert name == "piper" and "cannot run them yet" in reason  # until the model issues land
-    assert choose_engine(s.replace(tts_engine="chatterbox"))[0] == "chatterbox"
+    assert name == "chatterbox" and "weights found" in reason
+    assert choose_engine(s.replace(tts_engine="piper"))[0] == "piper"
 
 
-def test_chatterbox_engine_says_it_is_not_available(tmp_path):
+def test_chatterbox_engine_without_weights_says_where_it_looked(tmp_path):
     engine = create_engine(load({"data_dir": tmp_path}, environ={}), name="chatterbox")
     with pytest.raises(Exception, match="weights are not in"):
         engine.load()
     assert engine.validate({"cfg_weight": 0})["cfg_weight"] == 0.0
+    assert engine.validate({})["steps"] == 10 and "seed" not in engine.validate({})
+    assert [v["id"] for v in engine.voices()] == ["default"]
+
+
+def test_boolean_settings():
+    assert load(environ={"CHATTERBOX_WATERMARK": "yes"}).watermark is True
+    assert load(environ={}).watermark is False
+    with pytest.raises(ValueError, match="CHATTERBOX_WATERMARK"):
+        load(environ={"CHATTERBOX_WATERMARK": "maybe"})
 
 
 def test_piper_params_and_request_parsing(tmp_path):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..settings import Settings
 from .base import Engine, EngineError, EngineUnavailable, InvalidRequest, Param
-from .chatterbox import IMPLEMENTED as CHATTERBOX_IMPLEMENTED, ChatterboxEngine, weights_present
+from .chatterbox import ChatterboxEngine, weights_present
 from .piper import PiperEngine
 
 ENGINES: dict[str, type[Engine]] = {"piper": PiperEngine, "chatterbox": ChatterboxEngine}
@@ -18,10 +18,7 @@ def choose_engine(settings: Settings) -> tuple[str, str]:
         return settings.tts_engine, f"TTS_ENGINE={settings.tts_engine}"
     model_dir = settings.chatterbox_dir
     if weights_present(model_dir):
-        if CHATTERBOX_IMPLEMENTED:
-            return "chatterbox", f"TTS_ENGINE=auto: Chatterbox weights found in {model_dir}"
-        return "piper", (f"TTS_ENGINE=auto: Chatterbox weights found in {model_dir}, but this version cannot run "
-                         "them yet; using the embedded Piper engine")
+        return "chatterbox", f"TTS_ENGINE=auto: Chatterbox weights found in {model_dir}"
     return "piper", f"TTS_ENGINE=auto: no Chatterbox weights in {model_dir}; using the embedded Piper engine"
 
 

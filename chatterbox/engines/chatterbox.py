@@ -1,11 +1,11 @@
-"""The Chatterbox engine: Resemble AI's model run by our own code in ``chatterbox.model`` (not written yet).
+"""The Chatterbox engine: Resemble AI's model, run by our own code (chatterbox.tts), loaded once per worker.
 
-Until the model lands, this engine knows its parameters and its weights' layout, so requests can be validated
-and ``TTS_ENGINE=auto`` can tell whether the weights are on the machine, but ``load()`` says clearly that the
-model cannot run yet.
+Voices: ``default`` (the checkpoint's conds.pt) and every saved voice ``<data_dir>/voices/<name>.pt`` (conditionals
+in the conds.pt format, as ``ChatterboxTTS.prepare_conditionals(...).save(path)`` writes them).
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -14,7 +14,7 @@ import numpy as np
 from .base import Engine, EngineUnavailable, Param
 
 WEIGHT_FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt")
-IMPLEMENTED = False  # flips when chatterbox.model can run the checkpoint
+DEFAULT_VOICE = "default"
 
 
 def weights_present(model_dir: Path) -> bool:
@@ -28,10 +28,17 @@ class ChatterboxEngine(Engine):
         Param("cfg_weight", float, 0.5, 0.0, 1.0, "classifier-free guidance weight (0: no guidance)"),
         Param("temperature", float, 0.8, 0.05, 5.0, "sampling temperature"),
         Param("min_p", float, 0.05, 0.0, 1.0, "min-p sampling threshold"),
-        Param("top_p", float, 1.0, 0.0, 1.0, "nucleus sampling threshold"),
+        Param("top_p", float, 1.0, 0.01, 1.0, "nucleus sampling threshold"),
         Param("repetition_penalty", float, 1.2, 1.0, 2.0, "penalty on repeated speech tokens"),
         Param("seed", int, None, 0, 2**31 - 1, "random seed for repeatable output"),
+        Param("steps", int, 10, 1, 10, "flow-matching steps: fewer is faster, 10 is best"),
+        Param("max_new_tokens", int, 1000, 1, 1000, "most speech tokens per chunk (25 per second of audio)"),
     )
+
+    def __init__(self, settings, device: str = "cpu"):
+        super().__init__(settings, device)
+        self.tts = None
+        self._lock = threading.Lock()
 
     @property
     def sample_rate(self) -> int:
@@ -39,21 +46,40 @@ class ChatterboxEngine(Engine):
 
     @property
     def loaded(self) -> bool:
-        return False
+        return self.tts is not None
 
     def voices(self) -> list[dict]:
-        return [{"id": "default", "name": "Default", "engine": self.name,
-                 "description": "the built-in Chatterbox voice (conds.pt)"}]
+        out = [{"id": DEFAULT_VOICE, "name": "Default", "engine": self.name,
+                "description": "the built-in Chatterbox voice (conds.pt)"}]
+        directory = self.settings.voices_dir
+        for path in sorted(directory.glob("*.pt")) if directory.is_dir() else []:
+            out.append({"id": path.stem, "name": path.stem.replace("_", " ").title(), "engine": self.name,
+                        "description": f"saved voice {path.name}"})
+        return out
 
     def load(self) -> None:
-        model_dir = self.settings.chatterbox_dir
-        if not weights_present(model_dir):
-            missing = [n for n in WEIGHT_FILES if not (model_dir / n).is_file()]
-            raise EngineUnavailable(f"Chatterbox weights are not in {model_dir} (missing {', '.join(missing)}); "
-                                    "set CHATTERBOX_MODEL_DIR or use TTS_ENGINE=piper")
-        raise EngineUnavailable("the Chatterbox model is not available yet in this version of chatterbox-jobs "
-                                "(our implementation of T3 and S3Gen has not landed); use TTS_ENGINE=piper")
+        with self._lock:
+            if self.tts is not None:
+                return
+            model_dir = self.settings.chatterbox_dir
+            if not weights_present(model_dir):
+                missing = [n for n in WEIGHT_FILES if not (model_dir / n).is_file()]
+                raise EngineUnavailable(f"Chatterbox weights are not in {model_dir} (missing {', '.join(missing)}); "
+                                        "set CHATTERBOX_MODEL_DIR or use TTS_ENGINE=piper")
+            from ..tts import ChatterboxTTS
+
+            try:
+                self.tts = ChatterboxTTS.from_local(model_dir, device=self.device,
+                                                    watermark=self.settings.watermark)
+            except (ValueError, RuntimeError, OSError) as exc:
+                raise EngineUnavailable(f"cannot load the Chatterbox model from {model_dir}: {exc}") from exc
 
     def stream(self, text: str, voice: str, params: Mapping[str, Any]) -> Iterator[np.ndarray]:
         self.load()
-        yield from ()
+        voice_file = None if voice == DEFAULT_VOICE else self.settings.voices_dir / f"{voice}.pt"
+        for chunk in self.tts.generate_stream(
+                text, voice=voice_file, exaggeration=params["exaggeration"], cfg_weight=params["cfg_weight"],
+                temperature=params["temperature"], min_p=params["min_p"], top_p=params["top_p"],
+                repetition_penalty=params["repetition_penalty"], seed=params.get("seed"), steps=params["steps"],
+                max_new_tokens=params["max_new_tokens"]):
+            yield chunk[0].numpy().astype(np.float32)

@@ -115,9 +115,10 @@ class SpeechTokenModel:
 
     def generate(self, text: str, conds: Conditionals | None = None, *, exaggeration: float = 0.5,
                  cfg_weight: float = 0.5, temperature: float = 0.8, min_p: float = 0.05, top_p: float = 1.0,
-                 repetition_penalty: float = 1.2, max_new_tokens: int = 1000, seed: int | None = None
-                 ) -> Iterator[int]:
-        """Speech tokens (0..6560) for text, yielded as T3 samples them."""
+                 repetition_penalty: float = 1.2, max_new_tokens: int = 1000, seed: int | None = None,
+                 generator: torch.Generator | None = None) -> Iterator[int]:
+        """Speech tokens (0..6560) for text, yielded as T3 samples them (seeded by seed, or drawn from
+        generator, else from torch's global generator as the reference does)."""
         conds = conds or self.conds
         if conds is None:
             raise ValueError("no voice: the model directory has no conds.pt and no conditionals were given")
@@ -125,7 +126,6 @@ class SpeechTokenModel:
                                   repetition_penalty=repetition_penalty)
         tokens = self.tokenizer(text).to(self.device)
         cond = conds.t3.with_exaggeration(exaggeration)
-        generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
         with self._lock:

@@ -1,0 +1,275 @@
+"""ChatterboxTTS: text -> 24 kHz speech, with the reference package's public names.
+
+``from chatterbox.tts import ChatterboxTTS`` works as it does with Resemble AI's package: ``from_local``,
+``from_pretrained``, ``prepare_conditionals``, ``generate`` (a ``(1, samples)`` tensor at ``sr = 24000``), plus our
+``voice=`` (saved conditionals), ``seed=``, ``steps=`` and ``generate_stream``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .model.checkpoint import CheckpointError, build, read_safetensors, resolve_model_dir, subset
+from .model.conds import Conditionals
+from .model.s3gen.flow import MELS_PER_TOKEN, SPEECH_CODES, Flow
+from .model.s3gen.hift import HiFT
+from .model.s3gen.mel import log_mel
+from .model.speech_tokens import GEN_SECONDS, REFERENCE_RATE, SpeechTokenModel, load_reference
+from .model.t3 import T3Config
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 24000
+SAMPLES_PER_TOKEN = 960  # 2 mel frames of 480 samples
+FADE_SAMPLES = SAMPLE_RATE // 50  # the first 20 ms are silenced and the next 20 ms faded in, as the reference does
+CHUNK_GAP_S = 0.2
+MAX_CHUNK_CHARS = 300
+
+
+def trim_fade(wav: Tensor) -> Tensor:
+    ramp = torch.zeros(2 * FADE_SAMPLES, device=wav.device, dtype=wav.dtype)
+    ramp[FADE_SAMPLES:] = (torch.cos(torch.linspace(torch.pi, 0, FADE_SAMPLES, device=wav.device)) + 1) / 2
+    n = min(len(ramp), wav.shape[-1])
+    wav = wav.clone()
+    wav[..., :n] *= ramp[:n]
+    return wav
+
+
+class S3Gen:
+    """Speech tokens -> waveform: the flow (tokens -> mels), HiFT (mels -> audio) and the reference conditioning
+    (24 kHz mels, CAMPPlus x-vector, S3 tokens) of a voice."""
+
+    def __init__(self, flow: Flow, hift: HiFT, speaker_encoder, device: torch.device):
+        self.flow, self.hift, self.speaker_encoder, self.device = flow, hift, speaker_encoder, device
+
+    @classmethod
+    def load(cls, tensors: dict[str, Tensor], device, dtype) -> "S3Gen":
+        from .model.s3gen.campplus import CAMPPlus
+
+        known = ("flow.", "mel2wav.", "speaker_encoder.", "tokenizer.")
+        stray = sorted(k for k in tensors if not k.startswith(known))
+        if stray:
+            raise CheckpointError(f"s3gen.safetensors does not fit the model: unexpected tensor {stray[0]}")
+        flow = build(Flow, subset(tensors, "flow."), "s3gen.safetensors", device, dtype, prefix_hint="flow.")
+        hift = build(HiFT, subset(tensors, "mel2wav."), "s3gen.safetensors", device, torch.float32,
+                     prefix_hint="mel2wav.").fold_weight_norm()
+        campplus = build(CAMPPlus, subset(tensors, "speaker_encoder."), "s3gen.safetensors", device, torch.float32,
+                         prefix_hint="speaker_encoder.")
+        return cls(flow, hift, campplus, torch.device(device))
+
+    def reference(self, wav24: np.ndarray, s3_tokenizer) -> dict:
+        """The ``gen`` half of conditionals from a 24 kHz clip (its first 10 s)."""
+        import torchaudio
+
+        wav = torch.from_numpy(wav24[: GEN_SECONDS * REFERENCE_RATE]).float().to(self.device)[None]
+        mels = log_mel(wav).transpose(1, 2)  # (1, T, 80)
+        # The reference resamples S3Gen's 16 kHz copy with torchaudio (T3's prompt uses soxr): keep both.
+        wav16 = torchaudio.transforms.Resample(REFERENCE_RATE, 16000).to(self.device)(wav)
+        xvector = self.speaker_encoder.xvector(wav16)
+        tokens = s3_tokenizer(wav16[0])
+        if mels.shape[1] != MELS_PER_TOKEN * tokens.shape[1]:
+            tokens = tokens[:, : mels.shape[1] // MELS_PER_TOKEN]
+            mels = mels[:, : MELS_PER_TOKEN * tokens.shape[1]]
+        return {"prompt_token": tokens.cpu(), "prompt_token_len": torch.tensor([tokens.shape[1]]),
+                "prompt_feat": mels.cpu(), "prompt_feat_len": None, "embedding": xvector.cpu()}
+
+    def check_tokens(self, tokens) -> Tensor:
+        tokens = torch.as_tensor(tokens, dtype=torch.long).view(1, -1)
+        valid = (tokens >= 0) & (tokens < SPEECH_CODES)
+        if not bool(valid.all()):
+            log.warning("dropping %d speech tokens outside 0..%d", int((~valid).sum()), SPEECH_CODES - 1)
+            tokens = tokens[valid].view(1, -1)
+        if tokens.shape[1] == 0:
+            raise ValueError("there are no speech tokens to turn into audio")
+        return tokens.to(self.device)
+
+    def mels(self, tokens, gen: dict, prompt_tokens: Tensor | None = None, prompt_mels: Tensor | None = None,
+             generator=None, steps: int | None = None, finalize: bool = True) -> Tensor:
+        tokens = self.check_tokens(tokens)
+        p_tokens = gen["prompt_token"].to(self.device) if prompt_tokens is None else prompt_tokens
+        p_mels = gen["prompt_feat"].to(self.device) if prompt_mels is None else prompt_mels
+        return self.flow(tokens, p_tokens, p_mels, gen["embedding"].to(self.device), generator, steps, finalize)
+
+    def vocode(self, mels: Tensor, generator=None) -> Tensor:
+        return self.hift(mels.float(), generator)
+
+    def __call__(self, tokens, gen: dict, generator=None, steps: int | None = None) -> Tensor:
+        """Whole utterance: (1, samples), faded in like the reference's."""
+        return trim_fade(self.vocode(self.mels(tokens, gen, generator=generator, steps=steps), generator))
+
+
+class ChatterboxTTS:
+    sr = SAMPLE_RATE
+
+    def __init__(self, speech: SpeechTokenModel, s3gen: S3Gen, device: torch.device, watermark: bool = False):
+        self.speech, self.s3gen, self.device = speech, s3gen, device
+        self.t3, self.tokenizer, self.ve = speech.t3, speech.tokenizer, speech.ve
+        self.conds: Conditionals | None = speech.conds
+        self.watermarker = _watermarker() if watermark else None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_local(cls, ckpt_dir: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                   watermark: bool = False) -> "ChatterboxTTS":
+        path = resolve_model_dir(ckpt_dir)
+        speech = SpeechTokenModel.from_local(path, device=device, dtype=dtype, t3_config=T3Config())
+        s3gen = S3Gen.load(read_safetensors(path / "s3gen.safetensors", device), device, dtype)
+        return cls(speech, s3gen, torch.device(device), watermark)
+
+    @classmethod
+    def from_pretrained(cls, device: str = "cpu", **kwargs) -> "ChatterboxTTS":
+        return cls.from_local(resolve_model_dir(None), device=device, **kwargs)
+
+    def prepare_conditionals(self, wav_fpath, exaggeration: float = 0.5, sample_rate: int | None = None
+                             ) -> Conditionals:
+        """A voice from a reference clip (a path, bytes, or samples with sample_rate); also made current."""
+        conds = self.speech.prepare_conditionals(wav_fpath, exaggeration, sample_rate)
+        wav24 = load_reference(wav_fpath, sample_rate)
+        with self._lock:
+            conds.gen = self.s3gen.reference(wav24, self.speech.s3_tokenizer)
+        self.conds = conds
+        return conds
+
+    def _voice(self, audio_prompt_path, voice, exaggeration) -> Conditionals:
+        if audio_prompt_path is not None:
+            return self.prepare_conditionals(audio_prompt_path, exaggeration)
+        if voice is not None:
+            return voice if isinstance(voice, Conditionals) else Conditionals.load(voice, self.device)
+        if self.conds is None:
+            raise ValueError("no voice: give audio_prompt_path or voice, or call prepare_conditionals first")
+        return self.conds
+
+    @staticmethod
+    def _chunks(text: str) -> list[str]:
+        # One pass of T3 takes a sentence or a few; longer text goes chunk by chunk, like the job system's.
+        if len(text) <= MAX_CHUNK_CHARS:
+            return [text]
+        from .text import chunk_text
+
+        return chunk_text(text, MAX_CHUNK_CHARS)
+
+    def generate(self, text: str, repetition_penalty: float = 1.2, min_p: float = 0.05, top_p: float = 1.0,
+                 audio_prompt_path=None, exaggeration: float = 0.5, cfg_weight: float = 0.5,
+                 temperature: float = 0.8, *, voice=None, seed: int | None = None, steps: int = 10,
+                 max_new_tokens: int = 1000) -> Tensor:
+        """The whole utterance as a (1, samples) float tensor at 24 kHz."""
+        return torch.cat([c for c in self._generate_chunks(
+            text, repetition_penalty, min_p, top_p, audio_prompt_path, exaggeration, cfg_weight, temperature,
+            voice, seed, steps, max_new_tokens)], dim=1)
+
+    def _generate_chunks(self, text, repetition_penalty, min_p, top_p, audio_prompt_path, exaggeration,
+                         cfg_weight, temperature, voice, seed, steps, max_new_tokens) -> Iterator[Tensor]:
+        conds = self._voice(audio_prompt_path, voice, exaggeration)
+        generator = torch.Generator(device=self.device).manual_seed(int(seed)) if seed is not None else None
+        gap = torch.zeros(1, int(CHUNK_GAP_S * self.sr))
+        for i, chunk in enumerate(self._chunks(text)):
+            tokens = list(self.speech.generate(
+                chunk, conds, exaggeration=exaggeration, cfg_weight=cfg_weight, temperature=temperature,
+                min_p=min_p, top_p=top_p, repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens,
+                generator=generator))
+            if not tokens:
+                raise ValueError(f"T3 produced no speech for {chunk[:40]!r}")
+            with self._lock:
+                wav = self._finish(self.s3gen(tokens, conds.gen, generator, steps))
+            if i:
+                yield gap
+            yield wav
+
+    def _finish(self, wav: Tensor) -> Tensor:
+        wav = wav.detach().float().cpu()
+        if self.watermarker is not None:
+            wav = torch.from_numpy(self.watermarker.apply_watermark(wav[0].numpy(), sample_rate=self.sr))[None]
+        return wav
+
+    def generate_stream(self, text: str, repetition_penalty: float = 1.2, min_p: float = 0.05, top_p: float = 1.0,
+                        audio_prompt_path=None, exaggeration: float = 0.5, cfg_weight: float = 0.5,
+                        temperature: float = 0.8, *, voice=None, seed: int | None = None, steps: int = 10,
+                        max_new_tokens: int = 1000, chunk_tokens: int = 25, context_tokens: int = 25
+                        ) -> Iterator[Tensor]:
+        """Audio chunks ``(1, samples)`` while T3 is still producing tokens.
+
+        Every ``chunk_tokens`` tokens (1 s of speech), the new tokens go through the flow with the voice's prompt
+        followed by the last ``context_tokens`` tokens and their mels as extra prompt, and through HiFT with a few
+        frames of mel context; the seam with the previous chunk is cross-faded over 20 ms. The speech tokens are
+        the ones ``generate`` makes with the same seed; the waveform is not sample-identical to ``generate``'s,
+        because the flow attends over its window rather than the whole utterance and the vocoder's noise is drawn
+        per window, which is inaudible at the seams. Chunks of long text are separated by short silences.
+        """
+        conds = self._voice(audio_prompt_path, voice, exaggeration)
+        seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
+        t3_gen = torch.Generator(device=self.device).manual_seed(seed)
+        for i, chunk in enumerate(self._chunks(text)):
+            if i:
+                yield torch.zeros(1, int(CHUNK_GAP_S * self.sr))
+            tokens = self.speech.generate(
+                chunk, conds, exaggeration=exaggeration, cfg_weight=cfg_weight, temperature=temperature,
+                min_p=min_p, top_p=top_p, repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens,
+                generator=t3_gen)
+            yield from self._stream_tokens(tokens, conds.gen, seed + i, steps, chunk_tokens, context_tokens)
+
+    def _stream_tokens(self, tokens: Iterator[int], gen: dict, seed: int, steps: int, chunk_tokens: int,
+                       context_tokens: int) -> Iterator[Tensor]:
+        lookahead = self.s3gen.flow.lookahead
+        flow_gen = torch.Generator(device=self.device).manual_seed(seed)
+        hift_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
+        mel_context = 8  # frames of mels before a window, so HiFT's convolutions see across the seam
+        prompt_tokens, prompt_mels = gen["prompt_token"].to(self.device), gen["prompt_feat"].to(self.device)
+        all_tokens: list[int] = []
+        done = 0  # tokens whose mels exist
+        mels = torch.zeros(1, 80, 0, device=self.device)
+        tail: Tensor | None = None  # the last FADE_SAMPLES of audio, held back for the cross-fade
+        first = True
+        stream = iter(tokens)
+        finished = False
+        while not finished:
+            for token in stream:
+                all_tokens.append(token)
+                if len(all_tokens) - done >= chunk_tokens + lookahead:
+                    break
+            else:
+                finished = True
+            end = len(all_tokens) if finished else len(all_tokens) - lookahead
+            if end <= done:
+                if finished and not all_tokens:
+                    raise ValueError("T3 produced no speech tokens")
+                continue
+            ctx = max(0, done - context_tokens)
+            extra_tokens = torch.tensor([all_tokens[ctx:done]], device=self.device, dtype=torch.long)
+            window_prompt_tokens = torch.cat([prompt_tokens, extra_tokens], dim=1)
+            window_prompt_mels = torch.cat([prompt_mels, mels[:, :, MELS_PER_TOKEN * ctx:].transpose(1, 2)], dim=1)
+            with self._lock:
+                new_mels = self.s3gen.mels(all_tokens[done:] if not finished else all_tokens[done:end], gen,
+                                           window_prompt_tokens, window_prompt_mels, flow_gen, steps,
+                                           finalize=finished)
+                new_mels = new_mels[:, :, : MELS_PER_TOKEN * (end - done)]
+                left = min(mel_context, mels.shape[2])
+                window = torch.cat([mels[:, :, mels.shape[2] - left:], new_mels], dim=2)
+                wav = self.s3gen.vocode(window, hift_gen)[:, left * 480 - (FADE_SAMPLES if tail is not None else 0):]
+            wav = wav.clone()  # out of inference mode, so that the seam can be edited in place
+            mels = torch.cat([mels, new_mels], dim=2)
+            done = end
+            if tail is not None:  # cross-fade the held-back tail into the new window's start
+                fade = torch.linspace(0, 1, FADE_SAMPLES, device=wav.device)
+                wav[:, :FADE_SAMPLES] = tail * (1 - fade) + wav[:, :FADE_SAMPLES] * fade
+            if first:
+                wav = trim_fade(wav)
+                first = False
+            if finished:
+                yield self._finish(wav)
+            else:
+                tail = wav[:, -FADE_SAMPLES:].clone()
+                yield self._finish(wav[:, :-FADE_SAMPLES])
+
+
+def _watermarker():
+    try:
+        import perth
+    except ImportError:
+        raise RuntimeError("watermarking needs the resemble-perth package (pip install resemble-perth)") from None
+    return perth.PerthImplicitWatermarker()
