@@ -78,3 +78,18 @@ def test_chatterbox_engine_in_the_job_system(tmp_path, random_checkpoint, tts):
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "params.steps"
     finally:
         system.stop()
+
+
+def test_flow_and_t3_run_in_bf16(tts):
+    import copy
+
+    flow = copy.deepcopy(tts.s3gen.flow).to(torch.bfloat16)
+    gen = tts.conds.gen
+    tokens = torch.randint(0, 6561, (1, 12), generator=torch.Generator().manual_seed(0))
+    mels = flow(tokens, gen["prompt_token"], gen["prompt_feat"], gen["embedding"],
+                generator=torch.Generator().manual_seed(1), steps=2)
+    assert mels.shape == (1, 80, 24) and mels.dtype == torch.bfloat16 and torch.isfinite(mels.float()).all()
+    t3 = copy.deepcopy(tts.t3).to(torch.bfloat16)
+    ids = tts.tokenizer("Half precision.")
+    tokens = list(t3.generate(tts.conds.t3, ids, max_new_tokens=4, generator=torch.Generator().manual_seed(0)))
+    assert len(tokens) <= 4

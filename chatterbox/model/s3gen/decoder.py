@@ -159,7 +159,7 @@ class Estimator(nn.Module):
 
     def forward(self, x: Tensor, mu: Tensor, t: Tensor, spks: Tensor, cond: Tensor) -> Tensor:
         # x, mu, cond: (B, 80, T); t: (B,); spks: (B, 80) -> velocity (B, 80, T)
-        t = self.time_mlp(time_embedding(t, self.cfg.in_channels))
+        t = self.time_mlp(time_embedding(t, self.cfg.in_channels).to(t.dtype))
         x = torch.cat([x, mu, spks[:, :, None].expand(-1, -1, x.shape[-1]), cond], dim=1)
         down = self.down_blocks[0]
         skip = down(x, t)
