@@ -81,23 +81,27 @@ def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings) ->
     parts: list[np.ndarray] = []
     synth_s = 0.0
     first_chunk_s = None
+    audio_index = 0  # audio chunks are the pieces an engine yields (a sentence, a second of speech), in order
     for index, chunk in enumerate(chunks):
         pieces = []
         started = time.perf_counter()
         for piece in engine.stream(chunk, job["voice"], job["params"]):
+            synth_s += time.perf_counter() - started
             pieces.append(piece)
+            # Each piece goes out as soon as it exists, so listeners hear the start while the rest is made.
+            store.put_chunk(job_id, audio_index, audio.wav_bytes(piece, rate))
+            if first_chunk_s is None:
+                first_chunk_s = time.time() - job["created_at"]
+            store.emit(job_id, "chunk", index=audio_index, text_index=index, duration_s=round(len(piece) / rate, 3),
+                       sample_rate=rate, text=chunk)
+            audio_index += 1
             if store.cancel_requested(job_id):
                 raise JobCancelled()
+            started = time.perf_counter()
         synth_s += time.perf_counter() - started
-        samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-        store.put_chunk(job_id, index, audio.wav_bytes(samples, rate))
-        if first_chunk_s is None:
-            first_chunk_s = time.time() - job["created_at"]
-        parts.append(samples)
+        parts.append(np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32))
         progress = (index + 1) / len(chunks)
         store.update(job_id, chunks_done=index + 1, progress=progress)
-        store.emit(job_id, "chunk", index=index, duration_s=round(len(samples) / rate, 3), sample_rate=rate,
-                   text=chunk)
         store.emit(job_id, "progress", status="running", progress=progress, chunks_done=index + 1,
                    chunks_total=len(chunks))
         if store.cancel_requested(job_id) and index + 1 < len(chunks):

@@ -93,9 +93,16 @@ function connect() {
       $("status").textContent = event.status + (event.message ? ` (${event.message})` : "");
       $("progress").value = event.progress ?? 0;
     } else if (event.type === "chunk") {
-      const item = document.createElement("li");
-      item.textContent = `${event.text} (${event.duration_s.toFixed(1)} s)`;
-      $("chunks").append(item);
+      // Several audio chunks can belong to one text chunk: list each text once, with its audio so far.
+      let item = $("chunks").lastElementChild;
+      if (!item || item.dataset.textIndex !== String(event.text_index)) {
+        item = document.createElement("li");
+        item.dataset.textIndex = event.text_index;
+        item.dataset.seconds = 0;
+        $("chunks").append(item);
+      }
+      item.dataset.seconds = Number(item.dataset.seconds) + event.duration_s;
+      item.textContent = `${event.text} (${Number(item.dataset.seconds).toFixed(1)} s)`;
     } else if (event.type === "done") {
       finished = true;
       $("status").textContent = "succeeded";
