@@ -44,6 +44,6 @@ task_routes = {"tasks.synthesize": {"queue": INTERACTIVE_QUEUE}}
 # Events for Flower.
 worker_send_task_events = True
 task_send_sent_event = True
-task_track_started = True
+task_track_started = False  # jobs record their own status; this would cost a result-backend write per task
 worker_hijack_root_logger = False
 
