@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import requests
 import websocket
 
@@ -30,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from chatterbox import audio  # noqa: E402
 from chatterbox.engines import create_engine  # noqa: E402
-from chatterbox.text import chunk_text  # noqa: E402
+from chatterbox.synthesis import synthesize_text  # noqa: E402
 from tests.conftest import System  # noqa: E402
 
 SENTENCES = [
@@ -48,9 +47,8 @@ def texts(n: int) -> list[str]:
 
 def in_process(engine, settings, text: str) -> float:
     started = time.perf_counter()
-    parts = [np.concatenate(list(engine.stream(chunk, engine.default_voice, engine.validate({}))))
-             for chunk in chunk_text(text, settings.chunk_chars)]
-    audio.wav_bytes(audio.concat(parts, engine.sample_rate, settings.chunk_gap_s), engine.sample_rate)
+    samples = synthesize_text(engine, text, engine.default_voice, engine.validate({}), settings)
+    audio.wav_bytes(samples, engine.sample_rate)
     return time.perf_counter() - started
 
 

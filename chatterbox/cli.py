@@ -139,12 +139,9 @@ def say(text: str, output: Path | None, fmt: str | None, voice: str | None, para
 
 
 def _say_local(settings: settings_mod.Settings, body: dict) -> bytes:
-    import numpy as np
-
     from . import audio
     from .engines import EngineUnavailable, InvalidRequest, create_engine
-    from .synthesis import parse_request
-    from .text import chunk_text
+    from .synthesis import parse_request, synthesize_text
 
     engine = create_engine(settings)
     try:
@@ -154,10 +151,8 @@ def _say_local(settings: settings_mod.Settings, body: dict) -> bytes:
         raise click.ClickException(f"{exc.field}: {exc.message}")
     except EngineUnavailable as exc:
         raise click.ClickException(str(exc))
-    parts = [np.concatenate(list(engine.stream(c, req.voice, req.params)) or [np.zeros(0, np.float32)])
-             for c in chunk_text(req.text, settings.chunk_chars)]
-    return audio.encode(audio.concat(parts, engine.sample_rate, settings.chunk_gap_s), engine.sample_rate,
-                        req.format)
+    samples = synthesize_text(engine, req.text, req.voice, req.params, settings)
+    return audio.encode(samples, engine.sample_rate, req.format)
 
 
 def _say_remote(server: str, body: dict) -> bytes:

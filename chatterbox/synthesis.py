@@ -65,6 +65,13 @@ def parse_request(body: Any, engine: Engine, settings: Settings) -> SynthesisReq
     return SynthesisRequest(text=text, voice=voice, format=fmt.lower(), params=params)
 
 
+def synthesize_text(engine: Engine, text: str, voice: str, params: dict, settings: Settings) -> np.ndarray:
+    """A whole text in this process, without a job: chunked and joined as a job joins them."""
+    parts = [np.concatenate(list(engine.stream(chunk, voice, params)) or [np.zeros(0, dtype=np.float32)])
+             for chunk in chunk_text(text, settings.chunk_chars)]
+    return audio.concat(parts, engine.sample_rate, settings.chunk_gap_s)
+
+
 def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings) -> dict:
     """Synthesize a claimed job chunk by chunk, reporting as it goes; returns the finished record.
 
