@@ -27,6 +27,7 @@ class Settings:
     model_dir: Path | None = None  # default: <data_dir>/models/chatterbox
     devices: str = "auto"  # auto | cpu | comma-separated GPU indices ("0,1")
     watermark: bool = False  # Resemble's Perth watermark on Chatterbox output (needs resemble-perth)
+    model_dtype: str = "float32"  # float32 | bfloat16: the Chatterbox weights' precision (bf16 suits GPUs)
 
     # Text limits: the API refuses text over max_text_chars; jobs synthesize chunk_chars at a time.
     max_text_chars: int = 5000
@@ -117,6 +118,8 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
             raise ValueError(f"unknown setting {key!r}")
         values[key] = Path(value) if key in ("data_dir", "model_dir") and value is not None else value
     settings = Settings(**values)
+    if settings.model_dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"CHATTERBOX_MODEL_DTYPE must be float32 or bfloat16, not {settings.model_dtype!r}")
     if settings.tts_engine not in ("auto", "piper", "chatterbox"):
         raise ValueError(f"TTS_ENGINE must be auto, piper or chatterbox, not {settings.tts_engine!r}")
     return settings

@@ -31,6 +31,8 @@ def test_bad_settings_are_named():
         load(environ={"CHATTERBOX_MAX_TEXT_CHARS": "many"})
     with pytest.raises(ValueError, match="TTS_ENGINE"):
         load(environ={"TTS_ENGINE": "espeak"})
+    with pytest.raises(ValueError, match="CHATTERBOX_MODEL_DTYPE"):
+        load(environ={"CHATTERBOX_MODEL_DTYPE": "fp8"})
     with pytest.raises(ValueError, match="unknown setting"):
         load({"colour": 1}, environ={})
 

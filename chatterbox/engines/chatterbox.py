@@ -66,10 +66,13 @@ class ChatterboxEngine(Engine):
                 missing = [n for n in WEIGHT_FILES if not (model_dir / n).is_file()]
                 raise EngineUnavailable(f"Chatterbox weights are not in {model_dir} (missing {', '.join(missing)}); "
                                         "set CHATTERBOX_MODEL_DIR or use TTS_ENGINE=piper")
+            import torch
+
             from ..tts import ChatterboxTTS
 
             try:
                 self.tts = ChatterboxTTS.from_local(model_dir, device=self.device,
+                                                    dtype=getattr(torch, self.settings.model_dtype),
                                                     watermark=self.settings.watermark)
             except (ValueError, RuntimeError, OSError) as exc:
                 raise EngineUnavailable(f"cannot load the Chatterbox model from {model_dir}: {exc}") from exc
