@@ -39,7 +39,7 @@ task_default_queue = INTERACTIVE_QUEUE
 task_queues = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name)
                     for name in (INTERACTIVE_QUEUE, BULK_QUEUE))
 task_create_missing_queues = True  # the per-device queues are declared by the workers that consume them
-task_routes = {"tasks.synthesize": {"queue": INTERACTIVE_QUEUE}}
+task_routes = {"tasks.synthesize": {"queue": INTERACTIVE_QUEUE}, "tasks.clone_voice": {"queue": INTERACTIVE_QUEUE}}
 
 # Events for Flower.
 worker_send_task_events = True

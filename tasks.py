@@ -12,12 +12,13 @@ import socket
 import threading
 import time
 import uuid
+from pathlib import Path
 
 from celery import Celery, signals
 from celery.exceptions import Ignore
 
 import celeryconfig
-from chatterbox import jobs, settings as settings_mod, synthesis
+from chatterbox import audio, jobs, settings as settings_mod, synthesis, voices
 from chatterbox.engines import Engine, EngineUnavailable, InvalidRequest, choose_engine, create_engine
 
 log = logging.getLogger("chatterbox.worker")
@@ -114,7 +115,8 @@ def _stop_heartbeat(**_kwargs) -> None:
 
 
 def _requeue(job: dict) -> None:
-    synthesize.apply_async(kwargs={"job_id": job["id"], "attempt": job["attempt"]}, task_id=job["id"])
+    task = clone_voice if job.get("kind") == "clone" else synthesize
+    task.apply_async(kwargs={"job_id": job["id"], "attempt": job["attempt"]}, task_id=job["id"])
 
 
 def result_of(job: dict, settings: settings_mod.Settings) -> dict:
@@ -164,3 +166,60 @@ def synthesize(self, text: str | None = None, voice: str | None = None, format: 
         state.jobs_done += 1
         state.beat()
     return result_of(job, state.settings)
+
+
+PREVIEW_TEXT = "Hello! This is how my new voice sounds."
+
+
+@app.task(name="tasks.clone_voice", bind=True)
+def clone_voice(self, file: str | None = None, name: str | None = None, description: str = "",
+                tags: list | None = None, exaggeration: float = 0.5, job_id: str | None = None,
+                attempt: int = 1) -> dict:
+    """Make a saved voice from a recording (any format ffmpeg reads); returns the finished job with ``voice_id``.
+
+    Called with ``file`` (a path the worker can read) and ``name`` by other programs, or with the ``job_id`` of a
+    record the web app wrote after storing the upload.
+    """
+    state = worker_state()
+    store, library = state.store, voices.VoiceLibrary(state.settings.voices_dir)
+    job_id = job_id or self.request.id or jobs.new_job_id()
+    if store.get(job_id) is None:
+        if file is None or name is None:
+            raise ValueError(f"job {job_id} does not exist and no file and name were given")
+        request = voices.clone_request(name, description, tags, exaggeration, library)
+        store.create(job_id, text=request["name"], voice="", format="wav", engine=state.engine_name,
+                     source="celery", kind="clone", params={**request, "upload": str(file), "keep_upload": True})
+    if store.claim(job_id, attempt, state.hostname, state.instance) != "claimed":
+        raise Ignore()
+    state.current_job = job_id
+    state.beat()
+    job = store.get(job_id)
+    request = job["params"]
+    try:
+        if not hasattr(state.engine, "clone"):
+            raise voices.VoiceError("engine", f"voice cloning needs the chatterbox engine; this worker runs "
+                                    f"{state.engine_name}", "cloning_unavailable")
+        store.emit(job_id, "progress", status="running", progress=0.1, message="checking the recording")
+        samples, seconds = voices.prepare_reference(Path(request["upload"]))
+        store.emit(job_id, "progress", status="running", progress=0.3, message="computing the voice")
+        conds = state.engine.clone(samples, float(request["exaggeration"]))
+        store.emit(job_id, "progress", status="running", progress=0.7, message="synthesizing a preview")
+        preview = state.engine.preview(conds, PREVIEW_TEXT, state.settings.preview_max_tokens)
+        voice = library.create(name=request["name"], engine=state.engine_name, conds=conds,
+                               reference_wav=audio.wav_bytes(samples, 24000),
+                               sample_wav=audio.wav_bytes(preview, 24000), description=request["description"],
+                               tags=request["tags"], reference_seconds=seconds, model="chatterbox-en-0.5b")
+        store.finish(job_id, "succeeded", voice_id=voice.id, duration_s=round(seconds, 2))
+    except voices.VoiceError as exc:
+        store.finish(job_id, "failed", error=exc.message)
+    except Exception as exc:
+        log.exception("clone job %s failed", job_id)
+        store.finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        state.current_job = None
+        state.jobs_done += 1
+        state.beat()
+        if not request.get("keep_upload") and store.get(job_id)["status"] != "running":
+            Path(request["upload"]).unlink(missing_ok=True)
+    return result_of(store.get(job_id), state.settings)

@@ -323,7 +323,7 @@ def _decode(raw: dict[str, str]) -> dict:
 _PUBLIC = ("id", "kind", "status", "progress", "voice", "format", "params", "engine", "source", "created_at",
            "started_at", "finished_at", "chunks_total", "chunks_done", "duration_s", "sample_rate", "synth_s",
            "encode_s", "queued_s", "total_s", "first_chunk_s", "rtf", "worker", "attempt", "max_attempts",
-           "error", "last_error", "output", "text_chars")
+           "error", "last_error", "output", "text_chars", "voice_id")
 
 
 def public_view(job: dict) -> dict:

@@ -27,6 +27,8 @@ class Settings:
     model_dir: Path | None = None  # default: <data_dir>/models/chatterbox
     devices: str = "auto"  # auto | cpu | comma-separated GPU indices ("0,1")
     watermark: bool = False  # Resemble's Perth watermark on Chatterbox output (needs resemble-perth)
+    preview_max_tokens: int = 250  # a cloned voice's preview sample: at most this many speech tokens (10 s)
+    max_upload_mb: int = 20
     model_dtype: str = "float32"  # float32 | bfloat16: the Chatterbox weights' precision (bf16 suits GPUs)
 
     # Text limits: the API refuses text over max_text_chars; jobs synthesize chunk_chars at a time.
@@ -68,6 +70,10 @@ class Settings:
     @property
     def voices_dir(self) -> Path:
         return self.data_dir / "voices"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
 
     @property
     def redis_dir(self) -> Path:

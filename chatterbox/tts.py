@@ -129,11 +129,16 @@ class ChatterboxTTS:
     def prepare_conditionals(self, wav_fpath, exaggeration: float = 0.5, sample_rate: int | None = None
                              ) -> Conditionals:
         """A voice from a reference clip (a path, bytes, or samples with sample_rate); also made current."""
+        self.conds = self.make_conditionals(wav_fpath, exaggeration, sample_rate)
+        return self.conds
+
+    def make_conditionals(self, wav_fpath, exaggeration: float = 0.5, sample_rate: int | None = None
+                          ) -> Conditionals:
+        """A voice from a reference clip, without changing the current one."""
         conds = self.speech.prepare_conditionals(wav_fpath, exaggeration, sample_rate)
         wav24 = load_reference(wav_fpath, sample_rate)
         with self._lock:
             conds.gen = self.s3gen.reference(wav24, self.speech.s3_tokenizer)
-        self.conds = conds
         return conds
 
     def _voice(self, audio_prompt_path, voice, exaggeration) -> Conditionals:

@@ -58,16 +58,18 @@ def test_bad_tokens_and_input(tts):
 def test_chatterbox_engine_in_the_job_system(tmp_path, random_checkpoint, tts):
     system = System(tmp_path)
     system.env.update(TTS_ENGINE="auto", CHATTERBOX_MODEL_DIR=str(random_checkpoint))
-    voices = system.data / "voices"
-    voices.mkdir(parents=True)
-    tts.prepare_conditionals(voice_clip(), sample_rate=CLIP_RATE).save(voices / "narrator.pt")
+    from chatterbox.voices import VoiceLibrary
+
+    saved = VoiceLibrary(system.data / "voices").create(
+        name="narrator", engine="chatterbox", conds=tts.make_conditionals(voice_clip(), sample_rate=CLIP_RATE),
+        reference_wav=b"")
     system.start()
     try:
         health = requests.get(system.url + "/health", timeout=10).json()
         assert health["engine"]["name"] == "chatterbox"
         assert health["workers"][0]["engine"] == "chatterbox" and health["workers"][0]["model_loaded"]
         assert [v["id"] for v in requests.get(system.url + "/voices", timeout=10).json()["voices"]] == \
-            ["default", "narrator"]
+            ["default", saved.id]
         params = {"max_new_tokens": 10, "seed": 5, "steps": 2}
         for voice in ("default", "narrator"):
             job = system.submit("Hello from Chatterbox.", voice=voice, params=params)

@@ -31,12 +31,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """App factory. ``config`` overrides settings by field name; the rest come from CHATTERBOX_* variables."""
     app = Flask(__name__)
     settings = settings_mod.load(config)
-    app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=1024 * 1024, SOCK_SERVER_OPTIONS={"ping_interval": 25})
+    app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=settings.max_upload_mb * 1024 * 1024, SOCK_SERVER_OPTIONS={"ping_interval": 25})
     app.extensions["chatterbox"] = Services(settings)
 
-    from . import api, events, pages
+    from . import api, events, pages, voices
 
     app.register_blueprint(api.bp)
+    app.register_blueprint(voices.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(events.bp)
     api.register_error_handlers(app)

@@ -100,6 +100,15 @@ class Engine(ABC):
             raise InvalidRequest("voice", "voice must be a string", "invalid_type")
         known = [v["id"] for v in self.voices()]
         if voice not in known:
+            from ..voices import VoiceError, VoiceLibrary
+
+            try:
+                saved = VoiceLibrary(self.settings.voices_dir).get(voice)
+            except VoiceError:
+                saved = None
+            if saved is not None and saved.engine != self.name:
+                raise InvalidRequest("voice", f"voice {voice!r} was made for the {saved.engine} engine, not "
+                                     f"{self.name}", "wrong_engine")
             raise InvalidRequest("voice", f"unknown voice {voice!r}; this engine has: {', '.join(known)}",
                                  "unknown_voice")
         return voice

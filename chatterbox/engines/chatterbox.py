@@ -1,7 +1,7 @@
 """The Chatterbox engine: Resemble AI's model, run by our own code (chatterbox.tts), loaded once per worker.
 
-Voices: ``default`` (the checkpoint's conds.pt) and every saved voice ``<data_dir>/voices/<name>.pt`` (conditionals
-in the conds.pt format, as ``ChatterboxTTS.prepare_conditionals(...).save(path)`` writes them).
+Voices: ``default`` (the checkpoint's conds.pt) and every voice of the saved-voice library made for this engine
+(``chatterbox.voices``), by id or by name.
 """
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from .base import Engine, EngineUnavailable, Param
+from ..voices import VoiceError, VoiceLibrary
+from .base import Engine, EngineUnavailable, InvalidRequest, Param
 
 WEIGHT_FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt")
 DEFAULT_VOICE = "default"
@@ -38,6 +39,7 @@ class ChatterboxEngine(Engine):
     def __init__(self, settings, device: str = "cpu"):
         super().__init__(settings, device)
         self.tts = None
+        self.library = VoiceLibrary(settings.voices_dir)
         self._lock = threading.Lock()
 
     @property
@@ -49,13 +51,32 @@ class ChatterboxEngine(Engine):
         return self.tts is not None
 
     def voices(self) -> list[dict]:
-        out = [{"id": DEFAULT_VOICE, "name": "Default", "engine": self.name,
+        out = [{"id": DEFAULT_VOICE, "name": "Default", "engine": self.name, "builtin": True,
                 "description": "the built-in Chatterbox voice (conds.pt)"}]
-        directory = self.settings.voices_dir
-        for path in sorted(directory.glob("*.pt")) if directory.is_dir() else []:
-            out.append({"id": path.stem, "name": path.stem.replace("_", " ").title(), "engine": self.name,
-                        "description": f"saved voice {path.name}"})
-        return out
+        return out + [v.public() for v in self.library.list(engine=self.name)]
+
+    def check_voice(self, voice: str | None) -> str:
+        if voice in (None, "", DEFAULT_VOICE):
+            return DEFAULT_VOICE
+        if not isinstance(voice, str):
+            raise InvalidRequest("voice", "voice must be a string", "invalid_type")
+        try:
+            saved = self.library.get(voice)
+        except VoiceError:
+            raise InvalidRequest("voice", f"unknown voice {voice!r}; see GET /voices", "unknown_voice") from None
+        if saved.engine != self.name:
+            raise InvalidRequest("voice", f"voice {voice!r} was made for the {saved.engine} engine, not {self.name}",
+                                 "wrong_engine")
+        return saved.id
+
+    def clone(self, samples24k: np.ndarray, exaggeration: float = 0.5):
+        """Conditionals for a new voice from a cleaned 24 kHz recording."""
+        self.load()
+        return self.tts.make_conditionals(samples24k, exaggeration, sample_rate=24000)
+
+    def preview(self, conds, text: str, max_new_tokens: int) -> np.ndarray:
+        self.load()
+        return self.tts.generate(text, voice=conds, max_new_tokens=max_new_tokens)[0].numpy()
 
     def load(self) -> None:
         with self._lock:
@@ -79,7 +100,7 @@ class ChatterboxEngine(Engine):
 
     def stream(self, text: str, voice: str, params: Mapping[str, Any]) -> Iterator[np.ndarray]:
         self.load()
-        voice_file = None if voice == DEFAULT_VOICE else self.settings.voices_dir / f"{voice}.pt"
+        voice_file = None if voice == DEFAULT_VOICE else self.library.conds_path(voice)
         for chunk in self.tts.generate_stream(
                 text, voice=voice_file, exaggeration=params["exaggeration"], cfg_weight=params["cfg_weight"],
                 temperature=params["temperature"], min_p=params["min_p"], top_p=params["top_p"],

@@ -73,7 +73,7 @@ class PiperEngine(Engine):
         out = []
         for voice_id, (_, _, cfg) in self._files.items():
             lang = cfg.get("language", {})
-            out.append({"id": voice_id, "name": voice_id.replace("_", " ").title(), "engine": self.name,
+            out.append({"id": voice_id, "name": voice_id.replace("_", " ").title(), "engine": self.name, "builtin": True,
                         "language": lang.get("code", ""),
                         "description": "embedded Piper voice (en_US, joe, medium)" if voice_id == EMBEDDED_VOICE
                         else f"Piper voice from {self._files[voice_id][0].name}"})

@@ -1,0 +1,245 @@
+"""The saved-voice library on disk: ``<data_dir>/voices/<id>/`` holds ``meta.json``, ``conds.pt`` (the official
+conds.pt format), ``reference.wav`` (the cleaned clip) and ``sample.wav`` (a preview), written atomically.
+
+Ids are generated, never taken from users; names are unique. The directory is shared by every worker and web
+process (a shared volume across machines), so the files are the only state.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+NAME = re.compile(r"^[\w][\w .'-]{0,63}$")
+ID = re.compile(r"^v_[0-9a-f]{12}$")
+MAX_TAGS = 16
+
+
+class VoiceError(ValueError):
+    def __init__(self, field: str, message: str, code: str):
+        super().__init__(field, message, code)
+        self.field, self.message, self.code = field, message, code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class Voice:
+    id: str
+    name: str
+    engine: str
+    description: str = ""
+    tags: list[str] = field(default_factory=list)
+    owner: str = ""
+    created_at: float = 0.0
+    reference_seconds: float = 0.0
+    model: str = ""
+
+    def public(self) -> dict:
+        return {**asdict(self), "builtin": False}
+
+
+def check_name(name) -> str:
+    if not isinstance(name, str) or not NAME.match(name.strip()):
+        raise VoiceError("name", "a voice name is 1 to 64 letters, digits, spaces, dots, dashes or apostrophes, "
+                         "starting with a letter or digit", "invalid_name")
+    return name.strip()
+
+
+def check_tags(tags) -> list[str]:
+    if tags is None:
+        return []
+    if isinstance(tags, str):
+        tags = [t for t in (s.strip() for s in tags.split(",")) if t]
+    if not isinstance(tags, list) or len(tags) > MAX_TAGS or not all(isinstance(t, str) and 0 < len(t) <= 32
+                                                                     for t in tags):
+        raise VoiceError("tags", f"tags are at most {MAX_TAGS} words of up to 32 characters", "invalid_tags")
+    return tags
+
+
+class VoiceLibrary:
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+
+    def _path(self, voice_id: str) -> Path:
+        if not ID.match(voice_id):
+            raise VoiceError("voice", f"no saved voice {voice_id!r}", "unknown_voice")
+        return self.dir / voice_id
+
+    def list(self, engine: str | None = None) -> list[Voice]:
+        voices = []
+        for meta in sorted(self.dir.glob("v_*/meta.json")) if self.dir.is_dir() else []:
+            try:
+                voice = Voice(**json.loads(meta.read_text()))
+            except (OSError, ValueError, TypeError):
+                continue  # a voice being written or removed right now
+            if engine is None or voice.engine == engine:
+                voices.append(voice)
+        return sorted(voices, key=lambda v: v.created_at)
+
+    def get(self, key: str) -> Voice:
+        """A voice by id or by name."""
+        if ID.match(key or "") and (self.dir / key / "meta.json").is_file():
+            return Voice(**json.loads((self.dir / key / "meta.json").read_text()))
+        for voice in self.list():
+            if voice.name == key:
+                return voice
+        raise VoiceError("voice", f"no saved voice {key!r}", "unknown_voice")
+
+    def conds_path(self, voice_id: str) -> Path:
+        return self._path(voice_id) / "conds.pt"
+
+    def file(self, voice_id: str, name: str) -> Path:
+        path = self._path(voice_id) / name
+        if not path.is_file():
+            raise VoiceError("voice", f"voice {voice_id} has no {name}", "not_found")
+        return path
+
+    def create(self, *, name: str, engine: str, conds, reference_wav: bytes, sample_wav: bytes | None = None,
+               description: str = "", tags=None, owner: str = "", reference_seconds: float = 0.0,
+               model: str = "") -> Voice:
+        """Write a voice into a temporary directory, then rename it into place: never half a voice."""
+        name = check_name(name)
+        if any(v.name == name for v in self.list()):
+            raise VoiceError("name", f"a voice named {name!r} already exists", "duplicate_name")
+        voice = Voice(id=f"v_{uuid.uuid4().hex[:12]}", name=name, engine=engine, description=str(description)[:500],
+                      tags=check_tags(tags), owner=owner, created_at=time.time(),
+                      reference_seconds=round(reference_seconds, 2), model=model)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.dir))
+        try:
+            conds.save(tmp / "conds.pt")
+            (tmp / "reference.wav").write_bytes(reference_wav)
+            if sample_wav is not None:
+                (tmp / "sample.wav").write_bytes(sample_wav)
+            (tmp / "meta.json").write_text(json.dumps(asdict(voice)))
+            os.replace(tmp, self.dir / voice.id)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return voice
+
+    def update(self, voice_id: str, **changes) -> Voice:
+        voice = self.get(voice_id)
+        if voice.id != voice_id:
+            raise VoiceError("voice", f"no saved voice {voice_id!r}", "unknown_voice")
+        if "name" in changes and changes["name"] != voice.name:
+            name = check_name(changes["name"])
+            if any(v.name == name for v in self.list()):
+                raise VoiceError("name", f"a voice named {name!r} already exists", "duplicate_name")
+            voice.name = name
+        if "description" in changes:
+            voice.description = str(changes["description"] or "")[:500]
+        if "tags" in changes:
+            voice.tags = check_tags(changes["tags"])
+        meta = self._path(voice.id) / "meta.json"
+        tmp = meta.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(voice)))
+        os.replace(tmp, meta)
+        return voice
+
+    def delete(self, voice_id: str) -> None:
+        path = self._path(voice_id)
+        if not path.is_dir():
+            raise VoiceError("voice", f"no saved voice {voice_id!r}", "unknown_voice")
+        # Rename first so that readers never see a voice with files missing.
+        doomed = self.dir / f".deleted-{voice_id}-{uuid.uuid4().hex[:6]}"
+        os.replace(path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def export(self, voice_id: str) -> bytes:
+        """One file with the metadata, the conditionals and the clips (tensors and plain data only)."""
+        voice = self.get(voice_id)
+        path = self._path(voice.id)
+        conds = torch.load(path / "conds.pt", weights_only=True)
+        files = {n: torch.frombuffer(bytearray((path / n).read_bytes()), dtype=torch.uint8)
+                 for n in ("reference.wav", "sample.wav") if (path / n).is_file()}
+        buf = io.BytesIO()
+        torch.save({"format": "chatterbox-jobs voice 1", "meta": asdict(voice), "conds": conds, "files": files}, buf)
+        return buf.getvalue()
+
+    def import_(self, data: bytes, owner: str = "", name: str | None = None) -> Voice:
+        from .model.conds import Conditionals
+
+        try:
+            blob = torch.load(io.BytesIO(data), weights_only=True)  # never unpickles arbitrary objects
+        except Exception:
+            raise VoiceError("file", "the file is not an exported voice", "invalid_voice_file") from None
+        if not isinstance(blob, dict) or blob.get("format") != "chatterbox-jobs voice 1":
+            raise VoiceError("file", "the file is not an exported voice", "invalid_voice_file")
+        meta, raw = blob.get("meta") or {}, blob.get("conds") or {}
+        if not isinstance(raw, dict) or "t3" not in raw or "gen" not in raw:
+            raise VoiceError("file", "the voice file has no conditionals", "invalid_voice_file")
+        with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
+            torch.save(raw, tmp.name)
+            conds = Conditionals.load(tmp.name)
+        files = blob.get("files") or {}
+        ref = files.get("reference.wav")
+        sample = files.get("sample.wav")
+        return self.create(name=name or meta.get("name", ""), engine=meta.get("engine", "chatterbox"), conds=conds,
+                           reference_wav=bytes(ref.numpy()) if ref is not None else b"",
+                           sample_wav=bytes(sample.numpy()) if sample is not None else None,
+                           description=meta.get("description", ""), tags=meta.get("tags"), owner=owner,
+                           reference_seconds=float(meta.get("reference_seconds", 0.0)),
+                           model=meta.get("model", ""))
+
+
+MIN_SPEECH_SECONDS = 5.0
+MAX_REFERENCE_SECONDS = 60.0
+TARGET_RMS_DBFS = -20.0
+
+
+def prepare_reference(data: bytes | Path, sample_rate: int = 24000) -> tuple["np.ndarray", float]:
+    """An uploaded recording, decoded (any format ffmpeg reads), checked, trimmed of silence, loudness-normalized
+    and resampled: (samples at sample_rate, seconds of speech). Raises VoiceError naming the problem."""
+    import numpy as np
+
+    from . import audio
+    from .model.speech_tokens import resample
+    from .model.voice_encoder import trim_silence
+
+    try:
+        samples, rate = audio.decode(data)
+    except audio.AudioError as exc:
+        raise VoiceError("file", f"the upload is not audio that can be decoded: {exc}", "not_audio") from None
+    if len(samples) / rate > MAX_REFERENCE_SECONDS:
+        raise VoiceError("file", f"the recording is {len(samples) / rate:.0f} s long; at most "
+                         f"{MAX_REFERENCE_SECONDS:.0f} s are taken (10 s is plenty)", "too_long")
+    if audio.is_silent(samples):
+        raise VoiceError("file", "the recording is silent", "silent")
+    if audio.clipped_fraction(samples) > 0.01:
+        raise VoiceError("file", f"the recording is clipped ({audio.clipped_fraction(samples):.1%} of samples at full "
+                         "scale); record it again, quieter", "clipped")
+    trimmed = trim_silence(samples.astype(np.float32), top_db=40)
+    seconds = len(trimmed) / rate
+    if seconds < MIN_SPEECH_SECONDS:
+        raise VoiceError("file", f"the recording has {seconds:.1f} s of sound after trimming silence; at least "
+                         f"{MIN_SPEECH_SECONDS:.0f} s of speech are needed", "too_short")
+    rms = float(np.sqrt(np.mean(trimmed ** 2)))
+    gain = min(10 ** (TARGET_RMS_DBFS / 20) / max(rms, 1e-9), 0.95 / float(np.max(np.abs(trimmed))))
+    return resample(trimmed * gain, rate, sample_rate), seconds
+
+
+def clone_request(name, description, tags, exaggeration, library: VoiceLibrary) -> dict:
+    """A clone request's fields, checked before any work (the name must be new)."""
+    name = check_name(name)
+    if any(v.name == name for v in library.list()):
+        raise VoiceError("name", f"a voice named {name!r} already exists", "duplicate_name")
+    try:
+        exaggeration = float(0.5 if exaggeration in (None, "") else exaggeration)
+    except (TypeError, ValueError):
+        raise VoiceError("exaggeration", "exaggeration must be a number", "invalid_type") from None
+    if not 0.25 <= exaggeration <= 2.0:
+        raise VoiceError("exaggeration", "exaggeration must be between 0.25 and 2.0", "out_of_range")
+    return {"name": name, "description": str(description or "")[:500], "tags": check_tags(tags),
+            "exaggeration": exaggeration}

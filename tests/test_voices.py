@@ -1,0 +1,144 @@
+"""Voices: the saved-voice library, reference checks on generated signals, and clone jobs on a real worker."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import wave
+
+import numpy as np
+import pytest
+import requests
+import torch
+
+from chatterbox import audio
+from chatterbox.model.conds import Conditionals
+from chatterbox.model.random_checkpoint import random_conds
+from chatterbox.voices import VoiceError, VoiceLibrary, prepare_reference
+
+from .conftest import ROOT, System
+
+RATE = 24000
+
+
+def speechlike(seconds: float, rate: int = RATE, amp: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    pitch = 140 + 40 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / rate
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2
+    return (amp * envelope * sum(np.sin(k * phase) / k for k in range(1, 6))).astype(np.float32)
+
+
+def saved_conds(tmp_path) -> Conditionals:
+    torch.save(random_conds(3), tmp_path / "c.pt")
+    return Conditionals.load(tmp_path / "c.pt")
+
+
+def test_library_lifecycle(tmp_path):
+    lib = VoiceLibrary(tmp_path / "voices")
+    voice = lib.create(name="Narrator", engine="chatterbox", conds=saved_conds(tmp_path), reference_wav=b"RIFF",
+                       tags="calm, deep", description="a test")
+    assert voice.id.startswith("v_") and voice.tags == ["calm", "deep"]
+    assert lib.get("Narrator").id == voice.id and lib.get(voice.id).name == "Narrator"
+    with pytest.raises(VoiceError, match="already exists"):
+        lib.create(name="Narrator", engine="chatterbox", conds=saved_conds(tmp_path), reference_wav=b"")
+    for bad in ("", "../etc", "x" * 80, "/abs"):
+        with pytest.raises(VoiceError):
+            lib.create(name=bad, engine="chatterbox", conds=saved_conds(tmp_path), reference_wav=b"")
+    assert lib.update(voice.id, name="Storyteller", tags=["warm"]).name == "Storyteller"
+    exported = lib.export(voice.id)
+    lib.delete(voice.id)
+    with pytest.raises(VoiceError):
+        lib.get(voice.id)
+    back = lib.import_(exported)
+    original = torch.load(io.BytesIO(exported), weights_only=True)["conds"]
+    again = torch.load(lib.conds_path(back.id), weights_only=True)
+    assert torch.equal(original["t3"]["speaker_emb"], again["t3"]["speaker_emb"])
+    assert torch.equal(original["gen"]["prompt_feat"], again["gen"]["prompt_feat"])
+    assert back.name == "Storyteller" and back.tags == ["warm"]
+    assert [p.name for p in lib.dir.iterdir()] == [back.id]  # nothing half-written or left over
+    with pytest.raises(VoiceError, match="not an exported voice"):
+        lib.import_(b"\x80\x04garbage")
+
+
+def test_reference_checks_on_generated_signals():
+    ok, seconds = prepare_reference(audio.encode(speechlike(7), RATE, "flac"))
+    assert 6.5 < seconds <= 7.01 and len(ok) > 6 * RATE
+    assert abs(20 * np.log10(np.sqrt(np.mean(ok ** 2))) + 20) < 1.5  # loudness normalized to about -20 dBFS
+    padded = np.concatenate([np.zeros(RATE * 2, np.float32), speechlike(6), np.zeros(RATE * 2, np.float32)])
+    assert prepare_reference(audio.wav_bytes(padded, RATE))[1] < 6.5  # silence trimmed
+    cases = [(audio.wav_bytes(speechlike(3), RATE), "too_short"),
+             (audio.wav_bytes(np.zeros(RATE * 8, np.float32), RATE), "silent"),
+             (audio.wav_bytes(np.clip(speechlike(8, amp=3.0), -1, 1), RATE), "clipped"),
+             (b"definitely not audio" * 100, "not_audio"),
+             (audio.wav_bytes(speechlike(70), RATE), "too_long")]
+    for data, code in cases:
+        with pytest.raises(VoiceError) as info:
+            prepare_reference(data)
+        assert info.value.code == code
+
+
+@pytest.fixture(scope="module")
+def cloning(tmp_path_factory, random_checkpoint):
+    system = System(tmp_path_factory.mktemp("voices"))
+    system.env.update(TTS_ENGINE="chatterbox", CHATTERBOX_MODEL_DIR=str(random_checkpoint),
+                      CHATTERBOX_PREVIEW_MAX_TOKENS="6")
+    system.start()
+    yield system
+    system.stop()
+
+
+def clone(system, name, data, **form):
+    return requests.post(system.url + "/voice-clone", files={"file": ("clip.webm", data)},
+                         data={"name": name, **form}, timeout=60)
+
+
+def test_clone_job_then_use_rename_and_delete_the_voice(cloning):
+    response = clone(cloning, "Alice", audio.encode(speechlike(7), RATE, "ogg"), tags="bright", exaggeration="0.6")
+    assert response.status_code == 202, response.text
+    done = cloning.wait_job(response.json()["job_id"], timeout=180)
+    assert done["status"] == "succeeded", done
+    voice_id = done["voice_id"]
+    saved = requests.get(cloning.url + "/saved-voices", timeout=10).json()["voices"]
+    assert [v["name"] for v in saved] == ["Alice"] and saved[0]["tags"] == ["bright"]
+    sample = requests.get(f"{cloning.url}/voices/{voice_id}/sample", timeout=10)
+    assert sample.status_code == 200 and sample.content[:4] == b"RIFF"
+    job = cloning.submit("Speaking as Alice.", voice="Alice", params={"max_new_tokens": 6, "steps": 2})
+    assert cloning.wait_job(job["job_id"], timeout=180)["status"] == "succeeded"
+    renamed = requests.patch(f"{cloning.url}/voices/{voice_id}", json={"name": "Alicia"}, timeout=10)
+    assert renamed.status_code == 200 and renamed.json()["name"] == "Alicia"
+    exported = requests.get(f"{cloning.url}/voices/{voice_id}/export", timeout=10)
+    assert requests.delete(f"{cloning.url}/voices/{voice_id}", timeout=10).status_code == 200
+    assert requests.get(f"{cloning.url}/voices/{voice_id}", timeout=10).status_code == 404
+    imported = requests.post(cloning.url + "/voices/import", files={"file": ("a.voice", exported.content)},
+                             timeout=10)
+    assert imported.status_code == 201 and imported.json()["name"] == "Alicia"
+    assert requests.delete(cloning.url + "/voices/default", timeout=10).status_code == 400
+
+
+def test_clone_refuses_bad_input_before_model_work(cloning):
+    good = audio.encode(speechlike(7), RATE, "wav")
+    cases = [(clone(cloning, "Bob", b"not audio at all" * 50), 400, "not_audio"),
+             (clone(cloning, "Bob", audio.wav_bytes(speechlike(2), RATE)), 400, "too_short"),
+             (clone(cloning, "../../etc", good), 400, "invalid_name"),
+             (clone(cloning, "Bob", good, exaggeration="9"), 400, "out_of_range"),
+             (requests.post(cloning.url + "/voice-clone", data={"name": "Bob"}, timeout=10), 400, "missing_file")]
+    for response, status, code in cases:
+        assert response.status_code == status and response.json()["error"]["code"] == code, response.text
+    unknown = requests.post(cloning.url + "/synthesize", json={"text": "Hi.", "voice": "nobody"}, timeout=10)
+    assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "unknown_voice"
+    assert requests.get(cloning.url + "/voices/v_000000000000", timeout=10).status_code == 404
+
+
+def test_clone_through_the_celery_api(cloning, tmp_path):
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(audio.wav_bytes(speechlike(7), RATE))
+    script = ("import json; from tasks import clone_voice; "
+              f"print(json.dumps(clone_voice.delay(file={str(clip)!r}, name='Carol').get(timeout=240)))")
+    out = subprocess.run([sys.executable, "-c", script], env=cloning.env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["status"] == "succeeded" and result["voice_id"].startswith("v_")
+    assert clip.exists()  # the caller's file is theirs: only uploads are removed

@@ -1,0 +1,124 @@
+"""Voices: clone jobs (``POST /voice-clone``) and the saved-voice library."""
+from __future__ import annotations
+
+
+from flask import Blueprint, request, send_file
+
+from chatterbox import jobs
+from chatterbox.voices import VoiceError, VoiceLibrary, clone_request, prepare_reference
+
+from . import error_response, services
+from .api import links
+
+bp = Blueprint("voices", __name__)
+
+UPLOAD_FIELDS = ("file", "audio")
+
+
+def library() -> VoiceLibrary:
+    return VoiceLibrary(services().settings.voices_dir)
+
+
+def voice_error(exc: VoiceError):
+    status = 404 if exc.code in ("unknown_voice", "not_found") else 409 if exc.code == "duplicate_name" else 400
+    return error_response(status, exc.message, exc.code, exc.field)
+
+
+@bp.post("/voice-clone")
+def clone():
+    svc = services()
+    upload = next((request.files[f] for f in UPLOAD_FIELDS if f in request.files), None)
+    if upload is None:
+        return error_response(400, "send the recording as a multipart file field named 'file'", "missing_file", "file")
+    if svc.engine_name != "chatterbox":
+        return error_response(400, f"voice cloning needs the chatterbox engine; this system runs {svc.engine_name}",
+                              "cloning_unavailable", "engine")
+    try:
+        req = clone_request(request.form.get("name"), request.form.get("description"), request.form.get("tags"),
+                            request.form.get("exaggeration"), library())
+        data = upload.read()
+        prepare_reference(data)  # refuse bad recordings now, before any model work
+    except VoiceError as exc:
+        return voice_error(exc)
+    job_id = jobs.new_job_id()
+    path = svc.settings.uploads_dir / f"{job_id}.audio"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    svc.store.create(job_id, text=req["name"], voice="", format="wav", engine=svc.engine_name, source="rest",
+                     kind="clone", params={**req, "upload": str(path.resolve())})
+    from tasks import clone_voice
+
+    clone_voice.apply_async(kwargs={"job_id": job_id, "attempt": 1}, task_id=job_id)
+    return {"job_id": job_id, "status": "queued", **links(job_id)}, 202
+
+
+@bp.get("/saved-voices")
+def saved_voices():
+    return {"voices": [v.public() for v in library().list()]}
+
+
+@bp.get("/voices/<voice_id>")
+def get_voice(voice_id: str):
+    for voice in services().engine.voices():
+        if voice["id"] == voice_id and voice.get("builtin"):
+            return voice
+    try:
+        return library().get(voice_id).public()
+    except VoiceError as exc:
+        return voice_error(exc)
+
+
+@bp.patch("/voices/<voice_id>")
+def update_voice(voice_id: str):
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return error_response(400, "send a JSON object with name, description or tags", "invalid_body")
+    unknown = sorted(set(body) - {"name", "description", "tags"})
+    if unknown:
+        return error_response(400, f"unknown field {unknown[0]!r}", "unknown_field", unknown[0])
+    try:
+        return library().update(voice_id, **body).public()
+    except VoiceError as exc:
+        return voice_error(exc)
+
+
+@bp.delete("/voices/<voice_id>")
+def delete_voice(voice_id: str):
+    if any(v["id"] == voice_id and v.get("builtin") for v in services().engine.voices()):
+        return error_response(400, f"{voice_id!r} is a built-in voice and cannot be deleted", "builtin_voice")
+    try:
+        library().delete(voice_id)
+    except VoiceError as exc:
+        return voice_error(exc)
+    return {"id": voice_id, "deleted": True}
+
+
+@bp.get("/voices/<voice_id>/sample")
+def voice_sample(voice_id: str):
+    try:
+        return send_file(library().file(voice_id, "sample.wav"), mimetype="audio/wav")
+    except VoiceError as exc:
+        return voice_error(exc)
+
+
+@bp.get("/voices/<voice_id>/export")
+def export_voice(voice_id: str):
+    try:
+        data = library().export(voice_id)
+    except VoiceError as exc:
+        return voice_error(exc)
+    return data, 200, {"Content-Type": "application/octet-stream",
+                       "Content-Disposition": f'attachment; filename="{voice_id}.voice"'}
+
+
+@bp.post("/voices/import")
+def import_voice():
+    upload = next((request.files[f] for f in UPLOAD_FIELDS if f in request.files), None)
+    data = upload.read() if upload is not None else request.get_data()
+    if not data:
+        return error_response(400, "send an exported voice file", "missing_file", "file")
+    try:
+        voice = library().import_(data, name=request.args.get("name") or request.form.get("name"))
+    except VoiceError as exc:
+        return voice_error(exc)
+    return voice.public(), 201
