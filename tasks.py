@@ -199,6 +199,10 @@ def clone_voice(self, file: str | None = None, name: str | None = None, descript
         if not hasattr(state.engine, "clone"):
             raise voices.VoiceError("engine", f"voice cloning needs the chatterbox engine; this worker runs "
                                     f"{state.engine_name}", "cloning_unavailable")
+        made = library.made_by(job_id)
+        if made is not None:  # an earlier attempt made the voice and died before it could say so
+            store.finish(job_id, "succeeded", voice_id=made.id, duration_s=made.reference_seconds)
+            return result_of(store.get(job_id), state.settings)
         store.emit(job_id, "progress", status="running", progress=0.1, message="checking the recording")
         samples, seconds = voices.prepare_reference(Path(request["upload"]))
         store.emit(job_id, "progress", status="running", progress=0.3, message="computing the voice")
@@ -208,7 +212,8 @@ def clone_voice(self, file: str | None = None, name: str | None = None, descript
         voice = library.create(name=request["name"], engine=state.engine_name, conds=conds,
                                reference_wav=audio.wav_bytes(samples, 24000),
                                sample_wav=audio.wav_bytes(preview, 24000), description=request["description"],
-                               tags=request["tags"], reference_seconds=seconds, model="chatterbox-en-0.5b")
+                               tags=request["tags"], reference_seconds=seconds, model="chatterbox-en-0.5b",
+                               job_id=job_id)
         store.finish(job_id, "succeeded", voice_id=voice.id, duration_s=round(seconds, 2))
     except voices.VoiceError as exc:
         store.finish(job_id, "failed", error=exc.message)

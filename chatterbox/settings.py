@@ -27,6 +27,7 @@ class Settings:
     model_dir: Path | None = None  # default: <data_dir>/models/chatterbox
     devices: str = "auto"  # auto | cpu | comma-separated GPU indices ("0,1")
     watermark: bool = False  # Resemble's Perth watermark on Chatterbox output (needs resemble-perth)
+    voice_cache_size: int = 32  # saved voices each worker keeps loaded
     preview_max_tokens: int = 250  # a cloned voice's preview sample: at most this many speech tokens (10 s)
     max_upload_mb: int = 20
     model_dtype: str = "float32"  # float32 | bfloat16: the Chatterbox weights' precision (bf16 suits GPUs)

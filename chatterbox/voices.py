@@ -44,6 +44,7 @@ class Voice:
     created_at: float = 0.0
     reference_seconds: float = 0.0
     model: str = ""
+    job_id: str = ""  # the clone job that made it: a job run again after a crash finds its voice already made
 
     def public(self) -> dict:
         return {**asdict(self), "builtin": False}
@@ -107,14 +108,15 @@ class VoiceLibrary:
 
     def create(self, *, name: str, engine: str, conds, reference_wav: bytes, sample_wav: bytes | None = None,
                description: str = "", tags=None, owner: str = "", reference_seconds: float = 0.0,
-               model: str = "") -> Voice:
+               model: str = "", job_id: str = "") -> Voice:
         """Write a voice into a temporary directory, then rename it into place: never half a voice."""
+        self._sweep()
         name = check_name(name)
         if any(v.name == name for v in self.list()):
             raise VoiceError("name", f"a voice named {name!r} already exists", "duplicate_name")
         voice = Voice(id=f"v_{uuid.uuid4().hex[:12]}", name=name, engine=engine, description=str(description)[:500],
                       tags=check_tags(tags), owner=owner, created_at=time.time(),
-                      reference_seconds=round(reference_seconds, 2), model=model)
+                      reference_seconds=round(reference_seconds, 2), model=model, job_id=job_id)
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.dir))
         try:
@@ -128,6 +130,20 @@ class VoiceLibrary:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return voice
+
+    def _sweep(self, older_than_s: float = 600.0) -> None:
+        """Remove what a process killed mid-write or mid-delete left behind (hidden, never listed)."""
+        if not self.dir.is_dir():
+            return
+        for leftover in list(self.dir.glob(".incoming-*")) + list(self.dir.glob(".deleted-*")):
+            try:
+                if time.time() - leftover.stat().st_mtime > older_than_s:
+                    shutil.rmtree(leftover, ignore_errors=True)
+            except FileNotFoundError:
+                pass
+
+    def made_by(self, job_id: str) -> Voice | None:
+        return next((v for v in self.list() if job_id and v.job_id == job_id), None)
 
     def update(self, voice_id: str, **changes) -> Voice:
         voice = self.get(voice_id)

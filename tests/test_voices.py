@@ -142,3 +142,44 @@ def test_clone_through_the_celery_api(cloning, tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["status"] == "succeeded" and result["voice_id"].startswith("v_")
     assert clip.exists()  # the caller's file is theirs: only uploads are removed
+
+
+def test_worker_cache_of_saved_voices_is_bounded(tmp_path, random_checkpoint):
+    from chatterbox.engines import create_engine
+    from chatterbox.settings import load
+
+    settings = load({"data_dir": tmp_path, "model_dir": random_checkpoint, "voice_cache_size": 2}, environ={})
+    engine = create_engine(settings, name="chatterbox")
+    lib = VoiceLibrary(settings.voices_dir)
+    ids = [lib.create(name=f"v{i}", engine="chatterbox", conds=saved_conds(tmp_path), reference_wav=b"").id
+           for i in range(3)]
+    first = engine.conditionals(ids[0])
+    assert engine.conditionals(ids[0]) is first  # cached
+    engine.conditionals(ids[1])
+    engine.conditionals(ids[2])
+    assert list(engine._cache) == ids[1:]  # the least recently used one left
+    lib.delete(ids[2])
+    with pytest.raises(Exception, match="no longer exists"):
+        engine.conditionals(ids[2])
+
+
+def test_worker_killed_during_a_clone_leaves_one_whole_voice_or_none(cloning):
+    import signal
+
+    from .conftest import wait_until
+
+    response = clone(cloning, "Dora", audio.encode(speechlike(7), RATE, "mp3"))
+    job_id = response.json()["job_id"]
+    wait_until(lambda: cloning.job(job_id)["status"] == "running", 60, 0.05, what="the clone to start")
+    cloning.worker.kill(signal.SIGKILL)
+    cloning.start_worker()
+    final = cloning.wait_job(job_id, timeout=180)
+    voices = [v for v in requests.get(cloning.url + "/saved-voices", timeout=10).json()["voices"]
+              if v["name"] == "Dora"]
+    if final["status"] == "succeeded":
+        assert len(voices) == 1 and voices[0]["id"] == final["voice_id"]
+        assert requests.get(f"{cloning.url}/voices/{final['voice_id']}/sample", timeout=10).status_code == 200
+    else:
+        assert voices == [] and "stopped while running" in final["error"]
+    leftovers = [p.name for p in (cloning.data / "voices").iterdir() if not p.name.startswith("v_")]
+    assert all(p.startswith((".incoming-", ".deleted-")) for p in leftovers)  # hidden, swept later

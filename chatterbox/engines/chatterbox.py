@@ -6,6 +6,7 @@ Voices: ``default`` (the checkpoint's conds.pt) and every voice of the saved-voi
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -41,6 +42,9 @@ class ChatterboxEngine(Engine):
         self.tts = None
         self.library = VoiceLibrary(settings.voices_dir)
         self._lock = threading.Lock()
+        # Recently used saved voices, on the device, at most settings.voice_cache_size of them: a saved voice costs
+        # what the built-in one does after its first use, and memory does not grow with the voices used.
+        self._cache: OrderedDict[str, tuple[float, object]] = OrderedDict()
 
     @property
     def sample_rate(self) -> int:
@@ -68,6 +72,25 @@ class ChatterboxEngine(Engine):
             raise InvalidRequest("voice", f"voice {voice!r} was made for the {saved.engine} engine, not {self.name}",
                                  "wrong_engine")
         return saved.id
+
+    def conditionals(self, voice_id: str):
+        """A saved voice's conditionals, from the cache while its file is unchanged."""
+        from ..model.conds import Conditionals
+
+        path = self.library.conds_path(voice_id)
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            self._cache.pop(voice_id, None)
+            raise InvalidRequest("voice", f"the saved voice {voice_id} no longer exists", "unknown_voice") from None
+        cached = self._cache.get(voice_id)
+        if cached is None or cached[0] != mtime:
+            cached = (mtime, Conditionals.load(path, self.device))
+            self._cache[voice_id] = cached
+        self._cache.move_to_end(voice_id)
+        while len(self._cache) > max(1, self.settings.voice_cache_size):
+            self._cache.popitem(last=False)
+        return cached[1]
 
     def clone(self, samples24k: np.ndarray, exaggeration: float = 0.5):
         """Conditionals for a new voice from a cleaned 24 kHz recording."""
@@ -100,9 +123,8 @@ class ChatterboxEngine(Engine):
 
     def stream(self, text: str, voice: str, params: Mapping[str, Any]) -> Iterator[np.ndarray]:
         self.load()
-        voice_file = None if voice == DEFAULT_VOICE else self.library.conds_path(voice)
         for chunk in self.tts.generate_stream(
-                text, voice=voice_file, exaggeration=params["exaggeration"], cfg_weight=params["cfg_weight"],
+                text, voice=None if voice == DEFAULT_VOICE else self.conditionals(voice), exaggeration=params["exaggeration"], cfg_weight=params["cfg_weight"],
                 temperature=params["temperature"], min_p=params["min_p"], top_p=params["top_p"],
                 repetition_penalty=params["repetition_penalty"], seed=params.get("seed"), steps=params["steps"],
                 max_new_tokens=params["max_new_tokens"]):
