@@ -100,8 +100,9 @@ def tokenizer_json() -> dict:
     }
 
 
-def random_conds(seed: int = 0, prompt_tokens: int = 150, gen_tokens: int = 100) -> dict:
-    """A built-in voice in the layout of conds.pt (``{"t3": {...}, "gen": {...}}``)."""
+def random_conds(seed: int = 0, prompt_tokens: int = 150, gen_tokens: int = 250) -> dict:
+    """A built-in voice in the layout of conds.pt (``{"t3": {...}, "gen": {...}}``), with a 10 s S3Gen prompt as
+    the reference makes from a clip."""
     g = _generator("conds", seed)
     emb = torch.randn(1, 256, generator=g)
     return {
