@@ -17,3 +17,8 @@ def refuse_bad_websockets():
 @bp.get("/")
 def index():
     return render_template("index.html")
+
+
+@bp.get("/voice-library")
+def voices_page():
+    return render_template("voices.html")
