@@ -165,6 +165,9 @@ def synthesize(self, text: str | None = None, voice: str | None = None, format: 
         state.current_job = None
         state.jobs_done += 1
         state.beat()
+        finished = store.get(job_id) or {}
+        if finished.get("audio_prompt") and finished.get("status") != "running":
+            Path(finished["audio_prompt"]).unlink(missing_ok=True)
     return result_of(job, state.settings)
 
 

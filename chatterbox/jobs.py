@@ -85,9 +85,9 @@ class JobStore:
 
     # -- records --------------------------------------------------------------------------------------------
     def create(self, job_id: str, *, text: str, voice: str, format: str, params: dict, engine: str,
-               source: str, kind: str = "synthesize") -> dict:
+               source: str, kind: str = "synthesize", **extra: str) -> dict:
         now = time.time()
-        record = {
+        record = {**extra,
             "id": job_id, "kind": kind, "status": "queued", "text": text, "text_chars": len(text),
             "voice": voice, "format": format, "params": json.dumps(params), "engine": engine, "source": source,
             "created_at": now, "progress": 0.0, "chunks_total": 0, "chunks_done": 0, "attempt": 1,

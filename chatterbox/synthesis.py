@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -85,6 +86,12 @@ def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings) ->
     store.update(job_id, chunks_total=len(chunks), sample_rate=rate, queued_s=job["started_at"] - job["created_at"])
     store.emit(job_id, "progress", status="running", progress=0.0, chunks_done=0, chunks_total=len(chunks),
                worker=job.get("worker"), attempt=job["attempt"])
+    voice = job["voice"]
+    if job.get("audio_prompt"):  # a one-off voice from the clip that came with the request
+        from .voices import prepare_reference
+
+        samples, _ = prepare_reference(Path(job["audio_prompt"]))
+        voice = engine.clone(samples, float(job["params"].get("exaggeration", 0.5)))
     parts: list[np.ndarray] = []
     synth_s = 0.0
     first_chunk_s = None
@@ -92,7 +99,7 @@ def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings) ->
     for index, chunk in enumerate(chunks):
         pieces = []
         started = time.perf_counter()
-        for piece in engine.stream(chunk, job["voice"], job["params"]):
+        for piece in engine.stream(chunk, voice, job["params"]):
             synth_s += time.perf_counter() - started
             pieces.append(piece)
             # Each piece goes out as soon as it exists, so listeners hear the start while the rest is made.

@@ -163,6 +163,41 @@ def test_worker_cache_of_saved_voices_is_bounded(tmp_path, random_checkpoint):
         engine.conditionals(ids[2])
 
 
+def test_one_off_voice_with_the_request(cloning):
+    clip = audio.encode(speechlike(6), RATE, "flac")
+    response = requests.post(cloning.url + "/synthesize", data={"text": "A voice for one job.",
+                                                                "params": json.dumps({"max_new_tokens": 6, "steps": 2})},
+                             files={"audio_prompt": ("clip.flac", clip)}, timeout=60)
+    assert response.status_code == 202, response.text
+    done = cloning.wait_job(response.json()["job_id"], timeout=180)
+    assert done["status"] == "succeeded", done
+    assert not list((cloning.data / "uploads").glob(f"{done['id']}*"))  # the clip is not kept
+    short = requests.post(cloning.url + "/synthesize", data={"text": "Hi."},
+                          files={"audio_prompt": ("c.wav", audio.wav_bytes(speechlike(2), RATE))}, timeout=60)
+    assert short.status_code == 400 and short.json()["error"]["param"] == "audio_prompt"
+    assert short.json()["error"]["code"] == "too_short"
+
+
+def test_a_second_worker_uses_the_saved_voice(cloning):
+    import signal
+
+    from .conftest import Process
+
+    response = clone(cloning, "Shared", audio.encode(speechlike(7), RATE, "wav"))
+    assert cloning.wait_job(response.json()["job_id"], timeout=180)["status"] == "succeeded"
+    second = Process(["worker", "--name", "second"], cloning.env, cloning.root / "second.log").start()
+    cloning.wait_worker(second)
+    first = cloning.worker
+    first.kill(signal.SIGKILL)
+    try:
+        job = cloning.submit("Spoken by the other worker.", voice="Shared", params={"max_new_tokens": 6, "steps": 2})
+        done = cloning.wait_job(job["job_id"], timeout=180)
+        assert done["status"] == "succeeded" and done["worker"].startswith("second@"), done
+    finally:
+        second.kill(signal.SIGKILL)
+        cloning.start_worker()
+
+
 def test_worker_killed_during_a_clone_leaves_one_whole_voice_or_none(cloning):
     import signal
 

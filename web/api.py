@@ -41,15 +41,22 @@ def _truthy(value: str | None) -> bool:
 @bp.post("/synthesize")
 def submit():
     svc = services()
-    if not request.is_json:
-        return error_response(415, "send the request as JSON (Content-Type: application/json)",
-                              "unsupported_media_type")
-    body = request.get_json(silent=True)
-    if body is None:
-        return error_response(400, "the request body is not valid JSON", "invalid_json")
-    req = parse_request(body, svc.engine, svc.settings)
+    extra = {}
     job_id = jobs.new_job_id()
-    svc.store.create(job_id, engine=svc.engine_name, source="rest", **req.as_dict())
+    if request.mimetype == "multipart/form-data":
+        # A one-off voice: the reference clip comes with the request, like the reference package's audio_prompt_path.
+        body, extra = _multipart_request(job_id)
+        if not isinstance(body, dict):
+            return body
+    elif not request.is_json:
+        return error_response(415, "send the request as JSON (Content-Type: application/json), or as multipart "
+                              "form data with an audio_prompt file", "unsupported_media_type")
+    else:
+        body = request.get_json(silent=True)
+        if body is None:
+            return error_response(400, "the request body is not valid JSON", "invalid_json")
+    req = parse_request(body, svc.engine, svc.settings)
+    svc.store.create(job_id, engine=svc.engine_name, source="rest", **req.as_dict(), **extra)
     try:
         svc.enqueue(job_id)
     except OperationalError as exc:
@@ -58,6 +65,40 @@ def submit():
     if _truthy(request.args.get("wait")):
         return wait_for(job_id)
     return {"job_id": job_id, "status": "queued", **links(job_id)}, 202, {"Location": links(job_id)["status_url"]}
+
+
+def _multipart_request(job_id: str):
+    """(body, extra record fields) of a multipart synthesis request, or an error response in place of body."""
+    import json
+
+    from chatterbox.voices import VoiceError, prepare_reference
+
+    from .voices import voice_error
+
+    svc = services()
+    upload = request.files.get("audio_prompt")
+    if upload is None:
+        return error_response(400, "a multipart request carries the reference clip as a file field named "
+                              "'audio_prompt'", "missing_file", "audio_prompt"), {}
+    if not hasattr(svc.engine, "clone"):
+        return error_response(400, f"a one-off voice needs the chatterbox engine; this system runs "
+                              f"{svc.engine_name}", "cloning_unavailable", "audio_prompt"), {}
+    body = {k: v for k, v in request.form.items()}
+    if "params" in body:
+        try:
+            body["params"] = json.loads(body["params"])
+        except ValueError:
+            return error_response(400, "params must be a JSON object", "invalid_json", "params"), {}
+    data = upload.read()
+    try:
+        prepare_reference(data)
+    except VoiceError as exc:
+        exc.field = "audio_prompt"
+        return voice_error(exc), {}
+    path = svc.settings.uploads_dir / f"{job_id}.audio"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return body, {"audio_prompt": str(path.resolve())}
 
 
 def wait_for(job_id: str):

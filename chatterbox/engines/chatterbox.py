@@ -124,7 +124,8 @@ class ChatterboxEngine(Engine):
     def stream(self, text: str, voice: str, params: Mapping[str, Any]) -> Iterator[np.ndarray]:
         self.load()
         for chunk in self.tts.generate_stream(
-                text, voice=None if voice == DEFAULT_VOICE else self.conditionals(voice), exaggeration=params["exaggeration"], cfg_weight=params["cfg_weight"],
+                text, voice=None if voice == DEFAULT_VOICE else
+                self.conditionals(voice) if isinstance(voice, str) else voice,  # a one-off voice's conditionals exaggeration=params["exaggeration"], cfg_weight=params["cfg_weight"],
                 temperature=params["temperature"], min_p=params["min_p"], top_p=params["top_p"],
                 repetition_penalty=params["repetition_penalty"], seed=params.get("seed"), steps=params["steps"],
                 max_new_tokens=params["max_new_tokens"]):
