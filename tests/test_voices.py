@@ -247,3 +247,16 @@ def test_voices_page_clones_lists_and_deletes(cloning, browser, tmp_path):
     page.locator("#voices tbody tr", has_text="Paged two").locator("button.delete").click()
     page.wait_for_function("!document.querySelector('#voices tbody').textContent.includes('Paged')")
     assert errors == []
+
+
+def test_a_voice_made_for_another_engine_is_refused(tmp_path, random_checkpoint):
+    from chatterbox.engines import InvalidRequest, create_engine
+    from chatterbox.settings import load
+
+    settings = load({"data_dir": tmp_path, "model_dir": random_checkpoint}, environ={})
+    VoiceLibrary(settings.voices_dir).create(name="Elsewhere", engine="other", conds=saved_conds(tmp_path),
+                                             reference_wav=b"")
+    for name in ("chatterbox", "piper"):
+        with pytest.raises(InvalidRequest) as info:
+            create_engine(settings, name=name).check_voice("Elsewhere")
+        assert info.value.code == "wrong_engine"
