@@ -17,8 +17,6 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
 NAME = re.compile(r"^[\w][\w .'-]{0,63}$")
 ID = re.compile(r"^v_[0-9a-f]{12}$")
 MAX_TAGS = 16
@@ -175,6 +173,8 @@ class VoiceLibrary:
 
     def export(self, voice_id: str) -> bytes:
         """One file with the metadata, the conditionals and the clips (tensors and plain data only)."""
+        import torch
+
         voice = self.get(voice_id)
         path = self._path(voice.id)
         conds = torch.load(path / "conds.pt", weights_only=True)
@@ -185,6 +185,8 @@ class VoiceLibrary:
         return buf.getvalue()
 
     def import_(self, data: bytes, owner: str = "", name: str | None = None) -> Voice:
+        import torch
+
         from .model.conds import Conditionals
 
         try:

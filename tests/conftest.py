@@ -144,8 +144,8 @@ class System:
 
     def _answers(self, path: str) -> bool:
         try:
-            return requests.get(self.url + path, timeout=2).status_code == 200
-        except requests.ConnectionError:
+            return requests.get(self.url + path, timeout=5).status_code == 200
+        except requests.RequestException:  # not listening yet, or still importing the app
             return False
 
     def start_worker(self, wait: bool = True) -> Process:
