@@ -1,19 +1,6 @@
 // The dashboard: submit a job, follow its websocket events, play the result.
 "use strict";
-const $ = (id) => document.getElementById(id);
 let current = null; // {jobId, socket, lastEventId}
-
-async function api(path, options = {}) {
-  const response = await fetch(path, options);
-  const body = response.headers.get("Content-Type")?.includes("json") ? await response.json() : null;
-  if (!response.ok) throw new Error(body?.error?.message || `${response.status} ${response.statusText}`);
-  return body;
-}
-
-function showError(message) {
-  $("error").textContent = message;
-  $("error").hidden = !message;
-}
 
 async function loadEngine() {
   const engine = await api("/engine");

@@ -1,19 +1,6 @@
 // The voices page: clone from an upload or a recording, follow the clone job, list, rename, delete.
 "use strict";
-const $ = (id) => document.getElementById(id);
 let recording = null; // {recorder, chunks, blob}
-
-async function api(path, options = {}) {
-  const response = await fetch(path, options);
-  const body = response.headers.get("Content-Type")?.includes("json") ? await response.json() : null;
-  if (!response.ok) throw new Error(body?.error?.message || `${response.status} ${response.statusText}`);
-  return body;
-}
-
-function showError(message) {
-  $("error").textContent = message;
-  $("error").hidden = !message;
-}
 
 async function loadVoices() {
   const { voices } = await api("/voices");
