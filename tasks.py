@@ -20,13 +20,13 @@ from celery.exceptions import Ignore
 import celeryconfig
 from chatterbox import audio, jobs, settings as settings_mod, synthesis, voices
 from chatterbox.engines import Engine, EngineUnavailable, InvalidRequest, choose_engine, create_engine
+from workers.supervisor import EXIT_CONFIG_ERROR  # the supervisor does not restart a worker that exits with it
 
 log = logging.getLogger("chatterbox.worker")
 
 app = Celery("chatterbox")
 app.config_from_object(celeryconfig)
 
-EXIT_CONFIG_ERROR = 3  # the supervisor does not restart a worker that exits with this
 
 
 class WorkerState:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import tempfile
 import zlib
 from pathlib import Path
@@ -49,13 +48,6 @@ def normalized_batchnorms(tensors: dict[str, torch.Tensor]) -> dict[str, torch.T
     return out
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures" / "reference_campplus.pt")
@@ -67,8 +59,9 @@ def main() -> None:
     from chatterbox.models.s3gen.s3gen import get_resampler
     from chatterbox.models.s3gen.xvector import CAMPPlus, extract_feature
 
-    random_checkpoint = _load("random_checkpoint", ROOT / "chatterbox" / "model" / "random_checkpoint.py")
-    t3_fixtures = _load("make_reference_fixtures", ROOT / "tools" / "make_reference_fixtures.py")
+    import make_reference_fixtures as t3_fixtures  # beside this script, so on sys.path when it runs
+
+    random_checkpoint = t3_fixtures.load_random_checkpoint()
     clip24 = torch.from_numpy(t3_fixtures.synthetic_clip())
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import tempfile
 from pathlib import Path
 
@@ -24,13 +23,6 @@ HIFT_SEED = 11
 FLOW_SEED = 13
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures" / "reference_s3gen.pt")
@@ -39,8 +31,9 @@ def main() -> None:
 
     from chatterbox.tts import ChatterboxTTS
 
-    random_checkpoint = _load("random_checkpoint", ROOT / "chatterbox" / "model" / "random_checkpoint.py")
-    t3_fixtures = _load("make_reference_fixtures", ROOT / "tools" / "make_reference_fixtures.py")
+    import make_reference_fixtures as t3_fixtures  # beside this script, so on sys.path when it runs
+
+    random_checkpoint = t3_fixtures.load_random_checkpoint()
     clip24 = torch.from_numpy(t3_fixtures.synthetic_clip())
 
     with tempfile.TemporaryDirectory() as tmp:
