@@ -133,13 +133,17 @@ class System:
         return f"ws://127.0.0.1:{self.web_port}"
 
     def start(self) -> "System":
-        if self.redis.proc is None:
-            self.redis.start()
-        self.store = JobStore.connect(self.settings)
-        if self._start_worker:
-            self.start_worker()
-        self.web = Process(["web"], self.env, self.root / "web.log").start()
-        wait_until(lambda: self._answers("/engine"), 60, what=f"the web app\n{self.web.output()}")
+        try:
+            if self.redis.proc is None:
+                self.redis.start()
+            self.store = JobStore.connect(self.settings)
+            if self._start_worker:
+                self.start_worker()
+            self.web = Process(["web"], self.env, self.root / "web.log").start()
+            wait_until(lambda: self._answers("/engine"), 60, what=f"the web app\n{self.web.output()}")
+        except BaseException:
+            self.stop()  # a system that failed to start leaves no processes behind
+            raise
         return self
 
     def _answers(self, path: str) -> bool:
