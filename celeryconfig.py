@@ -11,7 +11,10 @@ broker_connection_retry_on_startup = True
 broker_connection_timeout = 3
 # One visibility timeout for every process: a worker re-delivers an unacknowledged message only after this,
 # so no task may run longer (long work is split into short tasks; dead workers are caught by heartbeats).
-broker_transport_options = {"visibility_timeout": _s.visibility_timeout_s, "socket_connect_timeout": 3}
+# "priority": a worker always takes from the first non-empty queue in its list (interactive, bulk, its own), so a
+# short request waits at most for the chunk a worker is on, never behind a book (the default is round robin).
+broker_transport_options = {"visibility_timeout": _s.visibility_timeout_s, "socket_connect_timeout": 3,
+                            "queue_order_strategy": "priority"}
 result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout_s}
 result_expires = _s.job_ttl_s
 redis_socket_connect_timeout = 3
@@ -39,7 +42,9 @@ task_default_queue = INTERACTIVE_QUEUE
 task_queues = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name)
                     for name in (INTERACTIVE_QUEUE, BULK_QUEUE))
 task_create_missing_queues = True  # the per-device queues are declared by the workers that consume them
-task_routes = {"tasks.synthesize": {"queue": INTERACTIVE_QUEUE}, "tasks.clone_voice": {"queue": INTERACTIVE_QUEUE}}
+task_routes = {"tasks.synthesize": {"queue": INTERACTIVE_QUEUE}, "tasks.clone_voice": {"queue": INTERACTIVE_QUEUE},
+               "tasks.audiobook": {"queue": INTERACTIVE_QUEUE},  # planning only: quick
+               "tasks.audiobook_work": {"queue": BULK_QUEUE}}
 
 # Events for Flower.
 worker_send_task_events = True

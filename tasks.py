@@ -19,6 +19,7 @@ from celery.exceptions import Ignore
 
 import celeryconfig
 from chatterbox import audio, jobs, settings as settings_mod, synthesis, voices
+from chatterbox.books.runner import BookRunner
 from chatterbox.engines import Engine, EngineUnavailable, InvalidRequest, choose_engine, create_engine
 from workers.supervisor import EXIT_CONFIG_ERROR  # the supervisor does not restart a worker that exits with it
 
@@ -41,6 +42,8 @@ class WorkerState:
         self.store = jobs.JobStore.connect(self.settings)
         self.engine_name, self.engine_reason = choose_engine(self.settings)
         self.engine: Engine = create_engine(self.settings, self.device, self.engine_name)
+        self.books = BookRunner(self.engine, self.store, self.settings, instance=self.instance,
+                                worker=self.hostname, send_tokens=send_book_tokens)
         self.jobs_done = 0
         self.current_job: str | None = None
         self.started_at = time.time()
@@ -67,6 +70,8 @@ class WorkerState:
                 self.beat()
                 for job_id in self.store.reap_orphans(_requeue):
                     log.warning("job %s was left running by a dead worker: requeued or failed", job_id)
+                for item in self.books.watch(lambda: self.store.r.llen(celeryconfig.BULK_QUEUE)):
+                    log.warning("book item %s was left by a dead worker: queued again", item)
             except Exception as exc:  # Redis away: keep beating, Celery reconnects on its own
                 log.warning("heartbeat failed: %s", exc)
 
@@ -231,3 +236,52 @@ def clone_voice(self, file: str | None = None, name: str | None = None, descript
         if not request.get("keep_upload") and store.get(job_id)["status"] != "running":
             Path(request["upload"]).unlink(missing_ok=True)
     return result_of(store.get(job_id), state.settings)
+
+
+def send_book_tokens(job_id: str, count: int) -> None:
+    """Queue ``count`` work messages for a book on the bulk queue (each lets one worker do one item)."""
+    for _ in range(count):
+        audiobook_work.apply_async(args=[job_id], queue=celeryconfig.BULK_QUEUE)
+
+
+@app.task(name="tasks.audiobook_work", ignore_result=True)
+def audiobook_work(job_id: str) -> None:
+    """Do the next item (a chunk, a chapter's or the book's assembly) of a running book. Short by design."""
+    state = worker_state()
+    state.current_job = job_id
+    try:
+        state.books.work(job_id)
+    finally:
+        state.current_job = None
+        state.jobs_done += 1
+
+
+@app.task(name="tasks.audiobook", bind=True)
+def audiobook(self, text: str | None = None, file: str | None = None, format: str | None = None,
+              voice: str | None = None, params: dict | None = None, title: str = "", chapters: list | None = None,
+              source_format: str | None = None, job_id: str | None = None) -> dict:
+    """Submit a book from other programs: ``text`` (plain or Markdown with source_format="md"), a ``file`` path the
+    worker can read (.txt, .md, .epub), or reviewed ``chapters`` ([{"title", "text"}]). Returns the queued job's
+    record at once; follow it like any job (its events, GET /audiobooks/<id>)."""
+    from chatterbox.books import control, reader
+
+    state = worker_state()
+    original = None
+    if chapters is not None:
+        book = reader.book_from_chapters(chapters, title=title)
+    elif file is not None:
+        path = Path(file)
+        data = path.read_bytes()
+        book = reader.read_book(data, path.name, max_bytes=state.settings.book_max_mb * 1024 * 1024,
+                                format=source_format)
+        original = (path.name, data)
+    elif text is not None:
+        book = reader.book_from_text(text, format=source_format or "txt", title=title)
+    else:
+        raise ValueError("give text, file or chapters")
+    if title:
+        book.title = title
+    job, _ = control.submit_book(state.store, state.engine, state.settings, book, voice=voice, fmt=format,
+                                 params=params, source="celery", send_tokens=send_book_tokens,
+                                 job_id=job_id or self.request.id, original=original)
+    return jobs.public_view(job)

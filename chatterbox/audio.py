@@ -74,6 +74,17 @@ def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
+def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """A 16-bit PCM WAV as written by wav_bytes -> (mono float32 samples, rate), without starting ffmpeg."""
+    with wave.open(str(path), "rb") as w:
+        if w.getsampwidth() != 2:
+            raise AudioError(f"{path} is not 16-bit PCM")
+        frames = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        channels, rate = w.getnchannels(), w.getframerate()
+    samples = frames.reshape(-1, channels).mean(axis=1) if channels > 1 else frames
+    return (samples.astype(np.float32) / 32767.0), rate
+
+
 def _opus_rate(sample_rate: int) -> int:
     # The nearest Opus rate at or above the input keeps all of its bandwidth (22050/24000 -> 24000, 44100 -> 48000).
     return next((r for r in _OPUS_RATES if r >= sample_rate), 48000)

@@ -19,13 +19,15 @@ from .settings import Settings
 PREFIX = "cbx"
 RUNNING_SET = f"{PREFIX}:jobs:running"
 JOB_INDEX = f"{PREFIX}:jobs"
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+STATUSES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")  # only books pause
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 FINAL_EVENTS = frozenset({"done", "error"})
 
-_INT_FIELDS = {"attempt", "max_attempts", "chunks_total", "chunks_done", "sample_rate", "text_chars"}
+_INT_FIELDS = {"attempt", "max_attempts", "chunks_total", "chunks_done", "sample_rate", "text_chars",
+               "chapters_total", "chapters_done", "run_done_at_start"}
 _FLOAT_FIELDS = {"created_at", "started_at", "finished_at", "progress", "duration_s", "synth_s", "encode_s",
-                 "queued_s", "total_s", "rtf", "first_chunk_s"}
+                 "queued_s", "total_s", "rtf", "first_chunk_s", "audio_s", "run_started_at", "activity_at",
+                 "plan_s", "assembly_s"}
 _JSON_FIELDS = {"params"}
 
 # Append to the stream, keep it bounded and expiring, and publish, as one atomic step so that the order of
@@ -52,6 +54,15 @@ def channel(job_id: str) -> str:
 
 def chunk_key(job_id: str, index: int) -> str:
     return f"{PREFIX}:job:{job_id}:chunk:{index}"
+
+
+def book_key(job_id: str, part: str) -> str:
+    """Keys of an audiobook's work state (pending, inflight, done, ...), beside its job record."""
+    return f"{PREFIX}:job:{job_id}:book:{part}"
+
+
+BOOKS_ACTIVE = f"{PREFIX}:books:active"
+BOOKS_WATCHDOG = f"{PREFIX}:books:watchdog"
 
 
 def worker_key(instance: str) -> str:
@@ -107,6 +118,10 @@ class JobStore:
 
     def update(self, job_id: str, **fields: Any) -> None:
         self.r.hset(job_key(job_id), mapping={k: _encode(v) for k, v in fields.items()})
+
+    def add(self, job_id: str, field: str, amount: float) -> float:
+        """Add to a numeric field of a job; returns the new value."""
+        return float(self.r.hincrbyfloat(job_key(job_id), field, amount))
 
     def recent(self, limit: int = 50) -> list[dict]:
         ids = self.r.zrevrange(JOB_INDEX, 0, max(0, limit - 1))
@@ -323,7 +338,8 @@ def _decode(raw: dict[str, str]) -> dict:
 _PUBLIC = ("id", "kind", "status", "progress", "voice", "format", "params", "engine", "source", "created_at",
            "started_at", "finished_at", "chunks_total", "chunks_done", "duration_s", "sample_rate", "synth_s",
            "encode_s", "queued_s", "total_s", "first_chunk_s", "rtf", "worker", "attempt", "max_attempts",
-           "error", "last_error", "output", "text_chars", "voice_id")
+           "error", "last_error", "output", "text_chars", "voice_id", "title", "author", "chapters_total",
+           "chapters_done", "audio_s", "plan_s", "assembly_s")
 
 
 def public_view(job: dict) -> dict:

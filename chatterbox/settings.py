@@ -37,6 +37,20 @@ class Settings:
     chunk_chars: int = 300
     chunk_gap_s: float = 0.2
 
+    # Audiobooks: uploads up to book_max_mb; chunks of chunk_chars on the bulk queue; assembly settings.
+    book_max_mb: int = 50
+    book_format: str = "mp3"  # chapter files: mp3 | ogg (Opus); the whole book is always also an M4B (AAC)
+    book_pause_sentence_s: float = 0.4
+    book_pause_paragraph_s: float = 0.9
+    book_pause_chapter_s: float = 2.0
+    book_loudness_lufs: float = -18.0  # EBU R128 integrated loudness of every chapter
+    book_speak_titles: bool = True  # read each chapter's title before its text
+    book_quality_checks: bool = True  # duration, clipping, silences, trailing noise and ASR per chunk
+    book_asr: str = "auto"  # auto | pocketsphinx | faster-whisper | off: what hears each chunk for the check
+    whisper_model: Path | None = None  # a local faster-whisper model directory (auto prefers it when set)
+    book_quality_retries: int = 2  # extra attempts, with new seeds, for a chunk that fails its checks
+    book_chunk_attempts: int = 3  # a chunk that errors (or kills its worker) this often stops its book
+
     # Celery: one visibility timeout for every process, so none re-delivers another's running task early.
     visibility_timeout_s: int = 3600
     max_attempts: int = 2  # a job whose worker dies is run again until this many attempts, then failed
@@ -75,6 +89,14 @@ class Settings:
     @property
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
+
+    @property
+    def books_dir(self) -> Path:
+        return self.data_dir / "books"
+
+    @property
+    def chunks_dir(self) -> Path:
+        return self.data_dir / "chunks"
 
     @property
     def redis_dir(self) -> Path:
@@ -123,10 +145,15 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
         key = key.lower().removeprefix("chatterbox_")
         if key not in known:
             raise ValueError(f"unknown setting {key!r}")
-        values[key] = Path(value) if key in ("data_dir", "model_dir") and value is not None else value
+        values[key] = Path(value) if key in ("data_dir", "model_dir", "whisper_model") and value is not None else value
     settings = Settings(**values)
     if settings.model_dtype not in ("float32", "bfloat16"):
         raise ValueError(f"CHATTERBOX_MODEL_DTYPE must be float32 or bfloat16, not {settings.model_dtype!r}")
+    if settings.book_format not in ("mp3", "ogg"):
+        raise ValueError(f"CHATTERBOX_BOOK_FORMAT must be mp3 or ogg, not {settings.book_format!r}")
+    if settings.book_asr not in ("auto", "pocketsphinx", "faster-whisper", "off"):
+        raise ValueError(f"CHATTERBOX_BOOK_ASR must be auto, pocketsphinx, faster-whisper or off, not "
+                         f"{settings.book_asr!r}")
     if settings.tts_engine not in ("auto", "piper", "chatterbox"):
         raise ValueError(f"TTS_ENGINE must be auto, piper or chatterbox, not {settings.tts_engine!r}")
     return settings

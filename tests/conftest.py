@@ -152,9 +152,10 @@ class System:
         except requests.RequestException:  # not listening yet, or still importing the app
             return False
 
-    def start_worker(self, wait: bool = True) -> Process:
+    def start_worker(self, wait: bool = True, name: str | None = None) -> Process:
         self._worker_count += 1
-        worker = Process(["worker"], self.env, self.root / f"worker{self._worker_count}.log").start()
+        args = ["worker"] + (["--name", name] if name else [])
+        worker = Process(args, self.env, self.root / f"worker{self._worker_count}.log").start()
         self.workers.append(worker)
         if wait:
             self.wait_worker(worker)

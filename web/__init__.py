@@ -34,9 +34,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=settings.max_upload_mb * 1024 * 1024, SOCK_SERVER_OPTIONS={"ping_interval": 25})
     app.extensions["chatterbox"] = Services(settings)
 
-    from . import api, events, pages, voices
+    from . import api, books, events, pages, voices
 
     app.register_blueprint(api.bp)
+    app.register_blueprint(books.bp)
     app.register_blueprint(voices.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(events.bp)

@@ -5,7 +5,7 @@ import re
 import time
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, abort, request, send_file, url_for
+from flask import Blueprint, Flask, abort, redirect, request, send_file, url_for
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -158,6 +158,8 @@ def job_audio(job_id: str):
 
 
 def _send_audio(job: dict):
+    if job.get("kind") == "audiobook":
+        return redirect(url_for("books.m4b", job_id=job["id"], **request.args))
     path = (services().settings.outputs_dir / job["output"]).resolve()
     if not path.is_file():
         return error_response(410, f"the audio of job {job['id']} is no longer on disk", "audio_gone")
@@ -219,6 +221,10 @@ def register_error_handlers(app: Flask) -> None:
     def http_error(exc: HTTPException):
         if exc.response is not None:
             return exc.response
+        if exc.code == 413:
+            limit = request.max_content_length or 0
+            return error_response(413, f"the request body is over the limit of {limit / 2**20:.0f} MB",
+                                  "request_too_large")
         return error_response(exc.code or 500, exc.description or exc.name, exc.name.lower().replace(" ", "_"))
 
     for error in (*REDIS_ERRORS, OperationalError):

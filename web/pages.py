@@ -22,3 +22,8 @@ def index():
 @bp.get("/voice-library")
 def voices_page():
     return render_template("voices.html")
+
+
+@bp.get("/books")
+def books_page():
+    return render_template("books.html")

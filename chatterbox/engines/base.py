@@ -64,6 +64,7 @@ class Engine(ABC):
 
     name: str = ""
     params: tuple[Param, ...] = ()
+    words_per_minute: float = 160.0  # the usual pace of its voices: what a chunk's expected duration is based on
 
     def __init__(self, settings: Settings, device: str = "cpu"):
         self.settings = settings
@@ -92,6 +93,10 @@ class Engine(ABC):
     @abstractmethod
     def stream(self, text: str, voice: str, params: Mapping[str, Any]) -> Iterator[np.ndarray]:
         """Synthesize text, yielding mono float32 arrays at ``sample_rate`` as they are produced."""
+
+    def model_version(self, voice: str) -> str:
+        """Names the weights that speak ``voice``, so that audio cached from other weights is never reused."""
+        return self.name
 
     def check_voice(self, voice: str | None) -> str:
         if voice is None or voice == "":

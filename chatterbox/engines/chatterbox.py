@@ -25,6 +25,9 @@ def weights_present(model_dir: Path) -> bool:
 
 class ChatterboxEngine(Engine):
     name = "chatterbox"
+    # Not measured here (no real weights on this machine): a calm narrator's pace; the duration check allows
+    # 0.6 to 1.7 times the time this predicts.
+    words_per_minute = 165.0
     params = (
         Param("exaggeration", float, 0.5, 0.25, 2.0, "emotion intensity"),
         Param("cfg_weight", float, 0.5, 0.0, 1.0, "classifier-free guidance weight (0: no guidance)"),
@@ -53,6 +56,11 @@ class ChatterboxEngine(Engine):
     @property
     def loaded(self) -> bool:
         return self.tts is not None
+
+    def model_version(self, voice: str) -> str:
+        files = sorted(self.settings.chatterbox_dir.glob("*.safetensors"))
+        sizes = "-".join(str(f.stat().st_size) for f in files)
+        return f"chatterbox/{self.settings.model_dtype}/{sizes}"
 
     def voices(self) -> list[dict]:
         out = [{"id": DEFAULT_VOICE, "name": "Default", "engine": self.name, "builtin": True,

@@ -30,6 +30,7 @@ def _embedded_files() -> tuple[Path, Path]:
 
 class PiperEngine(Engine):
     name = "piper"
+    words_per_minute = 230.0  # measured on the embedded joe voice at length_scale 1 (chatterbox/quality.py)
     params = (
         Param("length_scale", float, 1.0, 0.5, 2.0, "speaking time: above 1 is slower, below 1 faster"),
         Param("noise_scale", float, 0.667, 0.0, 1.5, "variation in the voice"),
@@ -78,6 +79,10 @@ class PiperEngine(Engine):
                         "description": "embedded Piper voice (en_US, joe, medium)" if voice_id == EMBEDDED_VOICE
                         else f"Piper voice from {self._files[voice_id][0].name}"})
         return out
+
+    def model_version(self, voice: str) -> str:
+        model = self._files[voice][0]
+        return f"piper/{model.name}/{model.stat().st_size}"
 
     def load(self) -> None:
         self._model(EMBEDDED_VOICE)

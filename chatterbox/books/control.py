@@ -1,0 +1,198 @@
+"""Submitting and steering audiobooks (pause, resume, cancel, regenerate a chunk) and reading their state.
+
+Used alike by the REST API, the Celery API and the command line; the work itself is done by BookRunner.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from .. import audio
+from ..engines import Engine, InvalidRequest
+from ..jobs import TERMINAL, JobStore, new_job_id
+from ..settings import Settings
+from .assemble import CHAPTER_FORMATS
+from .plan import Plan, book_dir, bump_revision, load_plan, make_plan, save_plan
+from .reader import Book
+from .runner import eta_seconds
+from .state import BookStore
+
+SendTokens = Callable[[str, int], None]
+# Messages kept in the bulk queue per book: enough to keep every worker busy, few enough that queueing them is
+# instant for any book size. Each message that finds work sends the next one.
+WINDOW = 64
+_COVER_EXT = {"image/jpeg": "jpg", "image/png": "png"}
+
+
+class BookStateError(Exception):
+    """An action that the book's current state does not allow (resume a running book, ...)."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+def submit_book(store: JobStore, engine: Engine, settings: Settings, book: Book, *, voice: str | None,
+                fmt: str | None, params: dict | None, source: str, send_tokens: SendTokens,
+                job_id: str | None = None, original: tuple[str, bytes] | None = None) -> tuple[dict, Plan]:
+    """Check the request, plan the book, store the plan, and queue its work. Raises InvalidRequest or BookError
+    before anything is stored."""
+    started = time.perf_counter()
+    fmt = (fmt or settings.book_format).lower() if isinstance(fmt, (str, type(None))) else fmt
+    if fmt not in CHAPTER_FORMATS:
+        raise InvalidRequest("format", f"unknown chapter format {fmt!r}; choose one of {', '.join(CHAPTER_FORMATS)} "
+                             "(the whole book is also an M4B)", "unknown_format")
+    voice = engine.check_voice(voice)
+    params = engine.validate(params)
+    job_id = job_id or new_job_id()
+    plan = make_plan(book, job_id=job_id, engine=engine, voice=voice, params=params, fmt=fmt, settings=settings)
+    folder = book_dir(settings, job_id)
+    if book.cover and book.cover_type in _COVER_EXT:
+        audio.write_atomic(folder / f"cover.{_COVER_EXT[book.cover_type]}", book.cover)
+    if original is not None:
+        name, data = original
+        audio.write_atomic(folder / f"source{_suffix(name)}", data)
+    save_plan(settings, plan)
+    plan_s = time.perf_counter() - started
+    chars = sum(len(c.text) for c in plan.chunks)
+    store.create(job_id, text=book.title, voice=voice, format=fmt, params=params, engine=engine.name, source=source,
+                 kind="audiobook", title=book.title, author=book.author, chapters_total=len(plan.chapters),
+                 plan_s=round(plan_s, 4), audio_s=0.0, assembly_s=0.0)
+    store.update(job_id, chunks_total=len(plan.chunks), text_chars=chars, sample_rate=plan.sample_rate)
+    BookStore(store).start(job_id, [f"c:{c.index}" for c in plan.chunks])
+    send_tokens(job_id, min(WINDOW, len(plan.chunks)))
+    return store.get(job_id), plan
+
+
+def _suffix(name: str) -> str:
+    dot = name.rfind(".")
+    ext = name[dot:].lower() if dot >= 0 else ""
+    return ext if ext in (".txt", ".text", ".md", ".markdown", ".epub") else ".txt"
+
+
+def pause_book(store: JobStore, job_id: str) -> str:
+    job = _book_job(store, job_id)
+    if job["status"] not in ("queued", "running"):
+        raise BookStateError(f"book {job_id} is {job['status']}; only a queued or running book can be paused",
+                             "not_running")
+    BookStore(store).set_status(job_id, "paused")
+    store.emit(job_id, "progress", status="paused", progress=job.get("progress", 0.0),
+               message="paused: the chunks in flight finish, nothing new starts")
+    return "paused"
+
+
+def resume_book(store: JobStore, settings: Settings, job_id: str, send_tokens: SendTokens) -> str:
+    """Continue a paused, failed or cancelled book from where it stopped; finished work is kept."""
+    job = _book_job(store, job_id)
+    if job["status"] not in ("paused", "failed", "cancelled"):
+        raise BookStateError(f"book {job_id} is {job['status']}; only a paused, failed or cancelled book can be "
+                             "resumed", "not_resumable")
+    books = BookStore(store)
+    plan = load_plan(settings, job_id)
+    books.clear_failures(job_id)
+    books.requeue_dead(job_id, store.worker_alive)
+    reconcile(books, plan)
+    now = time.time()
+    books.set_status(job_id, "queued", error="", finished_at="", run_started_at=now,
+                     run_done_at_start=books.done_count(job_id))
+    books.touch(job_id)
+    store.emit(job_id, "progress", status="queued", progress=job.get("progress", 0.0), message="resumed")
+    send_tokens(job_id, max(1, min(WINDOW, books.pending_count(job_id))))
+    return "queued"
+
+
+def reconcile(books: BookStore, plan: Plan) -> None:
+    """Make sure every unfinished piece of work is pending exactly once (after a stop, anything may be missing)."""
+    job_id = plan.job_id
+    waiting = set(books.pending(job_id)) | set(books.inflight(job_id))
+    done = books.done(job_id)
+    for chunk in plan.chunks:
+        if chunk.index not in done and f"c:{chunk.index}" not in waiting:
+            books.push_front(job_id, f"c:{chunk.index}")
+    assembled = books.chapters(job_id)
+    for chapter in plan.chapters:
+        item = f"a:{chapter.index}"
+        if chapter.index not in assembled and item not in waiting and all(i in done for i in chapter.chunk_range):
+            books.unqueue(job_id, item)
+            books.queue_once(job_id, item)
+    if len(assembled) == len(plan.chapters) and "b" not in waiting:
+        books.unqueue(job_id, "b")
+        books.queue_once(job_id, "b")
+
+
+def cancel_book(store: JobStore, job_id: str) -> str:
+    job = _book_job(store, job_id)
+    if job["status"] in TERMINAL:
+        raise BookStateError(f"book {job_id} has already {job['status']}; nothing to cancel", "job_finished")
+    BookStore(store).deactivate(job_id)
+    store.finish(job_id, "cancelled", error="cancelled by request; finished chunks are kept, resume continues")
+    return "cancelled"
+
+
+def regenerate_chunk(store: JobStore, settings: Settings, engine: Engine, job_id: str, index: int,
+                     send_tokens: SendTokens) -> dict:
+    """Make chunk ``index`` again with a new seed, then re-assemble its chapter and the book."""
+    job = _book_job(store, job_id)
+    plan = load_plan(settings, job_id)
+    if not 0 <= index < len(plan.chunks):
+        raise InvalidRequest("index", f"the book has chunks 0 to {len(plan.chunks) - 1}, not {index}",
+                             "chunk_not_found")
+    books = BookStore(store)
+    if f"c:{index}" in books.inflight(job_id) or f"c:{index}" in books.pending(job_id):
+        raise BookStateError(f"chunk {index} is not made yet; it can be regenerated once it is", "chunk_pending")
+    chunk = bump_revision(plan, index, plan.engine, any(p.name == "seed" for p in engine.params))
+    save_plan(settings, plan)
+    books.undo_chunk(job_id, index)
+    books.forget_chapter(job_id, chunk.chapter)
+    books.unqueue(job_id, f"a:{chunk.chapter}", "b")
+    books.push_front(job_id, f"c:{index}")
+    if job["status"] in TERMINAL:
+        books.set_status(job_id, "queued", error="", finished_at="", run_started_at=time.time(),
+                         run_done_at_start=books.done_count(job_id))
+        store.emit(job_id, "progress", status="queued", progress=job.get("progress", 0.0),
+                   message=f"regenerating chunk {index}")
+    if job["status"] != "paused":
+        send_tokens(job_id, 1)
+    return {"index": index, "revision": chunk.revision, "key": chunk.key, "text": chunk.text}
+
+
+def _book_job(store: JobStore, job_id: str) -> dict:
+    job = store.get(job_id)
+    if job is None or job.get("kind") != "audiobook":
+        raise KeyError(job_id)
+    return job
+
+
+def book_state(store: JobStore, settings: Settings, job_id: str, with_text: bool = False) -> dict:
+    """A book's plan and progress: per chapter, whole book, audio made, time left, quality report, files."""
+    job = _book_job(store, job_id)
+    plan = load_plan(settings, job_id)
+    books = BookStore(store)
+    done = books.done(job_id)
+    assembled = books.chapters(job_id)
+    inflight = {int(k[2:]) for k in books.inflight(job_id) if k.startswith("c:")}
+    chapters = []
+    for ch in plan.chapters:
+        made = sum(1 for i in ch.chunk_range if i in done)
+        info = assembled.get(ch.index)
+        status = "assembled" if info else "assembling" if made == ch.count else "running" if made or \
+            inflight & set(ch.chunk_range) else "waiting"
+        item = {"index": ch.index, "title": ch.title, "chunks_done": made, "chunks_total": ch.count,
+                "words": ch.words, "status": status,
+                "progress": round(1.0 if info else 0.99 * made / ch.count, 4)}
+        if info:
+            item.update(duration_s=info["duration_s"], file=info["file"], lufs=info["lufs"])
+        if with_text:
+            item["chunks"] = [{"index": i, "text": plan.chunks[i].text, "done": i in done,
+                               "duration_s": done.get(i, {}).get("duration_s")} for i in ch.chunk_range]
+        chapters.append(item)
+    retried = [{"index": i, "attempts": d["attempts"], "ok": d["ok"], "problems": d.get("problems", [])}
+               for i, d in sorted(done.items()) if d.get("attempts", 1) > 1 or not d.get("ok", True)]
+    total = len(plan.chunks)
+    return {"job": job, "plan": plan.summary(), "chapters": chapters, "chunks_done": len(done), "chunks_total": total,
+            "chunks_in_flight": len(inflight), "audio_s": round(sum(d.get("duration_s", 0.0) for d in done.values()), 2),
+            "eta_s": eta_seconds(job, len(done), total) if job["status"] == "running" else None,
+            "quality": {"checked": settings.book_quality_checks, "retried": [r for r in retried if r["ok"]],
+                        "failed": [r for r in retried if not r["ok"]]},
+            "synthesized": sum(1 for d in done.values() if d.get("synthesized")),
+            "from_cache": sum(1 for d in done.values() if not d.get("synthesized"))}

@@ -1,0 +1,458 @@
+"""EPUB 2 and 3: metadata, cover and chapters (from the table of contents, in spine order) as clean text.
+
+Read with zipfile and lxml rather than ebooklib: a damaged or DRM-protected book must become a clear error before
+synthesis, and ebooklib either raises bare KeyErrors on such books or reads them without noticing.
+"""
+from __future__ import annotations
+
+import io
+import posixpath
+import re
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from html.entities import name2codepoint
+from urllib.parse import unquote, urldefrag
+
+from bs4 import BeautifulSoup, NavigableString, Tag, XMLParsedAsHTMLWarning
+from bs4.element import CData
+from lxml import etree
+
+from chatterbox.books.reader import BookError, Section, clean_text
+
+__all__ = ["read_epub", "is_epub"]
+
+_MAX_MEMBER = 64 * 2**20  # one unpacked document or image; a bigger one is a zip bomb, not a chapter
+_FONT_OBFUSCATION = frozenset(("http://www.idpf.org/2008/embedding", "http://ns.adobe.com/pdf/enc#RC"))
+_FONT_FILE = re.compile(r"\.(?:ttf|otf|woff2?|eot|pfb|pfm)$", re.I)
+_DRM_FILES = ("META-INF/rights.xml", "META-INF/sinf.xml", "META-INF/license.lcpl")
+_DRM_MESSAGE = ("this EPUB is DRM-protected; remove the protection with the tool you are licensed to use, "
+                "or upload a DRM-free copy")
+
+# What an audiobook does not read aloud: navigation, page numbers, note markers and the notes themselves.
+_BLOCK_TAGS = frozenset("p div h1 h2 h3 h4 h5 h6 li blockquote section article header footer main aside figure "
+                        "figcaption table tr caption ul ol dl dt dd pre hr body address center".split())
+_SKIP_TAGS = frozenset("head title nav script style svg math img audio video object iframe noscript template rt rp "
+                       "button input select textarea map".split())
+_SKIP_TYPES = frozenset("pagebreak noteref footnote footnotes endnote endnotes rearnote rearnotes toc landmarks "
+                        "page-list loi lot backlink".split())
+_PAGE_CLASS = re.compile(r"pagenum|page[-_]?number", re.I)
+_NOTE_CLASS = re.compile(r"(?:^|\s)(?:footnotes?|endnotes?|noteref|fnref|footnote-?(?:ref|marker))(?:\s|$)", re.I)
+_PAGE_ID = re.compile(r"(?:page|pg)[_-]?\d+", re.I)
+_NOTE_MARK = re.compile(r"[\[(]?(?:\d{1,3}|[ivx]{1,5}|[*\u2020\u2021\u00a7\u00b6#]{1,3})[\])]?")
+_SKIP_TITLES = frozenset(("cover", "title page", "titlepage", "contents", "table of contents", "toc"))
+_FRONT_MATTER_WORDS = 30  # fewer words before the first chapter is a cover or title page, not worth reading
+
+
+def _local(xpath: str) -> str:
+    """"metadata/title" -> a namespace-blind XPath, since EPUBs disagree on prefixes."""
+    return "/".join(f"*[local-name()='{step}']" if step not in ("", ".") else step for step in xpath.split("/"))
+
+
+@dataclass
+class _Item:
+    path: str
+    media_type: str
+    properties: str = ""
+
+
+@dataclass
+class _Entry:
+    title: str
+    path: str
+    fragment: str
+    depth: int
+    has_children: bool
+
+
+@dataclass
+class _Package:
+    path: str
+    meta: dict[str, str]
+    manifest: dict[str, _Item]
+    spine: list[str]
+    ncx_id: str = ""
+    cover_id: str = ""
+
+
+@dataclass
+class _Document:
+    segments: list[tuple[str | None, list[str]]] = field(default_factory=lambda: [(None, [])])
+    heading: str = ""
+    title: str = ""
+    link_share: float = 0.0
+
+
+class _Archive:
+    """The ZIP with case-tolerant lookup and size limits; every failure is a corrupt_epub BookError."""
+
+    def __init__(self, data: bytes, label: str):
+        self.label = label
+        try:
+            self.zip = zipfile.ZipFile(io.BytesIO(data))
+        except (zipfile.BadZipFile, OSError, ValueError):
+            raise BookError(f"{label} is not a valid EPUB: it is not a ZIP archive (it may be damaged or incomplete)",
+                            "corrupt_epub") from None
+        self.names = {info.filename for info in self.zip.infolist()}
+        self.folded = {name.lower(): name for name in self.names}
+
+    def find(self, path: str) -> str | None:
+        return path if path in self.names else self.folded.get(path.lower())
+
+    def read(self, path: str) -> bytes | None:
+        name = self.find(path)
+        if name is None:
+            return None
+        if self.zip.getinfo(name).file_size > _MAX_MEMBER:
+            raise BookError(f"{self.label}: {name} unpacks to more than {_MAX_MEMBER // 2**20} MB", "too_large")
+        try:
+            return self.zip.read(name)
+        except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, ValueError, EOFError) as exc:
+            raise BookError(f"{self.label} is not a valid EPUB: {name} cannot be unpacked ({exc})",
+                            "corrupt_epub") from None
+
+    def xml(self, path: str, what: str) -> etree._Element:
+        data = self.read(path)
+        if data is None:
+            raise BookError(f"{self.label} is not a valid EPUB: {what} {path} is missing", "corrupt_epub")
+        try:
+            return etree.fromstring(data, _xml_parser())
+        except etree.XMLSyntaxError as exc:
+            raise BookError(f"{self.label} is not a valid EPUB: {what} {path} is not valid XML ({exc})",
+                            "corrupt_epub") from None
+
+
+def _xml_parser(recover: bool = False) -> etree.XMLParser:
+    # A parser per call (lxml parsers are not shared across threads); no network, no external entities.
+    return etree.XMLParser(resolve_entities=False, no_network=True, recover=recover, remove_comments=True)
+
+
+def _resolve(base: str, href: str) -> tuple[str, str]:
+    """(path inside the ZIP, fragment) of an href relative to the document at base."""
+    href, fragment = urldefrag(href.strip())
+    href = unquote(href)
+    if not href:  # "#note-3": the same document
+        return base, unquote(fragment)
+    path = href.lstrip("/") if href.startswith("/") else posixpath.join(posixpath.dirname(base), href)
+    return posixpath.normpath(path).removeprefix("./"), unquote(fragment)
+
+
+def _check_drm(archive: _Archive) -> None:
+    """DRM (Adobe, Apple, Readium LCP, or encrypted content documents) makes the text unreadable: refuse it."""
+    if any(archive.find(name) for name in _DRM_FILES):
+        raise BookError(_DRM_MESSAGE, "drm_protected")
+    if not archive.find("META-INF/encryption.xml"):
+        return
+    root = archive.xml("META-INF/encryption.xml", "the encryption list")
+    for data in root.xpath(_local("//EncryptedData")):
+        algorithm = "".join(data.xpath(_local("./EncryptionMethod") + "/@Algorithm"))
+        for uri in data.xpath(_local("./CipherData/CipherReference") + "/@URI"):
+            # Obfuscated (or even encrypted) fonts leave the text readable; anything else encrypted does not.
+            if algorithm not in _FONT_OBFUSCATION and not _FONT_FILE.search(unquote(uri)):
+                raise BookError(_DRM_MESSAGE, "drm_protected")
+
+
+def _package(archive: _Archive) -> _Package:
+    container = archive.xml("META-INF/container.xml", "the container file")
+    paths = container.xpath(_local("//rootfile") + "[@media-type='application/oebps-package+xml']/@full-path") \
+        or container.xpath(_local("//rootfile") + "/@full-path")
+    if not paths:
+        raise BookError(f"{archive.label} is not a valid EPUB: META-INF/container.xml names no package document",
+                        "corrupt_epub")
+    path = unquote(paths[0]).lstrip("/")
+    opf = archive.xml(path, "the package document")
+
+    def text(node) -> str:
+        return clean_text("".join(node.itertext()))
+
+    meta: dict[str, str] = {}
+    if titles := [t for t in map(text, opf.xpath(_local("//metadata/title"))) if t]:
+        meta["title"] = titles[0]
+    # EPUB 3 gives a creator's role in a <meta refines="#id">, EPUB 2 in an opf:role attribute.
+    roles = {"#" + m.get("refines", "").lstrip("#"): text(m)
+             for m in opf.xpath(_local("//metadata/meta") + "[@property='role']")}
+    authors = []
+    for creator in opf.xpath(_local("//metadata/creator")):
+        role = next((v for k, v in creator.attrib.items() if k.endswith("role")), "") \
+            or roles.get(f"#{creator.get('id', '')}", "")
+        if text(creator) and role.lower() in ("", "aut"):
+            authors.append(text(creator))
+    if authors:
+        meta["author"] = ", ".join(authors)
+    if languages := [t for t in map(text, opf.xpath(_local("//metadata/language"))) if t]:
+        meta["language"] = languages[0]
+    manifest = {}
+    for item in opf.xpath(_local("//manifest/item")):
+        if item.get("id") and item.get("href"):
+            manifest[item.get("id")] = _Item(_resolve(path, item.get("href"))[0], item.get("media-type", ""),
+                                             item.get("properties", ""))
+    spine_node = next(iter(opf.xpath(_local("//spine"))), None)
+    spine = [manifest[ref.get("idref")].path for ref in opf.xpath(_local("//spine/itemref"))
+             if ref.get("idref") in manifest and ref.get("linear", "yes") != "no"
+             and not manifest[ref.get("idref")].media_type.startswith("image/")]
+    if not spine:
+        raise BookError(f"{archive.label} is not a valid EPUB: the package document has no reading order (spine)",
+                        "corrupt_epub")
+    if not any(archive.find(p) for p in spine):
+        raise BookError(f"{archive.label} is not a valid EPUB: none of the documents in its spine is in the archive",
+                        "corrupt_epub")
+    cover = "".join(opf.xpath(_local("//metadata/meta") + "[@name='cover']/@content"))
+    return _Package(path, meta, manifest, spine, spine_node.get("toc", "") if spine_node is not None else "", cover)
+
+
+def _soup(data: bytes) -> BeautifulSoup:
+    """XHTML parsed as XML (so <span/> stays empty), with HTML's named entities; real tag soup as HTML."""
+    for candidate in (data, re.sub(rb"&([A-Za-z][A-Za-z0-9]*);", _numeric_entity, data)):
+        try:
+            etree.fromstring(candidate, _xml_parser())
+        except etree.XMLSyntaxError:
+            continue
+        return BeautifulSoup(candidate, "xml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+        return BeautifulSoup(data, "lxml")
+
+
+def _numeric_entity(match: re.Match) -> bytes:
+    name = match[1].decode()
+    if name in ("amp", "lt", "gt", "quot", "apos") or name not in name2codepoint:
+        return match[0]
+    return f"&#{name2codepoint[name]};".encode()
+
+
+def _attr(tag: Tag, name: str) -> str:
+    value = tag.get(name) or ""
+    return " ".join(value) if isinstance(value, list) else value
+
+
+def _skipped(tag: Tag, name: str) -> bool:
+    if name in _SKIP_TAGS or tag.has_attr("hidden"):
+        return True
+    types = " ".join(_attr(tag, key) for key in tag.attrs if key == "role" or key.endswith(":type"))
+    if {t.rsplit(":", 1)[-1].removeprefix("doc-") for t in types.lower().split()} & _SKIP_TYPES:
+        return True
+    classes = _attr(tag, "class")
+    if _NOTE_CLASS.search(classes):
+        return True
+    if (_PAGE_CLASS.search(classes) or _PAGE_ID.fullmatch(_attr(tag, "id"))) \
+            and len(tag.get_text(strip=True)) <= 12:  # a page number is short; a page of text wrapped in an id is not
+        return True
+    if name == "sup" and (tag.find("a") or _NOTE_MARK.fullmatch(tag.get_text(strip=True))):
+        return True
+    return name == "a" and "#" in _attr(tag, "href") and bool(_NOTE_MARK.fullmatch(tag.get_text(strip=True)))
+
+
+def _document(data: bytes, split_ids: set[str]) -> _Document:
+    """A content document's paragraphs, split into segments where an element has one of split_ids as its id."""
+    soup = _soup(data)
+    doc = _Document()
+    heading = soup.find(["h1", "h2", "h3"])
+    doc.heading = clean_text(heading.get_text(" ")) if heading else ""
+    title = soup.find("title")
+    doc.title = clean_text(title.get_text(" ")) if title else ""
+    buffer: list[str] = []
+    chars = link_chars = links = 0
+
+    def flush() -> None:
+        if text := clean_text("".join(buffer)):
+            doc.segments[-1][1].append(text)
+        buffer.clear()
+
+    # An explicit stack rather than recursion: deeply nested markup must not hit Python's recursion limit.
+    stack: list[tuple[object, bool, bool]] = [(soup.find("body") or soup, False, False)]
+    in_link = 0
+    while stack:
+        node, leaving, is_link = stack.pop()
+        if leaving:
+            if node.name.lower() in _BLOCK_TAGS:
+                flush()
+            in_link -= is_link
+            continue
+        if isinstance(node, NavigableString):
+            if type(node) in (NavigableString, CData):
+                buffer.append(str(node))
+                chars += len(node.strip())
+                link_chars += len(node.strip()) if in_link else 0
+            continue
+        if not isinstance(node, Tag):
+            continue
+        name = node.name.lower()
+        if (anchor := node.get("id") or (node.get("name") if name == "a" else None)) in split_ids:
+            flush()
+            doc.segments.append((anchor, []))
+        if _skipped(node, name):
+            continue
+        if name == "br":
+            buffer.append(" ")
+            continue
+        if name in _BLOCK_TAGS:
+            flush()
+        elif name in ("td", "th"):
+            buffer.append(" ")
+        is_link = name == "a" and bool(node.get("href"))
+        links += is_link
+        in_link += is_link
+        stack.append((node, True, is_link))
+        stack.extend((child, False, False) for child in reversed(node.contents))
+    flush()
+    # A page that is mostly links (an HTML table of contents) has nothing to read aloud.
+    doc.link_share = link_chars / chars if chars and links >= 3 else 0.0
+    return doc
+
+
+def _toc(archive: _Archive, package: _Package) -> list[_Entry]:
+    """Table-of-contents entries: the EPUB 3 nav document, else the EPUB 2 NCX."""
+    entries: list[_Entry] = []
+    nav = next((item for item in package.manifest.values() if "nav" in item.properties.split()), None)
+    if nav and (data := archive.read(nav.path)):
+        soup = _soup(data)
+        navs = soup.find_all("nav")
+        toc = next((n for n in navs if "toc" in (_attr(n, "epub:type") + " " + _attr(n, "role")).lower()),
+                   navs[0] if navs else None)
+        if toc and (ol := toc.find("ol")):
+            _nav_entries(ol, nav.path, 1, entries)
+    if not entries:
+        ncx = package.manifest.get(package.ncx_id) or next(
+            (item for item in package.manifest.values() if item.media_type == "application/x-dtbncx+xml"), None)
+        if ncx and (data := archive.read(ncx.path)):
+            try:
+                root = etree.fromstring(data, _xml_parser(recover=True))
+            except etree.XMLSyntaxError:
+                root = None
+            if root is not None:
+                for nav_map in root.xpath(_local("//navMap")):
+                    _ncx_entries(nav_map, ncx.path, 1, entries)
+    return entries
+
+
+def _nav_entries(ol: Tag, base: str, depth: int, out: list[_Entry]) -> None:
+    for li in ol.find_all("li", recursive=False):
+        link = li.find("a", recursive=False) or li.find("a")
+        sub = li.find("ol", recursive=False)
+        if link and link.get("href") and not (sub and any(parent is sub for parent in link.parents)):
+            path, fragment = _resolve(base, _attr(link, "href"))
+            out.append(_Entry(clean_text(link.get_text(" ")), path, fragment, depth, sub is not None))
+        if sub:
+            _nav_entries(sub, base, depth + 1, out)
+
+
+def _ncx_entries(parent, base: str, depth: int, out: list[_Entry]) -> None:
+    for point in parent.xpath(_local("./navPoint")):
+        label = clean_text(" ".join(point.xpath(_local("./navLabel/text") + "//text()")))
+        children = point.xpath(_local("./navPoint"))
+        if src := "".join(point.xpath(_local("./content") + "/@src")):
+            path, fragment = _resolve(base, src)
+            out.append(_Entry(label, path, fragment, depth, bool(children)))
+        _ncx_entries(point, base, depth + 1, out)
+
+
+def _cover(archive: _Archive, package: _Package) -> tuple[bytes | None, str | None]:
+    """The cover image (EPUB 3 cover-image, EPUB 2 <meta name="cover">, or an image named cover) if JPEG or PNG."""
+    items = package.manifest
+    candidates = [item for item in items.values() if "cover-image" in item.properties.split()]
+    candidates += [item for key, item in items.items() if package.cover_id and package.cover_id in (key, item.path)]
+    candidates += [item for key, item in items.items() if item.media_type.startswith("image/")
+                   and ("cover" in key.lower() or "cover" in item.path.lower())]
+    for item in candidates:
+        data = archive.read(item.path)
+        if data and data.startswith(b"\x89PNG\r\n\x1a\n"):
+            return data, "image/png"
+        if data and data.startswith(b"\xff\xd8\xff"):
+            return data, "image/jpeg"
+    return None, None
+
+
+def _words(paragraphs: list[str]) -> int:
+    return sum(len(p.split()) for p in paragraphs)
+
+
+def _by_toc(archive: _Archive, package: _Package, entries: list[_Entry], skip: set[str]) -> list[Section] | None:
+    """Chapters from TOC entries mapped onto the spine; documents not in the TOC continue the chapter before.
+
+    None when no entry points into the spine: the TOC is unusable.
+    """
+    order = {path: i for i, path in enumerate(package.spine)}
+    # Two levels (parts and chapters) divide the book; deeper entries are sections read inside their chapter.
+    max_depth = 3 if sum(e.depth == 1 for e in entries) == 1 else 2
+    wanted = sorted((e for e in entries if e.path in order and e.depth <= max_depth), key=lambda e: order[e.path])
+    if not wanted:
+        return None
+    by_target: dict[tuple[str, str], _Entry] = {}
+    for entry in wanted:
+        by_target.setdefault((entry.path, entry.fragment), entry)
+    sections: list[Section] = []
+    loose: set[int] = set()  # sections no real TOC entry started (front matter): kept only with real text
+    in_chapter = False
+    for path in package.spine:
+        if path in skip or (data := archive.read(path)) is None:
+            continue
+        targets = {f: e for (p, f), e in by_target.items() if p == path}
+        doc = _document(data, {f for f in targets if f})
+        if doc.link_share > 0.6:
+            continue
+        found = {anchor for anchor, _ in doc.segments[1:]}
+        # An entry at the document itself, or at an anchor that is not there, starts its chapter at the top.
+        start = targets.get("") or next((e for f, e in targets.items() if f and f not in found), None)
+        for anchor, paragraphs in doc.segments:
+            entry = start if anchor is None else targets.get(anchor)
+            if entry is not None:
+                # "Cover", "Contents" and the like are entries, but what follows them is front matter.
+                in_chapter = entry.title.casefold() not in _SKIP_TITLES
+                is_part = entry.has_children or bool(re.match(r"(?:part|book|volume)\b", entry.title, re.I))
+                if in_chapter:
+                    sections.append(Section(entry.title, list(paragraphs), is_part))
+                    continue
+            if in_chapter:
+                sections[-1].paragraphs.extend(paragraphs)
+            elif paragraphs:
+                loose.add(len(sections))
+                sections.append(Section(doc.heading or _own_title(doc, package) or "Front Matter", list(paragraphs)))
+    return [s for i, s in enumerate(sections) if i not in loose or _words(s.paragraphs) >= _FRONT_MATTER_WORDS]
+
+
+def _by_document(archive: _Archive, package: _Package, skip: set[str]) -> list[Section]:
+    """No usable table of contents: a chapter per spine document, named by its heading."""
+    sections = []
+    for path in package.spine:
+        if path in skip or (data := archive.read(path)) is None:
+            continue
+        doc = _document(data, set())
+        title = doc.heading or _own_title(doc, package)
+        if doc.link_share <= 0.6 and title.casefold() not in _SKIP_TITLES:
+            sections.append(Section(title, [p for _, segment in doc.segments for p in segment]))
+    # Short documents (cover, title page) before the first one with real text are not chapters.
+    first_real = next((i for i, s in enumerate(sections) if _words(s.paragraphs) >= _FRONT_MATTER_WORDS), 0)
+    return sections[first_real:]
+
+
+def _own_title(doc: _Document, package: _Package) -> str:
+    # Many converters put the book's title in every document's <title>: that names no chapter.
+    return doc.title if doc.title.casefold() != package.meta.get("title", "").casefold() else ""
+
+
+def is_epub(data: bytes) -> bool:
+    """Whether bytes with no telling file name are an EPUB: a ZIP with the EPUB mimetype or a container file."""
+    if not data.startswith(b"PK\x03\x04"):
+        return False
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = set(archive.namelist())
+            return "META-INF/container.xml" in names or (
+                "mimetype" in names and archive.read("mimetype").strip() == b"application/epub+zip")
+    except (zipfile.BadZipFile, OSError, RuntimeError, ValueError, NotImplementedError):
+        return False
+
+
+def read_epub(data: bytes, label: str) -> tuple[dict[str, str], list[Section], bytes | None, str | None]:
+    """(metadata, sections, cover bytes, cover type) of an EPUB; BookError when it is damaged or DRM-protected."""
+    archive = _Archive(data, label)
+    with archive.zip:
+        _check_drm(archive)
+        package = _package(archive)
+        skip = {item.path for item in package.manifest.values() if "nav" in item.properties.split()}
+        entries = _toc(archive, package)
+        sections = _by_toc(archive, package, entries, skip)
+        if sections is None:
+            sections = _by_document(archive, package, skip)
+        cover, cover_type = _cover(archive, package)
+    return package.meta, sections, cover, cover_type

@@ -1,0 +1,236 @@
+"""An audiobook's plan: its chapters split into sentence-aligned chunks, each with the key its audio is cached under.
+
+The plan is written once when a book is submitted (and again only when a chunk is regenerated on request) to
+``<books_dir>/<job_id>/plan.json``. Workers read it to know what each chunk says, the web app to show it, and a
+person to audit what was asked of the engine. Chunk audio lives in ``<chunks_dir>`` under a key derived from
+everything that determines it (text, voice, engine, model weights, parameters and seed), so a retried, resumed or
+resubmitted chunk that already exists is never synthesized again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..audio import write_atomic
+from ..engines import Engine
+from ..settings import Settings
+from ..text import TextError, chunk_text
+from .reader import Book, BookError
+
+PLAN_VERSION = 1
+SEED_LIMIT = 2**31  # the engines' seed range is [0, 2**31 - 1]
+
+
+@dataclass
+class Chunk:
+    index: int        # position in the whole book, 0-based
+    chapter: int      # index of its chapter, 0-based
+    text: str         # normalized text, what the engine is asked to say
+    brk: str          # what follows it: "sentence" | "paragraph" | "chapter" (the last chunk of its chapter)
+    params: dict      # the engine parameters for this chunk, seed included where the engine takes one
+    key: str          # content key of its audio in the chunk cache
+    revision: int = 0  # bumped when a person asks for this chunk again
+
+
+@dataclass
+class ChapterPlan:
+    index: int
+    title: str
+    first: int        # index of its first chunk
+    count: int        # number of its chunks
+    words: int
+
+    @property
+    def chunk_range(self) -> range:
+        return range(self.first, self.first + self.count)
+
+
+@dataclass
+class Plan:
+    job_id: str
+    title: str
+    author: str
+    language: str
+    engine: str
+    model: str
+    voice: str
+    params: dict
+    format: str
+    sample_rate: int
+    assembly: dict    # pauses and loudness target, fixed at submission
+    chapters: list[ChapterPlan]
+    chunks: list[Chunk]
+    cover_type: str | None = None
+    version: int = PLAN_VERSION
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Plan":
+        data = dict(data)
+        data["chapters"] = [ChapterPlan(**c) for c in data["chapters"]]
+        data["chunks"] = [Chunk(**c) for c in data["chunks"]]
+        return cls(**data)
+
+    def summary(self, with_text: bool = False) -> dict:
+        """What the API shows: chapters with their chunk counts (and the chunks' text on request)."""
+        chapters = []
+        for ch in self.chapters:
+            item = {"index": ch.index, "title": ch.title, "chunks": ch.count, "words": ch.words}
+            if with_text:
+                item["chunk_texts"] = [self.chunks[i].text for i in ch.chunk_range]
+            chapters.append(item)
+        return {"title": self.title, "author": self.author, "language": self.language, "engine": self.engine,
+                "voice": self.voice, "params": self.params, "format": self.format, "chapters": chapters,
+                "chunks_total": len(self.chunks), "words": sum(ch.words for ch in self.chapters)}
+
+
+def chunk_key(text: str, voice: str, engine: str, model: str, params: dict, sample_rate: int,
+              revision: int = 0) -> str:
+    """The cache key of a chunk's audio: a hash of everything that determines it."""
+    identity = {"text": text, "voice": voice, "engine": engine, "model": model, "params": params,
+                "sample_rate": sample_rate}
+    if revision:
+        identity["revision"] = revision
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def chunk_seed(text: str, revision: int = 0) -> int:
+    """A seed that depends only on the text (and revision), so that the same sentence in the same book, or in the
+    same book submitted again, gets the same audio and the same cache key."""
+    digest = hashlib.sha256(f"{revision}:{text}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % SEED_LIMIT
+
+
+def retry_seed(seed: int, attempt: int) -> int:
+    """The seed of a quality retry: a different, still deterministic one per attempt."""
+    return (seed + attempt * 1_000_003) % SEED_LIMIT
+
+
+def _takes_seed(engine: Engine) -> bool:
+    return any(p.name == "seed" for p in engine.params)
+
+
+def chunk_params(engine: Engine, params: dict, text: str, revision: int = 0) -> dict:
+    if not _takes_seed(engine):
+        return dict(params)
+    if params.get("seed") is not None and not revision:
+        return dict(params)
+    base = params.get("seed")
+    seed = chunk_seed(text, revision) if base is None else retry_seed(int(base), revision)
+    return {**params, "seed": seed}
+
+
+def _paragraph_chunks(paragraph: str, max_chars: int) -> list[str]:
+    try:
+        return chunk_text(paragraph, max_chars)
+    except TextError:
+        return []  # a paragraph of punctuation alone: nothing to say
+
+
+def make_plan(book: Book, *, job_id: str, engine: Engine, voice: str, params: dict, fmt: str,
+              settings: Settings) -> Plan:
+    """Split every chapter into chunks of at most ``settings.chunk_chars`` characters, whole sentences where they
+    fit, never across a paragraph. Raises BookError when a chapter has nothing to say."""
+    model = engine.model_version(voice)
+    rate = engine.sample_rate
+    chunks: list[Chunk] = []
+    chapters: list[ChapterPlan] = []
+
+    def add(text: str, chapter: int, brk: str) -> None:
+        p = chunk_params(engine, params, text)
+        chunks.append(Chunk(index=len(chunks), chapter=chapter, text=text, brk=brk, params=p,
+                            key=chunk_key(text, voice, engine.name, model, p, rate)))
+
+    for number, chapter in enumerate(book.chapters):
+        first = len(chunks)
+        if settings.book_speak_titles and chapter.title.strip():
+            for piece in _paragraph_chunks(_as_sentence(chapter.title), settings.chunk_chars):
+                add(piece, number, "paragraph")
+        words = 0
+        for paragraph in chapter.paragraphs:
+            pieces = _paragraph_chunks(paragraph, settings.chunk_chars)
+            for i, piece in enumerate(pieces):
+                add(piece, number, "paragraph" if i == len(pieces) - 1 else "sentence")
+            words += sum(len(s.split()) for s in pieces)
+        if not words:
+            raise BookError(f"chapter {number + 1} ({chapter.title!r}) has no speakable text", "chapter_empty",
+                            f"chapters[{number}]")
+        chunks[-1].brk = "chapter"
+        chapters.append(ChapterPlan(index=number, title=chapter.title or f"Chapter {number + 1}", first=first,
+                                    count=len(chunks) - first, words=words))
+    if not chapters:
+        raise BookError("the book has no chapters with speakable text", "empty_book")
+    assembly = {"sentence_s": settings.book_pause_sentence_s, "paragraph_s": settings.book_pause_paragraph_s,
+                "chapter_s": settings.book_pause_chapter_s, "target_lufs": settings.book_loudness_lufs}
+    return Plan(job_id=job_id, title=book.title, author=book.author, language=book.language, engine=engine.name,
+                model=model, voice=voice, params=params, format=fmt, sample_rate=rate, assembly=assembly,
+                chapters=chapters, chunks=chunks, cover_type=book.cover_type)
+
+
+def _as_sentence(title: str) -> str:
+    """A heading read as a sentence of its own, so the engine pauses after it."""
+    title = " ".join(title.split())
+    return title if title[-1:] in ".!?" else title + "."
+
+
+def bump_revision(plan: Plan, index: int, engine_name: str, takes_seed: bool) -> Chunk:
+    """Give chunk ``index`` a new revision (and seed): its next synthesis is new audio under a new key."""
+    chunk = plan.chunks[index]
+    chunk.revision += 1
+    if takes_seed:
+        base = plan.params.get("seed")
+        seed = chunk_seed(chunk.text, chunk.revision) if base is None else retry_seed(int(base), chunk.revision)
+        chunk.params = {**chunk.params, "seed": seed}
+    chunk.key = chunk_key(chunk.text, plan.voice, engine_name, plan.model, chunk.params, plan.sample_rate,
+                          chunk.revision)
+    return chunk
+
+
+# -- files ---------------------------------------------------------------------------------------------------------
+
+def book_dir(settings: Settings, job_id: str) -> Path:
+    return settings.books_dir / job_id
+
+
+def save_plan(settings: Settings, plan: Plan) -> Path:
+    return write_atomic(book_dir(settings, plan.job_id) / "plan.json",
+                        json.dumps(plan.to_json(), ensure_ascii=False).encode())
+
+
+_plans: dict[str, tuple[float, Plan]] = {}
+
+
+def load_plan(settings: Settings, job_id: str) -> Plan:
+    """The plan of a book, cached per process until its file changes."""
+    path = book_dir(settings, job_id) / "plan.json"
+    mtime = path.stat().st_mtime_ns
+    cached = _plans.get(job_id)
+    if cached and cached[0] == mtime:
+        return cached[1]
+    plan = Plan.from_json(json.loads(path.read_text()))
+    if len(_plans) > 16:
+        _plans.clear()
+    _plans[job_id] = (mtime, plan)
+    return plan
+
+
+def chunk_paths(settings: Settings, key: str) -> tuple[Path, Path]:
+    """(audio, report) of a cached chunk; the report is written last, so its presence means the chunk is whole."""
+    base = settings.chunks_dir / key[:2] / key
+    return base.with_suffix(".wav"), base.with_suffix(".json")
+
+
+def cached_chunk(settings: Settings, key: str) -> dict | None:
+    """The report of a cached chunk, or None when it is not (wholly) there."""
+    wav, report = chunk_paths(settings, key)
+    if not (report.is_file() and wav.is_file()):
+        return None
+    try:
+        return json.loads(report.read_text())
+    except ValueError:
+        return None

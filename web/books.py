@@ -1,0 +1,248 @@
+"""Audiobooks over REST: preview chapters, submit, follow, pause/resume/cancel, regenerate a chunk, download."""
+from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, request, send_file, url_for
+
+from chatterbox.books import control
+from chatterbox.books.plan import book_dir, cached_chunk, chunk_paths, load_plan
+from chatterbox.books.state import BookStore
+from chatterbox.books.reader import Book, BookError, book_from_chapters, book_from_text, read_book
+from chatterbox.engines import InvalidRequest
+
+from . import error_response, services
+from .api import JOB_ID, links
+
+bp = Blueprint("books", __name__)
+
+SUBMIT_FIELDS = ("text", "source_format", "chapters", "title", "author", "language", "voice", "format", "params")
+MIME = {"mp3": "audio/mpeg", "ogg": "audio/ogg", "m4a": "audio/mp4", "m4b": "audio/mp4"}
+
+
+@bp.before_request
+def allow_book_uploads():
+    # Books are bigger than any other upload: their own limit, CHATTERBOX_BOOK_MAX_MB.
+    request.max_content_length = services().settings.book_max_mb * 1024 * 1024
+
+
+def send_tokens(job_id: str, count: int) -> None:
+    from tasks import send_book_tokens  # Celery's app reads the same settings through celeryconfig
+
+    send_book_tokens(job_id, count)
+
+
+def book_error(exc: BookError):
+    status = 413 if exc.code == "too_large" else 400
+    return error_response(status, exc.message, exc.code, exc.field)
+
+
+def _book_from_request() -> tuple[Book, dict, tuple[str, bytes] | None]:
+    """The book and the synthesis options of a request: multipart with a ``file`` (and form fields), or JSON with
+    ``text`` or reviewed ``chapters``. Raises BookError or InvalidRequest."""
+    settings = services().settings
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            raise InvalidRequest("file", "send the book as a multipart file field named 'file' (.txt, .md or .epub), "
+                                 "or as JSON with 'text' or 'chapters'", "missing_file")
+        options = dict(request.form.items())
+        if "params" in options:
+            try:
+                options["params"] = json.loads(options["params"]) if options["params"] else None
+            except ValueError:
+                raise InvalidRequest("params", "params must be a JSON object", "invalid_json") from None
+        data = upload.read()
+        book = read_book(data, upload.filename or "", max_bytes=settings.book_max_mb * 1024 * 1024,
+                         format=options.get("source_format") or None)
+        original = (upload.filename or "book.txt", data)
+    elif request.is_json:
+        options = request.get_json(silent=True)
+        if not isinstance(options, dict):
+            raise InvalidRequest("body", "the request body must be a JSON object", "invalid_json")
+        unknown = sorted(set(options) - set(SUBMIT_FIELDS))
+        if unknown:
+            raise InvalidRequest(unknown[0], f"unknown field {unknown[0]!r}; known fields: {', '.join(SUBMIT_FIELDS)}",
+                                 "unknown_field")
+        if options.get("chapters") is not None:
+            book = book_from_chapters(options["chapters"], title=_str(options, "title"),
+                                      author=_str(options, "author"), language=_str(options, "language"))
+        elif options.get("text") is not None:
+            if not isinstance(options["text"], str):
+                raise InvalidRequest("text", "text must be a string", "invalid_type")
+            book = book_from_text(options["text"], format=_str(options, "source_format") or "txt",
+                                  title=_str(options, "title"))
+        else:
+            raise InvalidRequest("text", "give the book as 'text' (plain or Markdown) or reviewed 'chapters'",
+                                 "missing_field")
+        original = None
+    else:
+        abort(error_response(415, "send the book as multipart form data with a 'file', or as JSON "
+                             "(Content-Type: application/json)", "unsupported_media_type"))
+    for name in ("title", "author", "language"):
+        if _str(options, name):
+            setattr(book, name, _str(options, name))
+    return book, options, original
+
+
+def _str(options: dict, name: str) -> str:
+    value = options.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest(name, f"{name} must be a string", "invalid_type")
+    return (value or "").strip()
+
+
+@bp.post("/audiobooks/parse")
+def parse():
+    """The chapters a book would be read as, for review and editing before it is submitted; nothing is queued."""
+    try:
+        book, _, _ = _book_from_request()
+    except BookError as exc:
+        return book_error(exc)
+    return {"book": book.summary()}
+
+
+@bp.post("/audiobooks")
+def submit():
+    svc = services()
+    try:
+        book, options, original = _book_from_request()
+        job, plan = control.submit_book(svc.store, svc.engine, svc.settings, book, voice=options.get("voice"),
+                                        fmt=options.get("format"), params=options.get("params"), source="rest",
+                                        send_tokens=send_tokens, original=original)
+    except BookError as exc:
+        return book_error(exc)
+    body = {"job_id": job["id"], "status": job["status"], "title": plan.title, "chapters": len(plan.chapters),
+            "chunks": len(plan.chunks), **book_links(job["id"])}
+    return body, 202, {"Location": body["book_url"]}
+
+
+def book_links(job_id: str) -> dict:
+    return {**links(job_id), "book_url": url_for("books.status", job_id=job_id),
+            "m4b_url": url_for("books.m4b", job_id=job_id),
+            "events_url": urlsplit(url_for("events.job_events", job_id=job_id)).path}
+
+
+def _book_or_404(job_id: str) -> dict:
+    job = services().store.get(job_id) if JOB_ID.match(job_id) else None
+    if job is None or job.get("kind") != "audiobook":
+        abort(error_response(404, f"no audiobook with id {job_id!r}", "book_not_found", "job_id"))
+    return job
+
+
+@bp.get("/audiobooks")
+def list_books():
+    from chatterbox.jobs import public_view
+
+    books = [j for j in services().store.recent(500) if j.get("kind") == "audiobook"]
+    return {"audiobooks": [{**public_view(j), **book_links(j["id"])} for j in books]}
+
+
+@bp.get("/audiobooks/<job_id>")
+def status(job_id: str):
+    from chatterbox.jobs import public_view
+
+    _book_or_404(job_id)
+    svc = services()
+    state = control.book_state(svc.store, svc.settings, job_id, with_text=request.args.get("text") in ("1", "true"))
+    job = state.pop("job")
+    for chapter in state["chapters"]:
+        if chapter.get("file"):
+            chapter["url"] = url_for("books.chapter_file", job_id=job_id, index=chapter["index"])
+    return {**public_view(job), **state, **book_links(job_id),
+            "m4b_ready": job["status"] == "succeeded" and (book_dir(svc.settings, job_id) / "book.m4b").is_file()}
+
+
+def _act(job_id: str, action):
+    _book_or_404(job_id)
+    try:
+        status = action()
+    except control.BookStateError as exc:
+        return error_response(409, exc.message, exc.code)
+    return {"job_id": job_id, "status": status}
+
+
+@bp.post("/audiobooks/<job_id>/pause")
+def pause(job_id: str):
+    return _act(job_id, lambda: control.pause_book(services().store, job_id))
+
+
+@bp.post("/audiobooks/<job_id>/resume")
+def resume(job_id: str):
+    svc = services()
+    return _act(job_id, lambda: control.resume_book(svc.store, svc.settings, job_id, send_tokens))
+
+
+@bp.post("/audiobooks/<job_id>/cancel")
+@bp.delete("/audiobooks/<job_id>")
+def cancel(job_id: str):
+    return _act(job_id, lambda: control.cancel_book(services().store, job_id))
+
+
+@bp.post("/audiobooks/<job_id>/chunks/<int:index>/regenerate")
+def regenerate(job_id: str, index: int):
+    svc = services()
+    _book_or_404(job_id)
+    try:
+        chunk = control.regenerate_chunk(svc.store, svc.settings, svc.engine, job_id, index, send_tokens)
+    except control.BookStateError as exc:
+        return error_response(409, exc.message, exc.code)
+    return {"job_id": job_id, "status": "queued", "chunk": chunk, **book_links(job_id)}, 202
+
+
+@bp.get("/audiobooks/<job_id>/chunks/<int:index>/audio")
+def chunk_audio(job_id: str, index: int):
+    _book_or_404(job_id)
+    settings = services().settings
+    plan = load_plan(settings, job_id)
+    if not 0 <= index < len(plan.chunks):
+        return error_response(404, f"the book has chunks 0 to {len(plan.chunks) - 1}", "chunk_not_found", "index")
+    key = plan.chunks[index].key
+    if cached_chunk(settings, key) is None:
+        return error_response(409, f"chunk {index} is not made yet", "chunk_not_ready")
+    return send_file(chunk_paths(settings, key)[0].resolve(), mimetype="audio/wav", conditional=True)
+
+
+@bp.get("/audiobooks/<job_id>/chapters/<int:index>")
+def chapter_file(job_id: str, index: int):
+    _book_or_404(job_id)
+    svc = services()
+    plan = load_plan(svc.settings, job_id)
+    if not 0 <= index < len(plan.chapters):
+        return error_response(404, f"the book has chapters 0 to {len(plan.chapters) - 1}", "chapter_not_found",
+                              "index")
+    info = BookStore(svc.store).chapters(job_id).get(index)
+    path = book_dir(svc.settings, job_id) / "chapters" / info["file"] if info else None
+    if path is None or not path.is_file():
+        return error_response(409, f"chapter {index} is not assembled yet", "chapter_not_ready")
+    suffix = path.suffix.lstrip(".")
+    return send_file(path.resolve(), mimetype=MIME.get(suffix, "application/octet-stream"), conditional=True,
+                     as_attachment=request.args.get("download") in ("1", "true"),
+                     download_name=f"{index + 1:03d} {_safe(plan.chapters[index].title)}.{suffix}")
+
+
+@bp.get("/audiobooks/<job_id>/m4b")
+def m4b(job_id: str):
+    job = _book_or_404(job_id)
+    path = book_dir(services().settings, job_id) / "book.m4b"
+    if job["status"] != "succeeded" or not path.is_file():
+        return error_response(409, f"book {job_id} is {job['status']}; its M4B exists once it has succeeded",
+                              "audio_not_ready")
+    return send_file(path.resolve(), mimetype="audio/mp4", conditional=True,
+                     as_attachment=request.args.get("download") in ("1", "true"),
+                     download_name=f"{_safe(job.get('title') or job_id)}.m4b")
+
+
+@bp.get("/audiobooks/<job_id>/cover")
+def cover(job_id: str):
+    _book_or_404(job_id)
+    found = sorted(book_dir(services().settings, job_id).glob("cover.*"))
+    if not found:
+        return error_response(404, "this book has no cover", "no_cover")
+    return send_file(found[0].resolve(), mimetype="image/png" if found[0].suffix == ".png" else "image/jpeg")
+
+
+def _safe(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in " -_.,'" else "_" for c in name).strip(" .")
+    return cleaned[:80] or "audiobook"
