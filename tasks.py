@@ -103,6 +103,7 @@ def _load_engine(sender=None, **_kwargs) -> None:
         log.info("engine: %s", _state.engine_reason)
         started = time.perf_counter()
         _state.engine.load()
+        import pyloudnorm  # noqa: F401  (with scipy: 1-2 s, paid at start rather than by the first chapter)
         log.info("%s engine loaded on %s in %.1f s", _state.engine_name, _state.device, time.perf_counter() - started)
         _state.beat()
         _state.start_heartbeat()
@@ -221,7 +222,7 @@ def clone_voice(self, file: str | None = None, name: str | None = None, descript
                                reference_wav=audio.wav_bytes(samples, 24000),
                                sample_wav=audio.wav_bytes(preview, 24000), description=request["description"],
                                tags=request["tags"], reference_seconds=seconds, model="chatterbox-en-0.5b",
-                               job_id=job_id)
+                               job_id=job_id, owner=job.get("owner", ""))
         store.finish(job_id, "succeeded", voice_id=voice.id, duration_s=round(seconds, 2))
     except voices.VoiceError as exc:
         store.finish(job_id, "failed", error=exc.message)

@@ -1,30 +1,66 @@
-"""The one entry point: ``chatterbox up | worker | web | flower | say``.
+"""The one entry point: ``chatterbox up | worker | web | flower | say | book | books | jobs | keys``.
 
-Commands import the web app, Celery and the workers only when they run, so the library itself stays free of
-them.
+Commands import the web app, Celery, the workers and the HTTP client only when they run, so ``chatterbox --help``
+stays fast and the library itself stays free of them.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import secrets
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import click
 
 from . import settings as settings_mod
+
+if TYPE_CHECKING:
+    from web.client import Client
+
+# Exit codes scripts can rely on; the one table, also shown in --help.
+EXIT_OK = 0
+EXIT_FAILED = 1  # the job or book failed or was cancelled (or its output could not be written)
+EXIT_USAGE = 2  # click's own code for bad options and arguments
+EXIT_UNREACHABLE = 3  # the server or Redis cannot be reached (or answers 5xx)
+EXIT_AUTH = 4  # authentication failed (401)
+EXIT_NOT_FOUND = 5  # no such job, book, voice or key (404)
+EXIT_REFUSED = 6  # the request was refused (other 4xx: bad input, conflict, rate limit)
+
+EXIT_CODES_HELP = f"""\b
+Exit codes:
+  {EXIT_OK}  success
+  {EXIT_FAILED}  the job or book failed or was cancelled (or the output could not be written)
+  {EXIT_USAGE}  usage error (bad option or argument)
+  {EXIT_UNREACHABLE}  the server or Redis is unreachable (or failing: 5xx)
+  {EXIT_AUTH}  authentication failed (401: missing, wrong or revoked API key)
+  {EXIT_NOT_FOUND}  not found (404)
+  {EXIT_REFUSED}  request refused (other 4xx: bad input, conflict, rate limited)
+"""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliError(click.ClickException):
+    """One line on stderr and a chosen exit code: never a traceback for a failure the user can act on."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _settings() -> settings_mod.Settings:
     try:
         return settings_mod.load()
     except ValueError as exc:
-        raise click.ClickException(str(exc))
+        raise CliError(str(exc), EXIT_USAGE)
 
 
-@click.group()
+@click.group(epilog=EXIT_CODES_HELP)
 def main() -> None:
     """Chatterbox text to speech: a Redis/Celery job system with a web API."""
     logging.basicConfig(level=os.environ.get("CHATTERBOX_LOG_LEVEL", "INFO"),
@@ -100,42 +136,152 @@ def flower() -> None:
     os.execv(sys.executable, argv)
 
 
-@main.command()
+# -- talking to a running server ------------------------------------------------------------------------------------
+
+def server_options(f: F) -> F:
+    """--server and --key, with their environment variables, on every command that talks to the web app."""
+    f = click.option("--key", envvar="CHATTERBOX_API_KEY", default=None, metavar="KEY",
+                     help="API key [env: CHATTERBOX_API_KEY]")(f)
+    f = click.option("--server", envvar="CHATTERBOX_SERVER", default=None, metavar="URL",
+                     help="the web app [env: CHATTERBOX_SERVER; default: the local one from the settings]")(f)
+    return f
+
+
+def _client(server: str | None, key: str | None) -> "Client":
+    from web.client import Client
+
+    if not server:
+        settings = _settings()
+        server = f"http://{settings.web_host}:{settings.web_port}"
+    try:
+        return Client(server, api_key=key or None)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE)
+
+
+def remote_errors(f: F) -> F:
+    """Turn the client's exceptions into one line on stderr and the exit code of the table above."""
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from web.client import ApiError, AuthError, ConnectionFailed, JobFailed, NotFound
+
+        try:
+            return f(*args, **kwargs)
+        except ConnectionFailed as exc:
+            raise CliError(f"{exc}; is `chatterbox up` running?", EXIT_UNREACHABLE)
+        except AuthError as exc:
+            raise CliError(f"{exc} (give a key with --key or CHATTERBOX_API_KEY)", EXIT_AUTH)
+        except NotFound as exc:
+            raise CliError(str(exc), EXIT_NOT_FOUND)
+        except ApiError as exc:
+            raise CliError(str(exc), EXIT_UNREACHABLE if exc.status >= 500 else EXIT_REFUSED)
+        except JobFailed as exc:
+            raise CliError(str(exc), EXIT_FAILED)
+        except OSError as exc:  # our own files: an output directory that cannot be written, say
+            raise CliError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), EXIT_FAILED)
+    return wrapper  # type: ignore[return-value]
+
+
+class ProgressLine:
+    """A progress bar on stderr: rewritten in place on a terminal, a new line per change elsewhere (logs)."""
+
+    WIDTH = 30
+
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.enabled = label, enabled
+        self.tty = sys.stderr.isatty()
+        self._last = ""
+
+    def update(self, fraction: float, detail: str = "") -> None:
+        if not self.enabled:
+            return
+        fraction = min(1.0, max(0.0, fraction))
+        filled = int(round(fraction * self.WIDTH))
+        line = f"{self.label} [{'#' * filled}{'-' * (self.WIDTH - filled)}] {fraction * 100:3.0f}%  {detail}".rstrip()
+        if line == self._last:
+            return
+        if self.tty:
+            sys.stderr.write("\r" + line.ljust(len(self._last)))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+        self._last = line
+
+    def finish(self) -> None:
+        if self.enabled and self.tty and self._last:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+        self._last = ""
+
+
+def _progress_enabled(flag: bool | None) -> bool:
+    return sys.stderr.isatty() if flag is None else flag
+
+
+def _parse_params(params: tuple[str, ...]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for item in params:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
+        try:
+            parsed[name] = json.loads(value)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a number", param_hint="--param") from None
+    return parsed
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+# -- say --------------------------------------------------------------------------------------------------------------
+
+@main.command(epilog=EXIT_CODES_HELP)
 @click.argument("text")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="file to write (default: out.<format>)")
 @click.option("-f", "--format", "fmt", default=None, help="wav, mp3, ogg or flac (default: from --output, else wav)")
 @click.option("-v", "--voice", default=None)
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="an engine parameter")
-@click.option("--server", default=None, help="web app to submit to (default: the local one)")
+@server_options
 @click.option("--local", is_flag=True, help="synthesize in this process instead of submitting a job")
+@click.option("--progress/--no-progress", default=None, help="show a progress bar (default: when stderr is a terminal)")
+@remote_errors
 def say(text: str, output: Path | None, fmt: str | None, voice: str | None, params: tuple[str, ...],
-        server: str | None, local: bool) -> None:
-    """Speak TEXT (or - for standard input) into an audio file."""
-    settings = _settings()
+        server: str | None, key: str | None, local: bool, progress: bool | None) -> None:
+    """Speak TEXT (or - for standard input) into an audio file, through the running server or --local."""
     if text == "-":
         text = sys.stdin.read()
     if fmt is None:
         fmt = output.suffix.lstrip(".").lower() if output and output.suffix else "wav"
     output = output or Path(f"out.{fmt}")
-    parsed = {}
-    for item in params:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
-        try:
-            parsed[name] = json.loads(value)
-        except ValueError:
-            raise click.BadParameter(f"{value!r} is not a number", param_hint="--param") from None
-    body = {"text": text, "voice": voice, "format": fmt, "params": parsed}
+    if not output.parent.is_dir():  # before any work is queued, not after
+        raise click.BadParameter(f"directory {str(output.parent)!r} does not exist", param_hint="--output")
+    parsed = _parse_params(params)
     if local:
-        data = _say_local(settings, body)
-    else:
-        data = _say_remote(server or f"http://{settings.web_host}:{settings.web_port}", body)
-    from .audio import write_atomic
+        from .audio import write_atomic
 
-    write_atomic(output, data)
-    click.echo(f"wrote {output} ({len(data)} bytes)")
+        data = _say_local(_settings(), {"text": text, "voice": voice, "format": fmt, "params": parsed})
+        write_atomic(output, data)
+    else:
+        _say_remote(_client(server, key), text, voice, fmt, parsed, output, _progress_enabled(progress))
+    click.echo(f"wrote {output} ({output.stat().st_size} bytes)")
 
 
 def _say_local(settings: settings_mod.Settings, body: dict) -> bytes:
@@ -148,30 +294,340 @@ def _say_local(settings: settings_mod.Settings, body: dict) -> bytes:
         req = parse_request(body, engine, settings)
         engine.load()
     except InvalidRequest as exc:
-        raise click.ClickException(f"{exc.field}: {exc.message}")
+        raise CliError(f"{exc.field}: {exc.message}", EXIT_REFUSED)
     except EngineUnavailable as exc:
-        raise click.ClickException(str(exc))
+        raise CliError(str(exc), EXIT_FAILED)
     samples = synthesize_text(engine, req.text, req.voice, req.params, settings)
     return audio.encode(samples, engine.sample_rate, req.format)
 
 
-def _say_remote(server: str, body: dict) -> bytes:
-    import urllib.error
-    import urllib.request
+def _say_remote(client: "Client", text: str, voice: str | None, fmt: str, params: dict, output: Path,
+                show: bool) -> None:
+    from web.client import ConnectionFailed, JobFailed
 
-    request = urllib.request.Request(f"{server.rstrip('/')}/synthesize?wait=1", method="POST",
-                                     data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=600) as response:
-            if response.status != 200:
-                raise click.ClickException(f"the job did not finish in time: {response.read().decode()}")
-            return response.read()
-    except urllib.error.HTTPError as exc:
+        job_id = client.synthesize(text, voice=voice, format=fmt, params=params)["job_id"]
+    except ConnectionFailed as exc:
+        raise CliError(f"{exc}; is `chatterbox up` running? (or use --local)", EXIT_UNREACHABLE)
+    bar = ProgressLine("speaking", show)
+    if show:
+        click.echo(f"job {job_id}", err=True)  # to inspect or cancel it from elsewhere
+
+    def on_event(event: dict) -> None:
+        if event.get("type") == "progress" or event.get("type") == "done":
+            total = event.get("chunks_total") or 0
+            chunks = f"{event.get('chunks_done', 0)}/{total} chunks" if total else event.get("status", "")
+            bar.update(float(event.get("progress") or 0.0), chunks)
+
+    try:
+        job = client.wait(job_id, on_event=on_event)
+    except KeyboardInterrupt:
+        bar.finish()
+        _cancel_quietly(client, job_id)
+        raise CliError(f"interrupted: job {job_id} cancelled", EXIT_FAILED)
+    finally:
+        bar.finish()
+    if job.get("status") != "succeeded":
+        raise JobFailed(job)
+    client.download(job_id, output)
+
+
+def _cancel_quietly(client: "Client", job_id: str) -> None:
+    from web.client import ApiError
+
+    try:
+        client.cancel(job_id)
+    except ApiError:
+        pass  # finished meanwhile, or the server is gone: nothing left to stop
+
+
+# -- jobs -------------------------------------------------------------------------------------------------------------
+
+@main.group(epilog=EXIT_CODES_HELP)
+def jobs() -> None:
+    """List, show and cancel jobs on the server."""
+
+
+@jobs.command("list")
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the jobs as JSON")
+@server_options
+@remote_errors
+def jobs_list(limit: int, as_json: bool, server: str | None, key: str | None) -> None:
+    """Recent jobs, newest first."""
+    items = _client(server, key).jobs(limit=limit)
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    _table([[j["id"], j.get("kind") or "synthesis", j.get("status", "?"), _when(j.get("created_at")),
+             f"{j.get('chunks_done', 0)}/{j.get('chunks_total', 0)}",
+             f"{j['duration_s']:.1f}s" if j.get("duration_s") is not None else "-", j.get("voice") or "-"]
+            for j in items], ["ID", "KIND", "STATUS", "CREATED", "CHUNKS", "AUDIO", "VOICE"])
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="print the job as JSON")
+@server_options
+@remote_errors
+def jobs_show(job_id: str, as_json: bool, server: str | None, key: str | None) -> None:
+    """One job's record."""
+    job = _client(server, key).job(job_id)
+    if as_json:
+        click.echo(json.dumps(job, indent=2))
+        return
+    for name, value in job.items():
+        if name.endswith("_at") and isinstance(value, (int, float)):
+            value = _when(value)
+        elif isinstance(value, (dict, list)):
+            value = json.dumps(value)
+        click.echo(f"{name}: {value}")
+
+
+@jobs.command("cancel")
+@click.argument("job_id")
+@server_options
+@remote_errors
+def jobs_cancel(job_id: str, server: str | None, key: str | None) -> None:
+    """Cancel a job: a queued one at once, a running one after its current chunk."""
+    result = _client(server, key).cancel(job_id)
+    click.echo(f"job {job_id}: {result.get('message') or result.get('status')}")
+
+
+# -- audiobooks -------------------------------------------------------------------------------------------------------
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="directory for the M4B and the chapter files (default: the book file's name without suffix)")
+@click.option("--title", default=None)
+@click.option("--author", default=None)
+@click.option("--language", default=None)
+@click.option("-v", "--voice", default=None)
+@click.option("-f", "--format", "fmt", type=click.Choice(["mp3", "ogg"]), default=None,
+              help="chapter files (default: the server's CHATTERBOX_BOOK_FORMAT)")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="an engine parameter")
+@click.option("--no-wait", is_flag=True, help="print the book's job id and exit once it is queued")
+@click.option("--progress/--no-progress", default=None, help="show a progress bar (default: when stderr is a terminal)")
+@server_options
+@remote_errors
+def book(file: Path, output: Path | None, title: str | None, author: str | None, language: str | None,
+         voice: str | None, fmt: str | None, params: tuple[str, ...], no_wait: bool, progress: bool | None,
+         server: str | None, key: str | None) -> None:
+    """Read FILE (.txt, .md or .epub) as an audiobook: submit it, follow it, download the M4B and chapters.
+
+    The paths written are printed on standard output. `chatterbox books ...` manages books afterwards.
+    """
+    client = _client(server, key)
+    submitted = client.submit_book(file=file, title=title, author=author, language=language, voice=voice,
+                                   format=fmt, params=_parse_params(params) or None)
+    job_id = submitted["job_id"]
+    if no_wait:
+        click.echo(job_id)
+        return
+    click.echo(f"book {job_id}: {submitted.get('title') or file.name}, {submitted.get('chapters')} chapters, "
+               f"{submitted.get('chunks')} chunks", err=True)
+    _follow_book(client, job_id, output or Path(file.stem), _progress_enabled(progress))
+
+
+class BookProgress:
+    """Feeds a book's events to a progress bar: chunks done of all, chapters ready, and the server's ETA."""
+
+    def __init__(self, bar: ProgressLine, state: dict):
+        """``state``: the book as GET /audiobooks/<id> gave it, so that a book followed late starts where it is."""
+        self.bar = bar
+        self.done, self.total = state.get("chunks_done", 0), state.get("chunks_total", 0)
+        chapters = state.get("chapters", [])
+        # indices, not a count: the events are replayed from the start, chapters already ready included
+        self.ready = {c["index"] for c in chapters if c.get("status") == "assembled"}
+        self.chapters_total = len(chapters)
+        self.eta: float | None = state.get("eta_s")
+        self.status = state.get("status", "queued")
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind == "progress":
+            self.status = event.get("status") or self.status
+            if event.get("chunks_total"):
+                self.done, self.total, self.eta = event.get("chunks_done", 0), event["chunks_total"], event.get("eta_s")
+        elif kind == "chapter":
+            self.ready.add(event.get("index"))
+        elif kind == "done":
+            self.done, self.eta, self.status = self.total, None, "done"
+        else:
+            return
+        fraction = self.done / self.total if self.total else float(event.get("progress") or 0.0)
+        detail = f"{self.done}/{self.total} chunks, {len(self.ready)}/{self.chapters_total} chapters ready" \
+            if self.total else self.status
+        if self.status == "paused":
+            detail += ", paused"
+        elif self.eta is not None and self.done < self.total:
+            detail += f", ETA {_duration(self.eta)}"
+        self.bar.update(1.0 if kind == "done" else fraction, detail)
+
+
+def _follow_book(client: "Client", job_id: str, output: Path, show: bool) -> None:
+    """Follow the book with a progress bar until it ends, then download its M4B and chapters into ``output``."""
+    from web.client import JobFailed
+
+    bar = ProgressLine("book", show)
+    on_event = BookProgress(bar, client.book(job_id))  # also: a job that is not a book is refused (404) here
+    try:
+        client.wait(job_id, on_event=on_event)
+    except KeyboardInterrupt:
+        bar.finish()
+        raise CliError(f"stopped following; book {job_id} goes on on the server "
+                       f"(`chatterbox books download {job_id} -o {output}`)", EXIT_FAILED)
+    finally:
+        bar.finish()
+    state = client.book(job_id)
+    if state.get("status") != "succeeded":
+        raise JobFailed(state)
+    output.mkdir(parents=True, exist_ok=True)
+    click.echo(client.download_m4b(job_id, output))
+    for chapter in state.get("chapters", []):
+        click.echo(client.download_chapter(job_id, chapter["index"], output))
+
+
+@main.group(epilog=EXIT_CODES_HELP)
+def books() -> None:
+    """List audiobooks, show one, pause, resume, cancel, or download one (`chatterbox book FILE` submits)."""
+
+
+@books.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print the books as JSON")
+@server_options
+@remote_errors
+def books_list(as_json: bool, server: str | None, key: str | None) -> None:
+    """Audiobooks, newest first."""
+    items = _client(server, key).books()
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    _table([[b["id"], b.get("status", "?"), _when(b.get("created_at")), f"{b.get('chunks_done', 0)}/"
+             f"{b.get('chunks_total', 0)}", str(b.get("chapters_total", "-")), b.get("title") or "-"]
+            for b in items], ["ID", "STATUS", "CREATED", "CHUNKS", "CHAPTERS", "TITLE"])
+
+
+@books.command("status")
+@click.argument("book_id")
+@click.option("--json", "as_json", is_flag=True, help="print the book's whole state as JSON")
+@server_options
+@remote_errors
+def books_status(book_id: str, as_json: bool, server: str | None, key: str | None) -> None:
+    """A book's progress, per chapter."""
+    state = _client(server, key).book(book_id)
+    if as_json:
+        click.echo(json.dumps(state, indent=2))
+        return
+    eta = f", ETA {_duration(state['eta_s'])}" if state.get("eta_s") is not None else ""
+    click.echo(f"{state.get('title') or book_id}: {state.get('status')}, {state.get('chunks_done')}/"
+               f"{state.get('chunks_total')} chunks, {_duration(state.get('audio_s'))} of audio{eta}")
+    if state.get("error"):
+        click.echo(f"error: {state['error']}")
+    for ch in state.get("chapters", []):
+        click.echo(f"  {ch['index']:3d}  {ch['status']:<10}  {ch['chunks_done']}/{ch['chunks_total']}  {ch['title']}")
+
+
+def _book_action(name: str, method: str, doc: str) -> None:
+    @books.command(name, help=doc)
+    @click.argument("book_id")
+    @server_options
+    @remote_errors
+    def command(book_id: str, server: str | None, key: str | None) -> None:
+        result = getattr(_client(server, key), method)(book_id)
+        click.echo(f"book {book_id}: {result.get('status')}")
+
+
+_book_action("pause", "pause_book", "Pause a book after the chunks in flight.")
+_book_action("resume", "resume_book", "Resume a paused, failed or cancelled book (finished work is kept).")
+_book_action("cancel", "cancel_book", "Cancel a book.")
+
+
+@books.command("download")
+@click.argument("book_id")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="directory for the M4B and the chapter files")
+@click.option("--progress/--no-progress", default=None, help="show a progress bar (default: when stderr is a terminal)")
+@server_options
+@remote_errors
+def books_download(book_id: str, output: Path, progress: bool | None, server: str | None, key: str | None) -> None:
+    """Wait for a book (if it is not finished) and download its M4B and chapter files into a directory."""
+    _follow_book(_client(server, key), book_id, output, _progress_enabled(progress))
+
+
+# -- API keys (in Redis, not through the web app) ---------------------------------------------------------------------
+
+def redis_errors(f: F) -> F:
+    """Redis unreachable: exit 3; a key operation refused: 5 for an unknown key, else 6."""
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import redis
+
+        from .keys import ApiKeyError
+
         try:
-            message = json.loads(exc.read())["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = str(exc)
-        raise click.ClickException(message)
-    except urllib.error.URLError as exc:
-        raise click.ClickException(f"cannot reach {server} ({exc.reason}); is `chatterbox up` running? "
-                                   "(or use --local)")
+            return f(*args, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise CliError(f"cannot reach Redis at {_redact(_settings().broker_url)} ({exc}); is `chatterbox up` "
+                           "running, or REDIS_URL set?", EXIT_UNREACHABLE)
+        except ApiKeyError as exc:
+            raise CliError(exc.message, EXIT_NOT_FOUND if exc.code == "unknown_key" else EXIT_REFUSED)
+    return wrapper  # type: ignore[return-value]
+
+
+def _redact(url: str) -> str:
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+def _key_store():  # -> KeyStore; imported lazily with redis
+    import redis
+
+    from .keys import KeyStore
+
+    client = redis.Redis.from_url(_settings().broker_url, decode_responses=True, socket_connect_timeout=5,
+                                  socket_timeout=10)
+    return KeyStore(client)
+
+
+@main.group(epilog=EXIT_CODES_HELP)
+def keys() -> None:
+    """API keys, kept in Redis as salted hashes (REDIS_URL names the Redis)."""
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="make it an admin key")
+@redis_errors
+def keys_create(name: str, admin: bool) -> None:
+    """Create a key named NAME and print it (on standard output, alone, for scripts); it is never shown again."""
+    key, token = _key_store().create(name, admin=admin)
+    click.echo(token)
+    click.echo(f"created {'admin ' if key.admin else ''}key {key.id} ({key.name}); it cannot be shown again: "
+               "store it now", err=True)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print the keys as JSON")
+@redis_errors
+def keys_list(as_json: bool) -> None:
+    """Every key: id, name, admin, created, last used, active or revoked (never the key itself)."""
+    items = [k.public() for k in _key_store().list()]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    _table([[k["id"], k["name"], "yes" if k["admin"] else "no", _when(k["created_at"]), _when(k["last_used_at"]),
+             "active" if k["active"] else f"revoked {_when(k['revoked_at'])}"] for k in items],
+           ["ID", "NAME", "ADMIN", "CREATED", "LAST USED", "STATUS"])
+
+
+@keys.command("revoke")
+@click.argument("id_or_name")
+@redis_errors
+def keys_revoke(id_or_name: str) -> None:
+    """Revoke a key by id or name; requests with it are refused at once."""
+    key = _key_store().revoke(id_or_name)
+    click.echo(f"revoked key {key.id} ({key.name})")

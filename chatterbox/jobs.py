@@ -56,6 +56,16 @@ def chunk_key(job_id: str, index: int) -> str:
     return f"{PREFIX}:job:{job_id}:chunk:{index}"
 
 
+def owner_index(owner: str) -> str:
+    """One owner's jobs, newest last (a sorted set by creation time)."""
+    return f"{PREFIX}:owner:{owner or '-'}:jobs"
+
+
+def owner_active(owner: str) -> str:
+    """One owner's jobs that may still be unfinished (the cap on queued jobs counts them)."""
+    return f"{PREFIX}:owner:{owner or '-'}:active"
+
+
 def book_key(job_id: str, part: str) -> str:
     """Keys of an audiobook's work state (pending, inflight, done, ...), beside its job record."""
     return f"{PREFIX}:job:{job_id}:book:{part}"
@@ -108,6 +118,9 @@ class JobStore:
         p.hset(job_key(job_id), mapping=record)
         p.expire(job_key(job_id), self.settings.job_ttl_s)
         p.zadd(JOB_INDEX, {job_id: now})
+        owner = extra.get("owner") or ""
+        p.zadd(owner_index(owner), {job_id: now})
+        p.sadd(owner_active(owner), job_id)
         p.execute()
         self.emit(job_id, "progress", status="queued", progress=0.0)
         return self.get(job_id)
@@ -123,16 +136,36 @@ class JobStore:
         """Add to a numeric field of a job; returns the new value."""
         return float(self.r.hincrbyfloat(job_key(job_id), field, amount))
 
-    def recent(self, limit: int = 50) -> list[dict]:
-        ids = self.r.zrevrange(JOB_INDEX, 0, max(0, limit - 1))
-        jobs = []
+    def recent(self, limit: int = 50, owner: str | None = None, kind: str | None = None) -> list[dict]:
+        """Newest jobs first: everyone's, or one owner's (an API key id; "" for jobs sent through Celery)."""
+        index = JOB_INDEX if owner is None else owner_index(owner)
+        jobs: list[dict] = []
+        start, page = 0, max(limit, 50)
+        while len(jobs) < limit:
+            ids = self.r.zrevrange(index, start, start + page - 1)
+            if not ids:
+                break
+            start += page
+            for job_id in ids:
+                job = self.get(job_id)
+                if job is None:  # expired record: drop it from the index too
+                    self.r.zrem(index, job_id)
+                elif kind is None or job.get("kind") == kind:
+                    jobs.append(job)
+        return jobs[:limit]
+
+    def active_jobs(self, owner: str) -> int:
+        """How many jobs of this owner are not finished (queued, running or paused); finished ones are forgotten."""
+        ids = list(self.r.smembers(owner_active(owner)))
+        if not ids:
+            return 0
+        p = self.r.pipeline()
         for job_id in ids:
-            job = self.get(job_id)
-            if job is None:  # expired record: drop it from the index too
-                self.r.zrem(JOB_INDEX, job_id)
-            else:
-                jobs.append(job)
-        return jobs
+            p.hget(job_key(job_id), "status")
+        done = [job_id for job_id, status in zip(ids, p.execute()) if status is None or status in TERMINAL]
+        if done:
+            self.r.srem(owner_active(owner), *done)
+        return len(ids) - len(done)
 
     def claim(self, job_id: str, attempt: int, worker: str, instance: str) -> str:
         """Mark a job running on this worker. Returns "claimed", or why not: "missing", "finished", "stale"
@@ -339,7 +372,7 @@ _PUBLIC = ("id", "kind", "status", "progress", "voice", "format", "params", "eng
            "started_at", "finished_at", "chunks_total", "chunks_done", "duration_s", "sample_rate", "synth_s",
            "encode_s", "queued_s", "total_s", "first_chunk_s", "rtf", "worker", "attempt", "max_attempts",
            "error", "last_error", "output", "text_chars", "voice_id", "title", "author", "chapters_total",
-           "chapters_done", "audio_s", "plan_s", "assembly_s")
+           "chapters_done", "audio_s", "plan_s", "assembly_s", "owner")
 
 
 def public_view(job: dict) -> dict:

@@ -30,6 +30,7 @@ class Settings:
     voice_cache_size: int = 32  # saved voices each worker keeps loaded
     preview_max_tokens: int = 250  # a cloned voice's preview sample: at most this many speech tokens (10 s)
     max_upload_mb: int = 20
+    threads: int = 0  # CPU threads per worker for inference; 0: the libraries' default (every core)
     model_dtype: str = "float32"  # float32 | bfloat16: the Chatterbox weights' precision (bf16 suits GPUs)
 
     # Text limits: the API refuses text over max_text_chars; jobs synthesize chunk_chars at a time.
@@ -61,6 +62,18 @@ class Settings:
     event_maxlen: int = 10000
     heartbeat_interval_s: float = 2.0
     heartbeat_ttl_s: int = 10
+
+    # Access: API keys (chatterbox keys ...), limits per key, body sizes, browser sessions.
+    admin_key: str | None = None  # registered as the admin key at start; else `up` makes one and prints it once
+    allowed_origins: str = ""  # comma-separated origins allowed to open websockets besides the app's own
+    rate_limit_per_minute: int = 600  # requests per key per minute (429 with Retry-After beyond)
+    max_queued_jobs: int = 50  # jobs per key queued or running at once
+    max_body_kb: int = 1024  # request bodies other than uploads (uploads: max_upload_mb, books: book_max_mb)
+    cookie_secure: bool = False  # mark the sign-in cookie Secure (set it when the app is served over HTTPS)
+
+    # OpenAI-compatible speech: OpenAI's voice names -> ours ("alloy=joe,nova=<saved voice id>"); the rest speak
+    # in the engine's default voice.
+    openai_voices: str = ""
 
     # Web.
     web_host: str = "127.0.0.1"

@@ -40,6 +40,60 @@ def browser():
 
 
 
+# -- every test request carries its system's admin key ---------------------------------------------------------
+# The API requires a key on every route. Rather than thread it through every call, requests and websocket-client are
+# told here to send the key of the System whose URL they call, unless the call sets Authorization itself (tests of
+# authentication pass their own header, or None to send none).
+_KEYS: dict[str, str] = {}
+
+
+def _key_for(url: str) -> str | None:
+    for base, key in _KEYS.items():
+        if url.startswith(base):
+            return key
+    return None
+
+
+def _send_test_key() -> None:
+    import websocket
+
+    if getattr(requests.Session.request, "_sends_test_key", False):
+        return
+    original_request = requests.Session.request
+    original_connect = websocket.create_connection
+
+    def request(self, method, url, *args, **kwargs):
+        headers = kwargs.get("headers") or {}
+        key = _key_for(str(url))
+        if key and not any(h.lower() == "authorization" for h in headers):
+            kwargs["headers"] = {**headers, "Authorization": f"Bearer {key}"}
+        return original_request(self, method, url, *args, **kwargs)
+
+    def create_connection(url, *args, **kwargs):
+        header = kwargs.get("header")
+        key = _key_for(url.replace("ws://", "http://", 1))
+        if key and header is None:
+            kwargs["header"] = [f"Authorization: Bearer {key}"]
+        return original_connect(url, *args, **kwargs)
+
+    request._sends_test_key = True
+    requests.Session.request = request
+    websocket.create_connection = create_connection
+
+
+_send_test_key()
+
+
+def signed_in_page(browser, system: "System"):
+    """A new browser page, signed in to the dashboard with the system's admin key (through the sign-in form)."""
+    page = browser.new_page()
+    page.goto(system.url + "/login")
+    page.fill("#key", system.api_key)
+    page.click("#sign-in")
+    page.wait_for_url(system.url + "/")
+    return page
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -114,7 +168,13 @@ class System:
         self.data = root / "data"
         self.redis = redis_proc or RedisProcess(self.data / "redis")
         self.web_port = free_port()
-        self.env = {**os.environ, "CHATTERBOX_DATA_DIR": str(self.data), "REDIS_URL": self.redis.url,
+        # The admin key every test request is sent with (see _send_test_key); registered at the web app's start.
+        self.api_key = "cbx-test-admin-" + os.urandom(12).hex()
+        _KEYS[f"http://127.0.0.1:{self.web_port}"] = self.api_key
+        self.env = {**os.environ, "CHATTERBOX_ADMIN_KEY": self.api_key,
+                    "CHATTERBOX_DATA_DIR": str(self.data), "REDIS_URL": self.redis.url,
+                    # Tests poll fast; the limits have tests of their own (test_auth.py).
+                    "CHATTERBOX_RATE_LIMIT_PER_MINUTE": "0", "CHATTERBOX_MAX_QUEUED_JOBS": "1000",
                     "TTS_ENGINE": "piper", "CHATTERBOX_HEARTBEAT_INTERVAL_S": "0.5",
                     "CHATTERBOX_HEARTBEAT_TTL_S": "3", "CHATTERBOX_WEB_PORT": str(self.web_port),
                     "CHATTERBOX_WAIT_TIMEOUT_S": "120", "CHATTERBOX_LOG_LEVEL": "INFO"}

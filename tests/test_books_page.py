@@ -5,6 +5,8 @@ from pathlib import Path
 
 import requests
 
+from tests.conftest import signed_in_page
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 BOOK = """Chapter One
@@ -17,7 +19,7 @@ This is the second chapter, the last one. Then the book is done."""
 
 
 def test_review_edit_start_and_download_a_book(live, browser):
-    page = browser.new_page()
+    page = signed_in_page(browser, live)
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(live.url + "/books")
@@ -50,7 +52,7 @@ def test_review_edit_start_and_download_a_book(live, browser):
 
 
 def test_bad_book_error_is_shown(live, browser):
-    page = browser.new_page()
+    page = signed_in_page(browser, live)
     page.goto(live.url + "/books")
     page.wait_for_selector("#book-voice option", state="attached")
     page.fill("#book-text", " ... ")

@@ -1,12 +1,13 @@
 """The dashboard in a real browser (Debian's chromium driven by Playwright)."""
 from __future__ import annotations
 
+from tests.conftest import signed_in_page
+
 
 def test_type_synthesize_watch_progress_and_play(live, browser):
-    page = browser.new_page()
+    page = signed_in_page(browser, live)
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(live.url + "/")
     page.wait_for_selector("#voice option", state="attached")  # the engine's voices and parameters are loaded
     assert page.locator("#params input[name=length_scale]").input_value() == "1"
     page.fill("#text", "The dashboard speaks. It shows a progress bar while it works. Then it plays the result.")
@@ -28,8 +29,7 @@ def test_type_synthesize_watch_progress_and_play(live, browser):
 
 
 def test_bad_input_is_shown(live, browser):
-    page = browser.new_page()
-    page.goto(live.url + "/")
+    page = signed_in_page(browser, live)
     page.wait_for_selector("#voice option", state="attached")
     page.fill("#text", "   ")
     page.click("#submit")

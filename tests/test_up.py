@@ -26,14 +26,14 @@ def stack(tmp_path):
     log = open(tmp_path / "up.log", "w+")
     proc = subprocess.Popen([sys.executable, "-m", "chatterbox", "up"], env=env, cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT)
-    yield proc, ports, tmp_path / "up.log"
+    yield proc, ports, tmp_path / "up.log", env
     if proc.poll() is None:
         proc.kill()
         proc.wait()
 
 
 def test_up_runs_everything_restarts_a_crash_and_stops_cleanly(stack):
-    proc, ports, log_path = stack
+    proc, ports, log_path, env = stack
     web = f"http://127.0.0.1:{ports['CHATTERBOX_WEB_PORT']}"
 
     def health():
@@ -60,8 +60,14 @@ def test_up_runs_everything_restarts_a_crash_and_stops_cleanly(stack):
     assert wait_until(lambda: flower(), 60, 0.5, what="flower") == 401
     assert flower(auth=(user, password)) == 200
 
+    # the first start made an admin key and printed it, once
+    keys = re.findall(r"^\[web\]\s+(cbx_[0-9a-f]{10}_\S+)\s*$", output, re.M)
+    assert len(keys) == 1, output
+    auth = {"Authorization": f"Bearer {keys[0]}"}
+    assert requests.post(web + "/synthesize", json={"text": "Who?"}, timeout=10).status_code == 401
+
     # a job through the stack
-    job = requests.post(web + "/synthesize?wait=1", json={"text": "Up and running."}, timeout=120)
+    job = requests.post(web + "/synthesize?wait=1", json={"text": "Up and running."}, headers=auth, timeout=120)
     assert job.status_code == 200 and job.headers["Content-Type"] == "audio/wav"
 
     # a crashed worker is restarted, and the restart is logged
@@ -79,3 +85,15 @@ def test_up_runs_everything_restarts_a_crash_and_stops_cleanly(stack):
     alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert alive == [], alive
     assert "all stopped" in log_path.read_text()
+
+    # A second start finds the admin key and prints none.
+    log_path.write_text("")
+    again = subprocess.Popen([sys.executable, "-m", "chatterbox", "up"], env=env, cwd=ROOT,
+                             stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    try:
+        wait_until(health, 120, 0.5, what=f"the stack again\n{log_path.read_text()}")
+        assert requests.get(web + "/jobs", headers=auth, timeout=10).status_code == 200
+        assert "cbx_" not in log_path.read_text()
+    finally:
+        again.send_signal(signal.SIGINT)
+        again.wait(60)

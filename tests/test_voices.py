@@ -17,7 +17,7 @@ from chatterbox.model.conds import Conditionals
 from chatterbox.model.random_checkpoint import random_conds
 from chatterbox.voices import VoiceError, VoiceLibrary, prepare_reference
 
-from .conftest import ROOT, System
+from .conftest import ROOT, System, signed_in_page
 
 RATE = 24000
 
@@ -225,7 +225,7 @@ def test_voices_page_clones_lists_and_deletes(cloning, browser, tmp_path):
     recording.write_bytes(audio.encode(speechlike(7), RATE, "mp3"))
     short = tmp_path / "short.wav"
     short.write_bytes(audio.wav_bytes(speechlike(2), RATE))
-    page = browser.new_page()
+    page = signed_in_page(browser, cloning)
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(cloning.url + "/voice-library")

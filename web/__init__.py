@@ -34,15 +34,33 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=settings.max_upload_mb * 1024 * 1024, SOCK_SERVER_OPTIONS={"ping_interval": 25})
     app.extensions["chatterbox"] = Services(settings)
 
-    from . import api, books, events, pages, voices
+    from . import api, auth, books, docs, events, openai_api, pages, voices
+
+    with app.app_context():
+        auth.init_app(app)
+        _announce_admin_key(auth.ensure_admin_key(auth.key_store(), settings.admin_key))
 
     app.register_blueprint(api.bp)
     app.register_blueprint(books.bp)
+    app.register_blueprint(openai_api.bp)
+    app.register_blueprint(docs.bp)
     app.register_blueprint(voices.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(events.bp)
     api.register_error_handlers(app)
     return app
+
+
+def _announce_admin_key(token: str | None) -> None:
+    """The first start makes an admin key: shown here once, never stored in the clear."""
+    if token is None:
+        return
+    import sys
+
+    bar = "=" * 78
+    print(f"\n{bar}\n  Your admin API key (shown once; create more with `chatterbox keys create NAME`):\n\n"
+          f"      {token}\n\n  Sign in to the dashboard with it, or send it as 'Authorization: Bearer <key>'.\n"
+          f"{bar}\n", file=sys.stderr, flush=True)
 
 
 def services() -> Services:

@@ -5,7 +5,7 @@ import re
 import time
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, abort, redirect, request, send_file, url_for
+from flask import Blueprint, Flask, abort, g, redirect, request, send_file, url_for
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -28,10 +28,26 @@ def links(job_id: str) -> dict:
 
 
 def job_or_404(job_id: str) -> dict:
+    from .auth import can_see
+
     job = services().store.get(job_id) if JOB_ID.match(job_id) else None
-    if job is None:
+    if job is None or not can_see(job.get("owner")):  # another key's job is as unknown as a missing one
         abort(error_response(404, f"no job with id {job_id!r}", "job_not_found", "job_id"))
     return job
+
+
+def check_voice_access(voice: str) -> None:
+    """A saved voice of another key is as unknown as a missing one."""
+    from chatterbox.voices import VoiceError, VoiceLibrary
+
+    from .auth import can_see
+
+    try:
+        saved = VoiceLibrary(services().settings.voices_dir).get(voice)
+    except VoiceError:
+        return  # a built-in voice
+    if not can_see(saved.owner) and saved.owner:
+        raise InvalidRequest("voice", f"unknown voice {voice!r}; see GET /voices", "unknown_voice")
 
 
 def _truthy(value: str | None) -> bool:
@@ -56,7 +72,8 @@ def submit():
         if body is None:
             return error_response(400, "the request body is not valid JSON", "invalid_json")
     req = parse_request(body, svc.engine, svc.settings)
-    svc.store.create(job_id, engine=svc.engine_name, source="rest", **req.as_dict(), **extra)
+    check_voice_access(req.voice)
+    svc.store.create(job_id, engine=svc.engine_name, source="rest", owner=g.api_key.id, **req.as_dict(), **extra)
     try:
         svc.enqueue(job_id)
     except OperationalError as exc:
@@ -125,7 +142,10 @@ def list_jobs():
         limit = min(500, max(1, int(request.args.get("limit", 50))))
     except ValueError:
         return error_response(400, "limit must be a whole number", "invalid_value", "limit")
-    return {"jobs": [{**jobs.public_view(j), **links(j["id"])} for j in services().store.recent(limit)]}
+    from .auth import owner_filter
+
+    return {"jobs": [{**jobs.public_view(j), **links(j["id"])}
+                     for j in services().store.recent(limit, owner=owner_filter())]}
 
 
 @bp.get("/jobs/<job_id>")
@@ -179,13 +199,21 @@ def job_chunk(job_id: str, index: int):
 
 @bp.get("/voices")
 def voices():
-    return {"engine": services().engine_name, "voices": services().engine.voices()}
+    return {"engine": services().engine_name, "voices": visible_voices(services().engine.voices())}
+
+
+def visible_voices(listed: list[dict]) -> list[dict]:
+    from .voices import visible
+
+    return [v for v in listed if v.get("builtin") or visible(v.get("owner", ""))]
 
 
 @bp.get("/engine")
 def engine():
     svc = services()
-    return {**svc.engine.describe(), "reason": svc.engine_reason, "formats": list(audio.FORMATS),
+    described = svc.engine.describe()
+    described["voices"] = visible_voices(described["voices"])
+    return {**described, "reason": svc.engine_reason, "formats": list(audio.FORMATS),
             "max_text_chars": svc.settings.max_text_chars}
 
 
@@ -202,9 +230,14 @@ def health():
         return {"status": "unavailable", "redis": {"ok": False, "error": str(exc)},
                 **redis_down_response(exc).json}, 503
     now = time.time()
+    from .auth import request_key
+
+    signed = request_key() is not None
     for w in workers:
         w["state"] = "busy" if w.get("busy") else "idle"
         w["seen_s_ago"] = round(now - w.get("seen_at", now), 2)
+        if not signed:  # open to anyone: then it says nothing about jobs
+            w.pop("current_job", None)
     return {"status": "ok" if workers else "no_workers",
             "redis": {"ok": True, "version": info.get("redis_version"), "aof": bool(info.get("aof_enabled")),
                       "used_memory": info.get("used_memory_human")},
@@ -222,8 +255,9 @@ def register_error_handlers(app: Flask) -> None:
         if exc.response is not None:
             return exc.response
         if exc.code == 413:
-            limit = request.max_content_length or 0
-            return error_response(413, f"the request body is over the limit of {limit / 2**20:.0f} MB",
+            from .auth import _size
+
+            return error_response(413, f"the request body is over the limit of {_size(request.max_content_length or 0)}",
                                   "request_too_large")
         return error_response(exc.code or 500, exc.description or exc.name, exc.name.lower().replace(" ", "_"))
 

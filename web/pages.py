@@ -1,8 +1,9 @@
-"""The dashboard pages."""
+"""The dashboard pages, and signing in and out with an API key."""
 from __future__ import annotations
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, redirect, render_template, request, url_for
 
+from . import auth
 from .events import check_request
 
 bp = Blueprint("pages", __name__)
@@ -10,6 +11,7 @@ bp = Blueprint("pages", __name__)
 
 @bp.before_app_request
 def refuse_bad_websockets():
+    # Runs after web.auth.authenticate: a socket without a valid key never gets this far.
     if request.endpoint == "events.job_events":
         check_request(request.view_args["job_id"])
 
@@ -27,3 +29,24 @@ def voices_page():
 @bp.get("/books")
 def books_page():
     return render_template("books.html")
+
+
+@bp.get("/login")
+def login():
+    return render_template("login.html", next=auth.safe_next(request.args.get("next")), error=None)
+
+
+@bp.post("/login")
+def login_submit():
+    target = auth.safe_next(request.form.get("next"))
+    key = auth.key_store().verify((request.form.get("key") or "").strip())
+    if key is None:
+        return render_template("login.html", next=target, error="That key is not valid."), 401
+    auth.sign_in(key)
+    return redirect(target)
+
+
+@bp.post("/logout")
+def logout():
+    auth.sign_out()
+    return redirect(url_for("pages.login"))

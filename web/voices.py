@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 
-from flask import Blueprint, request, send_file
+from flask import Blueprint, g, request, send_file
 
 from chatterbox import jobs
 from chatterbox.voices import VoiceError, VoiceLibrary, clone_request, prepare_reference
 
 from . import error_response, services
 from .api import links
+from .auth import can_see
 
 bp = Blueprint("voices", __name__)
 
@@ -45,7 +46,7 @@ def clone():
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     svc.store.create(job_id, text=req["name"], voice="", format="wav", engine=svc.engine_name, source="rest",
-                     kind="clone", params={**req, "upload": str(path.resolve())})
+                     kind="clone", params={**req, "upload": str(path.resolve())}, owner=g.api_key.id)
     from tasks import clone_voice
 
     clone_voice.apply_async(kwargs={"job_id": job_id, "attempt": 1}, task_id=job_id)
@@ -54,7 +55,20 @@ def clone():
 
 @bp.get("/saved-voices")
 def saved_voices():
-    return {"voices": [v.public() for v in library().list()]}
+    return {"voices": [v.public() for v in library().list() if visible(v.owner)]}
+
+
+def visible(owner: str) -> bool:
+    """Saved voices are their key's; voices with no owner (made through Celery) are everyone's."""
+    return not owner or can_see(owner)
+
+
+def own_voice(voice_id: str):
+    """The saved voice, raising VoiceError (404) for a missing one or another key's."""
+    voice = library().get(voice_id)
+    if not visible(voice.owner):
+        raise VoiceError("voice_id", f"no voice {voice_id!r}", "unknown_voice")
+    return voice
 
 
 @bp.get("/voices/<voice_id>")
@@ -63,7 +77,7 @@ def get_voice(voice_id: str):
         if voice["id"] == voice_id and voice.get("builtin"):
             return voice
     try:
-        return library().get(voice_id).public()
+        return own_voice(voice_id).public()
     except VoiceError as exc:
         return voice_error(exc)
 
@@ -77,6 +91,7 @@ def update_voice(voice_id: str):
     if unknown:
         return error_response(400, f"unknown field {unknown[0]!r}", "unknown_field", unknown[0])
     try:
+        own_voice(voice_id)
         return library().update(voice_id, **body).public()
     except VoiceError as exc:
         return voice_error(exc)
@@ -87,6 +102,7 @@ def delete_voice(voice_id: str):
     if any(v["id"] == voice_id and v.get("builtin") for v in services().engine.voices()):
         return error_response(400, f"{voice_id!r} is a built-in voice and cannot be deleted", "builtin_voice")
     try:
+        own_voice(voice_id)
         library().delete(voice_id)
     except VoiceError as exc:
         return voice_error(exc)
@@ -96,6 +112,7 @@ def delete_voice(voice_id: str):
 @bp.get("/voices/<voice_id>/sample")
 def voice_sample(voice_id: str):
     try:
+        own_voice(voice_id)
         return send_file(library().file(voice_id, "sample.wav"), mimetype="audio/wav")
     except VoiceError as exc:
         return voice_error(exc)
@@ -104,6 +121,7 @@ def voice_sample(voice_id: str):
 @bp.get("/voices/<voice_id>/export")
 def export_voice(voice_id: str):
     try:
+        own_voice(voice_id)
         data = library().export(voice_id)
     except VoiceError as exc:
         return voice_error(exc)
@@ -118,7 +136,8 @@ def import_voice():
     if not data:
         return error_response(400, "send an exported voice file", "missing_file", "file")
     try:
-        voice = library().import_(data, name=request.args.get("name") or request.form.get("name"))
+        voice = library().import_(data, owner=g.api_key.id,
+                                  name=request.args.get("name") or request.form.get("name"))
     except VoiceError as exc:
         return voice_error(exc)
     return voice.public(), 201

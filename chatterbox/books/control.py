@@ -34,7 +34,8 @@ class BookStateError(Exception):
 
 def submit_book(store: JobStore, engine: Engine, settings: Settings, book: Book, *, voice: str | None,
                 fmt: str | None, params: dict | None, source: str, send_tokens: SendTokens,
-                job_id: str | None = None, original: tuple[str, bytes] | None = None) -> tuple[dict, Plan]:
+                job_id: str | None = None, original: tuple[str, bytes] | None = None,
+                owner: str = "") -> tuple[dict, Plan]:
     """Check the request, plan the book, store the plan, and queue its work. Raises InvalidRequest or BookError
     before anything is stored."""
     started = time.perf_counter()
@@ -57,7 +58,7 @@ def submit_book(store: JobStore, engine: Engine, settings: Settings, book: Book,
     chars = sum(len(c.text) for c in plan.chunks)
     store.create(job_id, text=book.title, voice=voice, format=fmt, params=params, engine=engine.name, source=source,
                  kind="audiobook", title=book.title, author=book.author, chapters_total=len(plan.chapters),
-                 plan_s=round(plan_s, 4), audio_s=0.0, assembly_s=0.0)
+                 plan_s=round(plan_s, 4), audio_s=0.0, assembly_s=0.0, owner=owner)
     store.update(job_id, chunks_total=len(plan.chunks), text_chars=chars, sample_rate=plan.sample_rate)
     BookStore(store).start(job_id, [f"c:{c.index}" for c in plan.chunks])
     send_tokens(job_id, min(WINDOW, len(plan.chunks)))

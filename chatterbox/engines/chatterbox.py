@@ -122,6 +122,8 @@ class ChatterboxEngine(Engine):
 
             from ..tts import ChatterboxTTS
 
+            if self.settings.threads > 0 and not self.device.startswith("cuda"):
+                torch.set_num_threads(self.settings.threads)
             try:
                 self.tts = ChatterboxTTS.from_local(model_dir, device=self.device,
                                                     dtype=getattr(torch, self.settings.model_dtype),

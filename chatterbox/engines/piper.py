@@ -96,9 +96,26 @@ class PiperEngine(Engine):
                     raise EngineUnavailable("the piper-tts package is not installed (pip install piper-tts)") from exc
                 model, config, _ = self._files[voice]
                 use_cuda = self.device.startswith("cuda") and _onnx_has_cuda()
-                self._models[voice] = PiperVoice.load(model, config, use_cuda=use_cuda)
+                self._models[voice] = self._load_voice(PiperVoice, model, config, use_cuda)
                 log.info("loaded Piper voice %s (%s)", voice, "CUDA" if use_cuda else "CPU")
             return self._models[voice]
+
+    def _load_voice(self, voice_class, model: Path, config: Path, use_cuda: bool):
+        """PiperVoice.load, with our own session options: onnxruntime otherwise starts a thread per core and pins
+        them, whatever share of the cores this worker was given (CHATTERBOX_THREADS)."""
+        import onnxruntime
+        from piper.config import PiperConfig
+        from piper.phonemize_espeak import ESPEAK_DATA_DIR
+
+        options = onnxruntime.SessionOptions()
+        if self.settings.threads > 0:
+            options.intra_op_num_threads = self.settings.threads
+            options.inter_op_num_threads = 1
+        providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})] if use_cuda \
+            else ["CPUExecutionProvider"]
+        session = onnxruntime.InferenceSession(str(model), sess_options=options, providers=providers)
+        return voice_class(config=PiperConfig.from_dict(json.loads(Path(config).read_text(encoding="utf-8"))),
+                           session=session, espeak_data_dir=Path(ESPEAK_DATA_DIR), download_dir=Path.cwd())
 
     def stream(self, text: str, voice: str, params: Mapping[str, Any]) -> Iterator[np.ndarray]:
         from piper import SynthesisConfig

@@ -2,8 +2,14 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 
+// Requests that change something carry the session's CSRF token (the page has it in a meta tag).
+const CSRF = document.querySelector('meta[name="csrf-token"]')?.content || "";
+
 async function api(path, options = {}) {
+  const method = (options.method || "GET").toUpperCase();
+  if (!["GET", "HEAD"].includes(method)) options = { ...options, headers: { ...(options.headers || {}), "X-CSRF-Token": CSRF } };
   const response = await fetch(path, options);
+  if (response.status === 401) { location.href = `/login?next=${encodeURIComponent(location.pathname)}`; }
   const body = response.headers.get("Content-Type")?.includes("json") ? await response.json() : null;
   if (!response.ok) throw new Error(body?.error?.message || `${response.status} ${response.statusText}`);
   return body;

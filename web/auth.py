@@ -1,0 +1,210 @@
+"""Who is asking, before any handler runs: an API key (``Authorization: Bearer``) or a signed-in browser session.
+
+Also here, because they apply to every route alike: request body limits, per-key rate limits and the cap on queued
+jobs (kept in Redis, so they hold across web processes), the websocket Origin allow-list, and CSRF protection for
+requests that ride on the session cookie. Websockets are checked here too: flask-sock accepts the connection only
+after ``before_request`` has let the request through, so a rejected socket never receives an event.
+"""
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from flask import Flask, g, redirect, request, session, url_for
+
+from chatterbox import keys as keys_mod
+from chatterbox.keys import ApiKey, KeyStore
+from chatterbox.limits import RateLimiter
+
+from . import error_response, services
+
+# Open to anyone: the health check (which then says nothing about jobs or users), sign-in, the API description.
+PUBLIC = {"api.health", "pages.login", "pages.login_submit", "pages.logout", "static", "docs.openapi",
+          "docs.docs_page"}
+PAGES = {"pages.index", "pages.voices_page", "pages.books_page"}  # HTML: a person is sent to sign in instead
+JOB_CREATING = {"api.submit", "voices.clone", "books.submit", "openai.speech"}
+UPLOADS = {"api.submit", "voices.clone", "voices.import_voice"}
+WEBSOCKETS = {"events.job_events"}
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+CSRF_HEADER = "X-CSRF-Token"
+
+
+def init_app(app: Flask) -> None:
+    settings = services().settings
+    app.secret_key = _secret_key(settings.data_dir / "secret-key")
+    app.config.update(SESSION_COOKIE_NAME="cbx_session", SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+                      SESSION_COOKIE_SECURE=settings.cookie_secure, PERMANENT_SESSION_LIFETIME=timedelta(days=7))
+    app.extensions["chatterbox.keys"] = KeyStore(services().store.r)
+    app.extensions["chatterbox.limiter"] = RateLimiter(services().store.r)
+    app.before_request(authenticate)
+    app.context_processor(lambda: {"current_key": getattr(g, "api_key", None), "csrf_token": session.get("csrf", "")})
+
+
+def key_store() -> KeyStore:
+    from flask import current_app
+
+    return current_app.extensions["chatterbox.keys"]
+
+
+def _secret_key(path) -> bytes:
+    """The key that signs session cookies: made once, kept in the data directory (0600), shared by web processes."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_bytes(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another web process made it first
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as f:
+            f.write(secret)
+        return secret
+
+
+def sign_in(key: ApiKey) -> None:
+    session.clear()
+    session.permanent = True
+    session["key_id"] = key.id
+    session["csrf"] = secrets.token_urlsafe(24)
+
+
+def sign_out() -> None:
+    session.clear()
+
+
+def current_key() -> ApiKey:
+    return g.api_key
+
+
+def can_see(owner: str | None) -> bool:
+    """Whether the current key may see a record owned by ``owner`` (admin keys see everything)."""
+    key = getattr(g, "api_key", None)
+    return key is not None and (key.admin or (owner or "") == key.id)
+
+
+def owner_filter() -> str | None:
+    """The owner to list records for: None (everything) for an admin key, else the key's own id."""
+    key = g.api_key
+    return None if key.admin else key.id
+
+
+def _body_limit(endpoint: str) -> int:
+    settings = services().settings
+    if endpoint.startswith("books."):
+        return settings.book_max_mb * 1024 * 1024
+    if endpoint in UPLOADS and (request.mimetype == "multipart/form-data" or endpoint == "voices.import_voice"):
+        return settings.max_upload_mb * 1024 * 1024
+    return settings.max_body_kb * 1024
+
+
+def _size(limit: int) -> str:
+    return f"{limit / 2**20:.0f} MB" if limit >= 2**20 else f"{limit / 1024:.0f} KB"
+
+
+def _unauthorized():
+    response = error_response(401, "a valid API key is required: send it as 'Authorization: Bearer <key>'",
+                              "invalid_api_key")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="chatterbox-jobs"'
+    return response
+
+
+def _origin_allowed() -> bool:
+    origin = request.headers.get("Origin")
+    if not origin:
+        return True  # programs (no browser) send none; they still need a key
+    own = f"{request.scheme}://{request.host}"
+    allowed = {own, *(o.strip().rstrip("/") for o in services().settings.allowed_origins.split(",") if o.strip())}
+    return origin.rstrip("/") in allowed
+
+
+def request_key() -> ApiKey | None:
+    """The key of this request if it has a valid one (for public routes, which do not require one)."""
+    if getattr(g, "api_key", None) is not None:
+        return g.api_key
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        return key_store().verify(token.strip()) if scheme.lower() == "bearer" else None
+    key = key_store().get(session["key_id"]) if session.get("key_id") else None
+    return key if key is not None and key.active else None
+
+
+def authenticate():
+    endpoint = request.endpoint or ""
+    limit = _body_limit(endpoint)
+    request.max_content_length = limit  # also stops bodies sent without a length, as they are read
+    if request.content_length is not None and request.content_length > limit:
+        return error_response(413, f"the request body is over the limit of {_size(limit)}", "request_too_large")
+    if not endpoint or endpoint in PUBLIC:
+        return None  # unknown routes get their 404 from Flask
+    # Missing, malformed, unknown, wrong or revoked: one answer, which does not say which.
+    via = "bearer" if request.headers.get("Authorization") is not None else "session" if session.get("key_id") \
+        else None
+    key = request_key() if via else None
+    if key is None:
+        if via == "session":
+            session.clear()  # the key behind this session was revoked
+        if endpoint in PAGES and request.method == "GET":
+            return redirect(url_for("pages.login", next=request.full_path.rstrip("?")))
+        return _unauthorized()
+    if endpoint in WEBSOCKETS and not _origin_allowed():
+        return error_response(403, f"websocket connections from {request.headers.get('Origin')} are not allowed "
+                              "(CHATTERBOX_ALLOWED_ORIGINS)", "origin_not_allowed")
+    if via == "session" and request.method not in SAFE_METHODS:
+        token = request.headers.get(CSRF_HEADER) or request.form.get("csrf_token", "")
+        if not hmac.compare_digest(str(token), str(session.get("csrf", ""))):
+            return error_response(403, "the request is missing its CSRF token; reload the page", "csrf_failed")
+    g.api_key = key
+    g.auth_via = via
+    settings = services().settings
+    retry = request_limiter().hit(f"rate:{key.id}", settings.rate_limit_per_minute, 60)
+    if retry is not None:
+        return _too_many(f"more than {settings.rate_limit_per_minute} requests a minute with this key "
+                         "(CHATTERBOX_RATE_LIMIT_PER_MINUTE)", "rate_limited", retry)
+    if endpoint in JOB_CREATING and request.method == "POST":
+        active = services().store.active_jobs(key.id)
+        if active >= settings.max_queued_jobs:
+            return _too_many(f"this key already has {active} jobs queued or running, the most it may have "
+                             "(CHATTERBOX_MAX_QUEUED_JOBS); wait for some to finish", "too_many_jobs", 5)
+    return None
+
+
+def request_limiter() -> RateLimiter:
+    from flask import current_app
+
+    return current_app.extensions["chatterbox.limiter"]
+
+
+def _too_many(message: str, code: str, retry_after: int):
+    response = error_response(429, message, code)
+    response.headers["Retry-After"] = str(max(1, int(retry_after)))
+    return response
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path on this site (never another host) to go to after signing in."""
+    if not target:
+        return url_for("pages.index")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return url_for("pages.index")
+    return target
+
+
+def ensure_admin_key(store: KeyStore, admin_key: str | None) -> str | None:
+    """At start: register CHATTERBOX_ADMIN_KEY, or make the first admin key when there is none. Returns a newly
+    made key (to be shown once), else None."""
+    if admin_key:
+        store.register_env_admin(admin_key)
+        return None
+    if store.has_admin():
+        return None
+    try:
+        _, token = store.create("admin", admin=True)
+    except keys_mod.ApiKeyError:  # another web process made it (or "admin" exists, revoked): nothing to show
+        return None
+    return token
