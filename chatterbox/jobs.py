@@ -154,6 +154,39 @@ class JobStore:
                     jobs.append(job)
         return jobs[:limit]
 
+    def search(self, owner: str | None = None, status: str | None = None, kind: str | None = None,
+               text: str | None = None, since: float | None = None) -> list[dict]:
+        """Every job matching the filters, newest first (``text``: lower-case words that must be in the text)."""
+        index = JOB_INDEX if owner is None else owner_index(owner)
+        ids = self.r.zrevrangebyscore(index, "+inf", since if since is not None else "-inf")
+        words = text.split() if text else []
+        found = []
+        for start in range(0, len(ids), 200):
+            p = self.r.pipeline()
+            for job_id in ids[start:start + 200]:
+                p.hgetall(job_key(job_id))
+            for job_id, raw in zip(ids[start:start + 200], p.execute()):
+                if not raw:
+                    self.r.zrem(index, job_id)  # expired
+                    continue
+                job = _decode(raw)
+                if status and job["status"] != status or kind and job.get("kind", "synthesize") != kind:
+                    continue
+                if words and not all(w in job.get("text", "").lower() for w in words):
+                    continue
+                found.append(job)
+        return found
+
+    def purge(self, job_id: str, owner: str = "") -> None:
+        """Remove a finished job's record, events and audio pieces from Redis."""
+        keys = [job_key(job_id), events_key(job_id), *self.r.scan_iter(match=f"{job_key(job_id)}:*")]
+        p = self.r.pipeline()
+        p.delete(*keys)
+        p.zrem(JOB_INDEX, job_id)
+        p.zrem(owner_index(owner), job_id)
+        p.srem(owner_active(owner), job_id)
+        p.execute()
+
     def active_jobs(self, owner: str) -> int:
         """How many jobs of this owner are not finished (queued, running or paused); finished ones are forgotten."""
         ids = list(self.r.smembers(owner_active(owner)))

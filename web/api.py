@@ -136,16 +136,27 @@ def wait_for(job_id: str):
     return body, 202
 
 
+def _whole(name: str, default: int, low: int, high: int) -> int:
+    try:
+        return min(high, max(low, int(request.args.get(name, default))))
+    except ValueError:
+        abort(error_response(400, f"{name} must be a whole number", "invalid_value", name))
+
+
 @bp.get("/jobs")
 def list_jobs():
-    try:
-        limit = min(500, max(1, int(request.args.get("limit", 50))))
-    except ValueError:
-        return error_response(400, "limit must be a whole number", "invalid_value", "limit")
+    """Newest first, a page at a time: ?limit= (at most 500), ?offset=, and filters ?status=, ?kind=, ?q= (words
+    in the text)."""
     from .auth import owner_filter
 
-    return {"jobs": [{**jobs.public_view(j), **links(j["id"])}
-                     for j in services().store.recent(limit, owner=owner_filter())]}
+    limit, offset = _whole("limit", 50, 1, 500), _whole("offset", 0, 0, 10**7)
+    status, kind, q = request.args.get("status"), request.args.get("kind"), (request.args.get("q") or "").lower()
+    if status and status not in jobs.STATUSES:
+        return error_response(400, f"status must be one of {', '.join(jobs.STATUSES)}", "invalid_value", "status")
+    found = services().store.search(owner=owner_filter(), status=status or None, kind=kind or None, text=q or None)
+    page = found[offset:offset + limit]
+    return {"jobs": [{**jobs.public_view(j), "text_preview": j.get("text", "")[:200], **links(j["id"])}
+                     for j in page], "total": len(found), "offset": offset, "limit": limit}
 
 
 @bp.get("/jobs/<job_id>")
@@ -160,6 +171,8 @@ def job_status(job_id: str):
 @bp.delete("/jobs/<job_id>")
 def cancel_job(job_id: str):
     job = job_or_404(job_id)
+    if _truthy(request.args.get("purge")):
+        return _purge(job)
     if job["status"] in jobs.TERMINAL:
         return error_response(409, f"job {job_id} has already {job['status']}; nothing to cancel", "job_finished")
     status = services().store.cancel(job_id)
@@ -174,7 +187,83 @@ def job_audio(job_id: str):
     if job["status"] != "succeeded":
         return error_response(409, f"job {job_id} is {job['status']}; its audio exists only once it has succeeded",
                               "audio_not_ready")
+    wanted = (request.args.get("format") or job["format"]).lower()
+    if wanted != job["format"] and job.get("kind") != "audiobook":
+        return _transcoded(job, wanted)
     return _send_audio(job)
+
+
+def _transcoded(job: dict, fmt: str):
+    """The job's audio in another of the formats, made from its file on request."""
+    if fmt not in audio.FORMATS:
+        return error_response(400, f"unknown format {fmt!r}; choose one of {', '.join(audio.FORMATS)}",
+                              "unknown_format", "format")
+    path = (services().settings.outputs_dir / job["output"]).resolve()
+    if not path.is_file():
+        return error_response(410, f"the audio of job {job['id']} is no longer on disk", "audio_gone")
+    samples, rate = audio.decode(path)
+    data = audio.encode(samples, rate, fmt)
+    headers = {"Content-Type": audio.FORMATS[fmt]}
+    if _truthy(request.args.get("download")):
+        headers["Content-Disposition"] = f'attachment; filename="{job["id"]}.{fmt}"'
+    return data, 200, headers
+
+
+def _purge(job: dict):
+    """Forget a finished job: its record, events and audio."""
+    if job["status"] not in jobs.TERMINAL:
+        return error_response(409, f"job {job['id']} is {job['status']}; cancel it before deleting it", "job_active")
+    svc = services()
+    if job.get("kind") == "audiobook":
+        import shutil
+
+        from chatterbox.books.plan import book_dir
+
+        shutil.rmtree(book_dir(svc.settings, job["id"]), ignore_errors=True)  # the chunk cache is shared: kept
+    elif job.get("output"):
+        (svc.settings.outputs_dir / job["output"]).unlink(missing_ok=True)
+    svc.store.purge(job["id"], job.get("owner", ""))
+    return {"job_id": job["id"], "deleted": True}
+
+
+@bp.get("/stats")
+def stats():
+    """Throughput over the last hour, in 5-minute buckets: jobs finished and audio made (the key's own jobs, or
+    everyone's for an admin key), with the queue lengths."""
+    from .auth import owner_filter
+
+    now = time.time()
+    buckets = [{"start": now - 3600 + i * 300, "jobs": 0, "failed": 0, "audio_s": 0.0} for i in range(12)]
+    for job in services().store.search(owner=owner_filter(), since=now - 3600):
+        finished = job.get("finished_at")
+        if not finished or finished < now - 3600:
+            continue
+        bucket = buckets[min(11, int((finished - (now - 3600)) // 300))]
+        bucket["jobs"] += 1
+        bucket["failed"] += job["status"] == "failed"
+        bucket["audio_s"] = round(bucket["audio_s"] + float(job.get("duration_s") or 0.0), 2)
+    r = services().store.r
+    return {"window_s": 3600, "buckets": buckets, "jobs": sum(b["jobs"] for b in buckets),
+            "audio_s": round(sum(b["audio_s"] for b in buckets), 2),
+            "queues": {name: r.llen(name) for name in ("interactive", "bulk")}}
+
+
+@bp.post("/synthesize/plan")
+def plan_text():
+    """How a text would be chunked, without synthesizing it (the dashboard shows it as one types)."""
+    from chatterbox.text import TextError, chunk_text
+
+    body = request.get_json(silent=True)
+    text = body.get("text") if isinstance(body, dict) else None
+    if not isinstance(text, str):
+        return error_response(400, "send JSON with the text", "missing_field", "text")
+    settings = services().settings
+    try:
+        chunks = chunk_text(text, settings.chunk_chars) if text.strip() else []
+    except TextError as exc:
+        return error_response(400, str(exc), "text_empty", "text")
+    return {"chunks": chunks, "chars": len(text), "max_chars": settings.max_text_chars,
+            "chunk_chars": settings.chunk_chars}
 
 
 def _send_audio(job: dict):

@@ -24,7 +24,7 @@ from . import error_response, services
 # Open to anyone: the health check (which then says nothing about jobs or users), sign-in, the API description.
 PUBLIC = {"api.health", "pages.login", "pages.login_submit", "pages.logout", "static", "docs.openapi",
           "docs.docs_page"}
-PAGES = {"pages.index", "pages.voices_page", "pages.books_page"}  # HTML: a person is sent to sign in instead
+PAGES = {"pages.index", "pages.voices_page", "pages.books_page", "pages.history_page", "pages.ops_page"}  # HTML: a person is sent to sign in instead
 JOB_CREATING = {"api.submit", "voices.clone", "books.submit", "openai.speech"}
 UPLOADS = {"api.submit", "voices.clone", "voices.import_voice"}
 WEBSOCKETS = {"events.job_events"}

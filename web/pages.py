@@ -31,6 +31,16 @@ def books_page():
     return render_template("books.html")
 
 
+@bp.get("/history")
+def history_page():
+    return render_template("history.html")
+
+
+@bp.get("/ops")
+def ops_page():
+    return render_template("ops.html")
+
+
 @bp.get("/login")
 def login():
     return render_template("login.html", next=auth.safe_next(request.args.get("next")), error=None)
