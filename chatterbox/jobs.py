@@ -410,4 +410,8 @@ _PUBLIC = ("id", "kind", "status", "progress", "voice", "format", "params", "eng
 
 def public_view(job: dict) -> dict:
     """The fields of a job record that clients see (the text itself only on request)."""
-    return {k: job[k] for k in _PUBLIC if k in job and job[k] != ""}
+    view = {k: job[k] for k in _PUBLIC if k in job and job[k] != ""}
+    if isinstance(view.get("params"), dict) and "upload" in view["params"]:
+        # A clone job's params name the uploaded file on the server: not the client's business.
+        view["params"] = {k: v for k, v in view["params"].items() if k not in ("upload", "keep_upload")}
+    return view

@@ -359,7 +359,7 @@ def test_bad_books_are_refused_before_any_synthesis(books_system, upload, code, 
     ({"text": "Some text.", "voice": "nobody"}, "voice", "unknown_voice"),
     ({"text": "Some text.", "format": "wav"}, "format", "unknown_format"),
     ({"text": "Some text.", "params": {"length_scale": 9}}, "params.length_scale", "out_of_range"),
-    ({"text": "Some text.", "source_format": "pdf"}, "format", "unsupported_format"),
+    ({"text": "Some text.", "source_format": "pdf"}, "source_format", "unsupported_format"),
     ({"txt": "typo"}, "txt", "unknown_field"),
     ({}, "text", "missing_field"),
 ])

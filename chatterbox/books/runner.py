@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Callable
 
@@ -221,7 +222,8 @@ class BookRunner:
         seconds = time.perf_counter() - started
         self.books.set_chapter(job_id, index, {"file": files.audio.name, "part": files.part.name,
                                                "duration_s": round(files.duration_s, 3),
-                                               "lufs": round(files.lufs, 2), "worker": self.worker})
+                                               "lufs": round(files.lufs, 2) if math.isfinite(files.lufs) else None,
+                                               "worker": self.worker})
         self.books.release(job_id, item)
         self.store.add(job_id, "assembly_s", seconds)
         done = len(self.books.chapters(job_id))

@@ -1,0 +1,874 @@
+"""The OpenAPI 3.0.3 description of the REST API, built from Python data at request time.
+
+Enums, limits and the engine's parameters are read from the code and the settings they live in (audio formats,
+chapter formats, job statuses, the engine's ``describe()``, ``max_text_chars``, body limits), so the document
+follows the server instead of being kept in step by hand. ``tests/test_openapi.py`` runs it against a live server.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from chatterbox import audio, jobs
+from chatterbox.books.assemble import CHAPTER_FORMATS
+from chatterbox.books.reader import FORMATS as BOOK_FORMATS
+from chatterbox.engines import ENGINES
+from chatterbox.settings import Settings
+from chatterbox.streaming import CONTENT_TYPES as SPEECH_TYPES, OUTPUT_RATE
+from chatterbox.voices import MAX_TAGS, NAME as VOICE_NAME
+
+from . import Services, openai_api
+
+Schema = dict[str, Any]
+
+OPENAPI_VERSION = "3.0.3"
+JSON = "application/json"
+MULTIPART = "multipart/form-data"
+# Values the code writes as literals (web/api.py, web/voices.py, chatterbox/books/control.py, web/books.py):
+JOB_KINDS = ("synthesize", "clone", "audiobook")
+CHAPTER_STATUSES = ("waiting", "running", "assembling", "assembled")
+CHAPTER_MIME = {"mp3": "audio/mpeg", "ogg": "audio/ogg"}
+JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # web.api.JOB_ID: anything else is answered like an unknown job
+TRUTHY = "`1`, `true` or `yes`"
+
+TAGS = [
+    {"name": "Synthesis", "description": "Text in, audio out: a job per request, followed by polling, the websocket "
+                                         "or `?wait=1`."},
+    {"name": "Jobs", "description": "Every job (synthesis, voice clone, audiobook): its record, audio and cancel."},
+    {"name": "Engine", "description": "What the engine offers: voices, parameters with their ranges, formats."},
+    {"name": "Voices", "description": "Cloned voices: clone jobs and the saved-voice library."},
+    {"name": "Audiobooks", "description": "A whole book in; a file per chapter and an M4B with chapter markers out."},
+    {"name": "OpenAI-compatible", "description": "OpenAI's speech API shape, so OpenAI clients can point here."},
+    {"name": "Service", "description": "Health, this document, and signing in to the dashboard."},
+]
+
+
+# -- small builders ------------------------------------------------------------------------------------------------
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(properties: dict[str, Schema], required: Iterable[str] = (), *, closed: bool = False,
+        description: str | None = None, example: Any = None) -> Schema:
+    """An object schema; ``closed`` for request bodies whose unknown fields the server refuses."""
+    schema: Schema = {"type": "object", "properties": properties}
+    required = list(required)
+    missing = sorted(set(required) - set(properties))
+    if missing:  # a typo here would make the document promise a field that no schema describes
+        raise ValueError(f"required fields without a schema: {missing}")
+    if required:
+        schema["required"] = required
+    if closed:
+        schema["additionalProperties"] = False
+    if description:
+        schema["description"] = description
+    if example is not None:
+        schema["example"] = example
+    return schema
+
+
+def nullable(schema: Schema) -> Schema:
+    """The schema, also allowing null (OpenAPI 3.0.3: an enum must then list null too)."""
+    out = {**schema, "nullable": True}
+    if "enum" in out and None not in out["enum"]:
+        out["enum"] = [*out["enum"], None]
+    return out
+
+
+def string(description: str | None = None, **extra: Any) -> Schema:
+    return {"type": "string", **({"description": description} if description else {}), **extra}
+
+
+def number(description: str | None = None, **extra: Any) -> Schema:
+    return {"type": "number", **({"description": description} if description else {}), **extra}
+
+
+def integer(description: str | None = None, **extra: Any) -> Schema:
+    return {"type": "integer", **({"description": description} if description else {}), **extra}
+
+
+def boolean(description: str | None = None) -> Schema:
+    return {"type": "boolean", **({"description": description} if description else {})}
+
+
+def array(items: Schema, description: str | None = None, **extra: Any) -> Schema:
+    return {"type": "array", "items": items, **({"description": description} if description else {}), **extra}
+
+
+def json_content(schema: Schema, example: Any = None) -> dict:
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {JSON: media}
+
+
+def ok(description: str, schema: Schema, headers: dict | None = None) -> dict:
+    response: dict[str, Any] = {"description": description, "content": json_content(schema)}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def err(description: str) -> dict:
+    """A 4xx/5xx answer: always the one error shape."""
+    return {"description": description, "content": json_content(ref("Error"))}
+
+
+def binary(description: str, media_types: Iterable[str], headers: dict | None = None) -> dict:
+    response: dict[str, Any] = {"description": description,
+                                "content": {m: {"schema": {"type": "string", "format": "binary"}}
+                                            for m in dict.fromkeys(media_types)}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def header(description: str, schema: Schema | None = None, required: bool = False) -> dict:
+    return {"description": description, "schema": schema or {"type": "string"}, "required": required}
+
+
+def path_param(name: str, description: str, schema: Schema, example: Any = None) -> dict:
+    param = {"name": name, "in": "path", "required": True, "description": description, "schema": schema}
+    if example is not None:
+        param["example"] = example
+    return param
+
+
+def query_param(name: str, description: str, schema: Schema, example: Any = None) -> dict:
+    param = {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+    if example is not None:
+        param["example"] = example
+    return param
+
+
+def job_id_param(what: str = "job") -> dict:
+    # Inline, not a shared component: the tests give each operation its own example id.
+    return path_param("job_id", f"the {what}'s id (`job_id` of the answer that created it)",
+                      string(pattern=JOB_ID_PATTERN), "4c0f4b2a9d6e4f7e8a1b2c3d4e5f6a7b")
+
+
+def voice_id_param(by_name: bool) -> dict:
+    what = "a saved voice's id (`v_` and 12 hex digits)" + (", its unique name, or a built-in voice's id"
+                                                            if by_name else "")
+    return path_param("voice_id", what, string(minLength=1), "v_0123456789ab")
+
+
+def index_param(description: str) -> dict:
+    return path_param("index", description, integer(minimum=0), 0)
+
+
+def download_param(values: str = TRUTHY) -> dict:
+    return query_param("download", f"{values}: answer as an attachment (Content-Disposition) to save", string(),
+                       "1")
+
+
+# -- the document -------------------------------------------------------------------------------------------------
+
+class _Paths:
+    """Collects operations, adding the answers every operation of its kind can give (auth, limits, Redis down)."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, dict] = {}
+
+    def add(self, method: str, path: str, operation_id: str, tag: str, summary: str, responses: dict, *,
+            description: str | None = None, parameters: Iterable[dict] = (), body: dict | None = None,
+            public: bool = False, optional_key: bool = False, creates_job: bool = False,
+            redis: bool = True) -> None:
+        responses = dict(responses)
+        params = list(parameters)
+        if any(p["in"] == "path" for p in params):
+            responses.setdefault("404", err("no such resource (or another key's: the same answer)"))
+        if body is not None:
+            responses.setdefault("413", {"$ref": "#/components/responses/TooLarge"})
+        if not public:
+            responses.setdefault("401", {"$ref": "#/components/responses/Unauthorized"})
+            if method != "get":
+                responses.setdefault("403", err("signed in with the session cookie, but without the session's CSRF "
+                                                "token (`csrf_failed`); API keys need none"))
+            responses.setdefault("429", {"$ref": "#/components/responses/TooManyJobs" if creates_job
+                                         else "#/components/responses/RateLimited"})
+        if redis:
+            responses.setdefault("503", {"$ref": "#/components/responses/Unavailable"})
+        op: dict[str, Any] = {"operationId": operation_id, "tags": [tag], "summary": summary}
+        if description:
+            op["description"] = description
+        if params:
+            op["parameters"] = params
+        if body is not None:
+            op["requestBody"] = body
+        op["responses"] = dict(sorted(responses.items()))
+        if optional_key:  # open to anyone, but a valid key makes the answer say more
+            op["security"] = [{}, {"bearerAuth": []}, {"sessionCookie": []}]
+        elif public:
+            op["security"] = []
+        self.paths.setdefault(path, {})[method] = op
+
+
+def build_document(svc: Services) -> dict:
+    """The whole OpenAPI document for this server's settings and engine."""
+    settings, engine_name = svc.settings, svc.engine_name
+    described = svc.engine.describe()
+    schemas = {**_schemas(settings, described), **_openai_schemas(settings, openai_api.served_models(svc))}
+    paths = _Paths()
+    _synthesis_and_jobs(paths, settings, described)
+    _voices(paths)
+    _audiobooks(paths)
+    _openai(paths)
+    _service(paths)
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": "chatterbox-jobs", "version": "1", "description": _description(settings, engine_name)},
+        "servers": [{"url": "/", "description": "this server"}],
+        "tags": TAGS,
+        "security": [{"bearerAuth": []}, {"sessionCookie": []}],
+        "paths": paths.paths,
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer",
+                               "description": "An API key (`chatterbox keys create NAME`), as "
+                                              "`Authorization: Bearer <key>`."},
+                "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "cbx_session",
+                                  "description": "The dashboard's sign-in cookie (`POST /login`). Requests other "
+                                                 "than GET that ride on it must carry the session's CSRF token as "
+                                                 "`X-CSRF-Token` (or the form field `csrf_token`), else 403."},
+            },
+            "schemas": schemas,
+            "responses": _shared_responses(settings),
+        },
+    }
+
+
+def _description(settings: Settings, engine_name: str) -> str:
+    # CHATTERBOX_RATE_LIMIT_PER_MINUTE=0 turns the limit off (chatterbox.limits)
+    rate = (f"{settings.rate_limit_per_minute} requests a minute per key" if settings.rate_limit_per_minute > 0
+            else "No limit on requests a minute (`CHATTERBOX_RATE_LIMIT_PER_MINUTE=0`)")
+    return f"""Text to speech as jobs: submit, follow, fetch. This server runs the **{engine_name}** engine.
+
+**Authentication.** Every operation needs an API key as `Authorization: Bearer <key>`, except `GET /health`, \
+`GET /openapi.json`, the page `/docs` and signing in and out. A missing, wrong or revoked key gets 401. A job, \
+book or saved voice of another key is answered exactly like one that does not exist (404); admin keys see all.
+
+**Errors** always have one shape, `{{"error": {{"message", "type", "param", "code"}}}}` (the `Error` schema): \
+4xx for bad input, 5xx when a job or the server fails (503 while Redis is unreachable).
+
+**Limits.** {rate}, and {settings.max_queued_jobs} jobs queued or running per key: beyond either, 429 with \
+`Retry-After` (seconds). Request bodies: {settings.max_body_kb} KB, \
+uploads (`/synthesize` multipart, `/voice-clone`, `/voices/import`) {settings.max_upload_mb} MB, books \
+{settings.book_max_mb} MB; larger ones get 413. Texts: at most {settings.max_text_chars} characters per \
+synthesis job (an audiobook has no such limit).
+
+**Websocket** `/ws/jobs/{{job_id}}` (OpenAPI cannot describe it as an operation). Connect with the same key \
+(`Authorization: Bearer` on the handshake, or the session cookie from a page of this site; other browser origins \
+are refused with 403 unless listed in `CHATTERBOX_ALLOWED_ORIGINS`). Unknown jobs and malformed ids are refused \
+before the handshake (404, or 400 for a malformed `after`), with the JSON error. Every message is a JSON object with \
+a `type` and an `id` (the event's Redis Stream id, increasing):
+
+- `progress`: `status`, `progress`, `chunks_done`, `chunks_total` (and `message` when a job is paused, resumed or \
+run again after its worker died); for audiobooks also `audio_s`, `eta_s`, `worker` and `chapter` (`index`, \
+`chunks_done`, `chunks_total`)
+- `chunk`: a piece of audio as soon as the engine made it: `index` (playing order), `text_index`, `text`, \
+`duration_s`, `sample_rate`, `url` of its WAV (`GET /jobs/{{job_id}}/chunks/{{index}}`)
+- `chapter` (audiobooks): a chapter file is ready
+- `done`: the finished job's fields and `audio_url`
+- `error`: the job's fields; `status` is `failed` (with `error`) or `cancelled`
+
+`done` or `error` is always the last event; then the server closes the socket. A client connecting late gets every \
+event from the start; reconnecting with `?after=<last id seen>` (or `?last_event_id=`) resumes right after it."""
+
+
+def _shared_responses(settings: Settings) -> dict:
+    retry_after = header("seconds until a request would be accepted again", integer(minimum=1), required=True)
+    return {
+        "Unauthorized": {"description": "no valid API key: missing, malformed, unknown or revoked (one answer for all)",
+                         "headers": {"WWW-Authenticate": header("`Bearer realm=\"chatterbox-jobs\"`")},
+                         "content": json_content(ref("Error"))},
+        "RateLimited": {"description": "more than `CHATTERBOX_RATE_LIMIT_PER_MINUTE` requests a minute with this key "
+                                       "(`rate_limited`)",
+                        "headers": {"Retry-After": retry_after}, "content": json_content(ref("Error"))},
+        "TooManyJobs": {"description": "over the per-key rate limit (`rate_limited`), or the key already has "
+                                       "`CHATTERBOX_MAX_QUEUED_JOBS` jobs queued or running (`too_many_jobs`)",
+                        "headers": {"Retry-After": retry_after}, "content": json_content(ref("Error"))},
+        "TooLarge": err("the request body is over its limit (`request_too_large`, or `too_large` for a book file)"),
+        "Unavailable": err("Redis is not reachable (`redis_unavailable`); retry when it is back"),
+    }
+
+
+# -- schemas ------------------------------------------------------------------------------------------------------
+
+def _engine_params(described: dict, *, nullable_values: bool = True) -> Schema:
+    """The engine's parameters with their ranges, as GET /engine lists them; unknown names are refused."""
+    properties: dict[str, Schema] = {}
+    for spec in described["params"]:
+        schema: Schema = {"type": "integer" if spec["type"] == "int" else "number", "minimum": spec["min"],
+                          "maximum": spec["max"], "description": spec["help"]}
+        if spec["default"] is not None:
+            schema["default"] = spec["default"]
+        # null means "the default", as leaving it out does
+        properties[spec["name"]] = nullable(schema) if nullable_values else schema
+    return nullable(obj(properties, closed=True, description=f"the {described['name']} engine's parameters "
+                                                             "(`GET /engine` lists them); left out: the defaults"))
+
+
+def _job_properties() -> dict[str, Schema]:
+    """A job record as clients see it (chatterbox.jobs.public_view): empty fields are left out, never null."""
+    formats = list(dict.fromkeys([*audio.FORMATS, *CHAPTER_FORMATS]))
+    return {
+        "id": string("the job's id"),
+        "kind": string("what the job does", enum=list(JOB_KINDS)),
+        "status": string("`paused` only for audiobooks", enum=list(jobs.STATUSES)),
+        "progress": number(minimum=0, maximum=1),
+        "voice": string("the voice it speaks in (a clone job has none)"),
+        "format": string("the audio format (chapter files' format for an audiobook)", enum=formats),
+        "params": {"type": "object", "additionalProperties": True,
+                   "description": "the engine's parameters with defaults filled in (a clone job: its request)"},
+        "engine": string(enum=list(ENGINES)),
+        "source": string("how it was submitted: `rest`, `openai` or `celery`"),
+        "owner": string("the id of the API key that submitted it (left out for jobs sent through Celery)"),
+        "created_at": number("Unix time"),
+        "started_at": number("Unix time"),
+        "finished_at": number("Unix time"),
+        "chunks_total": integer(minimum=0),
+        "chunks_done": integer(minimum=0),
+        "duration_s": number("seconds of audio (a clone job: of the reference clip)"),
+        "sample_rate": integer(),
+        "synth_s": number("seconds spent synthesizing"),
+        "encode_s": number("seconds spent encoding"),
+        "queued_s": number("seconds from submission to start"),
+        "total_s": number("seconds from submission to finish"),
+        "first_chunk_s": number("seconds from start to the first audio chunk"),
+        "rtf": number("real-time factor: synthesis time / audio duration"),
+        "worker": string("the Celery hostname that ran it"),
+        "attempt": integer(minimum=1),
+        "max_attempts": integer(minimum=1),
+        "error": string("why it failed or was cancelled"),
+        "last_error": string("why an earlier attempt was abandoned"),
+        "output": string("the output file's name"),
+        "text_chars": integer(minimum=0),
+        "voice_id": string("a clone job's new voice, once it succeeded"),
+        "title": string("an audiobook's title"),
+        "author": string("an audiobook's author"),
+        "chapters_total": integer(minimum=0),
+        "chapters_done": integer(minimum=0),
+        "audio_s": number("seconds of audio made so far (audiobooks)"),
+        "plan_s": number("seconds spent planning (audiobooks)"),
+        "assembly_s": number("seconds spent assembling (audiobooks)"),
+    }
+
+
+JOB_REQUIRED = ("id", "kind", "status", "progress", "format", "params", "engine", "source", "created_at",
+                "chunks_total", "chunks_done", "attempt", "max_attempts", "text_chars")
+LINKS = {"status_url": string("`GET` this for the job's record"),
+         "events_url": string("the job's websocket (a path)"),
+         "audio_url": string("the finished audio")}
+BOOK_LINKS = {**LINKS, "book_url": string("`GET` this for the book's state"), "m4b_url": string("the whole book")}
+
+
+def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
+    params = _engine_params(described)
+    voices = [v["id"] for v in described["voices"] if v.get("builtin")]
+    voice_help = (f"a voice of `GET /voices` (built in: {', '.join(f'`{v}`' for v in voices)}), or a saved "
+                  "voice's id or unique name; left out: the engine's default")
+    job = _job_properties()
+    voice_props = {
+        "id": string(), "name": string(), "engine": string(enum=list(ENGINES)), "builtin": boolean(),
+        "description": string(), "language": string("built-in Piper voices: the language code"),
+        "tags": array(string()), "owner": string("the API key id that made it; empty: everyone's"),
+        "created_at": number("Unix time"), "reference_seconds": number("seconds of speech in the reference clip"),
+        "model": string("the weights it was made for"), "job_id": string("the clone job that made it"),
+    }
+    chapter_state = obj({
+        "index": integer(minimum=0), "title": string(), "chunks_done": integer(minimum=0),
+        "chunks_total": integer(minimum=0), "words": integer(minimum=0),
+        "status": string(enum=list(CHAPTER_STATUSES)), "progress": number(minimum=0, maximum=1),
+        "duration_s": number("once assembled"), "file": string("once assembled: the file's name"),
+        "lufs": number("once assembled: its loudness"), "url": string("once assembled: its download"),
+        "chunks": array(obj({"index": integer(minimum=0), "text": string(), "done": boolean(),
+                             "duration_s": nullable(number())}, ["index", "text", "done", "duration_s"]),
+                        "with `?text=1`: every chunk of the chapter"),
+    }, ["index", "title", "chunks_done", "chunks_total", "words", "status", "progress"])
+    retry = obj({"index": integer(minimum=0), "attempts": integer(minimum=1), "ok": boolean(),
+                 "problems": array(string())}, ["index", "attempts", "ok", "problems"])
+    plan = obj({
+        "title": string(), "author": string(), "language": string(), "engine": string(), "voice": string(),
+        "params": {"type": "object", "additionalProperties": True}, "format": string(enum=list(CHAPTER_FORMATS)),
+        "chapters": array(obj({"index": integer(minimum=0), "title": string(), "chunks": integer(minimum=0),
+                               "words": integer(minimum=0)}, ["index", "title", "chunks", "words"])),
+        "chunks_total": integer(minimum=0), "words": integer(minimum=0),
+    }, ["title", "author", "language", "engine", "voice", "params", "format", "chapters", "chunks_total", "words"])
+    book_options = {
+        "title": string("the book's title (else its own, or the file's name)"), "author": string(),
+        "language": string(), "voice": string(voice_help),
+        "format": string("the chapter files' format (`ogg`: Opus); the M4B is always made",
+                         enum=list(CHAPTER_FORMATS), default=settings.book_format),
+    }
+    return {
+        "ErrorDetail": obj({
+            "message": string("for people"),
+            "type": string("`invalid_request_error` for 4xx, `server_error` for 5xx",
+                           enum=["invalid_request_error", "server_error"]),
+            "param": nullable(string("the request field at fault, when there is one")),
+            "code": string("for programs, e.g. `out_of_range`, `job_not_found`"),
+        }, ["message", "type", "param", "code"]),
+        "Error": obj({"error": ref("ErrorDetail")}, ["error"], example={"error": {
+            "message": "params.length_scale must be between 0.5 and 2.0, not 7", "type": "invalid_request_error",
+            "param": "params.length_scale", "code": "out_of_range"}}),
+        "EngineParams": params,
+        "SynthesizeRequest": obj({
+            "text": string("what to say; it must contain a letter or digit", minLength=1,
+                           maxLength=settings.max_text_chars),
+            "voice": nullable(string(voice_help)),
+            "format": nullable(string("the audio format (`ogg`: Opus)", enum=list(audio.FORMATS), default="wav")),
+            "params": ref("EngineParams"),
+        }, ["text"], closed=True, example={"text": "Hello there.", "format": "mp3"}),
+        "SynthesizeForm": obj({
+            "text": string("what to say", minLength=1, maxLength=settings.max_text_chars),
+            "voice": string(voice_help),
+            "format": string("the audio format", enum=list(audio.FORMATS), default="wav"),
+            "params": string("the engine's parameters as a JSON object (see `EngineParams`)"),
+            "audio_prompt": string("the reference clip of the one-off voice (any common audio format, 5 to 60 s of "
+                                   "speech); it is not kept", format="binary"),
+        }, ["text", "audio_prompt"], closed=True),
+        "JobLinks": obj({"job_id": string(), "status": string(enum=["queued"]), **LINKS},
+                        ["job_id", "status", *LINKS]),
+        "WaitPending": obj({"job_id": string(), "status": string(enum=["queued", "running"]), **LINKS,
+                            "message": string("how long it waited")}, ["job_id", "status", *LINKS, "message"]),
+        "Job": obj(job, JOB_REQUIRED),
+        "JobDetail": obj({**job, **LINKS, "text": string("with `?text=1`: the text")}, [*JOB_REQUIRED, *LINKS]),
+        "JobList": obj({
+            "jobs": array(obj({**job, **LINKS, "text_preview": string("the text's first 200 characters")},
+                              [*JOB_REQUIRED, *LINKS, "text_preview"])),
+            "total": integer("jobs that match the filters, on every page", minimum=0),
+            "offset": integer(minimum=0), "limit": integer(minimum=1, maximum=500),
+        }, ["jobs", "total", "offset", "limit"]),
+        "Purged": obj({"job_id": string(), "deleted": {"type": "boolean", "enum": [True]}}, ["job_id", "deleted"]),
+        "Stats": obj({
+            "window_s": integer("the window: the last hour"),
+            "buckets": array(obj({"start": number("Unix time"), "jobs": integer("jobs finished", minimum=0),
+                                  "failed": integer("of which failed", minimum=0),
+                                  "audio_s": number("seconds of audio made", minimum=0)},
+                                 ["start", "jobs", "failed", "audio_s"]), "5-minute buckets, oldest first"),
+            "jobs": integer(minimum=0), "audio_s": number(minimum=0),
+            "queues": obj({"interactive": integer(minimum=0), "bulk": integer(minimum=0)}, ["interactive", "bulk"],
+                          description="messages waiting in the Celery queues"),
+        }, ["window_s", "buckets", "jobs", "audio_s", "queues"]),
+        "PlanRequest": obj({"text": string("the text to split")}, ["text"]),
+        "TextPlan": obj({
+            "chunks": array(string(), "the sentence-aligned chunks it would be synthesized in (none for blank text)"),
+            "chars": integer(minimum=0), "max_chars": integer("the longest text one job takes", minimum=1),
+            "chunk_chars": integer("the longest chunk", minimum=1),
+        }, ["chunks", "chars", "max_chars", "chunk_chars"]),
+        "CancelResult": obj({"job_id": string(), "status": string(enum=["cancelled", "running"]),
+                             "message": string("a running job: it stops after its current chunk")},
+                            ["job_id", "status"]),
+        "Voice": obj(voice_props, ["id", "name", "engine", "builtin"],
+                     description="a built-in voice of the engine, or a saved (cloned) voice"),
+        "SavedVoice": obj(voice_props, ["id", "name", "engine", "builtin", "description", "tags", "owner",
+                                        "created_at", "reference_seconds", "model", "job_id"]),
+        "VoiceList": obj({"engine": string(enum=list(ENGINES)), "voices": array(ref("Voice"))}, ["engine", "voices"]),
+        "SavedVoiceList": obj({"voices": array(ref("SavedVoice"))}, ["voices"]),
+        "VoicePatch": obj({
+            "name": string("1 to 64 letters, digits, spaces, dots, dashes or apostrophes, starting with a letter or "
+                           "digit; unique", pattern=VOICE_NAME.pattern),
+            "description": nullable(string("cut at 500 characters")),
+            # nullable has no effect beside anyOf without a type (OpenAPI 3.0.3), so it goes on a branch
+            "tags": {"anyOf": [nullable(array(string(minLength=1, maxLength=32), maxItems=MAX_TAGS)),
+                               string("comma-separated")], "description": "a list, or comma-separated"},
+        }, closed=True, example={"name": "Narrator", "tags": ["calm", "deep"]}),
+        "Engine": obj({
+            "name": string(enum=list(ENGINES)), "sample_rate": integer(), "loaded": boolean(
+                "whether this web process loaded the model (it never does: the workers synthesize)"),
+            "params": array(obj({"name": string(enum=[p["name"] for p in described["params"]]),
+                                 "type": string(enum=["float", "int"]), "default": nullable(number()),
+                                 "min": number(), "max": number(), "help": string()},
+                                ["name", "type", "default", "min", "max", "help"])),
+            "voices": array(ref("Voice")), "reason": string("why this engine was chosen"),
+            "formats": array(string(enum=list(audio.FORMATS))), "max_text_chars": integer(minimum=1),
+        }, ["name", "sample_rate", "loaded", "params", "voices", "reason", "formats", "max_text_chars"]),
+        "Worker": obj({
+            "hostname": string(), "pid": integer(), "device": string(), "engine": string(),
+            "engine_reason": string(), "model_loaded": boolean(), "jobs_done": integer(minimum=0),
+            "current_job": nullable(string("the job it runs; only for a request with a valid key")),
+            "busy": boolean(), "state": string(enum=["busy", "idle"]),
+            "started_at": number(), "seen_at": number(), "seen_s_ago": number(), "queues": array(string()),
+            "instance": string(),
+        }, ["hostname", "pid", "device", "engine", "model_loaded", "jobs_done", "state",
+            "seen_s_ago", "queues"]),
+        "Health": obj({
+            "status": string("`no_workers` while no worker sends heartbeats", enum=["ok", "no_workers"]),
+            "redis": obj({"ok": boolean(), "version": string(), "aof": boolean(), "used_memory": string()},
+                         ["ok", "version", "aof", "used_memory"]),
+            "engine": obj({"name": string(enum=list(ENGINES)), "reason": string()}, ["name", "reason"]),
+            "workers": array(ref("Worker")),
+            "queues": {"type": "object", "additionalProperties": integer(minimum=0),
+                       "description": "messages waiting per Celery queue"},
+        }, ["status", "redis", "engine", "workers", "queues"]),
+        "HealthDown": obj({
+            "status": string(enum=["unavailable"]),
+            "redis": obj({"ok": boolean(), "error": string()}, ["ok", "error"]),
+            "error": ref("ErrorDetail"),
+        }, ["status", "redis", "error"]),
+        "BookRequest": obj({
+            "text": string("the whole book, plain text or Markdown (`source_format`); chapters are found in it"),
+            "source_format": nullable(string(enum=["txt", "md"], default="txt")),
+            "chapters": array(obj({"title": string(), "text": string("paragraphs separated by blank lines")},
+                                  ["text"]), "reviewed chapters (from `POST /audiobooks/parse`); used instead of "
+                                             "`text`", minItems=1),
+            **{k: nullable(v) for k, v in book_options.items()},
+            "params": ref("EngineParams"),
+        }, closed=True, description="`text` or `chapters` is required",
+            example={"text": "# Chapter One\n\nIt was a quiet morning.", "source_format": "md"}),
+        "BookForm": obj({
+            "file": string("the book: `.txt` (UTF-8 or a legacy encoding), `.md`, or `.epub` 2 or 3",
+                           format="binary"),
+            "source_format": string("the file's format, when its name does not say", enum=list(BOOK_FORMATS)),
+            **book_options,
+            "params": string("the engine's parameters as a JSON object (see `EngineParams`)"),
+        }, ["file"]),
+        "BookSubmitted": obj({"job_id": string(), "status": string(
+            "`queued`, or already `running` when a worker was quicker than the answer", enum=list(jobs.STATUSES)),
+            "title": string(),
+                              "chapters": integer(minimum=1), "chunks": integer(minimum=1), **BOOK_LINKS},
+                             ["job_id", "status", "title", "chapters", "chunks", *BOOK_LINKS]),
+        "BookSummary": obj({"book": obj({
+            "title": string(), "author": string(), "language": string(),
+            "source_format": string(enum=list(BOOK_FORMATS)), "has_cover": boolean(),
+            "cover_type": nullable(string("the cover's MIME type")), "words": integer(minimum=0),
+            "chars": integer(minimum=0),
+            "chapters": array(obj({"index": integer(minimum=0), "title": string(), "words": integer(minimum=0),
+                                   "chars": integer(minimum=0), "text": string()},
+                                  ["index", "title", "words", "chars", "text"])),
+        }, ["title", "author", "language", "source_format", "has_cover", "cover_type", "words", "chars",
+            "chapters"])}, ["book"]),
+        "Book": obj({
+            **job, **BOOK_LINKS,
+            "plan": plan, "chapters": array(chapter_state),
+            "chunks_in_flight": integer(minimum=0),
+            "eta_s": nullable(number("seconds left at the throughput measured since it last started; null unless "
+                                     "running with some chunks made")),
+            "quality": obj({"checked": boolean(), "retried": array(retry, "chunks that passed after retries"),
+                            "failed": array(retry, "chunks that never passed (the best attempt is kept)")},
+                           ["checked", "retried", "failed"]),
+            "synthesized": integer(minimum=0), "from_cache": integer(minimum=0),
+            "m4b_ready": boolean(),
+        }, [*JOB_REQUIRED, *BOOK_LINKS, "plan", "chapters", "chunks_in_flight", "audio_s", "eta_s", "quality",
+            "synthesized", "from_cache", "m4b_ready"]),
+        "BookList": obj({"audiobooks": array(obj({**job, **BOOK_LINKS}, [*JOB_REQUIRED, *BOOK_LINKS]))},
+                        ["audiobooks"]),
+        "BookAction": obj({"job_id": string(), "status": string(enum=["paused", "queued", "cancelled"])},
+                          ["job_id", "status"]),
+        "Regenerated": obj({"job_id": string(), "status": string(enum=["queued"]),
+                            "chunk": obj({"index": integer(minimum=0), "revision": integer(minimum=1),
+                                          "key": string("the chunk audio's cache key"), "text": string()},
+                                         ["index", "revision", "key", "text"]), **BOOK_LINKS},
+                           ["job_id", "status", "chunk", *BOOK_LINKS]),
+    }
+
+
+# -- operations ---------------------------------------------------------------------------------------------------
+
+def _synthesis_and_jobs(paths: _Paths, settings: Settings, described: dict) -> None:
+    audio_types = list(audio.FORMATS.values())
+    paths.add("post", "/synthesize", "synthesize", "Synthesis", "Submit a synthesis job", {
+        "200": binary("with `?wait=1`: the finished audio, in the requested format", audio_types),
+        "202": {"description": "queued (`JobLinks`, with a `Location` header); with `?wait=1`, still not finished "
+                               "after `CHATTERBOX_WAIT_TIMEOUT_S` (`WaitPending`)",
+                "headers": {"Location": header("the job's status URL (left out by a `?wait=1` timeout)")},
+                # anyOf: a still-queued WaitPending is also a valid JobLinks
+                "content": json_content({"anyOf": [ref("JobLinks"), ref("WaitPending")]})},
+        "400": err("invalid request: the error names the field (`param`), e.g. `text_too_long`, "
+                   "`unknown_format`, `unknown_voice`, `out_of_range`, `unknown_field`, `cloning_unavailable`"),
+        "409": err("with `?wait=1`: the job was cancelled meanwhile (`job_cancelled`)"),
+        "410": err("with `?wait=1`: the audio is no longer on disk (`audio_gone`)"),
+        "415": err("neither JSON nor multipart form data (`unsupported_media_type`)"),
+        "500": err("with `?wait=1`: the job failed (`job_failed`)"),
+    }, description=(
+        "Text in, a job out. As multipart form data with the clip as `audio_prompt`, the job speaks in a one-off "
+        "voice cloned from it (the `chatterbox` engine only; the clip is not kept)."),
+        parameters=[query_param("wait", f"{TRUTHY}: wait for the job and answer its audio (or its error)", string(),
+                                "1")],
+        body={"required": True, "content": {
+            JSON: {"schema": ref("SynthesizeRequest"), "example": {"text": "Hello there.", "format": "mp3"}},
+            MULTIPART: {"schema": ref("SynthesizeForm")}}},
+        creates_job=True)
+    paths.add("post", "/synthesize/plan", "planText", "Synthesis", "How a text would be chunked", {
+        "200": ok("the chunks; nothing is synthesized or queued", ref("TextPlan")),
+        "400": err("no JSON object with a string `text` (`missing_field`), or nothing speakable in it "
+                   "(`text_empty`)"),
+    }, body={"required": True, "content": json_content(ref("PlanRequest"), {"text": "Hello there. How are you?"})})
+    paths.add("get", "/jobs", "listJobs", "Jobs", "Jobs, newest first, a page at a time", {
+        "200": ok("this key's jobs (every job for an admin key) that match the filters", ref("JobList")),
+        "400": err("`limit` or `offset` is not a whole number, or an unknown `status` (`invalid_value`)"),
+    }, parameters=[
+        query_param("limit", "how many (values outside 1 to 500 are clamped)", integer(default=50), 20),
+        query_param("offset", "how many to skip (clamped at 0)", integer(default=0), 0),
+        query_param("status", "only jobs in this status", string(enum=list(jobs.STATUSES))),
+        query_param("kind", f"only jobs of this kind ({', '.join(f'`{k}`' for k in JOB_KINDS)}; others match none)",
+                    string()),
+        query_param("q", "only jobs whose text has all these words (any case)", string()),
+    ])
+    paths.add("get", "/stats", "stats", "Jobs", "Throughput over the last hour", {
+        "200": ok("jobs finished and audio made in 5-minute buckets (this key's, or everyone's for an admin key), "
+                  "with the queue lengths", ref("Stats")),
+    })
+    paths.add("get", "/jobs/{job_id}", "getJob", "Jobs", "A job's record", {
+        "200": ok("the job", ref("JobDetail")),
+        "404": err("no such job (`job_not_found`), or another key's"),
+    }, parameters=[job_id_param(), query_param("text", f"{TRUTHY}: include the text", string(), "1")])
+    paths.add("delete", "/jobs/{job_id}", "cancelJob", "Jobs", "Cancel a job, or forget a finished one", {
+        "200": ok("a queued job, cancelled at once (`CancelResult`); with `?purge=1`, the finished job forgotten: "
+                  "its record, events and audio (`Purged`)", {"anyOf": [ref("CancelResult"), ref("Purged")]}),
+        "202": ok("a running job: it stops after its current chunk, then its status becomes `cancelled`",
+                  ref("CancelResult")),
+        "404": err("no such job (`job_not_found`), or another key's"),
+        "409": err("the job has already finished (`job_finished`); with `?purge=1`, it has not finished yet "
+                   "(`job_active`)"),
+    }, parameters=[job_id_param(), query_param("purge", f"{TRUTHY}: delete the finished job instead", string())])
+    paths.add("get", "/jobs/{job_id}/audio", "getJobAudio", "Jobs", "A finished job's audio", {
+        "200": binary("the audio, in the job's format (ranges and conditional requests work), or in `?format=`, "
+                      "made from it on request", audio_types),
+        "400": err("an unknown `format` (`unknown_format`)"),
+        "302": {"description": "an audiobook: redirected to `GET /audiobooks/{job_id}/m4b`",
+                "headers": {"Location": header("the M4B's URL", required=True)}},
+        "404": err("no such job (`job_not_found`), or another key's"),
+        "409": err("the job has not succeeded (`audio_not_ready`)"),
+        "410": err("the audio is no longer on disk (`audio_gone`)"),
+    }, parameters=[job_id_param(), download_param(),
+                   query_param("format", "another of the formats to have it in, any case (not for audiobooks)",
+                               string(enum=list(audio.FORMATS)), "ogg")])
+    paths.add("get", "/jobs/{job_id}/chunks/{index}", "getJobChunk", "Jobs", "One audio chunk as soon as it is made", {
+        "200": binary("the chunk's WAV", ["audio/wav"], {"Cache-Control": header("`max-age=3600`")}),
+        "404": err("no such job (`job_not_found`), or no such chunk yet or any more (`chunk_not_found`)"),
+    }, parameters=[job_id_param(), index_param("the chunk's index, as the websocket's `chunk` events give it")])
+    paths.add("get", "/voices", "listVoices", "Engine", "Every voice of the engine", {
+        "200": ok("built-in voices (`builtin: true`) and the saved voices this key may use", ref("VoiceList")),
+    })
+    paths.add("get", "/engine", "getEngine", "Engine", "The engine: parameters with ranges, voices, formats", {
+        "200": ok(f"the {described['name']} engine", ref("Engine")),
+    })
+
+
+def _voices(paths: _Paths) -> None:
+    paths.add("post", "/voice-clone", "cloneVoice", "Voices", "Clone a voice from a recording", {
+        "202": ok("the clone job, queued; its record gets `voice_id` when it succeeds", ref("JobLinks")),
+        "400": err("no `file` (`missing_file`), not the `chatterbox` engine (`cloning_unavailable`), a bad name, "
+                   "tags or exaggeration, or a recording that is not decodable, silent, clipped, under 5 s of "
+                   "speech or over 60 s (`not_audio`, `silent`, `clipped`, `too_short`, `too_long`)"),
+        "409": err("a voice with that name exists (`duplicate_name`)"),
+    }, description="The recording is checked at once, then a clone job runs on a worker and is followed like a "
+                   "synthesis job (same links and websocket). Needs the `chatterbox` engine.",
+        body={"required": True, "content": {MULTIPART: {"schema": obj({
+            "file": string("the recording (any common audio format; `audio` is accepted as the field's name too)",
+                           format="binary"),
+            "name": string("the new voice's unique name", pattern=VOICE_NAME.pattern),
+            "description": string("cut at 500 characters"),
+            "tags": string("comma-separated, at most 16 of up to 32 characters"),
+            "exaggeration": number("emotion intensity the voice is prepared with", minimum=0.25, maximum=2.0,
+                                   default=0.5),
+        }, ["file", "name"])}}}, creates_job=True)
+    paths.add("get", "/saved-voices", "listSavedVoices", "Voices", "The saved voices", {
+        "200": ok("the saved voices this key may use", ref("SavedVoiceList")),
+    })
+    not_found = err("no such voice (`unknown_voice`), or another key's")
+    paths.add("get", "/voices/{voice_id}", "getVoice", "Voices", "A voice", {
+        "200": ok("a built-in voice, or a saved one", ref("Voice")), "404": not_found,
+    }, parameters=[voice_id_param(by_name=True)])
+    paths.add("patch", "/voices/{voice_id}", "updateVoice", "Voices", "Rename, describe or tag a saved voice", {
+        "200": ok("the updated voice", ref("SavedVoice")),
+        "400": err("not a JSON object (`invalid_body`), an unknown field (`unknown_field`), a bad name "
+                   "(`invalid_name`) or tags (`invalid_tags`)"),
+        "404": not_found,
+        "409": err("another voice has that name (`duplicate_name`)"),
+    }, parameters=[voice_id_param(by_name=False)],
+        body={"required": True, "content": json_content(ref("VoicePatch"))})
+    paths.add("delete", "/voices/{voice_id}", "deleteVoice", "Voices", "Delete a saved voice", {
+        "200": ok("deleted", obj({"id": string(), "deleted": {"type": "boolean", "enum": [True]}},
+                                 ["id", "deleted"])),
+        "400": err("a built-in voice (`builtin_voice`)"), "404": not_found,
+    }, parameters=[voice_id_param(by_name=False)])
+    paths.add("get", "/voices/{voice_id}/sample", "getVoiceSample", "Voices", "A short preview in the voice", {
+        "200": binary("the preview", ["audio/wav"]),
+        "404": err("no such voice (`unknown_voice`), another key's, or it has no sample (`not_found`)"),
+    }, parameters=[voice_id_param(by_name=False)])
+    paths.add("get", "/voices/{voice_id}/export", "exportVoice", "Voices", "Export a saved voice as one file", {
+        "200": binary("the metadata, the conditionals and the clips (a `torch.save` of tensors and plain data)",
+                      ["application/octet-stream"],
+                      {"Content-Disposition": header("`attachment; filename=\"<id>.voice\"`", required=True)}),
+        "404": not_found,
+    }, parameters=[voice_id_param(by_name=True)])
+    paths.add("post", "/voices/import", "importVoice", "Voices", "Import an exported voice", {
+        "201": ok("the new saved voice (owned by this key)", ref("SavedVoice")),
+        "400": err("no file (`missing_file`), not an exported voice (`invalid_voice_file`), a bad name"),
+        "409": err("a voice with that name exists (`duplicate_name`): import it under another `name`"),
+    }, description="The file of `GET /voices/{voice_id}/export`, as the multipart field `file` or as the raw body. "
+                   "It is read without unpickling anything.",
+        parameters=[query_param("name", "a new name for it (else the exported one)",
+                                string(pattern=VOICE_NAME.pattern))],
+        body={"required": True, "content": {
+            MULTIPART: {"schema": obj({"file": string("the exported voice", format="binary"),
+                                       "name": string("a new name for it", pattern=VOICE_NAME.pattern)},
+                                      ["file"])},
+            "application/octet-stream": {"schema": string("the exported voice", format="binary")}}})
+
+
+def _audiobooks(paths: _Paths) -> None:
+    book_body = {"required": True, "content": {
+        JSON: {"schema": ref("BookRequest"),
+               "example": {"text": "# Chapter One\n\nIt was a quiet morning.", "source_format": "md"}},
+        MULTIPART: {"schema": ref("BookForm")}}}
+    bad_book = ("a book that cannot be read or spoken, named in `code` and `param`: `missing_file`, "
+                "`unsupported_format`, `corrupt_epub`, `drm_protected`, `binary_file`, `empty_book`, "
+                "`chapter_empty` (naming the chapter), `invalid_chapters`, `unknown_field`, and the synthesis "
+                "options' errors (`unknown_voice`, `unknown_format`, `out_of_range`)")
+    not_found = err("no such audiobook (`book_not_found`), or another key's")
+    book = [job_id_param("audiobook")]
+    paths.add("get", "/audiobooks", "listAudiobooks", "Audiobooks", "The audiobooks, newest first", {
+        "200": ok("this key's audiobooks (every one for an admin key)", ref("BookList")),
+    })
+    paths.add("post", "/audiobooks", "submitAudiobook", "Audiobooks", "Submit a book", {
+        "202": ok("planned and queued", ref("BookSubmitted"), {"Location": header("the book's URL", required=True)}),
+        "400": err(bad_book),
+        "413": err("the book is over `CHATTERBOX_BOOK_MAX_MB` (`too_large` or `request_too_large`)"),
+        "415": err("neither multipart form data nor JSON (`unsupported_media_type`)"),
+    }, description="A file (`.txt`, `.md`, `.epub`) as multipart form data, or JSON with `text` or reviewed "
+                   "`chapters`. Bad books are refused before anything is queued.",
+        body=book_body, creates_job=True)
+    paths.add("post", "/audiobooks/parse", "parseAudiobook", "Audiobooks", "The chapters a book would be read as", {
+        "200": ok("the book, for review; nothing is stored or queued", ref("BookSummary")),
+        "400": err(bad_book),
+        "413": err("the book is over `CHATTERBOX_BOOK_MAX_MB` (`too_large` or `request_too_large`)"),
+        "415": err("neither multipart form data nor JSON (`unsupported_media_type`)"),
+    }, body=book_body)
+    paths.add("get", "/audiobooks/{job_id}", "getAudiobook", "Audiobooks", "A book's plan and progress", {
+        "200": ok("the job's fields, the plan and per-chapter state", ref("Book")), "404": not_found,
+    }, parameters=[*book, query_param("text", "`1` or `true`: include every chunk's text", string(), "1")])
+    actions = {
+        "pause": ("pauseAudiobook", "Pause a book", "paused: chunks in flight finish, nothing new starts",
+                  "the book is not queued or running (`not_running`)"),
+        "resume": ("resumeAudiobook", "Resume a book", "queued again: finished work is kept",
+                   "the book is not paused, failed or cancelled (`not_resumable`)"),
+        "cancel": ("cancelAudiobook", "Cancel a book", "cancelled: finished chunks are kept, resume continues",
+                   "the book has already finished (`job_finished`)"),
+    }
+    for action, (operation_id, summary, done, refused) in actions.items():
+        paths.add("post", f"/audiobooks/{{job_id}}/{action}", operation_id, "Audiobooks", summary, {
+            "200": ok(done, ref("BookAction")), "404": not_found, "409": err(refused),
+        }, parameters=book)
+    paths.add("delete", "/audiobooks/{job_id}", "deleteAudiobook", "Audiobooks", "Cancel a book (as `/cancel`)", {
+        "200": ok("cancelled: finished chunks are kept, resume continues", ref("BookAction")), "404": not_found,
+        "409": err("the book has already finished (`job_finished`)"),
+    }, parameters=book)
+    chunk = index_param("the chunk's index in the book (0-based)")
+    paths.add("post", "/audiobooks/{job_id}/chunks/{index}/regenerate", "regenerateChunk", "Audiobooks",
+              "Make a chunk again with a new seed", {
+                  "202": ok("queued; its chapter and the book are assembled again after it", ref("Regenerated")),
+                  "400": err("the book has no such chunk (`chunk_not_found`)"),
+                  "404": not_found,
+                  "409": err("the chunk is not made yet (`chunk_pending`)"),
+              }, parameters=[*book, chunk])
+    paths.add("get", "/audiobooks/{job_id}/chunks/{index}/audio", "getBookChunkAudio", "Audiobooks", "A chunk's WAV", {
+        "200": binary("the chunk's audio", ["audio/wav"]),
+        "404": err("no such audiobook (`book_not_found`) or chunk (`chunk_not_found`)"),
+        "409": err("the chunk is not made yet (`chunk_not_ready`)"),
+    }, parameters=[*book, chunk])
+    paths.add("get", "/audiobooks/{job_id}/chapters/{index}", "getChapter", "Audiobooks", "A chapter's audio file", {
+        "200": binary("the chapter, in the book's chapter format", [CHAPTER_MIME[f] for f in CHAPTER_FORMATS]),
+        "404": err("no such audiobook (`book_not_found`) or chapter (`chapter_not_found`)"),
+        "409": err("the chapter is not assembled yet (`chapter_not_ready`)"),
+    }, parameters=[*book, index_param("the chapter's index (0-based)"), download_param("`1` or `true`")])
+    paths.add("get", "/audiobooks/{job_id}/m4b", "getM4b", "Audiobooks", "The whole book as an M4B", {
+        "200": binary("the M4B (AAC) with chapter markers, title, author and cover", ["audio/mp4"]),
+        "404": not_found,
+        "409": err("the book has not succeeded (`audio_not_ready`)"),
+    }, parameters=[*book, download_param("`1` or `true`")])
+    paths.add("get", "/audiobooks/{job_id}/cover", "getCover", "Audiobooks", "The book's cover image", {
+        "200": binary("the cover", ["image/png", "image/jpeg"]),
+        "404": err("no such audiobook (`book_not_found`), or it has no cover (`no_cover`)"),
+    }, parameters=book)
+
+
+def _service(paths: _Paths) -> None:
+    paths.add("get", "/health", "health", "Service", "Redis, the engine, the queues and the live workers", {
+        "200": ok("Redis answers", ref("Health")),
+        "503": {"description": "Redis is down: the web app recovers by itself when it returns",
+                "content": json_content(ref("HealthDown"))},
+    }, public=True, optional_key=True)
+    paths.add("get", "/openapi.json", "openapi", "Service", "This document", {
+        "200": ok("the OpenAPI document", {"type": "object"}),
+    }, public=True, redis=False)
+    html = {"text/html": {"schema": string()}}
+    paths.add("post", "/login", "login", "Service", "Sign in to the dashboard with an API key", {
+        "302": {"description": "signed in: the session cookie is set, and the browser is sent to `next`",
+                "headers": {"Location": header("`next` when it is a path on this site, else the dashboard",
+                                               required=True),
+                            "Set-Cookie": header("`cbx_session=...; HttpOnly; SameSite=Lax`")}},
+        "401": {"description": "not a valid key: the sign-in page again, with the error", "content": html},
+    }, body={"required": True, "content": {"application/x-www-form-urlencoded": {"schema": obj({
+        "key": string("the API key"),
+        "next": string("where to go after signing in (a path on this site)"),
+    }, ["key"])}}}, public=True)
+    paths.add("post", "/logout", "logout", "Service", "Sign out of the dashboard", {
+        "302": {"description": "signed out: the session cookie is cleared, and the browser is sent to the sign-in page",
+                "headers": {"Location": header("the sign-in page", required=True)}},
+    }, public=True, redis=False)
+
+
+# -- OpenAI-compatible ----------------------------------------------------------------------------------------------
+
+def _openai_schemas(settings: Settings, models: list[str]) -> dict[str, Schema]:
+    voices = ", ".join(f"`{v}`" for v in sorted(openai_api.OPENAI_VOICES))
+    return {
+        "SpeechRequest": obj({
+            "model": string("a model of `GET /v1/models`: all are the active engine", enum=models),
+            "input": string("the text to say; it must contain a letter or digit", minLength=1,
+                            maxLength=settings.max_text_chars),
+            "voice": {"oneOf": [
+                string(f"one of OpenAI's voices ({voices}): as `CHATTERBOX_OPENAI_VOICES` maps it, else the engine's "
+                       "default voice; or a voice of `GET /voices` (a saved voice by id or name)"),
+                obj({"id": string("a voice of `GET /voices`")}, ["id"], closed=True)]},
+            "response_format": nullable(string(
+                "the audio format, any case (`opus`: Opus in Ogg; `aac`: AAC in ADTS; `pcm`: raw 16-bit "
+                f"little-endian mono at {OUTPUT_RATE} Hz)", enum=list(SPEECH_TYPES), default="mp3")),
+            "speed": nullable(number("tempo: the engine's own pace as far as it goes, then time-stretched",
+                                     minimum=openai_api.SPEED_MIN, maximum=openai_api.SPEED_MAX, default=1.0)),
+            "instructions": nullable(string("accepted for compatibility and ignored: no engine here takes a style "
+                                            "prompt")),
+            "stream_format": nullable(string("`audio`: the audio bytes as they are made; `sse`: server-sent events",
+                                             enum=list(openai_api.STREAM_FORMATS), default="audio")),
+        }, ["model", "input", "voice"], closed=True,
+            example={"model": models[-1], "input": "Hello there.", "voice": "alloy", "response_format": "mp3"}),
+        "Model": obj({"id": string(), "object": string(enum=["model"]), "created": integer("Unix time"),
+                      "owned_by": string()}, ["id", "object", "created", "owned_by"]),
+        "ModelList": obj({"object": string(enum=["list"]), "data": array(ref("Model"))}, ["object", "data"]),
+    }
+
+
+def _openai(paths: _Paths) -> None:
+    job = {"X-Job-Id": header("the job's id: it is an ordinary job, listed in `GET /jobs`", required=True),
+           "X-Job-Url": header("the job's status URL", required=True)}
+    failed = {"description": "", "headers": job, "content": json_content(ref("Error"))}
+    paths.add("post", "/v1/audio/speech", "createSpeech", "OpenAI-compatible", "Text to speech, as OpenAI's API", {
+        "200": {"description": "the audio as it is made (chunked), with the format's Content-Type; with "
+                               "`stream_format: sse`, server-sent events: `speech.audio.delta` with base64 `audio`, "
+                               "then `speech.audio.done` with `usage` (or `error`, in the error shape)",
+                "headers": job,
+                "content": {**{m: {"schema": {"type": "string", "format": "binary"}}
+                               for m in dict.fromkeys(SPEECH_TYPES.values())},
+                            "text/event-stream": {"schema": string()}}},
+        "400": err("invalid request, naming the field (OpenAI's names) in `param`: `missing_field`, "
+                   "`model_not_found`, `unknown_format`, `unknown_stream_format`, `out_of_range`, "
+                   "`unknown_voice`, `unknown_field`, `text_too_long`, `text_empty`"),
+        "409": {**failed, "description": "the job was cancelled before it made any audio (`job_cancelled`)"},
+        "415": err("not JSON (`unsupported_media_type`)"),
+        "500": {**failed, "description": "the job failed before it made any audio (`job_failed`)"},
+        "504": {**failed, "description": "the job made no audio within `CHATTERBOX_WAIT_TIMEOUT_S` (`job_stalled`); "
+                                         "it was cancelled"},
+    }, description="A job like `POST /synthesize` (source `openai`), answered with its audio while the worker makes "
+                   "it. A client that goes away before the end cancels the job.",
+        body={"required": True, "content": json_content(ref("SpeechRequest"))}, creates_job=True)
+    paths.add("get", "/v1/models", "listModels", "OpenAI-compatible", "The models, as OpenAI lists them", {
+        "200": ok("the active engine under its own name and OpenAI's model names", ref("ModelList")),
+    })
+    paths.add("get", "/v1/models/{model_id}", "getModel", "OpenAI-compatible", "A model", {
+        "200": ok("the model", ref("Model")),
+        "404": err("no such model (`model_not_found`)"),
+    }, parameters=[path_param("model_id", "a model id of `GET /v1/models`", string(), "tts-1")])
