@@ -121,8 +121,16 @@ def web(host: str | None, port: int | None) -> None:
     bind = f"{host or settings.web_host}:{port or settings.web_port}"
     argv = [sys.executable, "-m", "gunicorn", "--bind", bind, "--worker-class", "gthread", "--workers", "1",
             "--threads", str(settings.web_threads), "--timeout", "120", "--graceful-timeout", "5",
-            "--access-logfile", "-", "web:create_app()"]
+            "--access-logfile", "-", *_no_control_socket(), "web:create_app()"]
     os.execv(sys.executable, argv)
+
+
+def _no_control_socket() -> list[str]:
+    # gunicorn 24+ opens a control socket at one fixed path per user: two servers on a machine would fight over it,
+    # and nothing here uses it.
+    from gunicorn.config import KNOWN_SETTINGS
+
+    return ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []
 
 
 @main.command()

@@ -38,7 +38,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     with app.app_context():
         auth.init_app(app)
-        _announce_admin_key(auth.ensure_admin_key(auth.key_store(), settings.admin_key))
+    _ensure_admin_key(app)
 
     app.register_blueprint(api.bp)
     app.register_blueprint(books.bp)
@@ -49,6 +49,32 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(events.bp)
     api.register_error_handlers(app)
     return app
+
+
+def _ensure_admin_key(app: Flask) -> None:
+    """Register or make the admin key; while Redis is down, keep trying in the background, so the app still starts
+    (and answers 503 until Redis is back) instead of failing to boot."""
+    import redis
+    import threading
+    import time
+
+    from . import auth
+
+    def attempt() -> bool:
+        try:
+            with app.app_context():
+                _announce_admin_key(auth.ensure_admin_key(auth.key_store(), app.extensions["chatterbox"].settings.admin_key))
+            return True
+        except redis.exceptions.ConnectionError:
+            return False
+
+    def retry() -> None:
+        while not attempt():
+            time.sleep(2)
+
+    if not attempt():
+        app.logger.warning("Redis is not answering; the admin key is registered once it does")
+        threading.Thread(target=retry, name="admin-key", daemon=True).start()
 
 
 def _announce_admin_key(token: str | None) -> None:
