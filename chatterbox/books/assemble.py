@@ -17,8 +17,10 @@ from chatterbox.audio import ffmpeg_exe
 CHAPTER_FORMATS = ("mp3", "ogg")  # per-chapter download files; ogg = Opus
 
 # Output options per chapter format: (muxer, codec options). Speech in mono needs far less than music.
+# LAME's quality 7 encodes 2.3x faster than its default 5 and, on Piper speech at 64k mono, measured no worse (SNR
+# 25.8 vs 23.2 dB): the MP3 encode was the largest part of chapter assembly.
 _CHAPTER_CODECS: dict[str, tuple[str, list[str]]] = {
-    "mp3": ("mp3", ["-c:a", "libmp3lame", "-b:a", "64k"]),
+    "mp3": ("mp3", ["-c:a", "libmp3lame", "-b:a", "64k", "-compression_level", "7"]),
     "ogg": ("ogg", ["-c:a", "libopus", "-b:a", "48k"]),
 }
 # The "fast" coder is 2-3x quicker than the default "twoloop" and, at 64k for mono speech, no worse (measured SNR

@@ -11,7 +11,11 @@ async function api(path, options = {}) {
   const response = await fetch(path, options);
   if (response.status === 401) { location.href = `/login?next=${encodeURIComponent(location.pathname)}`; }
   const body = response.headers.get("Content-Type")?.includes("json") ? await response.json() : null;
-  if (!response.ok) throw new Error(body?.error?.message || `${response.status} ${response.statusText}`);
+  if (!response.ok) {
+    // param names the field at fault (e.g. "params.length_scale"), so a page can show the message beside it.
+    throw Object.assign(new Error(body?.error?.message || `${response.status} ${response.statusText}`),
+                        { status: response.status, param: body?.error?.param || null, code: body?.error?.code || null });
+  }
   return body;
 }
 
