@@ -155,8 +155,10 @@ class JobStore:
         return jobs[:limit]
 
     def search(self, owner: str | None = None, status: str | None = None, kind: str | None = None,
-               text: str | None = None, since: float | None = None) -> list[dict]:
-        """Every job matching the filters, newest first (``text``: lower-case words that must be in the text)."""
+               text: str | None = None, since: float | None = None,
+               voices: frozenset[str] | set[str] | None = None) -> list[dict]:
+        """Every job matching the filters, newest first (``text``: lower-case words that must be in the text;
+        ``voices``: the job's voice is one of these)."""
         index = JOB_INDEX if owner is None else owner_index(owner)
         ids = self.r.zrevrangebyscore(index, "+inf", since if since is not None else "-inf")
         words = text.split() if text else []
@@ -171,6 +173,8 @@ class JobStore:
                     continue
                 job = _decode(raw)
                 if status and job["status"] != status or kind and job.get("kind", "synthesize") != kind:
+                    continue
+                if voices and job.get("voice", "") not in voices:
                     continue
                 if words and not all(w in job.get("text", "").lower() for w in words):
                     continue

@@ -17,7 +17,7 @@ from chatterbox.model.conds import Conditionals
 from chatterbox.model.random_checkpoint import random_conds
 from chatterbox.voices import VoiceError, VoiceLibrary, prepare_reference
 
-from .conftest import ROOT, System, signed_in_page
+from .conftest import ROOT, System
 
 RATE = 24000
 
@@ -218,35 +218,6 @@ def test_worker_killed_during_a_clone_leaves_one_whole_voice_or_none(cloning):
         assert voices == [] and "stopped while running" in final["error"]
     leftovers = [p.name for p in (cloning.data / "voices").iterdir() if not p.name.startswith("v_")]
     assert all(p.startswith((".incoming-", ".deleted-")) for p in leftovers)  # hidden, swept later
-
-
-def test_voices_page_clones_lists_and_deletes(cloning, browser, tmp_path):
-    recording = tmp_path / "recording.mp3"
-    recording.write_bytes(audio.encode(speechlike(7), RATE, "mp3"))
-    short = tmp_path / "short.wav"
-    short.write_bytes(audio.wav_bytes(speechlike(2), RATE))
-    page = signed_in_page(browser, cloning)
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(cloning.url + "/voice-library")
-    page.wait_for_selector("#voices tbody tr")  # the built-in voice is listed
-    assert "(built in)" in page.text_content("#voices tbody")
-    page.fill("#name", "Paged")
-    page.set_input_files("#file", str(short))
-    page.click("#clone")
-    page.wait_for_selector("#error:not([hidden])")
-    assert "at least 5 s of speech" in page.text_content("#error")
-    page.set_input_files("#file", str(recording))
-    page.click("#clone")
-    page.wait_for_function("document.querySelector('#clone-status').textContent === 'ready'", timeout=180_000)
-    row = page.locator("#voices tbody tr", has_text="Paged")
-    row.wait_for()
-    page.once("dialog", lambda dialog: dialog.accept("Paged two"))
-    row.locator("button.rename").click()
-    page.locator("#voices tbody tr", has_text="Paged two").wait_for()
-    page.locator("#voices tbody tr", has_text="Paged two").locator("button.delete").click()
-    page.wait_for_function("!document.querySelector('#voices tbody').textContent.includes('Paged')")
-    assert errors == []
 
 
 def test_a_voice_made_for_another_engine_is_refused(tmp_path, random_checkpoint):

@@ -145,18 +145,30 @@ def _whole(name: str, default: int, low: int, high: int) -> int:
 
 @bp.get("/jobs")
 def list_jobs():
-    """Newest first, a page at a time: ?limit= (at most 500), ?offset=, and filters ?status=, ?kind=, ?q= (words
-    in the text)."""
+    """Newest first, a page at a time: ?limit= (at most 500), ?offset=, and filters ?status=, ?kind=, ?voice= (an
+    id, or a saved voice's name) and ?q= (words in the text)."""
     from .auth import owner_filter
 
     limit, offset = _whole("limit", 50, 1, 500), _whole("offset", 0, 0, 10**7)
     status, kind, q = request.args.get("status"), request.args.get("kind"), (request.args.get("q") or "").lower()
     if status and status not in jobs.STATUSES:
         return error_response(400, f"status must be one of {', '.join(jobs.STATUSES)}", "invalid_value", "status")
-    found = services().store.search(owner=owner_filter(), status=status or None, kind=kind or None, text=q or None)
+    voice = (request.args.get("voice") or "").strip()
+    found = services().store.search(owner=owner_filter(), status=status or None, kind=kind or None, text=q or None,
+                                    voices=_voice_names(voice) if voice else None)
     page = found[offset:offset + limit]
     return {"jobs": [{**jobs.public_view(j), "text_preview": j.get("text", "")[:200], **links(j["id"])}
                      for j in page], "total": len(found), "offset": offset, "limit": limit}
+
+
+def _voice_names(voice: str) -> set[str]:
+    """What a job's record may hold for this voice: as given, and a saved voice's id when given its name."""
+    from chatterbox.voices import VoiceError, VoiceLibrary
+
+    try:
+        return {voice, VoiceLibrary(services().settings.voices_dir).get(voice).id}
+    except VoiceError:
+        return {voice}
 
 
 @bp.get("/jobs/<job_id>")

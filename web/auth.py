@@ -30,13 +30,14 @@ UPLOADS = {"api.submit", "voices.clone", "voices.import_voice"}
 WEBSOCKETS = {"events.job_events"}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 CSRF_HEADER = "X-CSRF-Token"
+SESSION_LIFETIME = timedelta(days=7)
 
 
 def init_app(app: Flask) -> None:
     settings = services().settings
     app.secret_key = _secret_key(settings.data_dir / "secret-key")
     app.config.update(SESSION_COOKIE_NAME="cbx_session", SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
-                      SESSION_COOKIE_SECURE=settings.cookie_secure, PERMANENT_SESSION_LIFETIME=timedelta(days=7))
+                      SESSION_COOKIE_SECURE=settings.cookie_secure, PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME)
     app.extensions["chatterbox.keys"] = KeyStore(services().store.r)
     app.extensions["chatterbox.limiter"] = RateLimiter(services().store.r)
     app.before_request(authenticate)
@@ -65,15 +66,47 @@ def _secret_key(path) -> bytes:
         return secret
 
 
+def _session_record(sid: str) -> str:
+    return f"{keys_mod.PREFIX}:websession:{sid}"
+
+
 def sign_in(key: ApiKey) -> None:
+    """A new session: its record in Redis (so that signing out ends it for good, even for a copy of the cookie) and
+    the cookie, signed, naming it."""
     session.clear()
     session.permanent = True
+    sid = secrets.token_urlsafe(24)
+    services().store.r.set(_session_record(sid), key.id, ex=int(SESSION_LIFETIME.total_seconds()))
+    session["sid"] = sid
     session["key_id"] = key.id
     session["csrf"] = secrets.token_urlsafe(24)
 
 
 def sign_out() -> None:
+    sid = session.get("sid")
+    if sid:
+        services().store.r.delete(_session_record(str(sid)))
     session.clear()
+
+
+def _session_key() -> ApiKey | None:
+    """The key of this browser's session, while the session's record lives (signing out deletes it) and the key is
+    active."""
+    key_id, sid = session.get("key_id"), session.get("sid")
+    if not key_id or not sid or services().store.r.get(_session_record(str(sid))) != key_id:
+        return None
+    key = key_store().get(key_id)
+    return key if key is not None and key.active else None
+
+
+def csrf_ok() -> bool:
+    """Whether this request carries the session's CSRF token: the X-CSRF-Token header (scripts) or a csrf_token form
+    field (plain forms, such as signing out). A session without a token matches nothing."""
+    expected = str(session.get("csrf", ""))
+    token = request.headers.get(CSRF_HEADER)
+    if token is None and request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        token = request.form.get("csrf_token")
+    return bool(expected) and hmac.compare_digest(str(token or ""), expected)
 
 
 def current_key() -> ApiKey:
@@ -129,8 +162,7 @@ def request_key() -> ApiKey | None:
     if header is not None:
         scheme, _, token = header.partition(" ")
         return key_store().verify(token.strip()) if scheme.lower() == "bearer" else None
-    key = key_store().get(session["key_id"]) if session.get("key_id") else None
-    return key if key is not None and key.active else None
+    return _session_key()
 
 
 def authenticate():
@@ -154,10 +186,8 @@ def authenticate():
     if endpoint in WEBSOCKETS and not _origin_allowed():
         return error_response(403, f"websocket connections from {request.headers.get('Origin')} are not allowed "
                               "(CHATTERBOX_ALLOWED_ORIGINS)", "origin_not_allowed")
-    if via == "session" and request.method not in SAFE_METHODS:
-        token = request.headers.get(CSRF_HEADER) or request.form.get("csrf_token", "")
-        if not hmac.compare_digest(str(token), str(session.get("csrf", ""))):
-            return error_response(403, "the request is missing its CSRF token; reload the page", "csrf_failed")
+    if via == "session" and request.method not in SAFE_METHODS and not csrf_ok():
+        return error_response(403, "the request is missing its CSRF token; reload the page", "csrf_failed")
     g.api_key = key
     g.auth_via = via
     settings = services().settings

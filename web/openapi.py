@@ -604,6 +604,8 @@ def _synthesis_and_jobs(paths: _Paths, settings: Settings, described: dict) -> N
         query_param("status", "only jobs in this status", string(enum=list(jobs.STATUSES))),
         query_param("kind", f"only jobs of this kind ({', '.join(f'`{k}`' for k in JOB_KINDS)}; others match none)",
                     string()),
+        query_param("voice", "only jobs in this voice (an id from `GET /voices`, or a saved voice's name)",
+                    string()),
         query_param("q", "only jobs whose text has all these words (any case)", string()),
     ])
     paths.add("get", "/stats", "stats", "Jobs", "Throughput over the last hour", {

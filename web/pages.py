@@ -1,9 +1,9 @@
 """The dashboard pages, and signing in and out with an API key."""
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, redirect, render_template, request, session, url_for
 
-from . import auth
+from . import auth, error_response, services
 from .events import check_request
 
 bp = Blueprint("pages", __name__)
@@ -38,7 +38,32 @@ def history_page():
 
 @bp.get("/ops")
 def ops_page():
-    return render_template("ops.html")
+    return render_template("ops.html", flower_url=flower_url(), flower_up=flower_answers())
+
+
+def flower_url() -> str:
+    """Where Flower listens (CHATTERBOX_FLOWER_HOST and _PORT); a wildcard host means this server's own name."""
+    settings = services().settings
+    host = settings.flower_host.strip()
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    return f"http://{host}:{settings.flower_port}"
+
+
+def flower_answers() -> bool:
+    """Whether something listens on Flower's port (asked once, as the page is made; a short wait at most)."""
+    import socket
+
+    settings = services().settings
+    host = settings.flower_host.strip().strip("[]")
+    host = "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host
+    try:
+        with socket.create_connection((host, settings.flower_port), timeout=0.3):
+            return True
+    except OSError:
+        return False
 
 
 @bp.get("/login")
@@ -58,5 +83,9 @@ def login_submit():
 
 @bp.post("/logout")
 def logout():
+    # A form on another site must not be able to sign this browser out: the form carries the session's token.
+    if session.get("key_id") and not auth.csrf_ok():
+        return error_response(403, "the sign-out form is missing its CSRF token; reload the page and try again",
+                              "csrf_failed")
     auth.sign_out()
     return redirect(url_for("pages.login"))
