@@ -49,7 +49,10 @@ def test_fbank_matches_the_reference(encoders, reference, case):
     data = reference["cases"][case]
     feats = encoders["seed0"].features(data["wav_16k"])
     assert feats.shape == data["fbank"].shape
-    torch.testing.assert_close(feats, data["fbank"], rtol=1e-5, atol=1e-5)
+    # The reference ran this same torchaudio fbank; it matched exactly on the CPU the fixture was made on, and to
+    # 6.6e-5 on another (AMD EPYC): the FFT and mel matmul kernels differ by CPU, and the log of a quiet frame's
+    # energy magnifies the last-bit differences. Values span about +-10, so 1e-4 is still a float32-level match.
+    torch.testing.assert_close(feats, data["fbank"], rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("weights", ["seed0", "normalized"])
