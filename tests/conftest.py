@@ -84,9 +84,11 @@ def _send_test_key() -> None:
 _send_test_key()
 
 
-def signed_in_page(browser, system: "System"):
-    """A new browser page, signed in to the dashboard with the system's admin key (through the sign-in form)."""
-    page = browser.new_page()
+def signed_in_page(browser, system: "System", **context):
+    """A new browser page, signed in to the dashboard with the system's admin key (through the sign-in form).
+    With context options (color_scheme, viewport, ...) the page gets a context of its own: close it with
+    page.context.close()."""
+    page = browser.new_context(**context).new_page() if context else browser.new_page()
     page.goto(system.url + "/login")
     page.fill("#key", system.api_key)
     page.click("#sign-in")

@@ -135,13 +135,9 @@ def test_pause_resume_cancel_and_a_dropped_connection(live, browser):
 
 
 def test_phone_in_dark_mode(live, browser):
-    context = browser.new_context(color_scheme="dark", viewport={"width": 375, "height": 800})
+    page = signed_in_page(browser, live, color_scheme="dark", viewport={"width": 375, "height": 800})
+    context = page.context
     try:
-        page = context.new_page()
-        page.goto(live.url + "/login")
-        page.fill("#key", live.api_key)
-        page.click("#sign-in")
-        page.wait_for_url(live.url + "/")
         page.goto(live.url + "/books")
         page.wait_for_selector(".book, #no-books:not([hidden])")
         page.fill("#book-text", BOOK)

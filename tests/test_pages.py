@@ -316,13 +316,9 @@ def test_ops_page_says_when_redis_or_workers_are_down(live, browser):
 
 @pytest.mark.parametrize("path", ["/history", "/ops"])
 def test_phone_in_dark_mode(live, browser, made, path):
-    context = browser.new_context(color_scheme="dark", viewport={"width": 375, "height": 812})
+    page = signed_in_page(browser, live, color_scheme="dark", viewport={"width": 375, "height": 812})
+    context = page.context
     try:
-        page = context.new_page()
-        page.goto(live.url + "/login")
-        page.fill("#key", live.api_key)
-        page.click("#sign-in")
-        page.wait_for_url(live.url + "/")
         page.goto(live.url + path + (f"?q={made['word']}" if path == "/history" else ""))
         page.wait_for_selector("#rows tr" if path == "/history" else "#workers tr")
         page.wait_for_timeout(300)  # fonts and the chart settle

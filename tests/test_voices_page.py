@@ -137,13 +137,9 @@ def test_recording_in_the_browser_then_cloning_it(cloning, browser):
 
 
 def test_a_system_that_cannot_clone_says_so(live, browser):
-    context = browser.new_context(color_scheme="dark", viewport={"width": 375, "height": 800})
+    page = signed_in_page(browser, live, color_scheme="dark", viewport={"width": 375, "height": 800})
+    context = page.context
     try:
-        page = context.new_page()
-        page.goto(live.url + "/login")
-        page.fill("#key", live.api_key)
-        page.click("#sign-in")
-        page.wait_for_url(live.url + "/")
         page.goto(live.url + "/voice-library")
         page.wait_for_selector("#engine-note:not([hidden])")
         assert "needs the Chatterbox engine" in page.text_content("#engine-note")

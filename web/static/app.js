@@ -105,11 +105,6 @@ function formatNumber(value) {
   return Number.isInteger(value) ? String(value) : String(Number(value.toPrecision(6)));
 }
 
-function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  node.append(...children);
-  return node;
-}
 
 function buildParams(specs) {
   paramRows = {};
@@ -693,7 +688,6 @@ async function speak(event) {
   }
 }
 
-function announce(message) { $("announce").textContent = message; }
 
 async function cancel() {
   if (!current || current.finished) return;

@@ -8,16 +8,7 @@ const refreshTimers = new Map();
 let reviewed = null; // {book, edited, file}
 let offline = 0; // book updates in a row that could not reach the server
 
-function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  node.append(...children.filter((c) => c != null && c !== ""));
-  return node;
-}
 
-function announce(message) {
-  $("announce").textContent = "";
-  setTimeout(() => { $("announce").textContent = message; }, 50);
-}
 
 // -- errors beside what caused them -------------------------------------------------------------------------------
 const FIELDS = { file: "book-file", source_format: "book-file", text: "book-text", title: "book-title",

@@ -23,3 +23,15 @@ function showError(message) {
   $("error").textContent = message;
   $("error").hidden = !message;
 }
+
+function el(tag, props = {}, ...children) {
+  const node = Object.assign(document.createElement(tag), props);
+  node.append(...children.filter((c) => c != null && c !== ""));
+  return node;
+}
+
+// For screen readers (an aria-live #announce on the page): cleared first, so the same sentence twice is read twice.
+function announce(message) {
+  $("announce").textContent = "";
+  setTimeout(() => { $("announce").textContent = message; }, 50);
+}

@@ -92,11 +92,6 @@ function label(job) {
   return `“${text.length > 40 ? text.slice(0, 40) + "…" : text || job.id}”`;
 }
 
-function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  node.append(...children.filter((c) => c != null && c !== ""));
-  return node;
-}
 
 function definitions(className, pairs) {
   const dl = el("dl", { className });
@@ -327,11 +322,6 @@ async function remove(entry) {
   await refresh();
 }
 
-function announce(message) {
-  // Cleared first so the same sentence twice is read twice.
-  $("announce").textContent = "";
-  setTimeout(() => { $("announce").textContent = message; }, 50);
-}
 
 // -- errors: next to the filter that caused them, or about the connection ----------------------------------------
 function fieldError(param, message) {

@@ -5,11 +5,6 @@ const REFRESH_MS = 5000;
 const SVG = "http://www.w3.org/2000/svg";
 const QUEUE_ROLES = { interactive: "synthesis requests", bulk: "audiobook chunks and other long work" };
 
-function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  node.append(...children.filter((c) => c != null && c !== ""));
-  return node;
-}
 
 function svg(tag, attrs = {}, ...children) {
   const node = document.createElementNS(SVG, tag);

@@ -9,16 +9,7 @@ let recording = null; // {recorder, chunks, blob, stream, started, timer, audioC
 let clip = null; // the Blob or File to send
 let cloneJob = null; // {id, events_url, last, name, done}
 
-function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  node.append(...children.filter((c) => c != null && c !== ""));
-  return node;
-}
 
-function announce(message) {
-  $("announce").textContent = "";
-  setTimeout(() => { $("announce").textContent = message; }, 50);
-}
 
 // -- errors beside their fields -----------------------------------------------------------------------------------
 function setFieldError(param, message) {
