@@ -96,6 +96,22 @@ def signed_in_page(browser, system: "System", **context):
     return page
 
 
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def shot(page, name: str) -> Path:
+    """A full-page screenshot of a browser test, kept as test-artifacts/<name>.png."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def horizontal_overflow(page) -> int:
+    """How many pixels the page is wider than its viewport (a phone must not scroll sideways)."""
+    return page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -320,3 +336,14 @@ def tts(random_checkpoint):
     from chatterbox.tts import ChatterboxTTS
 
     return ChatterboxTTS.from_local(random_checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def cloning(tmp_path_factory, random_checkpoint) -> System:
+    """A system of its own on the Chatterbox engine with random weights, which can clone voices (short previews)."""
+    system = System(tmp_path_factory.mktemp("cloning"))
+    system.env.update(TTS_ENGINE="chatterbox", CHATTERBOX_MODEL_DIR=str(random_checkpoint),
+                      CHATTERBOX_PREVIEW_MAX_TOKENS="6")
+    system.start()
+    yield system
+    system.stop()

@@ -1,13 +1,11 @@
 """The audiobooks page in a real browser (Debian's chromium driven by Playwright), against the shared system."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import requests
 
-from tests.conftest import signed_in_page
+from tests.conftest import horizontal_overflow, shot, signed_in_page
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 BOOK = """Chapter One
 
@@ -20,10 +18,6 @@ This is the second chapter, the last one. Then the book is done."""
 LONG_BOOK = "\n\n".join(f"Chapter {n}\n\n" + " ".join(f"Sentence {i} of chapter {n}, read slowly enough to pause."
                                                       for i in range(40)) for n in ("One", "Two", "Three", "Four"))
 
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def books_page(browser, live):
@@ -143,7 +137,7 @@ def test_phone_in_dark_mode(live, browser):
         page.fill("#book-text", BOOK)
         page.click("#preview")
         page.wait_for_selector("#review:not([hidden])")
-        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        overflow = horizontal_overflow(page)
         assert overflow <= 0, f"/books is {overflow}px wider than the phone"
         shot(page, "books-page-phone-dark")
     finally:

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT, signed_in_page
+from tests.conftest import shot, signed_in_page
 
-ARTIFACTS = ROOT / "test-artifacts"
 SHORT = "The dashboard speaks. It plays the first chunk while the rest is made."
 # Long enough to be still running when the page is reloaded: many chunks of 300 characters at most. The first
 # sentence is short, so its audio (the first piece) has been heard to its end a moment after the job starts.
@@ -20,12 +19,6 @@ LONG = "Hello. " + " ".join(f"This is sentence number {i} of a long text, spoken
 
 MAGIC = {"wav": b"RIFF", "mp3": (b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"), "ogg": b"OggS", "flac": b"fLaC"}
 
-
-def shot(page, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
 
 
 def speak_page(browser, system, *, dark: bool = False, width: int = 1100):

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from chatterbox.model.checkpoint import CheckpointError, build, load_strict
+from chatterbox.model.checkpoint import CheckpointError, build
 from chatterbox.model.conds import Conditionals, T3Cond
 from chatterbox.model.llama import KVCache, LlamaConfig
 from chatterbox.model.random_checkpoint import random_conds, tokenizer_json

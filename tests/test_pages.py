@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import signed_in_page, wait_until
+from tests.conftest import horizontal_overflow, shot, signed_in_page, wait_until
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 LONG = " ".join(f"Sentence number {i} of a text long enough to still be running when it is cancelled." for i in range(50))
 
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture(scope="module")
@@ -323,7 +317,7 @@ def test_phone_in_dark_mode(live, browser, made, path):
         page.wait_for_selector("#rows tr" if path == "/history" else "#workers tr")
         page.wait_for_timeout(300)  # fonts and the chart settle
         assert page.evaluate("matchMedia('(prefers-color-scheme: dark)').matches")
-        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        overflow = horizontal_overflow(page)
         assert overflow <= 0, f"{path} is {overflow}px wider than the phone"
         shot(page, f"test_phone_in_dark_mode{path.replace('/', '_')}")
     finally:

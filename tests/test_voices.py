@@ -5,7 +5,6 @@ import io
 import json
 import subprocess
 import sys
-import wave
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from chatterbox.model.conds import Conditionals
 from chatterbox.model.random_checkpoint import random_conds
 from chatterbox.voices import VoiceError, VoiceLibrary, prepare_reference
 
-from .conftest import ROOT, System
+from .conftest import ROOT
 
 RATE = 24000
 
@@ -78,15 +77,6 @@ def test_reference_checks_on_generated_signals():
             prepare_reference(data)
         assert info.value.code == code
 
-
-@pytest.fixture(scope="module")
-def cloning(tmp_path_factory, random_checkpoint):
-    system = System(tmp_path_factory.mktemp("voices"))
-    system.env.update(TTS_ENGINE="chatterbox", CHATTERBOX_MODEL_DIR=str(random_checkpoint),
-                      CHATTERBOX_PREVIEW_MAX_TOKENS="6")
-    system.start()
-    yield system
-    system.stop()
 
 
 def clone(system, name, data, **form):

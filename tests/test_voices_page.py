@@ -3,31 +3,15 @@ the page, then by the server), followed to the end, previewed, renamed and delet
 and the page on a system whose engine cannot clone."""
 from __future__ import annotations
 
-from pathlib import Path
 
-import pytest
 import requests
 
 from chatterbox import audio
-from tests.conftest import CHROMIUM, CHROMIUM_FLAGS, System, signed_in_page
+from tests.conftest import CHROMIUM, CHROMIUM_FLAGS, horizontal_overflow, shot, signed_in_page
 from tests.test_voices import RATE, speechlike
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-@pytest.fixture(scope="module")
-def cloning(tmp_path_factory, random_checkpoint):
-    system = System(tmp_path_factory.mktemp("voices-page"))
-    system.env.update(TTS_ENGINE="chatterbox", CHATTERBOX_MODEL_DIR=str(random_checkpoint),
-                      CHATTERBOX_PREVIEW_MAX_TOKENS="6")
-    system.start()
-    yield system
-    system.stop()
 
 
 def voices_page(browser, system):
@@ -145,7 +129,7 @@ def test_a_system_that_cannot_clone_says_so(live, browser):
         assert "needs the Chatterbox engine" in page.text_content("#engine-note")
         assert page.is_disabled("#clone") and page.is_disabled("#record")
         page.wait_for_selector("#voices tbody tr")
-        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        overflow = horizontal_overflow(page)
         assert overflow <= 0, f"/voice-library is {overflow}px wider than the phone"
         shot(page, "voices-page-phone-dark")
     finally:
