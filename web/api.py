@@ -50,7 +50,7 @@ def check_voice_access(voice: str) -> None:
         raise InvalidRequest("voice", f"unknown voice {voice!r}; see GET /voices", "unknown_voice")
 
 
-def _truthy(value: str | None) -> bool:
+def truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
 
 
@@ -79,7 +79,7 @@ def submit():
     except OperationalError as exc:
         svc.store.finish(job_id, "failed", error=f"could not be queued: {exc}")
         raise
-    if _truthy(request.args.get("wait")):
+    if truthy(request.args.get("wait")):
         return wait_for(job_id)
     return {"job_id": job_id, "status": "queued", **links(job_id)}, 202, {"Location": links(job_id)["status_url"]}
 
@@ -175,7 +175,7 @@ def _voice_names(voice: str) -> set[str]:
 def job_status(job_id: str):
     job = job_or_404(job_id)
     out = {**jobs.public_view(job), **links(job_id)}
-    if _truthy(request.args.get("text")):
+    if truthy(request.args.get("text")):
         out["text"] = job["text"]
     return out
 
@@ -183,7 +183,7 @@ def job_status(job_id: str):
 @bp.delete("/jobs/<job_id>")
 def cancel_job(job_id: str):
     job = job_or_404(job_id)
-    if _truthy(request.args.get("purge")):
+    if truthy(request.args.get("purge")):
         return _purge(job)
     if job["status"] in jobs.TERMINAL:
         return error_response(409, f"job {job_id} has already {job['status']}; nothing to cancel", "job_finished")
@@ -216,7 +216,7 @@ def _transcoded(job: dict, fmt: str):
     samples, rate = audio.decode(path)
     data = audio.encode(samples, rate, fmt)
     headers = {"Content-Type": audio.FORMATS[fmt]}
-    if _truthy(request.args.get("download")):
+    if truthy(request.args.get("download")):
         headers["Content-Disposition"] = f'attachment; filename="{job["id"]}.{fmt}"'
     return data, 200, headers
 
@@ -285,7 +285,7 @@ def _send_audio(job: dict):
     if not path.is_file():
         return error_response(410, f"the audio of job {job['id']} is no longer on disk", "audio_gone")
     return send_file(path, mimetype=audio.FORMATS[job["format"]], conditional=True,
-                     as_attachment=_truthy(request.args.get("download")),
+                     as_attachment=truthy(request.args.get("download")),
                      download_name=f"{job['id']}.{job['format']}")
 
 

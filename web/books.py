@@ -13,7 +13,7 @@ from chatterbox.books.reader import Book, BookError, book_from_chapters, book_fr
 from chatterbox.engines import InvalidRequest
 
 from . import error_response, services
-from .api import JOB_ID, _truthy, check_voice_access, links
+from .api import JOB_ID, truthy, check_voice_access, links
 from .auth import can_see, owner_filter
 
 bp = Blueprint("books", __name__)
@@ -144,7 +144,7 @@ def status(job_id: str):
 
     _book_or_404(job_id)
     svc = services()
-    state = control.book_state(svc.store, svc.settings, job_id, with_text=_truthy(request.args.get("text")))
+    state = control.book_state(svc.store, svc.settings, job_id, with_text=truthy(request.args.get("text")))
     job = state.pop("job")
     for chapter in state["chapters"]:
         if chapter.get("file"):
@@ -217,7 +217,7 @@ def chapter_file(job_id: str, index: int):
         return error_response(409, f"chapter {index} is not assembled yet", "chapter_not_ready")
     suffix = path.suffix.lstrip(".")
     return send_file(path.resolve(), mimetype=MIME.get(suffix, "application/octet-stream"), conditional=True,
-                     as_attachment=_truthy(request.args.get("download")),
+                     as_attachment=truthy(request.args.get("download")),
                      download_name=f"{index + 1:03d} {_safe(plan.chapters[index].title)}.{suffix}")
 
 
@@ -229,7 +229,7 @@ def m4b(job_id: str):
         return error_response(409, f"book {job_id} is {job['status']}; its M4B exists once it has succeeded",
                               "audio_not_ready")
     return send_file(path.resolve(), mimetype="audio/mp4", conditional=True,
-                     as_attachment=_truthy(request.args.get("download")),
+                     as_attachment=truthy(request.args.get("download")),
                      download_name=f"{_safe(job.get('title') or job_id)}.m4b")
 
 

@@ -38,13 +38,8 @@ function slotFor(param) {
 function setFieldError(param, message) {
   const slot = slotFor(param);
   if (!slot) return false;
-  slot.error.textContent = message;
-  slot.error.hidden = !message;
-  if (slot.field) {
-    if (message) slot.field.setAttribute("aria-invalid", "true");
-    else slot.field.removeAttribute("aria-invalid");
-    slot.field.closest(".field, .param")?.classList.toggle("invalid", !!message);
-  }
+  markField(slot.error, slot.field, message);
+  slot.field?.closest(".field, .param")?.classList.toggle("invalid", !!message);
   return true;
 }
 

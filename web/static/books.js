@@ -25,12 +25,7 @@ function slotFor(param) {
 }
 
 function setFieldError(slot, message) {
-  slot.error.textContent = message;
-  slot.error.hidden = !message;
-  if (slot.field && slot.field.tagName !== "H3") {
-    if (message) slot.field.setAttribute("aria-invalid", "true");
-    else slot.field.removeAttribute("aria-invalid");
-  }
+  markField(slot.error, slot.field?.tagName === "H3" ? null : slot.field, message);  // a chapter's heading is no input
 }
 
 function clearErrors() {

@@ -35,3 +35,12 @@ function announce(message) {
   $("announce").textContent = "";
   setTimeout(() => { $("announce").textContent = message; }, 50);
 }
+
+// A message beside a field (or "" to clear it), and the field marked invalid for screen readers.
+function markField(error, field, message) {
+  error.textContent = message;
+  error.hidden = !message;
+  if (!field) return;
+  if (message) field.setAttribute("aria-invalid", "true");
+  else field.removeAttribute("aria-invalid");
+}

@@ -15,11 +15,7 @@ let cloneJob = null; // {id, events_url, last, name, done}
 function setFieldError(param, message) {
   const error = $(`${param}-error`);
   if (!error) return false;
-  error.textContent = message;
-  error.hidden = !message;
-  const field = $(param);
-  if (message) field.setAttribute("aria-invalid", "true");
-  else field.removeAttribute("aria-invalid");
+  markField(error, $(param), message);
   return true;
 }
 
