@@ -8,6 +8,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from ..access import SYSTEM, Caller
 from ..settings import Settings
 
 
@@ -20,13 +21,15 @@ class EngineUnavailable(EngineError):
 
 
 class InvalidRequest(EngineError, ValueError):
-    """A request an engine refuses; ``field`` names the offending part of the request."""
+    """A request an engine refuses; ``field`` names the offending part of the request. ``status`` is the HTTP
+    answer: 400, or 404 when the request names something that is not there (or is another key's)."""
 
-    def __init__(self, field: str, message: str, code: str = "invalid_value"):
-        super().__init__(field, message, code)  # all in args, so Celery can rebuild it from a JSON result
+    def __init__(self, field: str, message: str, code: str = "invalid_value", status: int = 400):
+        super().__init__(field, message, code, status)  # all in args, so Celery can rebuild it from a JSON result
         self.field = field
         self.message = message
         self.code = code
+        self.status = status
 
     def __str__(self) -> str:
         return self.message
@@ -42,6 +45,11 @@ class Param:
     minimum: float
     maximum: float
     help: str
+    arg: str | None = None  # the keyword the model takes it as, when that is not its name
+
+    @property
+    def keyword(self) -> str:
+        return self.arg or self.name
 
     def check(self, value: Any) -> float | int:
         field = f"params.{self.name}"
@@ -83,12 +91,12 @@ class Engine(ABC):
         """Load the model into memory (idempotent); raises EngineUnavailable with a reason a person can act on."""
 
     @abstractmethod
-    def voices(self) -> list[dict]:
-        """The voices this engine offers: dicts with at least ``id`` and ``name``."""
+    def voices(self, caller: Caller) -> list[dict]:
+        """The voices this engine offers ``caller``: dicts with at least ``id`` and ``name``; built-in ones first."""
 
     @property
     def default_voice(self) -> str:
-        return self.voices()[0]["id"]
+        return self.voices(SYSTEM)[0]["id"]
 
     @abstractmethod
     def stream(self, text: str, voice: str, params: Mapping[str, Any]) -> Iterator[np.ndarray]:
@@ -98,25 +106,30 @@ class Engine(ABC):
         """Names the weights that speak ``voice``, so that audio cached from other weights is never reused."""
         return self.name
 
-    def check_voice(self, voice: str | None) -> str:
+    def check_voice(self, voice, caller: Caller) -> str:
+        """The id of the voice a request names (the default for none), among those ``caller`` may use; raises
+        InvalidRequest (404 for a voice the caller cannot see, whether it exists or not)."""
         if voice is None or voice == "":
             return self.default_voice
         if not isinstance(voice, str):
             raise InvalidRequest("voice", "voice must be a string", "invalid_type")
-        known = [v["id"] for v in self.voices()]
-        if voice not in known:
-            from ..voices import VoiceError, VoiceLibrary
+        known = [v["id"] for v in self.voices(caller)]
+        if voice in known:
+            return voice
+        from ..voices import VoiceError, VoiceLibrary
 
-            try:
-                saved = VoiceLibrary(self.settings.voices_dir).get(voice)
-            except VoiceError:
-                saved = None
-            if saved is not None and saved.engine != self.name:
-                raise InvalidRequest("voice", f"voice {voice!r} was made for the {saved.engine} engine, not "
-                                     f"{self.name}", "wrong_engine")
-            raise InvalidRequest("voice", f"unknown voice {voice!r}; this engine has: {', '.join(known)}",
-                                 "unknown_voice")
-        return voice
+        try:
+            saved = VoiceLibrary(self.settings.voices_dir).get(voice, caller)
+        except VoiceError as exc:
+            if exc.code == "ambiguous_voice":
+                raise InvalidRequest("voice", exc.message, exc.code) from None
+            saved = None
+        if saved is not None and saved.engine != self.name:
+            raise InvalidRequest("voice", f"voice {voice!r} was made for the {saved.engine} engine, not {self.name}",
+                                 "wrong_engine")
+        if saved is not None:
+            return saved.id
+        raise unknown_voice(voice, known)
 
     def validate(self, params: Mapping[str, Any] | None) -> dict:
         """Parameters checked against their ranges, defaults filled in."""
@@ -137,6 +150,16 @@ class Engine(ABC):
                 checked[name] = spec.default
         return checked
 
-    def describe(self) -> dict:
+    def model_args(self, params: Mapping[str, Any]) -> dict:
+        """The model call's keyword arguments, by name from ``params`` (one per entry of ``self.params``): the one
+        way engines hand parameters on, so that none is dropped on the way (two once were, by a stray comment)."""
+        return {p.keyword: params.get(p.name, p.default) for p in self.params}
+
+    def describe(self, caller: Caller) -> dict:
         return {"name": self.name, "sample_rate": self.sample_rate, "loaded": self.loaded,
-                "params": [p.describe() for p in self.params], "voices": self.voices()}
+                "params": [p.describe() for p in self.params], "voices": self.voices(caller)}
+
+
+def unknown_voice(voice: str, known: list[str]) -> InvalidRequest:
+    return InvalidRequest("voice", f"unknown voice {voice!r}; see GET /voices (this engine has: {', '.join(known)})",
+                          "unknown_voice", 404)

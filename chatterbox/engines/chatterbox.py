@@ -12,11 +12,15 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from ..voices import VoiceError, VoiceLibrary
+from ..access import Caller
+from ..voices import VoiceLibrary
 from .base import Engine, EngineUnavailable, InvalidRequest, Param
 
 WEIGHT_FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt")
 DEFAULT_VOICE = "default"
+# Part of every cached chunk's key: raised when the engine's output for the same request changes. 2: until then
+# exaggeration and cfg_weight never reached the model, so chunks cached under other values of them are wrong.
+CACHE_REVISION = 2
 
 
 def weights_present(model_dir: Path) -> bool:
@@ -60,26 +64,12 @@ class ChatterboxEngine(Engine):
     def model_version(self, voice: str) -> str:
         files = sorted(self.settings.chatterbox_dir.glob("*.safetensors"))
         sizes = "-".join(str(f.stat().st_size) for f in files)
-        return f"chatterbox/{self.settings.model_dtype}/{sizes}"
+        return f"chatterbox/r{CACHE_REVISION}/{self.settings.model_dtype}/{sizes}"
 
-    def voices(self) -> list[dict]:
+    def voices(self, caller: Caller) -> list[dict]:
         out = [{"id": DEFAULT_VOICE, "name": "Default", "engine": self.name, "builtin": True,
                 "description": "the built-in Chatterbox voice (conds.pt)"}]
-        return out + [v.public() for v in self.library.list(engine=self.name)]
-
-    def check_voice(self, voice: str | None) -> str:
-        if voice in (None, "", DEFAULT_VOICE):
-            return DEFAULT_VOICE
-        if not isinstance(voice, str):
-            raise InvalidRequest("voice", "voice must be a string", "invalid_type")
-        try:
-            saved = self.library.get(voice)
-        except VoiceError:
-            raise InvalidRequest("voice", f"unknown voice {voice!r}; see GET /voices", "unknown_voice") from None
-        if saved.engine != self.name:
-            raise InvalidRequest("voice", f"voice {voice!r} was made for the {saved.engine} engine, not {self.name}",
-                                 "wrong_engine")
-        return saved.id
+        return out + [v.public() for v in self.library.list(caller, engine=self.name)]
 
     def conditionals(self, voice_id: str):
         """A saved voice's conditionals, from the cache while its file is unchanged."""
@@ -90,7 +80,8 @@ class ChatterboxEngine(Engine):
             mtime = path.stat().st_mtime
         except FileNotFoundError:
             self._cache.pop(voice_id, None)
-            raise InvalidRequest("voice", f"the saved voice {voice_id} no longer exists", "unknown_voice") from None
+            raise InvalidRequest("voice", f"the saved voice {voice_id} no longer exists", "unknown_voice",
+                                 404) from None
         cached = self._cache.get(voice_id)
         if cached is None or cached[0] != mtime:
             cached = (mtime, Conditionals.load(path, self.device))
@@ -131,12 +122,9 @@ class ChatterboxEngine(Engine):
             except (ValueError, RuntimeError, OSError) as exc:
                 raise EngineUnavailable(f"cannot load the Chatterbox model from {model_dir}: {exc}") from exc
 
-    def stream(self, text: str, voice: str, params: Mapping[str, Any]) -> Iterator[np.ndarray]:
+    def stream(self, text: str, voice, params: Mapping[str, Any]) -> Iterator[np.ndarray]:
+        """``voice`` is a voice id, or a one-off voice's conditionals (computed from a clip sent with the job)."""
         self.load()
-        for chunk in self.tts.generate_stream(
-                text, voice=None if voice == DEFAULT_VOICE else
-                self.conditionals(voice) if isinstance(voice, str) else voice,  # a one-off voice's conditionals exaggeration=params["exaggeration"], cfg_weight=params["cfg_weight"],
-                temperature=params["temperature"], min_p=params["min_p"], top_p=params["top_p"],
-                repetition_penalty=params["repetition_penalty"], seed=params.get("seed"), steps=params["steps"],
-                max_new_tokens=params["max_new_tokens"]):
+        conds = None if voice == DEFAULT_VOICE else self.conditionals(voice) if isinstance(voice, str) else voice
+        for chunk in self.tts.generate_stream(text, voice=conds, **self.model_args(params)):
             yield chunk[0].numpy().astype(np.float32)

@@ -34,7 +34,7 @@ class PiperEngine(Engine):
     params = (
         Param("length_scale", float, 1.0, 0.5, 2.0, "speaking time: above 1 is slower, below 1 faster"),
         Param("noise_scale", float, 0.667, 0.0, 1.5, "variation in the voice"),
-        Param("noise_w", float, 0.8, 0.0, 1.5, "variation in phoneme lengths"),
+        Param("noise_w", float, 0.8, 0.0, 1.5, "variation in phoneme lengths", arg="noise_w_scale"),
         Param("volume", float, 1.0, 0.1, 2.0, "loudness multiplier"),
     )
 
@@ -70,7 +70,7 @@ class PiperEngine(Engine):
     def loaded(self) -> bool:
         return EMBEDDED_VOICE in self._models
 
-    def voices(self) -> list[dict]:
+    def voices(self, caller=None) -> list[dict]:  # built-in voices only: the same for every caller
         out = []
         for voice_id, (_, _, cfg) in self._files.items():
             lang = cfg.get("language", {})
@@ -121,8 +121,7 @@ class PiperEngine(Engine):
         from piper import SynthesisConfig
 
         model = self._model(voice)
-        config = SynthesisConfig(length_scale=params.get("length_scale"), noise_scale=params.get("noise_scale"),
-                                 noise_w_scale=params.get("noise_w"), volume=params.get("volume", 1.0))
+        config = SynthesisConfig(**self.model_args(params))
         for chunk in model.synthesize(text, syn_config=config):  # one chunk per sentence, as it is made
             yield np.asarray(chunk.audio_float_array, dtype=np.float32)
 
