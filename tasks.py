@@ -19,6 +19,7 @@ from celery.exceptions import Ignore
 
 import celeryconfig
 from chatterbox import audio, jobs, settings as settings_mod, synthesis, voices
+from chatterbox.access import SYSTEM
 from chatterbox.books.runner import BookRunner
 from chatterbox.engines import Engine, EngineUnavailable, InvalidRequest, choose_engine, create_engine
 from workers.supervisor import EXIT_CONFIG_ERROR  # the supervisor does not restart a worker that exits with it
@@ -147,7 +148,7 @@ def synthesize(self, text: str | None = None, voice: str | None = None, format: 
         if text is None:
             raise ValueError(f"job {job_id} does not exist and no text was given")
         request = synthesis.parse_request({"text": text, "voice": voice, "format": format, "params": params},
-                                          state.engine, state.settings)
+                                          state.engine, state.settings, SYSTEM)
         store.create(job_id, engine=state.engine_name, source="celery", **request.as_dict())
     verdict = store.claim(job_id, attempt, state.hostname, state.instance)
     if verdict == "cancelled":
@@ -195,7 +196,7 @@ def clone_voice(self, file: str | None = None, name: str | None = None, descript
     if store.get(job_id) is None:
         if file is None or name is None:
             raise ValueError(f"job {job_id} does not exist and no file and name were given")
-        request = voices.clone_request(name, description, tags, exaggeration, library)
+        request = voices.clone_request(name, description, tags, exaggeration, library, owner="")
         store.create(job_id, text=request["name"], voice="", format="wav", engine=state.engine_name,
                      source="celery", kind="clone", params={**request, "upload": str(file), "keep_upload": True})
     if store.claim(job_id, attempt, state.hostname, state.instance) != "claimed":
@@ -283,6 +284,6 @@ def audiobook(self, text: str | None = None, file: str | None = None, format: st
     if title:
         book.title = title
     job, _ = control.submit_book(state.store, state.engine, state.settings, book, voice=voice, fmt=format,
-                                 params=params, source="celery", send_tokens=send_book_tokens,
+                                 params=params, source="celery", send_tokens=send_book_tokens, caller=SYSTEM,
                                  job_id=job_id or self.request.id, original=original)
     return jobs.public_view(job)

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from chatterbox import audio  # noqa: E402
+from chatterbox.access import SYSTEM  # noqa: E402
 from tests.conftest import System  # noqa: E402
 from tests.test_voices import speechlike  # noqa: E402
 
@@ -64,7 +65,7 @@ def main() -> None:
                 pass
             return time.perf_counter() - start
 
-        saved = engine.check_voice("Bench")
+        saved = engine.check_voice("Bench", SYSTEM)
         run("default"), run(saved)  # warm both; the saved voice is now cached
         builtin_s = min(run("default") for _ in range(args.repeats))
         saved_s = min(run(saved) for _ in range(args.repeats))

@@ -295,14 +295,15 @@ def say(text: str, output: Path | None, fmt: str | None, voice: str | None, para
 def _say_local(settings: settings_mod.Settings, body: dict) -> bytes:
     from . import audio
     from .engines import EngineUnavailable, InvalidRequest, create_engine
+    from .access import SYSTEM
     from .synthesis import parse_request, synthesize_text
 
     engine = create_engine(settings)
     try:
-        req = parse_request(body, engine, settings)
+        req = parse_request(body, engine, settings, SYSTEM)  # this process reads the data directory itself
         engine.load()
     except InvalidRequest as exc:
-        raise CliError(f"{exc.field}: {exc.message}", EXIT_REFUSED)
+        raise CliError(f"{exc.field}: {exc.message}", EXIT_NOT_FOUND if exc.status == 404 else EXIT_REFUSED)
     except EngineUnavailable as exc:
         raise CliError(str(exc), EXIT_FAILED)
     samples = synthesize_text(engine, req.text, req.voice, req.params, settings)

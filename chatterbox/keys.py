@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import redis
 
+from .access import Caller
+
 PREFIX = "cbx"
 KEY_SET = f"{PREFIX}:apikeys"
 NAMES = f"{PREFIX}:apikey-names"
@@ -51,6 +53,10 @@ class ApiKey:
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    @property
+    def caller(self) -> Caller:
+        return Caller(self.id, self.admin)
 
     def public(self) -> dict:
         return {"id": self.id, "name": self.name, "admin": self.admin, "created_at": self.created_at,

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from . import audio
+from .access import Caller
 from .engines import Engine, InvalidRequest
 from .jobs import JobStore
 from .settings import Settings
@@ -35,8 +36,9 @@ class SynthesisRequest:
         return asdict(self)
 
 
-def parse_request(body: Any, engine: Engine, settings: Settings) -> SynthesisRequest:
-    """Check a request against the engine and the limits; raises InvalidRequest naming the field at fault."""
+def parse_request(body: Any, engine: Engine, settings: Settings, caller: Caller) -> SynthesisRequest:
+    """Check a request against the engine and the limits, for ``caller`` (whose voices it may name); raises
+    InvalidRequest naming the field at fault."""
     if not isinstance(body, dict):
         raise InvalidRequest("body", "the request body must be a JSON object", "invalid_body")
     unknown = sorted(set(body) - set(REQUEST_FIELDS))
@@ -61,7 +63,7 @@ def parse_request(body: Any, engine: Engine, settings: Settings) -> SynthesisReq
     if not isinstance(fmt, str) or fmt.lower() not in audio.FORMATS:
         raise InvalidRequest("format", f"unknown format {fmt!r}; choose one of {', '.join(audio.FORMATS)}",
                              "unknown_format")
-    voice = engine.check_voice(body.get("voice"))
+    voice = engine.check_voice(body.get("voice"), caller)
     params = engine.validate(body.get("params"))
     return SynthesisRequest(text=text, voice=voice, format=fmt.lower(), params=params)
 

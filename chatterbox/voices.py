@@ -1,13 +1,14 @@
 """The saved-voice library on disk: ``<data_dir>/voices/<id>/`` holds ``meta.json``, ``conds.pt`` (the official
 conds.pt format), ``reference.wav`` (the cleaned clip) and ``sample.wav`` (a preview), written atomically.
 
-Ids are generated, never taken from users; names are unique. The directory is shared by every worker and web
+Ids are generated, never taken from users; names are unique per owner. The directory is shared by every worker and web
 process (a shared volume across machines), so the files are the only state.
 """
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -16,6 +17,8 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from .access import Caller
 
 NAME = re.compile(r"^[\w][\w .'-]{0,63}$")
 ID = re.compile(r"^v_[0-9a-f]{12}$")
@@ -67,39 +70,68 @@ def check_tags(tags) -> list[str]:
 
 
 class VoiceLibrary:
+    """The voices on disk. Every lookup takes the Caller it is for and finds only the voices that caller may use
+    (``chatterbox.access``): another key's voice is as unknown as one that does not exist."""
+
     def __init__(self, directory: Path):
         self.dir = Path(directory)
 
     def _path(self, voice_id: str) -> Path:
-        if not ID.match(voice_id):
-            raise VoiceError("voice", f"no saved voice {voice_id!r}", "unknown_voice")
+        if not isinstance(voice_id, str) or not ID.match(voice_id):
+            raise _unknown(voice_id)
         return self.dir / voice_id
 
-    def list(self, engine: str | None = None) -> list[Voice]:
-        voices = []
-        for meta in sorted(self.dir.glob("v_*/meta.json")) if self.dir.is_dir() else []:
-            try:
-                voice = Voice(**json.loads(meta.read_text()))
-            except (OSError, ValueError, TypeError):
-                continue  # a voice being written or removed right now
-            if engine is None or voice.engine == engine:
-                voices.append(voice)
-        return sorted(voices, key=lambda v: v.created_at)
+    def _read(self, meta: Path) -> Voice | None:
+        try:
+            return Voice(**json.loads(meta.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None  # a voice being written or removed right now
 
-    def get(self, key: str) -> Voice:
-        """A voice by id or by name."""
-        if ID.match(key or "") and (self.dir / key / "meta.json").is_file():
-            return Voice(**json.loads((self.dir / key / "meta.json").read_text()))
-        for voice in self.list():
-            if voice.name == key:
+    def all(self) -> list[Voice]:
+        """Every voice, whoever owns it: for the system's own bookkeeping, never for answering a caller."""
+        found = (self._read(m) for m in sorted(self.dir.glob("v_*/meta.json"))) if self.dir.is_dir() else ()
+        return sorted((v for v in found if v is not None), key=lambda v: v.created_at)
+
+    def list(self, caller: Caller, engine: str | None = None) -> list[Voice]:
+        """The voices ``caller`` may use (its own and the shared ones; an admin's: all), oldest first."""
+        return [v for v in self.all() if caller.may_use(v.owner) and (engine is None or v.engine == engine)]
+
+    def get(self, key: str, caller: Caller) -> Voice:
+        """A voice by id, or by name: the caller's own voice of that name first, then a shared one (then, for an
+        admin, another key's, when only one has that name)."""
+        if not isinstance(key, str) or not key:
+            raise _unknown(key)
+        if ID.match(key):
+            voice = self._read(self.dir / key / "meta.json")
+            if voice is not None and caller.may_use(voice.owner):
                 return voice
-        raise VoiceError("voice", f"no saved voice {key!r}", "unknown_voice")
+            raise _unknown(key)
+        named = [v for v in self.list(caller) if v.name == key]
+        for tier in ((v for v in named if caller.id and v.owner == caller.id), (v for v in named if not v.owner)):
+            found = next(tier, None)
+            if found is not None:
+                return found
+        if len(named) == 1:
+            return named[0]
+        if named:
+            raise VoiceError("voice", f"{len(named)} voices of other keys are named {key!r}; give the id of one: "
+                             f"{', '.join(v.id for v in named)}", "ambiguous_voice")
+        raise _unknown(key)
+
+    def check_new_name(self, name, owner: str, keep: str | None = None) -> str:
+        """A valid name that none of ``owner``'s other voices has (names are unique per owner)."""
+        name = check_name(name)
+        if any(v.name == name and v.owner == owner and v.id != keep for v in self.all()):
+            whose = "this key's voices" if owner else "the shared voices"
+            raise VoiceError("name", f"a voice named {name!r} already exists among {whose}", "duplicate_name")
+        return name
 
     def conds_path(self, voice_id: str) -> Path:
+        """Where a voice's conditionals are: for a worker, by the id a checked request resolved."""
         return self._path(voice_id) / "conds.pt"
 
-    def file(self, voice_id: str, name: str) -> Path:
-        path = self._path(voice_id) / name
+    def file(self, voice_id: str, name: str, caller: Caller) -> Path:
+        path = self._path(self.get(voice_id, caller).id) / name
         if not path.is_file():
             raise VoiceError("voice", f"voice {voice_id} has no {name}", "not_found")
         return path
@@ -109,9 +141,7 @@ class VoiceLibrary:
                model: str = "", job_id: str = "") -> Voice:
         """Write a voice into a temporary directory, then rename it into place: never half a voice."""
         self._sweep()
-        name = check_name(name)
-        if any(v.name == name for v in self.list()):
-            raise VoiceError("name", f"a voice named {name!r} already exists", "duplicate_name")
+        name = self.check_new_name(name, owner)
         voice = Voice(id=f"v_{uuid.uuid4().hex[:12]}", name=name, engine=engine, description=str(description)[:500],
                       tags=check_tags(tags), owner=owner, created_at=time.time(),
                       reference_seconds=round(reference_seconds, 2), model=model, job_id=job_id)
@@ -141,17 +171,21 @@ class VoiceLibrary:
                 pass
 
     def made_by(self, job_id: str) -> Voice | None:
-        return next((v for v in self.list() if job_id and v.job_id == job_id), None)
+        return next((v for v in self.all() if job_id and v.job_id == job_id), None)
 
-    def update(self, voice_id: str, **changes) -> Voice:
-        voice = self.get(voice_id)
-        if voice.id != voice_id:
-            raise VoiceError("voice", f"no saved voice {voice_id!r}", "unknown_voice")
-        if "name" in changes and changes["name"] != voice.name:
-            name = check_name(changes["name"])
-            if any(v.name == name for v in self.list()):
-                raise VoiceError("name", f"a voice named {name!r} already exists", "duplicate_name")
-            voice.name = name
+    def _changeable(self, voice_id: str, caller: Caller) -> Voice:
+        voice = self.get(voice_id, caller)
+        if voice.id != voice_id:  # changes name their voice by id, never by a name that may resolve elsewhere
+            raise _unknown(voice_id)
+        if not caller.may_change(voice.owner):
+            raise VoiceError("voice_id", f"{voice.name!r} is a shared voice: only an admin key may change or delete "
+                             "it", "forbidden")
+        return voice
+
+    def update(self, voice_id: str, caller: Caller, **changes) -> Voice:
+        voice = self._changeable(voice_id, caller)
+        if "name" in changes:
+            voice.name = self.check_new_name(changes["name"], voice.owner, keep=voice.id)
         if "description" in changes:
             voice.description = str(changes["description"] or "")[:500]
         if "tags" in changes:
@@ -162,29 +196,28 @@ class VoiceLibrary:
         os.replace(tmp, meta)
         return voice
 
-    def delete(self, voice_id: str) -> None:
-        path = self._path(voice_id)
-        if not path.is_dir():
-            raise VoiceError("voice", f"no saved voice {voice_id!r}", "unknown_voice")
+    def delete(self, voice_id: str, caller: Caller) -> None:
+        path = self._path(self._changeable(voice_id, caller).id)
         # Rename first so that readers never see a voice with files missing.
         doomed = self.dir / f".deleted-{voice_id}-{uuid.uuid4().hex[:6]}"
         os.replace(path, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
 
-    def export(self, voice_id: str) -> bytes:
+    def export(self, voice_id: str, caller: Caller) -> bytes:
         """One file with the metadata, the conditionals and the clips (tensors and plain data only)."""
         import torch
 
-        voice = self.get(voice_id)
+        voice = self.get(voice_id, caller)
         path = self._path(voice.id)
         conds = torch.load(path / "conds.pt", weights_only=True)
         files = {n: torch.frombuffer(bytearray((path / n).read_bytes()), dtype=torch.uint8)
                  for n in ("reference.wav", "sample.wav") if (path / n).is_file()}
         buf = io.BytesIO()
-        torch.save({"format": "chatterbox-jobs voice 1", "meta": asdict(voice), "conds": conds, "files": files}, buf)
+        torch.save({"format": EXPORT_FORMAT, "meta": asdict(voice), "conds": conds, "files": files}, buf)
         return buf.getvalue()
 
     def import_(self, data: bytes, owner: str = "", name: str | None = None) -> Voice:
+        """A voice from an exported file, checked part by part: anything but a well-formed voice is refused."""
         import torch
 
         from .model.conds import Conditionals
@@ -192,24 +225,51 @@ class VoiceLibrary:
         try:
             blob = torch.load(io.BytesIO(data), weights_only=True)  # never unpickles arbitrary objects
         except Exception:
-            raise VoiceError("file", "the file is not an exported voice", "invalid_voice_file") from None
-        if not isinstance(blob, dict) or blob.get("format") != "chatterbox-jobs voice 1":
-            raise VoiceError("file", "the file is not an exported voice", "invalid_voice_file")
-        meta, raw = blob.get("meta") or {}, blob.get("conds") or {}
-        if not isinstance(raw, dict) or "t3" not in raw or "gen" not in raw:
-            raise VoiceError("file", "the voice file has no conditionals", "invalid_voice_file")
-        with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
-            torch.save(raw, tmp.name)
-            conds = Conditionals.load(tmp.name)
-        files = blob.get("files") or {}
-        ref = files.get("reference.wav")
-        sample = files.get("sample.wav")
-        return self.create(name=name or meta.get("name", ""), engine=meta.get("engine", "chatterbox"), conds=conds,
-                           reference_wav=bytes(ref.numpy()) if ref is not None else b"",
-                           sample_wav=bytes(sample.numpy()) if sample is not None else None,
-                           description=meta.get("description", ""), tags=meta.get("tags"), owner=owner,
-                           reference_seconds=float(meta.get("reference_seconds", 0.0)),
-                           model=meta.get("model", ""))
+            raise _not_a_voice("the file is not an exported voice") from None
+        if not isinstance(blob, dict) or blob.get("format") != EXPORT_FORMAT:
+            raise _not_a_voice("the file is not an exported voice")
+        meta, files = blob.get("meta"), blob.get("files") or {}
+        if not isinstance(meta, dict) or not isinstance(files, dict):
+            raise _not_a_voice("the voice file's metadata is damaged")
+        try:
+            conds = Conditionals.from_data(blob.get("conds"))
+        except ValueError as exc:
+            raise _not_a_voice(f"the voice file's conditionals are damaged: {exc}") from None
+        clips = {}
+        for part in ("reference.wav", "sample.wav"):
+            clip = files.get(part)
+            if clip is None:
+                continue
+            if not (torch.is_tensor(clip) and clip.dtype == torch.uint8 and clip.dim() == 1):
+                raise _not_a_voice(f"the voice file's {part} is not a byte string")
+            raw = bytes(clip.numpy())
+            if raw and not raw.startswith(b"RIFF"):
+                raise _not_a_voice(f"the voice file's {part} is not a WAV file")
+            clips[part] = raw
+        engine = meta.get("engine", "chatterbox")
+        try:
+            seconds = float(meta.get("reference_seconds") or 0.0)
+        except (TypeError, ValueError):
+            seconds = 0.0
+        if not isinstance(engine, str) or not math.isfinite(seconds):
+            raise _not_a_voice("the voice file's metadata is damaged")
+        return self.create(name=name or meta.get("name", ""), engine=engine, conds=conds,
+                           reference_wav=clips.get("reference.wav", b""), sample_wav=clips.get("sample.wav"),
+                           description=str(meta.get("description") or ""), tags=meta.get("tags"), owner=owner,
+                           reference_seconds=max(0.0, min(seconds, MAX_REFERENCE_SECONDS)),
+                           model=str(meta.get("model") or ""))
+
+
+EXPORT_FORMAT = "chatterbox-jobs voice 1"
+
+
+def _unknown(key) -> VoiceError:
+    # The same answer for a voice that does not exist and another key's: nothing tells them apart.
+    return VoiceError("voice", f"no saved voice {key!r}", "unknown_voice")
+
+
+def _not_a_voice(message: str) -> VoiceError:
+    return VoiceError("file", message, "invalid_voice_file")
 
 
 MIN_SPEECH_SECONDS = 5.0
@@ -248,14 +308,12 @@ def prepare_reference(data: bytes | Path, sample_rate: int = 24000) -> tuple["np
     return resample(trimmed * gain, rate, sample_rate), seconds
 
 
-def clone_request(name, description, tags, exaggeration, library: VoiceLibrary) -> dict:
-    """A clone request's fields, checked before any work (the name must be new)."""
-    name = check_name(name)
-    if any(v.name == name for v in library.list()):
-        raise VoiceError("name", f"a voice named {name!r} already exists", "duplicate_name")
+def clone_request(name, description, tags, exaggeration, library: VoiceLibrary, owner: str) -> dict:
+    """A clone request's fields, checked before any work (the name must be new among the owner's voices)."""
+    name = library.check_new_name(name, owner)
     try:
         exaggeration = float(0.5 if exaggeration in (None, "") else exaggeration)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise VoiceError("exaggeration", "exaggeration must be a number", "invalid_type") from None
     if not 0.25 <= exaggeration <= 2.0:
         raise VoiceError("exaggeration", "exaggeration must be between 0.25 and 2.0", "out_of_range")

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
 import requests
@@ -321,6 +322,25 @@ def ws_events(url: str, limit: int = 1000, timeout: float = 120) -> list[dict]:
     finally:
         conn.close()
     return events
+
+
+def exported_voice(tmp_path: Path, name: str) -> bytes:
+    """An exported voice file (random conditionals), for POST /voices/import."""
+    import torch
+
+    from chatterbox import audio
+    from chatterbox.model.conds import Conditionals
+    from chatterbox.model.random_checkpoint import random_conds
+    from chatterbox.access import SYSTEM
+    from chatterbox.voices import VoiceLibrary
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    torch.save(random_conds(3), tmp_path / "conds.pt")
+    library = VoiceLibrary(tmp_path / "voices")
+    clip = audio.wav_bytes(np.zeros(2400, dtype=np.float32), 24000)
+    voice = library.create(name=name, engine="chatterbox", conds=Conditionals.load(tmp_path / "conds.pt"),
+                           reference_wav=clip, sample_wav=clip, description="made by a test")
+    return library.export(voice.id, SYSTEM)
 
 
 @pytest.fixture(scope="session")

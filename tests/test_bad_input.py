@@ -14,7 +14,7 @@ LONG = "word " * 1001  # 5005 characters, over the default limit of 5000
     ({}, 400, "missing_field", "text"),
     ({"text": 42}, 400, "invalid_type", "text"),
     ({"text": LONG}, 400, "text_too_long", "text"),
-    ({"text": "Hi.", "voice": "nobody"}, 400, "unknown_voice", "voice"),
+    ({"text": "Hi.", "voice": "nobody"}, 404, "unknown_voice", "voice"),
     ({"text": "Hi.", "voice": 3}, 400, "invalid_type", "voice"),
     ({"text": "Hi.", "format": "aiff"}, 400, "unknown_format", "format"),
     ({"text": "Hi.", "params": {"length_scale": 5}}, 400, "out_of_range", "params.length_scale"),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from chatterbox.access import SYSTEM
 from chatterbox.books.plan import bump_revision, chunk_key, load_plan, make_plan, save_plan
 from chatterbox.books.reader import BookError, book_from_chapters
 from chatterbox.engines import create_engine
@@ -20,7 +21,7 @@ def settings(tmp_path):
 def plan_for(settings, chapters, engine_name="piper", voice=None, params=None, job_id="book1"):
     engine = create_engine(settings, "cpu", engine_name)
     book = book_from_chapters(chapters, title="A Book", author="An Author")
-    return make_plan(book, job_id=job_id, engine=engine, voice=engine.check_voice(voice),
+    return make_plan(book, job_id=job_id, engine=engine, voice=engine.check_voice(voice, SYSTEM),
                      params=engine.validate(params), fmt="mp3", settings=settings), engine
 
 

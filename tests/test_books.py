@@ -356,7 +356,6 @@ def test_bad_books_are_refused_before_any_synthesis(books_system, upload, code, 
     ({"chapters": [{"title": "One", "text": "Words to say."}, {"title": "Two", "text": " ... "}]},
      "chapters[1]", "chapter_empty"),
     ({"chapters": []}, "chapters", "invalid_chapters"),
-    ({"text": "Some text.", "voice": "nobody"}, "voice", "unknown_voice"),
     ({"text": "Some text.", "format": "wav"}, "format", "unknown_format"),
     ({"text": "Some text.", "params": {"length_scale": 9}}, "params.length_scale", "out_of_range"),
     ({"text": "Some text.", "source_format": "pdf"}, "source_format", "unsupported_format"),
@@ -368,6 +367,15 @@ def test_bad_book_requests_name_the_field(books_system, body, field, code):
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["code"] == code and error["param"] == field, error
+
+
+def test_a_book_in_an_unknown_voice_is_refused_like_a_missing_voice(books_system):
+    for voice in ("nobody", 123):
+        response = requests.post(books_system.url + "/audiobooks", json={"text": "Some text.", "voice": voice},
+                                 timeout=30)
+        error = response.json()["error"]
+        assert (response.status_code, error["param"]) == ((404, "voice") if voice == "nobody" else (400, "voice"))
+        assert error["code"] == ("unknown_voice" if voice == "nobody" else "invalid_type"), error
 
 
 def test_unknown_books_and_files_not_ready_are_clear_errors(books_system):

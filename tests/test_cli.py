@@ -80,7 +80,7 @@ def test_say_with_progress_and_env_server(live, tmp_path):
 
 def test_say_unknown_voice_is_refused(live, tmp_path):
     result = run(["say", "Hi.", "-v", "nobody-at-all", "-o", str(tmp_path / "x.wav")], client_env(live))
-    assert result.returncode == EXIT_REFUSED
+    assert result.returncode == EXIT_NOT_FOUND
     line = one_line_error(result)
     assert "nobody-at-all" in line and "voice" in line
     assert not (tmp_path / "x.wav").exists()

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import pytest
 import requests
 import schemathesis
@@ -22,7 +21,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
                                                response_schema_conformance, status_code_conformance)
 
 from tests.books import make_epub
-from tests.conftest import System, wait_until
+from tests.conftest import System, exported_voice, wait_until
 
 METHODS = ("get", "post", "put", "patch", "delete")
 EXAMPLES_PER_OPERATION = 3  # generated requests per operation and mode (valid, invalid), after its examples
@@ -56,23 +55,6 @@ def flask_path(rule: str) -> str:
 
 
 # -- the things the documented operations need: real ids ------------------------------------------------------------
-
-def exported_voice(tmp_path, name: str) -> bytes:
-    """An exported voice file (random conditionals: the Piper test system never speaks with it)."""
-    import torch
-
-    from chatterbox import audio
-    from chatterbox.model.conds import Conditionals
-    from chatterbox.model.random_checkpoint import random_conds
-    from chatterbox.voices import VoiceLibrary
-
-    torch.save(random_conds(3), tmp_path / "conds.pt")
-    library = VoiceLibrary(tmp_path / "voices")
-    clip = audio.wav_bytes(np.zeros(2400, dtype=np.float32), 24000)
-    voice = library.create(name=name, engine="chatterbox", conds=Conditionals.load(tmp_path / "conds.pt"),
-                           reference_wav=clip, sample_wav=clip, description="made by test_openapi")
-    return library.export(voice.id)
-
 
 def wait_book(system: System, job_id: str) -> dict:
     def finished():

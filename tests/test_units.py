@@ -10,6 +10,7 @@ import pytest
 from chatterbox.engines import InvalidRequest, choose_engine, create_engine
 from chatterbox.engines.chatterbox import WEIGHT_FILES
 from chatterbox.settings import load, to_env
+from chatterbox.access import SYSTEM
 from chatterbox.synthesis import parse_request
 from workers.devices import visible_gpus, worker_specs
 from workers.supervisor import Service, Supervisor
@@ -54,7 +55,7 @@ def test_chatterbox_engine_without_weights_says_where_it_looked(tmp_path):
         engine.load()
     assert engine.validate({"cfg_weight": 0})["cfg_weight"] == 0.0
     assert engine.validate({})["steps"] == 10 and "seed" not in engine.validate({})
-    assert [v["id"] for v in engine.voices()] == ["default"]
+    assert [v["id"] for v in engine.voices(SYSTEM)] == ["default"]
 
 
 def test_boolean_settings():
@@ -68,10 +69,10 @@ def test_piper_params_and_request_parsing(tmp_path):
     settings = load({"data_dir": tmp_path}, environ={})
     engine = create_engine(settings, name="piper")
     assert engine.validate({}) == {"length_scale": 1.0, "noise_scale": 0.667, "noise_w": 0.8, "volume": 1.0}
-    req = parse_request({"text": "Hi.", "format": "MP3"}, engine, settings)
+    req = parse_request({"text": "Hi.", "format": "MP3"}, engine, settings, SYSTEM)
     assert req.voice == "joe" and req.format == "mp3"
     with pytest.raises(InvalidRequest) as info:
-        parse_request({"text": "Hi.", "params": {"volume": float("nan")}}, engine, settings)
+        parse_request({"text": "Hi.", "params": {"volume": float("nan")}}, engine, settings, SYSTEM)
     assert info.value.field == "params.volume"
 
 

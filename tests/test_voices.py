@@ -14,6 +14,7 @@ import torch
 from chatterbox import audio
 from chatterbox.model.conds import Conditionals
 from chatterbox.model.random_checkpoint import random_conds
+from chatterbox.access import SYSTEM
 from chatterbox.voices import VoiceError, VoiceLibrary, prepare_reference
 
 from .conftest import ROOT
@@ -39,17 +40,17 @@ def test_library_lifecycle(tmp_path):
     voice = lib.create(name="Narrator", engine="chatterbox", conds=saved_conds(tmp_path), reference_wav=b"RIFF",
                        tags="calm, deep", description="a test")
     assert voice.id.startswith("v_") and voice.tags == ["calm", "deep"]
-    assert lib.get("Narrator").id == voice.id and lib.get(voice.id).name == "Narrator"
+    assert lib.get("Narrator", SYSTEM).id == voice.id and lib.get(voice.id, SYSTEM).name == "Narrator"
     with pytest.raises(VoiceError, match="already exists"):
         lib.create(name="Narrator", engine="chatterbox", conds=saved_conds(tmp_path), reference_wav=b"")
     for bad in ("", "../etc", "x" * 80, "/abs"):
         with pytest.raises(VoiceError):
             lib.create(name=bad, engine="chatterbox", conds=saved_conds(tmp_path), reference_wav=b"")
-    assert lib.update(voice.id, name="Storyteller", tags=["warm"]).name == "Storyteller"
-    exported = lib.export(voice.id)
-    lib.delete(voice.id)
+    assert lib.update(voice.id, SYSTEM, name="Storyteller", tags=["warm"]).name == "Storyteller"
+    exported = lib.export(voice.id, SYSTEM)
+    lib.delete(voice.id, SYSTEM)
     with pytest.raises(VoiceError):
-        lib.get(voice.id)
+        lib.get(voice.id, SYSTEM)
     back = lib.import_(exported)
     original = torch.load(io.BytesIO(exported), weights_only=True)["conds"]
     again = torch.load(lib.conds_path(back.id), weights_only=True)
@@ -117,7 +118,7 @@ def test_clone_refuses_bad_input_before_model_work(cloning):
     for response, status, code in cases:
         assert response.status_code == status and response.json()["error"]["code"] == code, response.text
     unknown = requests.post(cloning.url + "/synthesize", json={"text": "Hi.", "voice": "nobody"}, timeout=10)
-    assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "unknown_voice"
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_voice"
     assert requests.get(cloning.url + "/voices/v_000000000000", timeout=10).status_code == 404
 
 
@@ -148,7 +149,7 @@ def test_worker_cache_of_saved_voices_is_bounded(tmp_path, random_checkpoint):
     engine.conditionals(ids[1])
     engine.conditionals(ids[2])
     assert list(engine._cache) == ids[1:]  # the least recently used one left
-    lib.delete(ids[2])
+    lib.delete(ids[2], SYSTEM)
     with pytest.raises(Exception, match="no longer exists"):
         engine.conditionals(ids[2])
 
@@ -219,5 +220,5 @@ def test_a_voice_made_for_another_engine_is_refused(tmp_path, random_checkpoint)
                                              reference_wav=b"")
     for name in ("chatterbox", "piper"):
         with pytest.raises(InvalidRequest) as info:
-            create_engine(settings, name=name).check_voice("Elsewhere")
+            create_engine(settings, name=name).check_voice("Elsewhere", SYSTEM)
         assert info.value.code == "wrong_engine"

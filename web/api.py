@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, abort, g, redirect, request, send_file, url_for
+from flask import Blueprint, Flask, abort, redirect, request, send_file, url_for
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -14,6 +15,7 @@ from chatterbox.engines import InvalidRequest
 from chatterbox.synthesis import parse_request
 
 from . import REDIS_ERRORS, error_response, redis_down_response, services
+from .auth import caller
 
 bp = Blueprint("api", __name__)
 
@@ -28,26 +30,10 @@ def links(job_id: str) -> dict:
 
 
 def job_or_404(job_id: str) -> dict:
-    from .auth import can_see
-
     job = services().store.get(job_id) if JOB_ID.match(job_id) else None
-    if job is None or not can_see(job.get("owner")):  # another key's job is as unknown as a missing one
+    if job is None or not caller().may_see(job.get("owner")):  # another key's job is as unknown as a missing one
         abort(error_response(404, f"no job with id {job_id!r}", "job_not_found", "job_id"))
     return job
-
-
-def check_voice_access(voice: str) -> None:
-    """A saved voice of another key is as unknown as a missing one."""
-    from chatterbox.voices import VoiceError, VoiceLibrary
-
-    from .auth import can_see
-
-    try:
-        saved = VoiceLibrary(services().settings.voices_dir).get(voice)
-    except VoiceError:
-        return  # a built-in voice
-    if not can_see(saved.owner) and saved.owner:
-        raise InvalidRequest("voice", f"unknown voice {voice!r}; see GET /voices", "unknown_voice")
 
 
 def truthy(value: str | None) -> bool:
@@ -71,9 +57,8 @@ def submit():
         body = request.get_json(silent=True)
         if body is None:
             return error_response(400, "the request body is not valid JSON", "invalid_json")
-    req = parse_request(body, svc.engine, svc.settings)
-    check_voice_access(req.voice)
-    svc.store.create(job_id, engine=svc.engine_name, source="rest", owner=g.api_key.id, **req.as_dict(), **extra)
+    req = parse_request(body, svc.engine, svc.settings, caller())
+    svc.store.create(job_id, engine=svc.engine_name, source="rest", owner=caller().id, **req.as_dict(), **extra)
     try:
         svc.enqueue(job_id)
     except OperationalError as exc:
@@ -112,10 +97,12 @@ def _multipart_request(job_id: str):
     except VoiceError as exc:
         exc.field = "audio_prompt"
         return voice_error(exc), {}
-    path = svc.settings.uploads_dir / f"{job_id}.audio"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return body, {"audio_prompt": str(path.resolve())}
+    return body, {"audio_prompt": str(write_upload(svc.settings, job_id, data).resolve())}
+
+
+def write_upload(settings, job_id: str, data: bytes) -> Path:
+    """An uploaded clip, kept for the worker that runs the job (atomically, readable by this user only)."""
+    return audio.write_atomic(settings.uploads_dir / f"{job_id}.audio", data)
 
 
 def wait_for(job_id: str):
@@ -166,7 +153,7 @@ def _voice_names(voice: str) -> set[str]:
     from chatterbox.voices import VoiceError, VoiceLibrary
 
     try:
-        return {voice, VoiceLibrary(services().settings.voices_dir).get(voice).id}
+        return {voice, VoiceLibrary(services().settings.voices_dir).get(voice, caller()).id}
     except VoiceError:
         return {voice}
 
@@ -300,21 +287,13 @@ def job_chunk(job_id: str, index: int):
 
 @bp.get("/voices")
 def voices():
-    return {"engine": services().engine_name, "voices": visible_voices(services().engine.voices())}
-
-
-def visible_voices(listed: list[dict]) -> list[dict]:
-    from .voices import visible
-
-    return [v for v in listed if v.get("builtin") or visible(v.get("owner", ""))]
+    return {"engine": services().engine_name, "voices": services().engine.voices(caller())}
 
 
 @bp.get("/engine")
 def engine():
     svc = services()
-    described = svc.engine.describe()
-    described["voices"] = visible_voices(described["voices"])
-    return {**described, "reason": svc.engine_reason, "formats": list(audio.FORMATS),
+    return {**svc.engine.describe(caller()), "reason": svc.engine_reason, "formats": list(audio.FORMATS),
             "max_text_chars": svc.settings.max_text_chars}
 
 
@@ -349,7 +328,7 @@ def health():
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(InvalidRequest)
     def invalid(exc: InvalidRequest):
-        return error_response(400, exc.message, exc.code, exc.field)
+        return error_response(exc.status, exc.message, exc.code, exc.field)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

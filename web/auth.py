@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from flask import Flask, g, redirect, request, session, url_for
 
 from chatterbox import keys as keys_mod
+from chatterbox.access import Caller
 from chatterbox.keys import ApiKey, KeyStore
 from chatterbox.limits import RateLimiter
 
@@ -113,10 +114,9 @@ def current_key() -> ApiKey:
     return g.api_key
 
 
-def can_see(owner: str | None) -> bool:
-    """Whether the current key may see a record owned by ``owner`` (admin keys see everything)."""
-    key = getattr(g, "api_key", None)
-    return key is not None and (key.admin or (owner or "") == key.id)
+def caller() -> Caller:
+    """Who this request is, for the lookups that apply the ownership rules (chatterbox.access)."""
+    return g.api_key.caller
 
 
 def owner_filter() -> str | None:

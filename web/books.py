@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, g, request, send_file, url_for
+from flask import Blueprint, abort, request, send_file, url_for
 
 from chatterbox.books import control
 from chatterbox.books.plan import book_dir, cached_chunk, chunk_paths, load_plan
@@ -13,8 +13,8 @@ from chatterbox.books.reader import Book, BookError, book_from_chapters, book_fr
 from chatterbox.engines import InvalidRequest
 
 from . import error_response, services
-from .api import JOB_ID, truthy, check_voice_access, links
-from .auth import can_see, owner_filter
+from .api import JOB_ID, truthy, links
+from .auth import caller, owner_filter
 
 bp = Blueprint("books", __name__)
 
@@ -105,11 +105,9 @@ def submit():
     svc = services()
     try:
         book, options, original = _book_from_request()
-        if options.get("voice"):
-            check_voice_access(options["voice"])
         job, plan = control.submit_book(svc.store, svc.engine, svc.settings, book, voice=options.get("voice"),
                                         fmt=options.get("format"), params=options.get("params"), source="rest",
-                                        send_tokens=send_tokens, original=original, owner=g.api_key.id)
+                                        send_tokens=send_tokens, original=original, caller=caller())
     except BookError as exc:
         return book_error(exc)
     body = {"job_id": job["id"], "status": job["status"], "title": plan.title, "chapters": len(plan.chapters),
@@ -125,7 +123,7 @@ def book_links(job_id: str) -> dict:
 
 def _book_or_404(job_id: str) -> dict:
     job = services().store.get(job_id) if JOB_ID.match(job_id) else None
-    if job is None or job.get("kind") != "audiobook" or not can_see(job.get("owner")):
+    if job is None or job.get("kind") != "audiobook" or not caller().may_see(job.get("owner")):
         abort(error_response(404, f"no audiobook with id {job_id!r}", "book_not_found", "job_id"))
     return job
 

@@ -16,16 +16,18 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from flask import Blueprint, Response, g, request, stream_with_context, url_for
+from flask import Blueprint, Response, request, stream_with_context, url_for
 from kombu.exceptions import OperationalError
 
 from chatterbox import audio, jobs
+from chatterbox.access import SYSTEM, Caller
 from chatterbox.engines import Engine, InvalidRequest
 from chatterbox.jobs import JobStore
 from chatterbox.streaming import CONTENT_TYPES, StreamEncoder, wav_samples
 from chatterbox.synthesis import SynthesisRequest, parse_request
 
 from . import REDIS_ERRORS, Services, error_response, services
+from .auth import caller
 
 log = logging.getLogger(__name__)
 
@@ -75,30 +77,32 @@ def voice_map(setting: str) -> dict[str, str]:
     return mapping
 
 
-def resolve_voice(value: Any, engine: Engine, mapping: dict[str, str]) -> str:
-    """Our voice id for OpenAI's ``voice``: a mapped or unmapped OpenAI name, one of ours, or {"id": ...}."""
+def resolve_voice(value: Any, engine: Engine, mapping: dict[str, str], caller: Caller) -> tuple[str, Caller]:
+    """Our voice id for OpenAI's ``voice`` (a mapped or unmapped OpenAI name, one of ours, or {"id": ...}), and
+    whose rights it was found with: the caller's, or for a name CHATTERBOX_OPENAI_VOICES maps, the system's (the
+    operator who wrote the mapping gave that voice to every key under that name)."""
     if value is None:
         raise InvalidRequest("voice", f"voice is required: one of OpenAI's voices ({', '.join(sorted(OPENAI_VOICES))}) "
                              "or a voice of GET /voices", "missing_field")
     if isinstance(value, dict):  # OpenAI's custom voice reference
         if set(value) != {"id"} or not isinstance(value["id"], str):
             raise InvalidRequest("voice", 'a voice object must be {"id": "<voice id>"}', "invalid_type")
-        return engine.check_voice(value["id"])
+        return engine.check_voice(value["id"], caller), caller
     if not isinstance(value, str):
         raise InvalidRequest("voice", f"voice must be a string, not {type(value).__name__}", "invalid_type")
     key = value.lower()
     if key in mapping:
         try:
-            return engine.check_voice(mapping[key])
+            return engine.check_voice(mapping[key], SYSTEM), SYSTEM
         except InvalidRequest as exc:
             raise InvalidRequest("voice", f"voice {value!r} is mapped to {mapping[key]!r} by CHATTERBOX_OPENAI_VOICES, "
                                  f"which this engine cannot use: {exc.message}", exc.code) from None
     if key in OPENAI_VOICES:
         try:
-            return engine.check_voice(value)  # a saved voice of ours may carry an OpenAI name
+            return engine.check_voice(value, caller), caller  # a saved voice of ours may carry an OpenAI name
         except InvalidRequest:
-            return engine.check_voice(None)
-    return engine.check_voice(value)
+            return engine.check_voice(None, caller), caller
+    return engine.check_voice(value, caller), caller
 
 
 def split_speed(engine: Engine, speed: float) -> tuple[dict, float]:
@@ -112,7 +116,7 @@ def split_speed(engine: Engine, speed: float) -> tuple[dict, float]:
     return ({"length_scale": scale} if speed != 1.0 else {}), (1.0 if math.isclose(tempo, 1.0) else tempo)
 
 
-def parse_speech(body: Any, svc: Services) -> SpeechRequest:
+def parse_speech(body: Any, svc: Services, caller: Caller) -> SpeechRequest:
     """Check an OpenAI speech request; raises InvalidRequest naming the field at fault (OpenAI's names)."""
     if not isinstance(body, dict):
         raise InvalidRequest("body", "the request body must be a JSON object", "invalid_body")
@@ -145,12 +149,12 @@ def parse_speech(body: Any, svc: Services) -> SpeechRequest:
     # Accepted for compatibility and otherwise ignored: no engine here takes a style prompt (see the README).
     if body.get("instructions") is not None and not isinstance(body["instructions"], str):
         raise InvalidRequest("instructions", "instructions must be a string", "invalid_type")
-    voice = resolve_voice(body.get("voice"), svc.engine, voice_map(svc.settings.openai_voices))
+    voice, rights = resolve_voice(body.get("voice"), svc.engine, voice_map(svc.settings.openai_voices), caller)
     params, tempo = split_speed(svc.engine, float(speed))
     try:
         # Our own checks, so that the limits and their messages are those of POST /synthesize.
         synthesis = parse_request({"text": body["input"], "voice": voice, "format": JOB_FORMATS[fmt.lower()],
-                                   "params": params}, svc.engine, svc.settings)
+                                   "params": params}, svc.engine, svc.settings, rights)
     except InvalidRequest as exc:
         if exc.field != "text":
             raise
@@ -307,11 +311,6 @@ def _sse(event: dict) -> str:
     return f"data: {json.dumps(event)}\n\n"
 
 
-def _owner() -> str:
-    key = getattr(g, "api_key", None)  # set by the API-key check when the request carried a key
-    return key.id if key else ""
-
-
 @bp.post("/v1/audio/speech")
 def speech():
     svc = services()
@@ -321,9 +320,9 @@ def speech():
     body = request.get_json(silent=True)
     if body is None:
         return error_response(400, "the request body is not valid JSON", "invalid_json")
-    req = parse_speech(body, svc)
+    req = parse_speech(body, svc, caller())
     job_id = jobs.new_job_id()
-    svc.store.create(job_id, engine=svc.engine_name, source="openai", **req.synthesis.as_dict(), owner=_owner())
+    svc.store.create(job_id, engine=svc.engine_name, source="openai", **req.synthesis.as_dict(), owner=caller().id)
     try:
         svc.enqueue(job_id)
     except OperationalError as exc:

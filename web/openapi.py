@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from chatterbox import audio, jobs
+from chatterbox.access import ANYONE
 from chatterbox.books.assemble import CHAPTER_FORMATS
 from chatterbox.books.reader import FORMATS as BOOK_FORMATS
 from chatterbox.engines import ENGINES
@@ -114,6 +115,12 @@ def err(description: str) -> dict:
     return {"description": description, "content": json_content(ref("Error"))}
 
 
+UNKNOWN_VOICE = err("the `voice` is not one this key may use (`unknown_voice`): there is none of that id or name, "
+                    "or it is another key's (the same answer)")
+SHARED_VOICE = err("a shared voice (made through the Celery API), which only an admin key may change (`forbidden`); "
+                   "or, signed in with the session cookie, a request without the session's CSRF token (`csrf_failed`)")
+
+
 def binary(description: str, media_types: Iterable[str], headers: dict | None = None) -> dict:
     response: dict[str, Any] = {"description": description,
                                 "content": {m: {"schema": {"type": "string", "format": "binary"}}
@@ -207,7 +214,7 @@ class _Paths:
 def build_document(svc: Services) -> dict:
     """The whole OpenAPI document for this server's settings and engine."""
     settings, engine_name = svc.settings, svc.engine_name
-    described = svc.engine.describe()
+    described = svc.engine.describe(ANYONE)  # open to anyone: it lists built-in voices only
     schemas = {**_schemas(settings, described), **_openai_schemas(settings, openai_api.served_models(svc))}
     paths = _Paths()
     _synthesis_and_jobs(paths, settings, described)
@@ -576,7 +583,8 @@ def _synthesis_and_jobs(paths: _Paths, settings: Settings, described: dict) -> N
                 # anyOf: a still-queued WaitPending is also a valid JobLinks
                 "content": json_content({"anyOf": [ref("JobLinks"), ref("WaitPending")]})},
         "400": err("invalid request: the error names the field (`param`), e.g. `text_too_long`, "
-                   "`unknown_format`, `unknown_voice`, `out_of_range`, `unknown_field`, `cloning_unavailable`"),
+                   "`unknown_format`, `out_of_range`, `unknown_field`, `cloning_unavailable`"),
+        "404": UNKNOWN_VOICE,
         "409": err("with `?wait=1`: the job was cancelled meanwhile (`job_cancelled`)"),
         "410": err("with `?wait=1`: the audio is no longer on disk (`audio_gone`)"),
         "415": err("neither JSON nor multipart form data (`unsupported_media_type`)"),
@@ -678,6 +686,7 @@ def _voices(paths: _Paths) -> None:
         "200": ok("the updated voice", ref("SavedVoice")),
         "400": err("not a JSON object (`invalid_body`), an unknown field (`unknown_field`), a bad name "
                    "(`invalid_name`) or tags (`invalid_tags`)"),
+        "403": SHARED_VOICE,
         "404": not_found,
         "409": err("another voice has that name (`duplicate_name`)"),
     }, parameters=[voice_id_param(by_name=False)],
@@ -685,7 +694,7 @@ def _voices(paths: _Paths) -> None:
     paths.add("delete", "/voices/{voice_id}", "deleteVoice", "Voices", "Delete a saved voice", {
         "200": ok("deleted", obj({"id": string(), "deleted": {"type": "boolean", "enum": [True]}},
                                  ["id", "deleted"])),
-        "400": err("a built-in voice (`builtin_voice`)"), "404": not_found,
+        "400": err("a built-in voice (`builtin_voice`)"), "403": SHARED_VOICE, "404": not_found,
     }, parameters=[voice_id_param(by_name=False)])
     paths.add("get", "/voices/{voice_id}/sample", "getVoiceSample", "Voices", "A short preview in the voice", {
         "200": binary("the preview", ["audio/wav"]),
@@ -720,7 +729,7 @@ def _audiobooks(paths: _Paths) -> None:
     bad_book = ("a book that cannot be read or spoken, named in `code` and `param`: `missing_file`, "
                 "`unsupported_format`, `corrupt_epub`, `drm_protected`, `binary_file`, `empty_book`, "
                 "`chapter_empty` (naming the chapter), `invalid_chapters`, `unknown_field`, and the synthesis "
-                "options' errors (`unknown_voice`, `unknown_format`, `out_of_range`)")
+                "options' errors (`unknown_format`, `out_of_range`)")
     not_found = err("no such audiobook (`book_not_found`), or another key's")
     book = [job_id_param("audiobook")]
     paths.add("get", "/audiobooks", "listAudiobooks", "Audiobooks", "The audiobooks, newest first", {
@@ -729,6 +738,7 @@ def _audiobooks(paths: _Paths) -> None:
     paths.add("post", "/audiobooks", "submitAudiobook", "Audiobooks", "Submit a book", {
         "202": ok("planned and queued", ref("BookSubmitted"), {"Location": header("the book's URL", required=True)}),
         "400": err(bad_book),
+        "404": UNKNOWN_VOICE,
         "413": err("the book is over `CHATTERBOX_BOOK_MAX_MB` (`too_large` or `request_too_large`)"),
         "415": err("neither multipart form data nor JSON (`unsupported_media_type`)"),
     }, description="A file (`.txt`, `.md`, `.epub`) as multipart form data, or JSON with `text` or reviewed "
@@ -858,7 +868,8 @@ def _openai(paths: _Paths) -> None:
                             "text/event-stream": {"schema": string()}}},
         "400": err("invalid request, naming the field (OpenAI's names) in `param`: `missing_field`, "
                    "`model_not_found`, `unknown_format`, `unknown_stream_format`, `out_of_range`, "
-                   "`unknown_voice`, `unknown_field`, `text_too_long`, `text_empty`"),
+                   "`unknown_field`, `text_too_long`, `text_empty`"),
+        "404": UNKNOWN_VOICE,
         "409": {**failed, "description": "the job was cancelled before it made any audio (`job_cancelled`)"},
         "415": err("not JSON (`unsupported_media_type`)"),
         "500": {**failed, "description": "the job failed before it made any audio (`job_failed`)"},

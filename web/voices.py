@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 
-from flask import Blueprint, g, request, send_file
+from flask import Blueprint, request, send_file
 
 from chatterbox import jobs
 from chatterbox.voices import VoiceError, VoiceLibrary, clone_request, prepare_reference
 
 from . import error_response, services
-from .api import links
-from .auth import can_see
+from .api import links, write_upload
+from .auth import caller
 
 bp = Blueprint("voices", __name__)
 
@@ -21,7 +21,7 @@ def library() -> VoiceLibrary:
 
 
 def voice_error(exc: VoiceError):
-    status = 404 if exc.code in ("unknown_voice", "not_found") else 409 if exc.code == "duplicate_name" else 400
+    status = {"unknown_voice": 404, "not_found": 404, "duplicate_name": 409, "forbidden": 403}.get(exc.code, 400)
     return error_response(status, exc.message, exc.code, exc.field)
 
 
@@ -36,17 +36,15 @@ def clone():
                               "cloning_unavailable", "engine")
     try:
         req = clone_request(request.form.get("name"), request.form.get("description"), request.form.get("tags"),
-                            request.form.get("exaggeration"), library())
+                            request.form.get("exaggeration"), library(), owner=caller().id)
         data = upload.read()
         prepare_reference(data)  # refuse bad recordings now, before any model work
     except VoiceError as exc:
         return voice_error(exc)
     job_id = jobs.new_job_id()
-    path = svc.settings.uploads_dir / f"{job_id}.audio"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    path = write_upload(svc.settings, job_id, data)
     svc.store.create(job_id, text=req["name"], voice="", format="wav", engine=svc.engine_name, source="rest",
-                     kind="clone", params={**req, "upload": str(path.resolve())}, owner=g.api_key.id)
+                     kind="clone", params={**req, "upload": str(path.resolve())}, owner=caller().id)
     from tasks import clone_voice
 
     clone_voice.apply_async(kwargs={"job_id": job_id, "attempt": 1}, task_id=job_id)
@@ -55,29 +53,16 @@ def clone():
 
 @bp.get("/saved-voices")
 def saved_voices():
-    return {"voices": [v.public() for v in library().list() if visible(v.owner)]}
-
-
-def visible(owner: str) -> bool:
-    """Saved voices are their key's; voices with no owner (made through Celery) are everyone's."""
-    return not owner or can_see(owner)
-
-
-def own_voice(voice_id: str):
-    """The saved voice, raising VoiceError (404) for a missing one or another key's."""
-    voice = library().get(voice_id)
-    if not visible(voice.owner):
-        raise VoiceError("voice_id", f"no voice {voice_id!r}", "unknown_voice")
-    return voice
+    return {"voices": [v.public() for v in library().list(caller())]}
 
 
 @bp.get("/voices/<voice_id>")
 def get_voice(voice_id: str):
-    for voice in services().engine.voices():
+    for voice in services().engine.voices(caller()):
         if voice["id"] == voice_id and voice.get("builtin"):
             return voice
     try:
-        return own_voice(voice_id).public()
+        return library().get(voice_id, caller()).public()
     except VoiceError as exc:
         return voice_error(exc)
 
@@ -91,19 +76,17 @@ def update_voice(voice_id: str):
     if unknown:
         return error_response(400, f"unknown field {unknown[0]!r}", "unknown_field", unknown[0])
     try:
-        own_voice(voice_id)
-        return library().update(voice_id, **body).public()
+        return library().update(voice_id, caller(), **body).public()
     except VoiceError as exc:
         return voice_error(exc)
 
 
 @bp.delete("/voices/<voice_id>")
 def delete_voice(voice_id: str):
-    if any(v["id"] == voice_id and v.get("builtin") for v in services().engine.voices()):
+    if any(v["id"] == voice_id and v.get("builtin") for v in services().engine.voices(caller())):
         return error_response(400, f"{voice_id!r} is a built-in voice and cannot be deleted", "builtin_voice")
     try:
-        own_voice(voice_id)
-        library().delete(voice_id)
+        library().delete(voice_id, caller())
     except VoiceError as exc:
         return voice_error(exc)
     return {"id": voice_id, "deleted": True}
@@ -112,8 +95,7 @@ def delete_voice(voice_id: str):
 @bp.get("/voices/<voice_id>/sample")
 def voice_sample(voice_id: str):
     try:
-        own_voice(voice_id)
-        return send_file(library().file(voice_id, "sample.wav"), mimetype="audio/wav")
+        return send_file(library().file(voice_id, "sample.wav", caller()), mimetype="audio/wav")
     except VoiceError as exc:
         return voice_error(exc)
 
@@ -121,8 +103,7 @@ def voice_sample(voice_id: str):
 @bp.get("/voices/<voice_id>/export")
 def export_voice(voice_id: str):
     try:
-        own_voice(voice_id)
-        data = library().export(voice_id)
+        data = library().export(voice_id, caller())
     except VoiceError as exc:
         return voice_error(exc)
     return data, 200, {"Content-Type": "application/octet-stream",
@@ -136,7 +117,7 @@ def import_voice():
     if not data:
         return error_response(400, "send an exported voice file", "missing_file", "file")
     try:
-        voice = library().import_(data, owner=g.api_key.id,
+        voice = library().import_(data, owner=caller().id,
                                   name=request.args.get("name") or request.form.get("name"))
     except VoiceError as exc:
         return voice_error(exc)

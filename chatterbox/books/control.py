@@ -8,6 +8,7 @@ import time
 from typing import Callable
 
 from .. import audio
+from ..access import Caller
 from ..engines import Engine, InvalidRequest
 from ..jobs import TERMINAL, JobStore, new_job_id
 from ..settings import Settings
@@ -34,16 +35,16 @@ class BookStateError(Exception):
 
 def submit_book(store: JobStore, engine: Engine, settings: Settings, book: Book, *, voice: str | None,
                 fmt: str | None, params: dict | None, source: str, send_tokens: SendTokens,
-                job_id: str | None = None, original: tuple[str, bytes] | None = None,
-                owner: str = "") -> tuple[dict, Plan]:
-    """Check the request, plan the book, store the plan, and queue its work. Raises InvalidRequest or BookError
-    before anything is stored."""
+                caller: Caller, job_id: str | None = None,
+                original: tuple[str, bytes] | None = None) -> tuple[dict, Plan]:
+    """Check the request for ``caller`` (its owner), plan the book, store the plan, and queue its work. Raises
+    InvalidRequest or BookError before anything is stored."""
     started = time.perf_counter()
     fmt = (fmt or settings.book_format).lower() if isinstance(fmt, (str, type(None))) else fmt
     if fmt not in CHAPTER_FORMATS:
         raise InvalidRequest("format", f"unknown chapter format {fmt!r}; choose one of {', '.join(CHAPTER_FORMATS)} "
                              "(the whole book is also an M4B)", "unknown_format")
-    voice = engine.check_voice(voice)
+    voice = engine.check_voice(voice, caller)
     params = engine.validate(params)
     job_id = job_id or new_job_id()
     plan = make_plan(book, job_id=job_id, engine=engine, voice=voice, params=params, fmt=fmt, settings=settings)
@@ -58,7 +59,7 @@ def submit_book(store: JobStore, engine: Engine, settings: Settings, book: Book,
     chars = sum(len(c.text) for c in plan.chunks)
     store.create(job_id, text=book.title, voice=voice, format=fmt, params=params, engine=engine.name, source=source,
                  kind="audiobook", title=book.title, author=book.author, chapters_total=len(plan.chapters),
-                 plan_s=round(plan_s, 4), audio_s=0.0, assembly_s=0.0, owner=owner)
+                 plan_s=round(plan_s, 4), audio_s=0.0, assembly_s=0.0, owner=caller.id)
     store.update(job_id, chunks_total=len(plan.chunks), text_chars=chars, sample_rate=plan.sample_rate)
     BookStore(store).start(job_id, [f"c:{c.index}" for c in plan.chunks])
     send_tokens(job_id, min(WINDOW, len(plan.chunks)))
