@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: run test install install-test browser bench clean
+.PHONY: run test install system-packages bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +20,17 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(VENV)/bin/chatterbox up
 
-# Debian's chromium drives the browser tests (Playwright's own browser download is not used).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  elif command -v sudo >/dev/null 2>&1; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium is missing and cannot be installed without root: browser tests will be skipped"; fi; }
+# Debian's packages the tests drive: chromium for the browser tests (Playwright's own browser download is not used)
+# and nginx, in front of the web app as README.md's reverse-proxy setup puts it.
+SYSTEM_PACKAGES := chromium nginx
+system-packages:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null 2>&1 || [ -x /usr/sbin/$$p ] || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing:$$missing (cannot install without root): the tests that need them will be skipped"; fi; fi
 
-test: $(VENV)/.installed-test browser
+test: $(VENV)/.installed-test system-packages
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed-test

@@ -40,6 +40,45 @@ return id
 """
 
 
+# Admit a job into its owner's active set, counting the owner's unfinished jobs first, and (for a new job) write its
+# record, all in one step: two submissions at once cannot both take the last place, and a job is never in the set
+# without its record (which the count would take for an expired one). KEYS: the job, its owner's active set, the
+# job index, the owner's index. ARGV: the cap (0: none), the job key prefix, the job id, the time, the record's TTL
+# (0: an existing record, reopened), then field/value pairs to set. Answers -1 when admitted, else how many are active.
+_ADMIT_LUA = """
+local limit = tonumber(ARGV[1])
+if limit > 0 then
+  local active = 0
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    local status = redis.call('HGET', ARGV[2] .. id, 'status')
+    if (not status) or status == 'succeeded' or status == 'failed' or status == 'cancelled' then
+      redis.call('SREM', KEYS[2], id)
+    elseif id ~= ARGV[3] then
+      active = active + 1
+    end
+  end
+  if active >= limit then return active end
+end
+if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
+if tonumber(ARGV[5]) > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
+end
+redis.call('SADD', KEYS[2], ARGV[3])
+return -1
+"""
+
+
+class QueueFull(Exception):
+    """An owner already has as many unfinished jobs as it may (CHATTERBOX_MAX_QUEUED_JOBS)."""
+
+    def __init__(self, active: int, limit: int):
+        super().__init__(f"this key already has {active} jobs queued, running or paused, the most it may have "
+                         "(CHATTERBOX_MAX_QUEUED_JOBS); wait for some to finish")
+        self.active, self.limit = active, limit
+
+
 def job_key(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}"
 
@@ -96,6 +135,7 @@ class JobStore:
             **{**client.connection_pool.connection_kwargs, "decode_responses": False}))
         self.settings = settings
         self._emit = self.r.register_script(_EMIT_LUA)
+        self._admit = self.r.register_script(_ADMIT_LUA)
 
     @classmethod
     def connect(cls, settings: Settings, **kwargs: Any) -> "JobStore":
@@ -114,16 +154,24 @@ class JobStore:
             "created_at": now, "progress": 0.0, "chunks_total": 0, "chunks_done": 0, "attempt": 1,
             "max_attempts": self.settings.max_attempts,
         }
-        p = self.r.pipeline()
-        p.hset(job_key(job_id), mapping=record)
-        p.expire(job_key(job_id), self.settings.job_ttl_s)
-        p.zadd(JOB_INDEX, {job_id: now})
-        owner = extra.get("owner") or ""
-        p.zadd(owner_index(owner), {job_id: now})
-        p.sadd(owner_active(owner), job_id)
-        p.execute()
+        self._admit_job(job_id, extra.get("owner") or "", record, now=now, ttl=self.settings.job_ttl_s)
         self.emit(job_id, "progress", status="queued", progress=0.0)
         return self.get(job_id)
+
+    def reopen(self, job_id: str, **fields: Any) -> None:
+        """Make a finished or paused job unfinished again (a book resumed or regenerated), counted against its
+        owner's cap like a new job; raises QueueFull."""
+        owner = self.r.hget(job_key(job_id), "owner") or ""
+        self._admit_job(job_id, owner, {k: _encode(v) for k, v in fields.items()}, now=time.time(), ttl=0)
+
+    def _admit_job(self, job_id: str, owner: str, fields: dict, now: float, ttl: int) -> None:
+        # Jobs sent through Celery belong to no key, and no key's cap counts them.
+        limit = self.settings.max_queued_jobs if owner else 0
+        pairs = [str(_encode(x)) for item in fields.items() for x in item]
+        active = self._admit(keys=[job_key(job_id), owner_active(owner), JOB_INDEX, owner_index(owner)],
+                             args=[max(0, limit), job_key(""), job_id, now, ttl, *pairs])
+        if int(active) >= 0:
+            raise QueueFull(int(active), limit)
 
     def get(self, job_id: str) -> dict | None:
         raw = self.r.hgetall(job_key(job_id))
@@ -190,19 +238,6 @@ class JobStore:
         p.zrem(owner_index(owner), job_id)
         p.srem(owner_active(owner), job_id)
         p.execute()
-
-    def active_jobs(self, owner: str) -> int:
-        """How many jobs of this owner are not finished (queued, running or paused); finished ones are forgotten."""
-        ids = list(self.r.smembers(owner_active(owner)))
-        if not ids:
-            return 0
-        p = self.r.pipeline()
-        for job_id in ids:
-            p.hget(job_key(job_id), "status")
-        done = [job_id for job_id, status in zip(ids, p.execute()) if status is None or status in TERMINAL]
-        if done:
-            self.r.srem(owner_active(owner), *done)
-        return len(ids) - len(done)
 
     def claim(self, job_id: str, attempt: int, worker: str, instance: str) -> str:
         """Mark a job running on this worker. Returns "claimed", or why not: "missing", "finished", "stale"

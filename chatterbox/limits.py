@@ -12,6 +12,16 @@ class RateLimiter:
     def __init__(self, client: redis.Redis):
         self.r = client
 
+    def exceeded(self, name: str, limit: int, window_s: int) -> int | None:
+        """Whether ``name`` has been counted ``limit`` times in this window already (without counting this): None,
+        or the seconds until the next window."""
+        if limit <= 0:
+            return None
+        now = time.time()
+        window = int(now // window_s)
+        count = int(self.r.get(f"{PREFIX}:{name}:{window}") or 0)
+        return int((window + 1) * window_s - now) + 1 if count >= limit else None
+
     def hit(self, name: str, limit: int, window_s: int) -> int | None:
         """Count one use of ``name``; None while within ``limit`` per window, else the seconds until the next
         window (for Retry-After). A limit of 0 or less turns the limit off."""

@@ -69,7 +69,11 @@ class Settings:
     rate_limit_per_minute: int = 600  # requests per key per minute (429 with Retry-After beyond)
     max_queued_jobs: int = 50  # jobs per key queued or running at once
     max_body_kb: int = 1024  # request bodies other than uploads (uploads: max_upload_mb, books: book_max_mb)
+    auth_failures_per_minute: int = 30  # failed authentications per client address before it waits (429)
     cookie_secure: bool = False  # mark the sign-in cookie Secure (set it when the app is served over HTTPS)
+    # Reverse proxies in front of the web app whose X-Forwarded-For/-Proto/-Host/-Port/-Prefix are believed (0: none):
+    # the app then sees the browser's scheme, host and address (websocket Origin checks, limits per address).
+    proxy_hops: int = 0
 
     # OpenAI-compatible speech: OpenAI's voice names -> ours ("alloy=joe,nova=<saved voice id>"); the rest speak
     # in the engine's default voice.

@@ -194,6 +194,7 @@ class System:
                     "CHATTERBOX_DATA_DIR": str(self.data), "REDIS_URL": self.redis.url,
                     # Tests poll fast; the limits have tests of their own (test_auth.py).
                     "CHATTERBOX_RATE_LIMIT_PER_MINUTE": "0", "CHATTERBOX_MAX_QUEUED_JOBS": "1000",
+                    "CHATTERBOX_AUTH_FAILURES_PER_MINUTE": "0",
                     "TTS_ENGINE": "piper", "CHATTERBOX_HEARTBEAT_INTERVAL_S": "0.5",
                     "CHATTERBOX_HEARTBEAT_TTL_S": "3", "CHATTERBOX_WEB_PORT": str(self.web_port),
                     "CHATTERBOX_WAIT_TIMEOUT_S": "120", "CHATTERBOX_LOG_LEVEL": "INFO"}

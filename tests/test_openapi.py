@@ -125,7 +125,7 @@ def for_testing(document: dict, ids: dict[str, Any]) -> dict:
                 parameter["example"] = example_for(method, path, parameter["name"], ids)
     # Signing in with the real key (else every generated key is refused with 401).
     form = document["paths"]["/login"]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]
-    form["example"] = {"key": ids["api_key"], "next": "/docs"}
+    form["example"] = {"key": ids["api_key"], "next": "/docs", "csrf_token": "no browser: refused with 403"}
     schemas = document["components"]["schemas"]
     for name, (field, limit) in SHORT_TEXTS.items():
         if name in schemas:

@@ -33,6 +33,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = settings_mod.load(config)
     app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=settings.max_upload_mb * 1024 * 1024, SOCK_SERVER_OPTIONS={"ping_interval": 25})
     app.extensions["chatterbox"] = Services(settings)
+    if settings.proxy_hops > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
 
     from . import api, auth, books, docs, events, openai_api, pages, voices
 

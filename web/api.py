@@ -43,11 +43,11 @@ def truthy(value: str | None) -> bool:
 @bp.post("/synthesize")
 def submit():
     svc = services()
-    extra = {}
+    clip = None
     job_id = jobs.new_job_id()
     if request.mimetype == "multipart/form-data":
         # A one-off voice: the reference clip comes with the request, like the reference package's audio_prompt_path.
-        body, extra = _multipart_request(job_id)
+        body, clip = _multipart_request()
         if not isinstance(body, dict):
             return body
     elif not request.is_json:
@@ -58,7 +58,10 @@ def submit():
         if body is None:
             return error_response(400, "the request body is not valid JSON", "invalid_json")
     req = parse_request(body, svc.engine, svc.settings, caller())
+    extra = {"audio_prompt": str(upload_path(svc.settings, job_id))} if clip is not None else {}
     svc.store.create(job_id, engine=svc.engine_name, source="rest", owner=caller().id, **req.as_dict(), **extra)
+    if clip is not None:
+        keep_upload(job_id, clip)
     try:
         svc.enqueue(job_id)
     except OperationalError as exc:
@@ -69,8 +72,8 @@ def submit():
     return {"job_id": job_id, "status": "queued", **links(job_id)}, 202, {"Location": links(job_id)["status_url"]}
 
 
-def _multipart_request(job_id: str):
-    """(body, extra record fields) of a multipart synthesis request, or an error response in place of body."""
+def _multipart_request():
+    """(body, the clip's bytes) of a multipart synthesis request, or an error response in place of body."""
     import json
 
     from chatterbox.voices import VoiceError, prepare_reference
@@ -81,28 +84,37 @@ def _multipart_request(job_id: str):
     upload = request.files.get("audio_prompt")
     if upload is None:
         return error_response(400, "a multipart request carries the reference clip as a file field named "
-                              "'audio_prompt'", "missing_file", "audio_prompt"), {}
+                              "'audio_prompt'", "missing_file", "audio_prompt"), None
     if not hasattr(svc.engine, "clone"):
         return error_response(400, f"a one-off voice needs the chatterbox engine; this system runs "
-                              f"{svc.engine_name}", "cloning_unavailable", "audio_prompt"), {}
+                              f"{svc.engine_name}", "cloning_unavailable", "audio_prompt"), None
     body = {k: v for k, v in request.form.items()}
     if "params" in body:
         try:
             body["params"] = json.loads(body["params"])
         except ValueError:
-            return error_response(400, "params must be a JSON object", "invalid_json", "params"), {}
+            return error_response(400, "params must be a JSON object", "invalid_json", "params"), None
     data = upload.read()
     try:
         prepare_reference(data)
     except VoiceError as exc:
         exc.field = "audio_prompt"
-        return voice_error(exc), {}
-    return body, {"audio_prompt": str(write_upload(svc.settings, job_id, data).resolve())}
+        return voice_error(exc), None
+    return body, data
 
 
-def write_upload(settings, job_id: str, data: bytes) -> Path:
-    """An uploaded clip, kept for the worker that runs the job (atomically, readable by this user only)."""
-    return audio.write_atomic(settings.uploads_dir / f"{job_id}.audio", data)
+def upload_path(settings, job_id: str) -> Path:
+    return (settings.uploads_dir / f"{job_id}.audio").resolve()
+
+
+def keep_upload(job_id: str, data: bytes) -> None:
+    """The clip of a job just created, kept for the worker that runs it (atomically, readable by this user only);
+    written after the job was admitted, so that a refused job leaves no file behind."""
+    try:
+        audio.write_atomic(upload_path(services().settings, job_id), data)
+    except OSError as exc:
+        services().store.finish(job_id, "failed", error=f"the upload could not be stored: {exc}")
+        abort(error_response(503, f"the upload could not be stored: {exc.strerror or exc}", "storage_unavailable"))
 
 
 def wait_for(job_id: str):
@@ -329,6 +341,12 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(InvalidRequest)
     def invalid(exc: InvalidRequest):
         return error_response(exc.status, exc.message, exc.code, exc.field)
+
+    @app.errorhandler(jobs.QueueFull)
+    def queue_full(exc: jobs.QueueFull):
+        response = error_response(429, str(exc), "too_many_jobs")
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

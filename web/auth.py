@@ -1,8 +1,9 @@
 """Who is asking, before any handler runs: an API key (``Authorization: Bearer``) or a signed-in browser session.
 
-Also here, because they apply to every route alike: request body limits, per-key rate limits and the cap on queued
-jobs (kept in Redis, so they hold across web processes), the websocket Origin allow-list, and CSRF protection for
-requests that ride on the session cookie. Websockets are checked here too: flask-sock accepts the connection only
+Also here, because they apply to every route alike: request body limits, per-key rate limits and a limit on failed
+authentications per client address (kept in Redis, so they hold across web processes), the websocket Origin
+allow-list, and CSRF protection for requests that ride on the session cookie (and for signing in). The cap on
+unfinished jobs is the job store's, where jobs are admitted. Websockets are checked here too: flask-sock accepts the connection only
 after ``before_request`` has let the request through, so a rejected socket never receives an event.
 """
 from __future__ import annotations
@@ -26,7 +27,6 @@ from . import error_response, services
 PUBLIC = {"api.health", "pages.login", "pages.login_submit", "pages.logout", "static", "docs.openapi",
           "docs.docs_page"}
 PAGES = {"pages.index", "pages.voices_page", "pages.books_page", "pages.history_page", "pages.ops_page"}  # HTML: a person is sent to sign in instead
-JOB_CREATING = {"api.submit", "voices.clone", "books.submit", "openai.speech"}
 UPLOADS = {"api.submit", "voices.clone", "voices.import_voice"}
 WEBSOCKETS = {"events.job_events"}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -39,9 +39,10 @@ def init_app(app: Flask) -> None:
     app.secret_key = _secret_key(settings.data_dir / "secret-key")
     app.config.update(SESSION_COOKIE_NAME="cbx_session", SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_SECURE=settings.cookie_secure, PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME)
-    app.extensions["chatterbox.keys"] = KeyStore(services().store.r)
+    app.extensions["chatterbox.keys"] = KeyStore(services().store.r, env_admin=settings.admin_key)
     app.extensions["chatterbox.limiter"] = RateLimiter(services().store.r)
     app.before_request(authenticate)
+    app.register_error_handler(AuthBlocked, too_many_failures)
     app.context_processor(lambda: {"current_key": getattr(g, "api_key", None), "csrf_token": session.get("csrf", "")})
 
 
@@ -154,6 +155,34 @@ def _origin_allowed() -> bool:
     return origin.rstrip("/") in allowed
 
 
+class AuthBlocked(Exception):
+    """Too many failed authentications from one client address: refused before any key is checked."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
+def verify_token(token: str) -> ApiKey | None:
+    """The active key a token is (a bearer token, or the key typed into the sign-in form), or None. Failures are
+    counted per client address, and past CHATTERBOX_AUTH_FAILURES_PER_MINUTE the address is refused (AuthBlocked)
+    until the minute is over, before any hashing: guessing costs an attacker a minute per few dozen tries."""
+    limit = services().settings.auth_failures_per_minute
+    name = f"authfail:{request.remote_addr or '-'}"
+    retry = request_limiter().exceeded(name, limit, 60)
+    if retry is not None:
+        raise AuthBlocked(retry)
+    key = key_store().verify(token)
+    if key is None:
+        request_limiter().hit(name, limit, 60)
+    return key
+
+
+def too_many_failures(exc: AuthBlocked):
+    return _too_many("too many failed attempts to authenticate from this address "
+                     "(CHATTERBOX_AUTH_FAILURES_PER_MINUTE); try again later", "auth_rate_limited", exc.retry_after)
+
+
 def request_key() -> ApiKey | None:
     """The key of this request if it has a valid one (for public routes, which do not require one)."""
     if getattr(g, "api_key", None) is not None:
@@ -161,7 +190,7 @@ def request_key() -> ApiKey | None:
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, token = header.partition(" ")
-        return key_store().verify(token.strip()) if scheme.lower() == "bearer" else None
+        return verify_token(token.strip()) if scheme.lower() == "bearer" else None
     return _session_key()
 
 
@@ -195,11 +224,6 @@ def authenticate():
     if retry is not None:
         return _too_many(f"more than {settings.rate_limit_per_minute} requests a minute with this key "
                          "(CHATTERBOX_RATE_LIMIT_PER_MINUTE)", "rate_limited", retry)
-    if endpoint in JOB_CREATING and request.method == "POST":
-        active = services().store.active_jobs(key.id)
-        if active >= settings.max_queued_jobs:
-            return _too_many(f"this key already has {active} jobs queued or running, the most it may have "
-                             "(CHATTERBOX_MAX_QUEUED_JOBS); wait for some to finish", "too_many_jobs", 5)
     return None
 
 

@@ -290,11 +290,16 @@ def _shared_responses(settings: Settings) -> dict:
                          "headers": {"WWW-Authenticate": header("`Bearer realm=\"chatterbox-jobs\"`")},
                          "content": json_content(ref("Error"))},
         "RateLimited": {"description": "more than `CHATTERBOX_RATE_LIMIT_PER_MINUTE` requests a minute with this key "
-                                       "(`rate_limited`)",
+                                       "(`rate_limited`), or too many failed authentications from this address "
+                                       "(`auth_rate_limited`)",
                         "headers": {"Retry-After": retry_after}, "content": json_content(ref("Error"))},
-        "TooManyJobs": {"description": "over the per-key rate limit (`rate_limited`), or the key already has "
-                                       "`CHATTERBOX_MAX_QUEUED_JOBS` jobs queued or running (`too_many_jobs`)",
+        "TooManyJobs": {"description": "over the per-key rate limit (`rate_limited`), the key already has "
+                                       "`CHATTERBOX_MAX_QUEUED_JOBS` jobs queued, running or paused (`too_many_jobs`), "
+                                       "or too many failed authentications from this address (`auth_rate_limited`)",
                         "headers": {"Retry-After": retry_after}, "content": json_content(ref("Error"))},
+        "AuthRateLimited": {"description": "more than `CHATTERBOX_AUTH_FAILURES_PER_MINUTE` failed authentications "
+                                           "from this address this minute (`auth_rate_limited`)",
+                            "headers": {"Retry-After": retry_after}, "content": json_content(ref("Error"))},
         "TooLarge": err("the request body is over its limit (`request_too_large`, or `too_large` for a book file)"),
         "Unavailable": err("Redis is not reachable (`redis_unavailable`); retry when it is back"),
     }
@@ -764,7 +769,7 @@ def _audiobooks(paths: _Paths) -> None:
     for action, (operation_id, summary, done, refused) in actions.items():
         paths.add("post", f"/audiobooks/{{job_id}}/{action}", operation_id, "Audiobooks", summary, {
             "200": ok(done, ref("BookAction")), "404": not_found, "409": err(refused),
-        }, parameters=book)
+        }, parameters=book, creates_job=action == "resume")  # a book queued again counts like a new job
     paths.add("delete", "/audiobooks/{job_id}", "deleteAudiobook", "Audiobooks", "Cancel a book (as `/cancel`)", {
         "200": ok("cancelled: finished chunks are kept, resume continues", ref("BookAction")), "404": not_found,
         "409": err("the book has already finished (`job_finished`)"),
@@ -776,7 +781,7 @@ def _audiobooks(paths: _Paths) -> None:
                   "400": err("the book has no such chunk (`chunk_not_found`)"),
                   "404": not_found,
                   "409": err("the chunk is not made yet (`chunk_pending`)"),
-              }, parameters=[*book, chunk])
+              }, parameters=[*book, chunk], creates_job=True)
     paths.add("get", "/audiobooks/{job_id}/chunks/{index}/audio", "getBookChunkAudio", "Audiobooks", "A chunk's WAV", {
         "200": binary("the chunk's audio", ["audio/wav"]),
         "404": err("no such audiobook (`book_not_found`) or chunk (`chunk_not_found`)"),
@@ -814,10 +819,14 @@ def _service(paths: _Paths) -> None:
                                                required=True),
                             "Set-Cookie": header("`cbx_session=...; HttpOnly; SameSite=Lax`")}},
         "401": {"description": "not a valid key: the sign-in page again, with the error", "content": html},
+        "403": {"description": "the form's `csrf_token` is missing or is not the one `GET /login` gave this browser "
+                               "(with its cookie): the sign-in page again", "content": html},
+        "429": {"$ref": "#/components/responses/AuthRateLimited"},
     }, body={"required": True, "content": {"application/x-www-form-urlencoded": {"schema": obj({
         "key": string("the API key"),
         "next": string("where to go after signing in (a path on this site)"),
-    }, ["key"])}}}, public=True)
+        "csrf_token": string("the token in the form of `GET /login`, which sets the cookie it is checked against"),
+    }, ["key", "csrf_token"])}}}, public=True)
     paths.add("post", "/logout", "logout", "Service", "Sign out of the dashboard", {
         "302": {"description": "signed out: the session cookie is cleared, and the browser is sent to the sign-in page",
                 "headers": {"Location": header("the sign-in page", required=True)}},

@@ -1,6 +1,9 @@
 """The dashboard pages, and signing in and out with an API key."""
 from __future__ import annotations
 
+import hmac
+import secrets
+
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
 from . import auth, error_response, services
@@ -68,15 +71,25 @@ def flower_answers() -> bool:
 
 @bp.get("/login")
 def login():
-    return render_template("login.html", next=auth.safe_next(request.args.get("next")), error=None)
+    return _login_page(auth.safe_next(request.args.get("next")), None, 200)
+
+
+def _login_page(target: str, error: str | None, status: int):
+    # The form carries a token that only this browser's (signed) cookie also holds: a page elsewhere cannot sign this
+    # browser in to an account of its choosing (login CSRF), since it can read neither.
+    token = session.setdefault("login_csrf", secrets.token_urlsafe(24))
+    return render_template("login.html", next=target, error=error, login_csrf=token), status
 
 
 @bp.post("/login")
 def login_submit():
     target = auth.safe_next(request.form.get("next"))
-    key = auth.key_store().verify((request.form.get("key") or "").strip())
+    expected = str(session.get("login_csrf", ""))
+    if not expected or not hmac.compare_digest(str(request.form.get("csrf_token", "")), expected):
+        return _login_page(target, "The sign-in form had expired; please sign in again.", 403)
+    key = auth.verify_token((request.form.get("key") or "").strip())
     if key is None:
-        return render_template("login.html", next=target, error="That key is not valid."), 401
+        return _login_page(target, "That key is not valid.", 401)
     auth.sign_in(key)
     return redirect(target)
 

@@ -8,7 +8,7 @@ from chatterbox import jobs
 from chatterbox.voices import VoiceError, VoiceLibrary, clone_request, prepare_reference
 
 from . import error_response, services
-from .api import links, write_upload
+from .api import keep_upload, links, upload_path
 from .auth import caller
 
 bp = Blueprint("voices", __name__)
@@ -42,9 +42,10 @@ def clone():
     except VoiceError as exc:
         return voice_error(exc)
     job_id = jobs.new_job_id()
-    path = write_upload(svc.settings, job_id, data)
     svc.store.create(job_id, text=req["name"], voice="", format="wav", engine=svc.engine_name, source="rest",
-                     kind="clone", params={**req, "upload": str(path.resolve())}, owner=caller().id)
+                     kind="clone", params={**req, "upload": str(upload_path(svc.settings, job_id))},
+                     owner=caller().id)
+    keep_upload(job_id, data)
     from tasks import clone_voice
 
     clone_voice.apply_async(kwargs={"job_id": job_id, "attempt": 1}, task_id=job_id)

@@ -91,12 +91,12 @@ def resume_book(store: JobStore, settings: Settings, job_id: str, send_tokens: S
                              "resumed", "not_resumable")
     books = BookStore(store)
     plan = load_plan(settings, job_id)
+    # First: a key at its cap of unfinished jobs may not resume one (that would walk around the cap).
+    books.reopen(job_id, error="", finished_at="", run_started_at=time.time(),
+                 run_done_at_start=books.done_count(job_id))
     books.clear_failures(job_id)
     books.requeue_dead(job_id, store.worker_alive)
     reconcile(books, plan)
-    now = time.time()
-    books.set_status(job_id, "queued", error="", finished_at="", run_started_at=now,
-                     run_done_at_start=books.done_count(job_id))
     books.touch(job_id)
     store.emit(job_id, "progress", status="queued", progress=job.get("progress", 0.0), message="resumed")
     send_tokens(job_id, max(1, min(WINDOW, books.pending_count(job_id))))
@@ -142,6 +142,8 @@ def regenerate_chunk(store: JobStore, settings: Settings, engine: Engine, job_id
     books = BookStore(store)
     if f"c:{index}" in books.inflight(job_id) or f"c:{index}" in books.pending(job_id):
         raise BookStateError(f"chunk {index} is not made yet; it can be regenerated once it is", "chunk_pending")
+    if job["status"] in TERMINAL:  # first: a finished book queued again counts against the cap like a new one
+        books.reopen(job_id, error="", finished_at="", run_started_at=time.time())
     chunk = bump_revision(plan, index, plan.engine, any(p.name == "seed" for p in engine.params))
     save_plan(settings, plan)
     books.undo_chunk(job_id, index)
@@ -149,8 +151,7 @@ def regenerate_chunk(store: JobStore, settings: Settings, engine: Engine, job_id
     books.unqueue(job_id, f"a:{chunk.chapter}", "b")
     books.push_front(job_id, f"c:{index}")
     if job["status"] in TERMINAL:
-        books.set_status(job_id, "queued", error="", finished_at="", run_started_at=time.time(),
-                         run_done_at_start=books.done_count(job_id))
+        store.update(job_id, run_done_at_start=books.done_count(job_id))
         store.emit(job_id, "progress", status="queued", progress=job.get("progress", 0.0),
                    message=f"regenerating chunk {index}")
     if job["status"] != "paused":

@@ -171,8 +171,14 @@ class BookStore:
         return back
 
     def set_status(self, job_id: str, status: str, **fields) -> None:
-        """A non-terminal status change (queued, running, paused), reopening a finished book if need be."""
-        assert status not in TERMINAL
+        """A change between the unfinished statuses of a book that is already counted as unfinished (running,
+        paused); a book queued again goes through reopen."""
+        assert status in ("running", "paused")
         self.store.update(job_id, status=status, **fields)
         if status != "paused":
             self.activate(job_id)
+
+    def reopen(self, job_id: str, **fields) -> None:
+        """Queue a paused, finished or stopped book again, counted against its owner's cap (raises QueueFull)."""
+        self.store.reopen(job_id, status="queued", **fields)
+        self.activate(job_id)
