@@ -51,6 +51,7 @@ class Settings:
     whisper_model: Path | None = None  # a local faster-whisper model directory (auto prefers it when set)
     book_quality_retries: int = 2  # extra attempts, with new seeds, for a chunk that fails its checks
     book_chunk_attempts: int = 3  # a chunk that errors (or kills its worker) this often stops its book
+    book_parse_timeout_s: float = 120.0  # the web app stops reading a book after this long (50 MB of text: 9 s)
 
     # Celery: one visibility timeout for every process, so none re-delivers another's running task early.
     visibility_timeout_s: int = 3600
@@ -125,6 +126,16 @@ class Settings:
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for logs and error messages: any user and password replaced by ***. The password may hold '@'
+    itself: the host is what follows the last one."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    if "@" not in netloc:
+        return url
+    return f"{scheme}{sep}***@{netloc.rpartition('@')[2]}{slash}{path}"
 
 
 def _convert(kind: Any, raw: str, name: str) -> Any:

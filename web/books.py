@@ -9,7 +9,8 @@ from flask import Blueprint, abort, request, send_file, url_for
 from chatterbox.books import control
 from chatterbox.books.plan import book_dir, cached_chunk, chunk_paths, load_plan
 from chatterbox.books.state import BookStore
-from chatterbox.books.reader import Book, BookError, book_from_chapters, book_from_text, read_book
+from chatterbox.books.reader import Book, BookError
+from chatterbox.books.isolated import parse_isolated
 from chatterbox.engines import InvalidRequest
 
 from . import error_response, services
@@ -51,8 +52,8 @@ def _book_from_request() -> tuple[Book, dict, tuple[str, bytes] | None]:
             except ValueError:
                 raise InvalidRequest("params", "params must be a JSON object", "invalid_json") from None
         data = upload.read()
-        book = read_book(data, upload.filename or "", max_bytes=settings.book_max_mb * 1024 * 1024,
-                         format=options.get("source_format") or None)
+        book = parse_isolated("file", data, upload.filename or "", max_bytes=settings.book_max_mb * 1024 * 1024,
+                              format=options.get("source_format") or None, timeout_s=settings.book_parse_timeout_s)
         original = (upload.filename or "book.txt", data)
     elif request.is_json:
         options = request.get_json(silent=True)
@@ -63,13 +64,14 @@ def _book_from_request() -> tuple[Book, dict, tuple[str, bytes] | None]:
             raise InvalidRequest(unknown[0], f"unknown field {unknown[0]!r}; known fields: {', '.join(SUBMIT_FIELDS)}",
                                  "unknown_field")
         if options.get("chapters") is not None:
-            book = book_from_chapters(options["chapters"], title=_str(options, "title"),
-                                      author=_str(options, "author"), language=_str(options, "language"))
+            book = parse_isolated("chapters", options["chapters"], title=_str(options, "title"),
+                                  author=_str(options, "author"), language=_str(options, "language"),
+                                  timeout_s=settings.book_parse_timeout_s)
         elif options.get("text") is not None:
             if not isinstance(options["text"], str):
                 raise InvalidRequest("text", "text must be a string", "invalid_type")
-            book = book_from_text(options["text"], format=_str(options, "source_format") or "txt",
-                                  title=_str(options, "title"))
+            book = parse_isolated("text", options["text"], format=_str(options, "source_format") or "txt",
+                                  title=_str(options, "title"), timeout_s=settings.book_parse_timeout_s)
         else:
             raise InvalidRequest("text", "give the book as 'text' (plain or Markdown) or reviewed 'chapters'",
                                  "missing_field")

@@ -733,7 +733,8 @@ def _audiobooks(paths: _Paths) -> None:
         MULTIPART: {"schema": ref("BookForm")}}}
     bad_book = ("a book that cannot be read or spoken, named in `code` and `param`: `missing_file`, "
                 "`unsupported_format`, `corrupt_epub`, `drm_protected`, `binary_file`, `empty_book`, "
-                "`chapter_empty` (naming the chapter), `invalid_chapters`, `unknown_field`, and the synthesis "
+                "`chapter_empty` (naming the chapter), `invalid_chapters`, `unknown_field`, `too_slow` (reading it "
+                "took over `CHATTERBOX_BOOK_PARSE_TIMEOUT_S`), `parse_failed`, and the synthesis "
                 "options' errors (`unknown_format`, `out_of_range`)")
     not_found = err("no such audiobook (`book_not_found`), or another key's")
     book = [job_id_param("audiobook")]

@@ -23,6 +23,16 @@ from chatterbox.books.reader import BookError, Section, clean_text
 __all__ = ["read_epub", "is_epub"]
 
 _MAX_MEMBER = 64 * 2**20  # one unpacked document or image; a bigger one is a zip bomb, not a chapter
+# Everything read from one archive, together. English text deflates about 4x here and as XHTML about 4.5x
+# (measured on licence texts, which repeat more than a novel does), so even a 50 MB upload (CHATTERBOX_BOOK_MAX_MB)
+# of nothing but text unpacks to under 230 MB; more is a zip bomb spread over many members. It also bounds the
+# work: BeautifulSoup reads about 3 MB of XHTML a second here (a 16 MB document: 4.9 s, 344 MB of memory).
+_MAX_UNPACKED = 256 * 2**20
+# Counts no real book comes near: a long novel has 50-150 documents and as many TOC entries, a whole Bible with a
+# document per chapter about 1,200, an illustrated fixed-layout book a document and an image per page.
+_MAX_MEMBERS = 50_000
+_MAX_SPINE = 10_000  # distinct documents in the reading order
+_MAX_TOC = 50_000  # table-of-contents entries (nested sections included)
 _FONT_OBFUSCATION = frozenset(("http://www.idpf.org/2008/embedding", "http://ns.adobe.com/pdf/enc#RC"))
 _FONT_FILE = re.compile(r"\.(?:ttf|otf|woff2?|eot|pfb|pfm)$", re.I)
 _DRM_FILES = ("META-INF/rights.xml", "META-INF/sinf.xml", "META-INF/license.lcpl")
@@ -93,8 +103,23 @@ class _Archive:
         except (zipfile.BadZipFile, OSError, ValueError):
             raise BookError(f"{label} is not a valid EPUB: it is not a ZIP archive (it may be damaged or incomplete)",
                             "corrupt_epub") from None
+        if len(self.zip.infolist()) > _MAX_MEMBERS:
+            raise BookError(f"{label} holds {len(self.zip.infolist()):,} files; an EPUB may hold at most "
+                            f"{_MAX_MEMBERS:,}", "too_large")
         self.names = {info.filename for info in self.zip.infolist()}
         self.folded = {name.lower(): name for name in self.names}
+        self.unpacked = 0  # bytes read so far, against _MAX_UNPACKED
+
+    def size(self, path: str) -> int:
+        """The unpacked size the archive declares for a member (zipfile stops reading there); 0 if missing."""
+        name = self.find(path)
+        return self.zip.getinfo(name).file_size if name is not None else 0
+
+    def check_budget(self, more: int, what: str) -> None:
+        """BookError too_large when reading ``more`` bytes would unpack the archive past _MAX_UNPACKED."""
+        if self.unpacked + more > _MAX_UNPACKED:
+            raise BookError(f"{self.label} unpacks to more than {_MAX_UNPACKED // 2**20} MB ({what}); "
+                            "a book is far smaller, so this looks like a zip bomb", "too_large")
 
     def find(self, path: str) -> str | None:
         return path if path in self.names else self.folded.get(path.lower())
@@ -103,8 +128,11 @@ class _Archive:
         name = self.find(path)
         if name is None:
             return None
-        if self.zip.getinfo(name).file_size > _MAX_MEMBER:
+        size = self.zip.getinfo(name).file_size
+        if size > _MAX_MEMBER:
             raise BookError(f"{self.label}: {name} unpacks to more than {_MAX_MEMBER // 2**20} MB", "too_large")
+        self.check_budget(size, f"reading {name} took it past the limit")
+        self.unpacked += size
         try:
             return self.zip.read(name)
         except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, ValueError, EOFError) as exc:
@@ -187,9 +215,15 @@ def _package(archive: _Archive) -> _Package:
             manifest[item.get("id")] = _Item(_resolve(path, item.get("href"))[0], item.get("media-type", ""),
                                              item.get("properties", ""))
     spine_node = next(iter(opf.xpath(_local("//spine"))), None)
-    spine = [manifest[ref.get("idref")].path for ref in opf.xpath(_local("//spine/itemref"))
-             if ref.get("idref") in manifest and ref.get("linear", "yes") != "no"
-             and not manifest[ref.get("idref")].media_type.startswith("image/")]
+    # A document the spine names twice is read once: reading it each time, 3,000 mentions of one 180 KB document
+    # took 19 s, and of a 64 MB one would unpack gigabytes.
+    spine = list(dict.fromkeys(
+        manifest[ref.get("idref")].path for ref in opf.xpath(_local("//spine/itemref"))
+        if ref.get("idref") in manifest and ref.get("linear", "yes") != "no"
+        and not manifest[ref.get("idref")].media_type.startswith("image/")))
+    if len(spine) > _MAX_SPINE:
+        raise BookError(f"{archive.label}: its reading order (spine) has {len(spine):,} documents; a book may have "
+                        f"at most {_MAX_SPINE:,}", "too_large")
     if not spine:
         raise BookError(f"{archive.label} is not a valid EPUB: the package document has no reading order (spine)",
                         "corrupt_epub")
@@ -235,11 +269,24 @@ def _skipped(tag: Tag, name: str) -> bool:
     if _NOTE_CLASS.search(classes):
         return True
     if (_PAGE_CLASS.search(classes) or _PAGE_ID.fullmatch(_attr(tag, "id"))) \
-            and len(tag.get_text(strip=True)) <= 12:  # a page number is short; a page of text wrapped in an id is not
+            and _short_text(tag, 12) is not None:  # a page number is short; a page of text wrapped in an id is not
         return True
-    if name == "sup" and (tag.find("a") or _NOTE_MARK.fullmatch(tag.get_text(strip=True))):
+    if name == "sup" and (tag.find("a") or _NOTE_MARK.fullmatch(_short_text(tag, 12) or "-")):
         return True
-    return name == "a" and "#" in _attr(tag, "href") and bool(_NOTE_MARK.fullmatch(tag.get_text(strip=True)))
+    return name == "a" and "#" in _attr(tag, "href") and bool(_NOTE_MARK.fullmatch(_short_text(tag, 12) or "-"))
+
+
+def _short_text(tag: Tag, limit: int) -> str | None:
+    """tag.get_text(strip=True) when it is at most ``limit`` characters, else None, reading no further than that
+    (page-number ids on nested wrappers around a whole chapter would each read all the text below them)."""
+    parts: list[str] = []
+    length = 0
+    for text in tag.stripped_strings:
+        length += len(text)
+        if length > limit:
+            return None
+        parts.append(text)
+    return "".join(parts)
 
 
 def _document(data: bytes, split_ids: set[str]) -> _Document:
@@ -310,7 +357,7 @@ def _toc(archive: _Archive, package: _Package) -> list[_Entry]:
         toc = next((n for n in navs if "toc" in (_attr(n, "epub:type") + " " + _attr(n, "role")).lower()),
                    navs[0] if navs else None)
         if toc and (ol := toc.find("ol")):
-            _nav_entries(ol, nav.path, 1, entries)
+            _nav_entries(ol, nav.path, entries, archive.label)
     if not entries:
         ncx = package.manifest.get(package.ncx_id) or next(
             (item for item in package.manifest.values() if item.media_type == "application/x-dtbncx+xml"), None)
@@ -321,29 +368,59 @@ def _toc(archive: _Archive, package: _Package) -> list[_Entry]:
                 root = None
             if root is not None:
                 for nav_map in root.xpath(_local("//navMap")):
-                    _ncx_entries(nav_map, ncx.path, 1, entries)
+                    _ncx_entries(nav_map, ncx.path, entries, archive.label)
     return entries
 
 
-def _nav_entries(ol: Tag, base: str, depth: int, out: list[_Entry]) -> None:
-    for li in ol.find_all("li", recursive=False):
+def _add_entry(out: list[_Entry], entry: _Entry, label: str) -> None:
+    if len(out) >= _MAX_TOC:
+        raise BookError(f"{label}: its table of contents has more than {_MAX_TOC:,} entries, the most a book may "
+                        "have", "too_large")
+    out.append(entry)
+
+
+def _inside(node: Tag, ancestor: Tag, stop: Tag) -> bool:
+    """Whether ancestor encloses node, looking up no further than stop."""
+    for parent in node.parents:
+        if parent is ancestor:
+            return True
+        if parent is stop:
+            return False
+    return False
+
+
+# Both TOC walks keep their own stack of lists being read: a list nested thousands deep (which the parsers
+# accept) overflowed Python's recursion limit.
+def _nav_entries(ol: Tag, base: str, out: list[_Entry], label: str) -> None:
+    stack = [iter(ol.find_all("li", recursive=False))]
+    while stack:
+        li = next(stack[-1], None)
+        if li is None:
+            stack.pop()
+            continue
         link = li.find("a", recursive=False) or li.find("a")
         sub = li.find("ol", recursive=False)
-        if link and link.get("href") and not (sub and any(parent is sub for parent in link.parents)):
+        if link and link.get("href") and not (sub and _inside(link, sub, li)):
             path, fragment = _resolve(base, _attr(link, "href"))
-            out.append(_Entry(clean_text(link.get_text(" ")), path, fragment, depth, sub is not None))
+            _add_entry(out, _Entry(clean_text(link.get_text(" ")), path, fragment, len(stack), sub is not None),
+                       label)
         if sub:
-            _nav_entries(sub, base, depth + 1, out)
+            stack.append(iter(sub.find_all("li", recursive=False)))
 
 
-def _ncx_entries(parent, base: str, depth: int, out: list[_Entry]) -> None:
-    for point in parent.xpath(_local("./navPoint")):
-        label = clean_text(" ".join(point.xpath(_local("./navLabel/text") + "//text()")))
+def _ncx_entries(nav_map, base: str, out: list[_Entry], label: str) -> None:
+    stack = [iter(nav_map.xpath(_local("./navPoint")))]
+    while stack:
+        point = next(stack[-1], None)
+        if point is None:
+            stack.pop()
+            continue
+        text = clean_text(" ".join(point.xpath(_local("./navLabel/text") + "//text()")))
         children = point.xpath(_local("./navPoint"))
         if src := "".join(point.xpath(_local("./content") + "/@src")):
             path, fragment = _resolve(base, src)
-            out.append(_Entry(label, path, fragment, depth, bool(children)))
-        _ncx_entries(point, base, depth + 1, out)
+            _add_entry(out, _Entry(text, path, fragment, len(stack), bool(children)), label)
+        stack.append(iter(children))
 
 
 def _cover(archive: _Archive, package: _Package) -> tuple[bytes | None, str | None]:
@@ -353,8 +430,9 @@ def _cover(archive: _Archive, package: _Package) -> tuple[bytes | None, str | No
     candidates += [item for key, item in items.items() if package.cover_id and package.cover_id in (key, item.path)]
     candidates += [item for key, item in items.items() if item.media_type.startswith("image/")
                    and ("cover" in key.lower() or "cover" in item.path.lower())]
-    for item in candidates:
-        data = archive.read(item.path)
+    # (At most a few, each once: a manifest of thousands of images named "cover" would each be unpacked.)
+    for path in list(dict.fromkeys(item.path for item in candidates))[:4]:
+        data = archive.read(path)
         if data and data.startswith(b"\x89PNG\r\n\x1a\n"):
             return data, "image/png"
         if data and data.startswith(b"\xff\xd8\xff"):
@@ -377,16 +455,18 @@ def _by_toc(archive: _Archive, package: _Package, entries: list[_Entry], skip: s
     wanted = sorted((e for e in entries if e.path in order and e.depth <= max_depth), key=lambda e: order[e.path])
     if not wanted:
         return None
-    by_target: dict[tuple[str, str], _Entry] = {}
+    # The entries of each document, grouped once (fragment -> first entry, in TOC order): picking them out of all
+    # entries for every document multiplied the spine's length by the TOC's.
+    by_path: dict[str, dict[str, _Entry]] = {}
     for entry in wanted:
-        by_target.setdefault((entry.path, entry.fragment), entry)
+        by_path.setdefault(entry.path, {}).setdefault(entry.fragment, entry)
     sections: list[Section] = []
     loose: set[int] = set()  # sections no real TOC entry started (front matter): kept only with real text
     in_chapter = False
     for path in package.spine:
         if path in skip or (data := archive.read(path)) is None:
             continue
-        targets = {f: e for (p, f), e in by_target.items() if p == path}
+        targets = by_path.get(path, {})
         doc = _document(data, {f for f in targets if f})
         if doc.link_share > 0.6:
             continue
@@ -437,8 +517,10 @@ def is_epub(data: bytes) -> bool:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             names = set(archive.namelist())
+            # (The mimetype file is read only when it is the few bytes it should be, not a zip bomb.)
             return "META-INF/container.xml" in names or (
-                "mimetype" in names and archive.read("mimetype").strip() == b"application/epub+zip")
+                "mimetype" in names and archive.getinfo("mimetype").file_size <= 64
+                and archive.read("mimetype").strip() == b"application/epub+zip")
     except (zipfile.BadZipFile, OSError, RuntimeError, ValueError, NotImplementedError):
         return False
 
@@ -450,6 +532,10 @@ def read_epub(data: bytes, label: str) -> tuple[dict[str, str], list[Section], b
         _check_drm(archive)
         package = _package(archive)
         skip = {item.path for item in package.manifest.values() if "nav" in item.properties.split()}
+        # Refused before any document is parsed when the reading order alone is over the budget.
+        documents = sum(archive.size(path) for path in package.spine if path not in skip)
+        archive.check_budget(documents, f"the {len(package.spine):,} documents of its reading order come to "
+                                        f"{documents / 2**20:,.0f} MB")
         entries = _toc(archive, package)
         sections = _by_toc(archive, package, entries, skip)
         if sections is None:

@@ -150,6 +150,7 @@ _SIGNATURES = ((b"PK\x03\x04", "a ZIP archive"), (b"PK\x05\x06", "a ZIP archive"
                (b"7z\xbc\xaf", "a 7-Zip archive"), (b"\x7fELF", "a program"), (b"RIFF", "audio or image data"),
                (b"ID3", "MP3 audio"), (b"OggS", "Ogg audio"), (b"fLaC", "FLAC audio"))
 _CONTROL_BYTES = bytes(b for b in range(32) if b not in b"\t\n\v\f\r\x1a\x1b")
+_ASCII_OR_REPLACEMENT = re.compile(r"[\x00-\x7f\ufffd]+")
 
 
 def decode_text(data: bytes, label: str) -> str:
@@ -170,7 +171,8 @@ def decode_text(data: bytes, label: str) -> str:
     except UnicodeDecodeError:
         # UTF-8 with a few damaged bytes is still UTF-8; a legacy code page rarely forms valid UTF-8 sequences.
         text = data.decode("utf-8", errors="replace")
-        if len(re.findall(r"[^\x00-\x7f\ufffd]", text)) > 10 * text.count("\ufffd"):
+        # (Counted by deleting the rest: findall made a list of every non-ASCII character, 8+ bytes each.)
+        if len(_ASCII_OR_REPLACEMENT.sub("", text)) > 10 * text.count("\ufffd"):
             return text
     matches = list(from_bytes(data))
     if not matches:
@@ -201,7 +203,7 @@ _GUTENBERG = re.compile(r"^\*{3}\s*(START|END) OF (?:THE|THIS) PROJECT GUTENBERG
 
 def _title_like(line: str) -> bool:
     """A short line that reads like a title: few words, capitalized, no sentence punctuation at the end."""
-    return (0 < len(line.split()) <= 10 and len(line) <= 80 and (line[0].isupper() or line[0].isdigit())
+    return (0 < len(line) <= 80 and len(line.split()) <= 10 and (line[0].isupper() or line[0].isdigit())
             and line[-1] not in ".,;:!?\"'\u201d\u2019)\u2026" and not _SEPARATOR.match(line))
 
 
@@ -245,18 +247,48 @@ def _blocks(text: str) -> list[list[str]]:
     return out
 
 
+_WORD = re.compile(r"[^\W\d_]+")
+# The word a line ends in, cut by a hyphen. The lookbehind lets a search fail at once inside a word instead of
+# re-matching the rest of it from every letter.
+_BROKEN = re.compile(r"(?<![^\W\d_])([^\W\d_]+)-\Z")
+_VOCABULARY_SLICE = 2**20
+
+
+def _vocabulary(text: str) -> set[str]:
+    """Every word of the text, casefolded: what a hyphen at a line break may be re-joined into."""
+    # A megabyte at a time, cut at line ends (no word spans one): findall over a whole 50 MB book held a list of
+    # its 9 million words at once, about 550 MB, to keep a set of a few thousand.
+    words: set[str] = set()
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + _VOCABULARY_SLICE)
+        end = len(text) if end < 0 else end
+        words.update(_WORD.findall(text[start:end].casefold()))
+        start = end + 1
+    return words
+
+
 def _join_lines(lines: list[str], vocabulary: set[str]) -> str:
     """Hard-wrapped lines to one paragraph; "some-\\nthing" loses its hyphen when "something" occurs elsewhere."""
-    text = lines[0]
-    for line in lines[1:]:
-        broken = re.search(r"([^\W\d_]+)-$", text)
-        following = re.match(r"[^\W\d_]+", line)
-        if broken and following and not text.endswith("--") and line[0].islower():
-            joined = (broken[1] + following[0]).casefold() in vocabulary
-            text = (text[:-1] if joined else text) + line
+    # Only the end of the previous line is looked at, and the paragraph is joined once: searching the whole
+    # paragraph so far for its last word made this quadratic (5,000 lines took 20 s; 100,000, hours).
+    parts = [lines[0]]
+    stem = ""  # the letters before the previous line, when that line was glued on without a space
+    for previous, line in zip(lines, lines[1:]):
+        broken = _BROKEN.search(previous) if previous.endswith("-") and not previous.endswith("--") else None
+        following = _WORD.match(line)
+        if broken and following and line[0].islower():
+            # A previous line of nothing but letters continues the word it was glued to: "some-", "thing-", "s".
+            word = (stem if broken.start() == 0 else "") + broken[1]
+            joined = (word + following[0]).casefold() in vocabulary
+            if joined:
+                parts[-1] = parts[-1][:-1]
+            parts.append(line)  # (not joined: a compound, "well-\nknown", keeps its hyphen)
+            stem = word if joined else ""
         else:
-            text += " " + line
-    return text
+            parts.append(" " + line)
+            stem = ""
+    return "".join(parts)
 
 
 def _paragraphs(blocks: list[list[str]], vocabulary: set[str]) -> list[str]:
@@ -286,7 +318,7 @@ def _parse_plain(text: str) -> tuple[dict[str, str], list[Section]]:
         text = text[start.end():]
     if end := next((m for m in _GUTENBERG.finditer(text) if m[1].upper() == "END"), None):
         text = text[:end.start()]
-    vocabulary = set(re.findall(r"[^\W\d_]+", text.casefold()))
+    vocabulary = _vocabulary(text)
     blocks = _blocks(text)
     headed = any(_heading(block) for block in blocks)
     separated = not headed and any(_SEPARATOR.match(block[0]) for block in blocks)
@@ -496,7 +528,7 @@ def book_from_chapters(chapters: list[dict], title: str = "", author: str = "", 
                             f"chapters[{i}]")
         chapter_title = clean_text(item.get("title", ""))
         text = item["text"].replace("\r\n", "\n").replace("\r", "\n")
-        vocabulary = set(re.findall(r"[^\W\d_]+", text.casefold()))
+        vocabulary = _vocabulary(text)
         paragraphs = [p for p in _paragraphs(_blocks(text), vocabulary) if is_speakable(p)]
         if not paragraphs:
             named = f' "{chapter_title}"' if chapter_title else ""
