@@ -26,6 +26,14 @@ _ENCODE: dict[str, tuple[str, str | None, list[str]]] = {
 # The only rates the Opus encoder accepts.
 _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
+# What decode() reads: the containers of audio files and of browser recordings (WebM, Ogg, MP4), and nothing that
+# makes ffmpeg open other files or URLs (playlists such as HLS, concat scripts), whatever the data claims to be.
+INPUT_FORMATS = "wav,w64,mp3,flac,ogg,matroska,webm,mov,mp4,m4a,3gp,aac,aiff,caf"
+# Decoded audio keeps its rate when it is one of these, else gets the nearest: a header claiming 2 MHz would
+# otherwise make a minute of it 480 MB of samples.
+DECODE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+DECODE_TIMEOUT_S = 60.0
+
 
 class AudioError(ValueError):
     """Audio that cannot be encoded or decoded (unknown format, no samples, not audio)."""
@@ -123,16 +131,18 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def decode(data: bytes | str | Path) -> tuple[np.ndarray, int]:
+def decode(data: bytes | str | Path, max_seconds: float | None = None,
+           timeout_s: float = DECODE_TIMEOUT_S) -> tuple[np.ndarray, int]:
     """Any audio ffmpeg reads (bytes, or a path) -> (mono float32 samples, sample rate). No ffprobe needed.
 
-    Opus always decodes at 48 kHz, whatever rate it was encoded from.
+    At most ``max_seconds`` are decoded (a 10-hour file costs what its first minute does), within ``timeout_s``, at a
+    rate of DECODE_RATES. Opus always decodes at 48 kHz, whatever rate it was encoded from.
     """
     if isinstance(data, (str, Path)):
         path = Path(data)
         if not path.is_file():
             raise AudioError(f"cannot read {path}: no such file")
-        return _decode_file(path.resolve(), str(path))
+        return _decode_file(path.resolve(), str(path), max_seconds, timeout_s)
     data = bytes(data)
     if not data:
         raise AudioError("the audio data is empty")
@@ -140,20 +150,26 @@ def decode(data: bytes | str | Path) -> tuple[np.ndarray, int]:
     with tempfile.NamedTemporaryFile(suffix=".audio") as src:
         src.write(data)
         src.flush()
-        return _decode_file(Path(src.name), "the data")
+        return _decode_file(Path(src.name), "the data", max_seconds, timeout_s)
 
 
-def _decode_file(path: Path, what: str) -> tuple[np.ndarray, int]:
-    # "file:" stops ffmpeg from reading a name such as "concat:..." or "-x" as a protocol or an option.
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", f"file:{path}", "-map", "0:a:0",
+def _decode_file(path: Path, what: str, max_seconds: float | None, timeout_s: float) -> tuple[np.ndarray, int]:
+    # "file:" and the protocol whitelist stop ffmpeg from reading a name such as "concat:..." or "-x" as a protocol
+    # or an option, or a playlist inside the data from opening anything else.
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-protocol_whitelist", "file", "-format_whitelist", INPUT_FORMATS,
+           "-i", f"file:{path}", "-map", "0:a:0", *(["-t", f"{max_seconds:.3f}"] if max_seconds else []),
+           "-af", "aformat=sample_rates=" + "|".join(map(str, DECODE_RATES)),
            "-ac", "1", "-f", "f32le", "-c:a", "pcm_f32le", "-"]
-    result = subprocess.run(cmd, capture_output=True)
+    try:
+        result = subprocess.run(cmd, capture_output=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise AudioError(f"{what} took more than {timeout_s:.0f} s to decode") from None
     log = result.stderr.decode(errors="replace")
-    # The first "Audio:" line is the input stream 0:a:0 we mapped; with no -ar the output keeps its rate.
-    match = re.search(r"Audio: .*?, (\d+) Hz", log)
-    if result.returncode != 0 or match is None:
+    # The last "Audio:" line is the output stream, at the rate the format filter settled on.
+    rates = re.findall(r"Audio: .*?, (\d+) Hz", log)
+    if result.returncode != 0 or not rates:
         raise AudioError(f"{what} is not audio that ffmpeg can read ({_last_line(log)})")
-    return np.frombuffer(result.stdout, dtype=np.float32).copy(), int(match.group(1))
+    return np.frombuffer(result.stdout, dtype=np.float32).copy(), int(rates[-1])
 
 
 def silence(seconds: float, sample_rate: int) -> np.ndarray:

@@ -578,18 +578,11 @@ def redis_errors(f: F) -> F:
         try:
             return f(*args, **kwargs)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise CliError(f"cannot reach Redis at {_redact(_settings().broker_url)} ({exc}); is `chatterbox up` "
+            raise CliError(f"cannot reach Redis at {settings_mod.redact_url(_settings().broker_url)} ({exc}); is `chatterbox up` "
                            "running, or REDIS_URL set?", EXIT_UNREACHABLE)
         except ApiKeyError as exc:
             raise CliError(exc.message, EXIT_NOT_FOUND if exc.code == "unknown_key" else EXIT_REFUSED)
     return wrapper  # type: ignore[return-value]
-
-
-def _redact(url: str) -> str:
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url
 
 
 def _key_store():  # -> KeyStore; imported lazily with redis

@@ -74,6 +74,12 @@ def _digits(text: str) -> str:
     return " ".join(_ONES[int(d)] for d in text if d.isdigit())
 
 
+def _cardinal(digits: str) -> str:
+    """A run of digits as a number in words, or digit by digit when it is longer than any number people say (and
+    than int() takes: Python refuses strings of more than 4,300 digits)."""
+    return _digits(digits) if len(digits) > 21 else number_to_words(int(digits))
+
+
 def _plural(words: str) -> str:
     """"nineteen eighty" -> "nineteen eighties" (decades)."""
     return words[:-1] + "ies" if words.endswith("y") else words + ("es" if words.endswith("x") else "s")
@@ -85,7 +91,7 @@ def _say_number(sign: str | None, whole: str, frac: str | None = None) -> str:
     if len(whole) > 1 and whole.startswith("0"):
         words = _digits(whole)  # codes, not quantities
     else:
-        words = number_to_words(int(whole)) if whole else ""
+        words = _cardinal(whole) if whole else ""
     if frac:
         words = f"{words} point {_digits(frac)}".strip()
     return ("minus " if sign else "") + words
@@ -102,8 +108,8 @@ _MONEY_RE = re.compile(_SIGN + r"([$£€])\s?" + _NUM + r"(?:\.(\d+))?(?:\s(tho
 _PERCENT_RE = re.compile(_SIGN + _NUM + r"(?:\.(\d+))?\s?%")
 _CLOCK_RE = re.compile(r"(?<![\d:.,])(\d{1,2})(?::([0-5]\d))?\s*([AaPp])\.?[Mm](?![A-Za-z])\.?")
 _TIME_RE = re.compile(r"(?<![\d:.,])([01]?\d|2[0-3]):([0-5]\d)(?![\d:])")
-_DECADE_RE = re.compile(r"(?<![\w'])(?:(1[1-9]\d0|20\d0)|'?(\d*0))s\b")  # 1980s, '80s, 100s
-_ORDINAL_RE = re.compile(r"\b(\d+)(?:st|nd|rd|th)\b", re.IGNORECASE)
+_DECADE_RE = re.compile(r"(?<![\w'])(?:(1[1-9]\d0|20\d0)|'?(\d{0,20}0))s\b")  # 1980s, '80s, 100s
+_ORDINAL_RE = re.compile(r"\b(\d{1,21})(?:st|nd|rd|th)\b", re.IGNORECASE)
 _YEAR_RANGE_RE = re.compile(r"\b(1[1-9]\d\d|20\d\d)-(1[1-9]\d\d|20\d\d)\b")
 _YEAR_RE = re.compile(r"(?<![\d.,$£€])(?<!(?<!\w)-)\b(1[1-9]\d\d|20[1-9]\d|200\d)\b(?![.,:]\d|%)")
 _DOTTED_RE = re.compile(r"\b\d+(?:\.\d+){2,}\b")  # versions, addresses: 1.2.3
@@ -159,7 +165,7 @@ def _saint_or_street(m: re.Match) -> str:
 def _money(m: re.Match) -> str:
     sign, symbol, whole, frac, scale = m.groups()
     one, many, sub_one, sub_many = _CURRENCIES[symbol]
-    if scale or (frac and len(frac) > 2):  # "$1.5 million", "$0.125": a plain number of dollars
+    if scale or (frac and len(frac) > 2) or len(whole) > 21:  # "$1.5 million", "$0.125": a plain number
         return f"{_say_number(sign, whole, frac)}{' ' + scale if scale else ''} {many}"
     amount, cents = int(whole.replace(",", "")), int((frac or "0").ljust(2, "0"))
     parts = []

@@ -246,13 +246,13 @@ class VoiceLibrary:
             if raw and not raw.startswith(b"RIFF"):
                 raise _not_a_voice(f"the voice file's {part} is not a WAV file")
             clips[part] = raw
-        engine = meta.get("engine", "chatterbox")
+        engine, seconds = meta.get("engine", "chatterbox"), meta.get("reference_seconds") or 0.0
         try:
-            seconds = float(meta.get("reference_seconds") or 0.0)
-        except (TypeError, ValueError):
-            seconds = 0.0
-        if not isinstance(engine, str) or not math.isfinite(seconds):
-            raise _not_a_voice("the voice file's metadata is damaged")
+            seconds = float(seconds) if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else None
+        except OverflowError:  # an int of hundreds of digits
+            seconds = None
+        if not isinstance(engine, str) or seconds is None or not math.isfinite(seconds):
+            raise _not_a_voice("the voice file's metadata is damaged (engine or reference_seconds)")
         return self.create(name=name or meta.get("name", ""), engine=engine, conds=conds,
                            reference_wav=clips.get("reference.wav", b""), sample_wav=clips.get("sample.wav"),
                            description=str(meta.get("description") or ""), tags=meta.get("tags"), owner=owner,
@@ -287,11 +287,12 @@ def prepare_reference(data: bytes | Path, sample_rate: int = 24000) -> tuple["np
     from .model.voice_encoder import trim_silence
 
     try:
-        samples, rate = audio.decode(data)
+        # A second more than is taken, to tell a recording that is too long; nothing past it is ever decoded.
+        samples, rate = audio.decode(data, max_seconds=MAX_REFERENCE_SECONDS + 1)
     except audio.AudioError as exc:
         raise VoiceError("file", f"the upload is not audio that can be decoded: {exc}", "not_audio") from None
     if len(samples) / rate > MAX_REFERENCE_SECONDS:
-        raise VoiceError("file", f"the recording is {len(samples) / rate:.0f} s long; at most "
+        raise VoiceError("file", f"the recording is longer than {MAX_REFERENCE_SECONDS:.0f} s; at most "
                          f"{MAX_REFERENCE_SECONDS:.0f} s are taken (10 s is plenty)", "too_long")
     if audio.is_silent(samples):
         raise VoiceError("file", "the recording is silent", "silent")

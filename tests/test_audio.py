@@ -122,3 +122,51 @@ def test_write_atomic(tmp_path):
         audio.write_atomic(target, "not bytes")  # a failed write keeps the old file and no temp file
     assert target.read_bytes() == b"second"
     assert [p.name for p in target.parent.iterdir()] == ["out.wav"]
+
+
+# -- decoding what anyone may upload: bounded in time, memory and what ffmpeg may open -----------------------------
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run([audio.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def test_a_long_upload_costs_what_its_first_minute_does(tmp_path):
+    """Half an hour of silent FLAC (7 MB would be 10 hours) is decoded only up to the cap, not whole into memory."""
+    from chatterbox.voices import VoiceError, prepare_reference
+
+    long_flac = tmp_path / "long.flac"
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "1800", "-c:a", "flac", str(long_flac))
+    samples, rate = audio.decode(long_flac.read_bytes(), max_seconds=61)
+    assert rate == 16000 and len(samples) == 61 * 16000  # 3.9 MB of samples rather than 115 MB
+    with pytest.raises(VoiceError) as info:
+        prepare_reference(long_flac.read_bytes())
+    assert info.value.code == "too_long"
+
+
+def test_a_header_claiming_a_huge_rate_is_decoded_at_a_sane_one(tmp_path):
+    import wave
+
+    with wave.open(str(tmp_path / "huge.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(2_000_000)
+        w.writeframes((sine(2_000_000, 0.5) * 32767).astype("<i2").tobytes())
+    samples, rate = audio.decode(tmp_path / "huge.wav", max_seconds=61)
+    assert rate == 48000 and abs(len(samples) - 24000) <= 1
+
+
+def test_playlists_and_scripts_open_nothing_else(tmp_path):
+    """An HLS playlist or a concat script would make ffmpeg read another file on this machine (or a URL): they are
+    not audio, whatever they point at."""
+    secret = tmp_path / "elsewhere.wav"
+    secret.write_bytes(audio.wav_bytes(sine(24000, 2.0), 24000))
+    playlist = f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nfile:{secret}\n#EXT-X-ENDLIST\n".encode()
+    concat = f"ffconcat version 1.0\nfile '{secret}'\n".encode()
+    for data in (playlist, concat):
+        with pytest.raises(audio.AudioError, match="not audio"):
+            audio.decode(data)
+
+
+def test_decoding_has_a_time_limit(tmp_path):
+    clip = tmp_path / "clip.flac"
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=48000:cl=mono", "-t", "600", "-c:a", "flac", str(clip))
+    with pytest.raises(audio.AudioError, match="took more than"):
+        audio.decode(clip, timeout_s=0.01)

@@ -82,3 +82,88 @@ def test_unknown_route_and_method(system):
 def test_bad_list_limit(system):
     response = requests.get(system.url + "/jobs?limit=lots", timeout=10)
     assert response.status_code == 400 and response.json()["error"]["param"] == "limit"
+
+
+# -- odd and hostile input: a 4xx, never a 500 ----------------------------------------------------------------------
+
+DIGITS = "1" * 4301  # one more than Python's int() takes from a string
+
+
+@pytest.mark.parametrize("path,body,status,code,param", [
+    ("/synthesize", {"text": "Hi.", "params": {"length_scale": 10 ** 4000}}, 400, "out_of_range",
+     "params.length_scale"),
+    ("/synthesize", {"text": "Hi.", "params": {"volume": -10 ** 300}}, 400, "out_of_range", "params.volume"),
+    ("/synthesize", '{"text": "Hi.", "params": {"volume": ' + DIGITS + "}}", 400, "invalid_json", None),
+    ("/synthesize", {"text": "Hi.", "voice": ["a", "list"]}, 400, "invalid_type", "voice"),
+    ("/synthesize", {"text": "Hi.", "voice": {"id": "joe"}}, 400, "invalid_type", "voice"),
+    ("/audiobooks", {"text": "Hi.", "voice": 123}, 400, "invalid_type", "voice"),
+    ("/audiobooks", {"text": "Hi.", "params": {"noise_w": 10 ** 400}}, 400, "out_of_range", "params.noise_w"),
+    ("/v1/audio/speech", {"model": "tts-1", "input": "Hi.", "voice": 123}, 400, "invalid_type", "voice"),
+    ("/v1/audio/speech", {"model": "tts-1", "input": "Hi.", "voice": "alloy", "speed": 10 ** 400}, 400,
+     "out_of_range", "speed"),
+])
+def test_odd_values_are_refused_by_name(system, path, body, status, code, param):
+    kwargs = {"data": body, "headers": {"Content-Type": "application/json"}} if isinstance(body, str) else {"json": body}
+    response = requests.post(system.url + path, timeout=30, **kwargs)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == (code, param), error
+
+
+def test_thousands_of_digits_in_a_row_are_read_digit_by_digit(system):
+    plan = requests.post(system.url + "/synthesize/plan", json={"text": f"The number is {DIGITS}."}, timeout=30)
+    assert plan.status_code == 200, plan.text
+    assert plan.json()["chunks"][0].startswith("The number is one one one")
+    book = requests.post(system.url + "/audiobooks", json={"text": f"Count {DIGITS}."}, timeout=30)
+    assert book.status_code == 202, book.text
+    requests.post(f"{system.url}/audiobooks/{book.json()['job_id']}/cancel", timeout=10)  # minutes of "one"
+
+
+def _voice_file(**parts) -> bytes:
+    import io
+
+    import torch
+
+    from chatterbox.model.random_checkpoint import random_conds
+
+    blob = {"format": "chatterbox-jobs voice 1", "meta": {"name": "Broken"}, "conds": random_conds(1), "files": {}}
+    blob.update(parts)
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    return buf.getvalue()
+
+
+def _bad_conds(change) -> dict:
+    from chatterbox.model.random_checkpoint import random_conds
+
+    conds = random_conds(1)
+    change(conds)
+    return conds
+
+
+def _voice_import_cases():
+    import torch
+
+    return [
+        _voice_file(meta=["not", "a", "dict"]),
+        _voice_file(files=[1, 2]),
+        _voice_file(files={"reference.wav": torch.zeros(3, dtype=torch.float32)}),
+        _voice_file(files={"reference.wav": torch.frombuffer(bytearray(b"not a wav file"), dtype=torch.uint8)}),
+        _voice_file(meta={"name": "Broken", "reference_seconds": "soon"}),
+        _voice_file(conds={"t3": {}, "gen": {}}),
+        _voice_file(conds={"t3": [], "gen": 1}),
+        _voice_file(conds=_bad_conds(lambda c: c["t3"].update(speaker_emb=torch.zeros(1, 7)))),
+        _voice_file(conds=_bad_conds(lambda c: c["t3"].update(speaker_emb=torch.full((1, 256), float("nan"))))),
+        _voice_file(conds=_bad_conds(lambda c: c["gen"].update(prompt_token=torch.full((1, 250), 99999)))),
+        _voice_file(conds=_bad_conds(lambda c: c["gen"].update(prompt_feat=torch.zeros(1, 3, 80)))),
+        _voice_file(conds=_bad_conds(lambda c: c["gen"].update(embedding="an embedding"))),
+        _voice_file(conds=_bad_conds(lambda c: c["t3"].update(emotion_adv=torch.zeros(4)))),
+    ]
+
+
+@pytest.mark.parametrize("case", range(13))
+def test_malformed_voice_imports_are_refused(system, case):
+    data = _voice_import_cases()[case]
+    response = requests.post(system.url + "/voices/import", files={"file": ("v.voice", data)}, timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] in ("invalid_voice_file", "invalid_name"), response.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import re
 import tempfile
 import time
@@ -152,17 +153,22 @@ def api_schema(system: System, document: dict, ids: dict[str, Any]):
     return schema
 
 
-def documented_operations() -> list[tuple[str, str]]:
-    """(method, path) of every documented operation, known at collection time so that each is its own test
-    (schemathesis' lazy fixture loader needs pytest internals that pytest 9 no longer has). The paths do not depend
-    on the server's state, so a document built in-process, without Redis, lists the same ones."""
+@functools.lru_cache(maxsize=1)
+def collection_document() -> dict:
+    """The document, built in-process without Redis, so that the operations are known at collection time and each
+    is its own test (schemathesis' lazy fixture loader needs pytest internals that pytest 9 no longer has). The
+    paths do not depend on the server's state, so it lists the same ones as the live server's."""
     from chatterbox.settings import load
     from web import Services
     from web.openapi import build_document
 
-    services = Services(load({"tts_engine": "piper", "redis_url": "redis://127.0.0.1:9/0",
-                              "data_dir": Path(tempfile.gettempdir()) / "cbx-openapi-collect"}))
-    found = [(method, path) for method, path, _ in operations(build_document(services))]
+    return build_document(Services(load({"tts_engine": "piper", "redis_url": "redis://127.0.0.1:9/0",
+                                         "data_dir": Path(tempfile.gettempdir()) / "cbx-openapi-collect"})))
+
+
+def documented_operations() -> list[tuple[str, str]]:
+    """(method, path) of every documented operation."""
+    found = [(method, path) for method, path, _ in operations(collection_document())]
     # The job to cancel goes first, while it still runs (and before it holds up the examples' ?wait=1); the book
     # to steer goes through its states in STEERING's order (regenerated: queued again; then paused, resumed,
     # cancelled), so that each action meets a state that allows it at least once.
@@ -294,3 +300,54 @@ def test_the_docs_page_lists_every_operation(live: System, browser, document: di
     page.fill("#filter", "audiobooks m4b")
     assert page.locator("details.op:not([hidden])").count() == 1
     assert errors == []
+
+
+# -- fuzz: bodies far outside the schema ----------------------------------------------------------------------------
+
+FUZZ_EXAMPLES = 40  # per operation that takes a JSON body
+
+
+def json_bodies(field_names: list[str]):
+    """JSON documents of any shape, leaning on the operation's own field names so that they get past the first
+    checks: wrong types, nesting, nulls, NaN, integers of hundreds of digits, odd strings."""
+    from hypothesis import strategies as st
+
+    leaves = (st.none() | st.booleans() | st.integers(min_value=-10**400, max_value=10**400)
+              | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=40)
+              | st.sampled_from(["", " ", "0", "-1", "1e999", "mp3", "joe", "alloy", "tts-1", "v_000000000000",
+                                 "../../etc/passwd", "\x00", "\ud7ff" * 3, "Hello."]))
+    keys = st.sampled_from(field_names) | st.text(max_size=12) if field_names else st.text(max_size=12)
+    return st.recursive(leaves, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=6),
+                        max_leaves=16)
+
+
+def json_operations() -> list[tuple[str, str]]:
+    return [(method, path) for method, path, op in operations(collection_document())
+            if "application/json" in op.get("requestBody", {}).get("content", {})]
+
+
+@pytest.mark.parametrize("method, path", json_operations(), ids=lambda v: v.upper() if v in METHODS else v)
+def test_no_body_gets_a_server_error(method: str, path: str, document: dict, ids: dict[str, Any], live: System):
+    import json as json_mod
+
+    from hypothesis import strategies as st
+
+    schema = document["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+    if "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].split("/")[-1]]
+    url = live.url + re.sub(r"{(\w+)}", lambda m: str(example_for(method, path, m.group(1), ids)), path)
+
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(value=json_bodies(sorted(schema.get("properties", {}))), raw=st.sampled_from([False, False, True]))
+    def send(value, raw) -> None:
+        data = json_mod.dumps(value, allow_nan=True)
+        if raw:  # not even JSON: truncated, or a number past the digits int() takes
+            data = data[: len(data) // 2] + "1" * 4301
+        response = requests.request(method, url, data=data, headers={**auth(live), "Content-Type": "application/json"},
+                                    timeout=150)
+        assert response.status_code < 500, f"{method.upper()} {path} {data[:300]!r}: {response.text[:300]}"
+        if response.status_code == 202 and "job_id" in response.text:  # a valid one by chance: do not keep the worker
+            requests.delete(f"{live.url}/jobs/{response.json()['job_id']}", headers=auth(live), timeout=10)
+
+    send()

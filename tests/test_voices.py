@@ -5,6 +5,8 @@ import io
 import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +14,9 @@ import requests
 import torch
 
 from chatterbox import audio
+from chatterbox.access import SYSTEM
 from chatterbox.model.conds import Conditionals
 from chatterbox.model.random_checkpoint import random_conds
-from chatterbox.access import SYSTEM
 from chatterbox.voices import VoiceError, VoiceLibrary, prepare_reference
 
 from .conftest import ROOT
@@ -80,6 +82,14 @@ def test_reference_checks_on_generated_signals():
 
 
 
+def long_silence(seconds: int) -> bytes:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "long.flac"
+        subprocess.run([audio.ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono",
+                        "-t", str(seconds), "-c:a", "flac", str(path)], check=True)
+        return path.read_bytes()
+
+
 def clone(system, name, data, **form):
     return requests.post(system.url + "/voice-clone", files={"file": ("clip.webm", data)},
                          data={"name": name, **form}, timeout=60)
@@ -108,13 +118,19 @@ def test_clone_job_then_use_rename_and_delete_the_voice(cloning):
     assert requests.delete(cloning.url + "/voices/default", timeout=10).status_code == 400
 
 
-def test_clone_refuses_bad_input_before_model_work(cloning):
+def test_clone_refuses_bad_input_before_model_work(cloning, tmp_path):
     good = audio.encode(speechlike(7), RATE, "wav")
+    (tmp_path / "elsewhere.wav").write_bytes(good)  # a good clip elsewhere on the server's disk
     cases = [(clone(cloning, "Bob", b"not audio at all" * 50), 400, "not_audio"),
              (clone(cloning, "Bob", audio.wav_bytes(speechlike(2), RATE)), 400, "too_short"),
              (clone(cloning, "../../etc", good), 400, "invalid_name"),
              (clone(cloning, "Bob", good, exaggeration="9"), 400, "out_of_range"),
-             (requests.post(cloning.url + "/voice-clone", data={"name": "Bob"}, timeout=10), 400, "missing_file")]
+             (requests.post(cloning.url + "/voice-clone", data={"name": "Bob"}, timeout=10), 400, "missing_file"),
+             # Decoded in the web app only up to its cap (a 20-minute file costs what its first minute does), and
+             # a playlist that would make ffmpeg read another file on the server is not audio.
+             (clone(cloning, "Bob", long_silence(1200)), 400, "too_long"),
+             (clone(cloning, "Bob", f"#EXTM3U\n#EXTINF:7,\nfile:{tmp_path}/elsewhere.wav\n".encode()), 400,
+              "not_audio")]
     for response, status, code in cases:
         assert response.status_code == status and response.json()["error"]["code"] == code, response.text
     unknown = requests.post(cloning.url + "/synthesize", json={"text": "Hi.", "voice": "nobody"}, timeout=10)

@@ -1,6 +1,7 @@
 """The Flask app: REST API, websocket job events and the dashboard, over the chatterbox library."""
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 import redis
@@ -109,16 +110,23 @@ def error_response(status: int, message: str, code: str, param: str | None = Non
 
 
 def redis_down_response(exc: Exception):
-    url = services().settings.broker_url
-    return error_response(503, f"Redis is not reachable at {_redact(url)} ({exc}); jobs cannot be queued or read "
-                          "until it is back", "redis_unavailable")
+    url = settings_mod.redact_url(services().settings.broker_url)
+    return error_response(503, f"Redis is not reachable at {url} ({exc}); jobs cannot be queued or read until it is "
+                          "back", "redis_unavailable")
 
 
-def _redact(url: str) -> str:
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+# Redis answering, but refusing writes: out of memory (maxmemory), a failed snapshot or AOF write (a full disk:
+# MISCONF), a replica. The service is unavailable until the operator acts; nothing in the request is at fault. In a
+# script's error the code comes after the script's name ("... @user_script: 15: -OOM command not allowed ...").
+REFUSAL = re.compile(r"(?:^|[\s-])((?:MISCONF|OOM|READONLY|NOREPLICAS|MASTERDOWN|LOADING)\b[^.]*)")
+
+
+def redis_refusal_response(exc: redis.exceptions.ResponseError):
+    found = REFUSAL.search(str(exc))
+    if found is None:
+        raise exc  # a fault of ours, not of Redis' state: a 500 and a traceback in the log
+    return error_response(503, f"Redis refuses to store anything right now ({found.group(1).strip()}); retry once "
+                          "its operator has made room", "redis_refuses_writes")
 
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import redis
 from flask import Blueprint, Flask, abort, redirect, request, send_file, url_for
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
@@ -14,7 +15,7 @@ from chatterbox import audio, jobs
 from chatterbox.engines import InvalidRequest
 from chatterbox.synthesis import parse_request
 
-from . import REDIS_ERRORS, error_response, redis_down_response, services
+from . import REDIS_ERRORS, error_response, redis_down_response, redis_refusal_response, services
 from .auth import caller
 
 bp = Blueprint("api", __name__)
@@ -361,3 +362,4 @@ def register_error_handlers(app: Flask) -> None:
 
     for error in (*REDIS_ERRORS, OperationalError):
         app.register_error_handler(error, redis_down_response)
+    app.register_error_handler(redis.exceptions.ResponseError, redis_refusal_response)

@@ -140,8 +140,10 @@ def parse_speech(body: Any, svc: Services, caller: Caller) -> SpeechRequest:
     speed = 1.0 if speed is None else speed
     if isinstance(speed, bool) or not isinstance(speed, (int, float)):
         raise InvalidRequest("speed", f"speed must be a number, not {type(speed).__name__}", "invalid_type")
-    if not math.isfinite(speed) or not SPEED_MIN <= speed <= SPEED_MAX:
-        raise InvalidRequest("speed", f"speed must be between {SPEED_MIN} and {SPEED_MAX}, not {speed}", "out_of_range")
+    # Compared as it is: JSON may carry an integer of thousands of digits, which math.isfinite() refuses.
+    if (isinstance(speed, float) and not math.isfinite(speed)) or not SPEED_MIN <= speed <= SPEED_MAX:
+        raise InvalidRequest("speed", f"speed must be between {SPEED_MIN} and {SPEED_MAX}, not {str(speed)[:40]}",
+                             "out_of_range")
     stream_format = body.get("stream_format") or "audio"
     if stream_format not in STREAM_FORMATS:
         raise InvalidRequest("stream_format", f"unknown stream_format {stream_format!r}; choose one of "

@@ -301,7 +301,8 @@ def _shared_responses(settings: Settings) -> dict:
                                            "from this address this minute (`auth_rate_limited`)",
                             "headers": {"Retry-After": retry_after}, "content": json_content(ref("Error"))},
         "TooLarge": err("the request body is over its limit (`request_too_large`, or `too_large` for a book file)"),
-        "Unavailable": err("Redis is not reachable (`redis_unavailable`); retry when it is back"),
+        "Unavailable": err("Redis is not reachable (`redis_unavailable`), or refuses writes: out of memory, a failed "
+                           "snapshot on a full disk (`redis_refuses_writes`); retry when it is back"),
     }
 
 

@@ -55,11 +55,12 @@ class Param:
         field = f"params.{self.name}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidRequest(field, f"{field} must be a number, not {type(value).__name__}", "invalid_type")
-        if self.kind is int and not float(value).is_integer():
+        if isinstance(value, float) and self.kind is int and not value.is_integer():
             raise InvalidRequest(field, f"{field} must be a whole number", "invalid_type")
-        if not math.isfinite(value) or not self.minimum <= value <= self.maximum:
-            raise InvalidRequest(field, f"{field} must be between {self.minimum} and {self.maximum}, not {value}",
-                                 "out_of_range")
+        # Compared before any conversion: JSON may carry an integer of thousands of digits, which float() refuses.
+        if (isinstance(value, float) and not math.isfinite(value)) or not self.minimum <= value <= self.maximum:
+            raise InvalidRequest(field, f"{field} must be between {self.minimum} and {self.maximum}, not "
+                                 f"{str(value)[:40]}", "out_of_range")
         return self.kind(value)
 
     def describe(self) -> dict:
