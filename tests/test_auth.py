@@ -47,12 +47,16 @@ def test_every_route_wants_a_valid_key_and_never_says_which_part_was_wrong(live,
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-def test_health_is_open_but_tells_nothing_about_jobs(live):
-    job = live.submit("Something private is being said here, at some length, so that it runs a while.")
+def test_health_is_open_but_says_only_whether_the_system_is_up(live, two_keys):
+    job = live.submit("Something private is being said here, at some length, so that it runs a while. " * 3)
+    wait_until(lambda: live.job(job["job_id"])["status"] == "running", 60, what="the job to run")
     anonymous = requests.get(live.url + "/health", headers=NO_KEY, timeout=10)
-    assert anonymous.status_code == 200
-    assert all("current_job" not in w for w in anonymous.json()["workers"])
-    assert job["job_id"] not in anonymous.text
+    # No hostnames, pids, paths, versions or jobs for anyone without a key.
+    assert anonymous.status_code == 200 and anonymous.json() == {"status": "ok"}
+    someone = requests.get(live.url + "/health", headers=bearer(two_keys[0]), timeout=10).json()
+    assert someone["workers"] and all("current_job" not in w for w in someone["workers"])
+    admin = requests.get(live.url + "/health", timeout=10).json()
+    assert job["job_id"] in [w.get("current_job") for w in admin["workers"]]
     live.wait_job(job["job_id"])
 
 

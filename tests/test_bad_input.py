@@ -103,7 +103,8 @@ DIGITS = "1" * 4301  # one more than Python's int() takes from a string
      "out_of_range", "speed"),
 ])
 def test_odd_values_are_refused_by_name(system, path, body, status, code, param):
-    kwargs = {"data": body, "headers": {"Content-Type": "application/json"}} if isinstance(body, str) else {"json": body}
+    raw = isinstance(body, str)
+    kwargs = {"data": body, "headers": {"Content-Type": "application/json"}} if raw else {"json": body}
     response = requests.post(system.url + path, timeout=30, **kwargs)
     assert response.status_code == status, response.text
     error = response.json()["error"]

@@ -120,7 +120,7 @@ def test_errors_carry_the_servers_message(client, live):
     assert not isinstance(err.value, (NotFound, AuthError))
     with pytest.raises(ApiError) as err:
         client.synthesize("Hi.", voice="nobody-at-all")
-    assert err.value.status == 400 and err.value.param == "voice"
+    assert err.value.status == 404 and err.value.param == "voice" and isinstance(err.value, NotFound)
 
     gone = Client(f"http://127.0.0.1:{free_port()}", api_key=live.api_key, timeout=5)
     with pytest.raises(ConnectionFailed) as err:

@@ -106,3 +106,41 @@ def test_supervisor_restarts_a_crash_and_gives_up_on_config_errors(tmp_path, cap
     assert misconfigured.given_up and misconfigured.proc.returncode == 3
     assert sleeper.proc.returncode is not None  # stopped on shutdown
     assert "[sleeper] up" in capsys.readouterr().out
+
+
+def test_urls_in_messages_hide_the_whole_password():
+    from chatterbox.settings import redact_url
+
+    # A password may hold "@" itself: what follows the last one is the host.
+    assert redact_url("redis://:p@ss@w0rd@10.0.0.5:6379/0") == "redis://***@10.0.0.5:6379/0"
+    assert redact_url("rediss://user:secret@cache.example:6380/1?ssl_cert_reqs=none&x=a@b") == \
+        "rediss://***@cache.example:6380/1?ssl_cert_reqs=none&x=a@b"
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_the_embedded_redis_password_reaches_every_process_of_the_data_directory(tmp_path):
+    from chatterbox.settings import embedded_redis_password
+
+    settings = load({"data_dir": tmp_path, "redis_port": 6390}, environ={})
+    assert settings.broker_url == "redis://127.0.0.1:6390/0"  # none made yet
+    password = embedded_redis_password(settings)
+    assert (tmp_path / "redis-password").stat().st_mode & 0o777 == 0o600
+    assert embedded_redis_password(settings) == password  # made once
+    # A worker or `chatterbox keys` started on its own, with only the data directory, finds it.
+    assert load({"data_dir": tmp_path, "redis_port": 6390}, environ={}).broker_url == \
+        f"redis://:{password}@127.0.0.1:6390/0"
+    mine = load({"data_dir": tmp_path, "redis_password": "my s3cret/@"}, environ={})
+    assert embedded_redis_password(mine) == "my s3cret/@" and mine.broker_url.startswith("redis://:my%20s3cret%2F%40@")
+    assert load({"redis_url": "redis://other:6379/2", "data_dir": tmp_path}, environ={}).broker_url == \
+        "redis://other:6379/2"
+
+
+def test_flower_credentials_that_flower_would_cut_are_refused(tmp_path):
+    from chatterbox.cli import CliError, flower_credentials
+
+    user, password = flower_credentials(load({"data_dir": tmp_path}, environ={}))
+    assert user == "admin" and len(password) >= 16 and (tmp_path / "flower-password").stat().st_mode & 0o777 == 0o600
+    assert flower_credentials(load({"data_dir": tmp_path, "flower_password": "a:b@c"}, environ={}))[1] == "a:b@c"
+    for bad in ({"flower_password": "one,two"}, {"flower_user": "ad:min"}):
+        with pytest.raises(CliError):
+            flower_credentials(load({"data_dir": tmp_path, **bad}, environ={}))

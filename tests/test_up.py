@@ -8,8 +8,11 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 import psutil
 import pytest
+import redis
 import requests
 
 from .conftest import ROOT, free_port, wait_until
@@ -36,17 +39,25 @@ def test_up_runs_everything_restarts_a_crash_and_stops_cleanly(stack):
     proc, ports, log_path, env = stack
     web = f"http://127.0.0.1:{ports['CHATTERBOX_WEB_PORT']}"
 
+    key: dict[str, str] = {}
+
     def health():
         try:
-            body = requests.get(web + "/health", timeout=2).json()
+            body = requests.get(web + "/health", timeout=2, headers=key).json()
         except requests.RequestException:
             return None
-        return body if body.get("workers") else None
+        return body if body.get("status") == "ok" else None
 
-    body = wait_until(health, 120, 0.5, what=f"the stack\n{log_path.read_text()}")
+    assert wait_until(health, 120, 0.5, what=f"the stack\n{log_path.read_text()}") == {"status": "ok"}
+    output = log_path.read_text()
+    # the first start made an admin key and printed it, once
+    keys = re.findall(r"^\[web\]\s+(cbx_[0-9a-f]{10}_\S+)\s*$", output, re.M)
+    assert len(keys) == 1, output
+    key["Authorization"] = f"Bearer {keys[0]}"
+    auth = dict(key)
+    body = health()
     assert body["workers"][0]["device"] == "cpu" and body["redis"]["aof"]
     assert "no Chatterbox weights" in body["engine"]["reason"]
-    output = log_path.read_text()
     match = re.search(r"flower\s+(\S+)\s+\(user (\S+), password (\S+)\)", output)
     assert match, output
     flower_url, user, password = match.groups()
@@ -60,15 +71,25 @@ def test_up_runs_everything_restarts_a_crash_and_stops_cleanly(stack):
     assert wait_until(lambda: flower(), 60, 0.5, what="flower") == 401
     assert flower(auth=(user, password)) == 200
 
-    # the first start made an admin key and printed it, once
-    keys = re.findall(r"^\[web\]\s+(cbx_[0-9a-f]{10}_\S+)\s*$", output, re.M)
-    assert len(keys) == 1, output
-    auth = {"Authorization": f"Bearer {keys[0]}"}
     assert requests.post(web + "/synthesize", json={"text": "Who?"}, timeout=10).status_code == 401
 
     # a job through the stack
     job = requests.post(web + "/synthesize?wait=1", json={"text": "Up and running."}, headers=auth, timeout=120)
     assert job.status_code == 200 and job.headers["Content-Type"] == "audio/wav"
+
+    # The embedded Redis wants the password made at the first start, which no command line shows and only this
+    # user can read; and nothing in the data directory is readable by anyone else.
+    data = Path(env["CHATTERBOX_DATA_DIR"])
+    password = (data / "redis-password").read_text().strip()
+    assert len(password) >= 32 and password not in output
+    port = ports["CHATTERBOX_REDIS_PORT"]
+    with pytest.raises((redis.exceptions.AuthenticationError, redis.exceptions.ResponseError)):
+        redis.Redis(port=port, socket_timeout=5).set("anyone", "here")
+    assert redis.Redis(port=port, password=password, socket_timeout=5).ping()
+    family = [" ".join(c.cmdline()) for c in psutil.Process(proc.pid).children(recursive=True)]
+    assert family and not any(password in line for line in family)
+    readable = [str(p) for p in [data, *data.rglob("*")] if p.stat().st_mode & 0o077]
+    assert readable == [], readable
 
     # a crashed worker is restarted, and the restart is logged
     first_pid = body["workers"][0]["pid"]

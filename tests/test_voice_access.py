@@ -3,9 +3,6 @@ key's voice is answered exactly like a voice that does not exist; names are uniq
 through Celery) are everyone's to use and only admins' to change."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import threading
 import time
 
@@ -16,7 +13,8 @@ import websocket
 from chatterbox import audio
 from chatterbox.keys import KeyStore
 
-from .conftest import ROOT, System, exported_voice, wait_until
+from .conftest import System, exported_voice, wait_until
+from .test_voices import RATE, clone_through_celery, saved_conds, speechlike
 
 SHORT = {"max_new_tokens": 6, "steps": 1, "seed": 1}
 
@@ -27,8 +25,6 @@ def bearer(token: str) -> dict:
 
 def clip_wav(seconds: float = 7.0) -> bytes:
     """A speech-like clip that passes the reference checks (voiced, not clipped, over 5 s)."""
-    from .test_voices import RATE, speechlike
-
     return audio.wav_bytes(speechlike(seconds), RATE)
 
 
@@ -86,7 +82,8 @@ def test_another_keys_voice_is_unknown_on_every_route_that_takes_a_voice(cloning
     for path in ("/voices", "/saved-voices", "/engine"):
         assert alices["id"] not in requests.get(url + path, headers=bob, timeout=10).text, path
     # A missing voice is answered the same, word for word but for the name.
-    missing = requests.post(url + "/synthesize", headers=bob, timeout=30, json={"text": "Hi.", "voice": "v_0123456789ab"})
+    missing = requests.post(url + "/synthesize", headers=bob, timeout=30,
+                            json={"text": "Hi.", "voice": "v_0123456789ab"})
     theirs = requests.post(url + "/synthesize", headers=bob, timeout=30, json={"text": "Hi.", "voice": alices["id"]})
     assert missing.json()["error"]["message"].replace("v_0123456789ab", alices["id"]) == \
         theirs.json()["error"]["message"]
@@ -95,7 +92,8 @@ def test_another_keys_voice_is_unknown_on_every_route_that_takes_a_voice(cloning
 def test_an_openai_name_of_another_keys_voice_speaks_in_the_callers_default(cloning, keys, alices):
     """Alice named her voice "alloy": Bob's "alloy" is OpenAI's name for him, never Alice's voice."""
     for token, expected in ((keys["bob"], "default"), (keys["alice"], alices["id"])):
-        before = {j["id"] for j in requests.get(cloning.url + "/jobs", headers=bearer(token), timeout=10).json()["jobs"]}
+        listed = requests.get(cloning.url + "/jobs", headers=bearer(token), timeout=10).json()["jobs"]
+        before = {j["id"] for j in listed}
         # The request's job is all this needs, and it exists as soon as the request is taken: it is read from the
         # key's job list and cancelled, rather than heard (the OpenAI request has no max_new_tokens, and random
         # weights would speak for 40 s).
@@ -156,13 +154,7 @@ def test_shared_voices_are_everyones_to_use_and_only_admins_to_change(cloning, k
 
     clip = tmp_path / "clip.wav"
     clip.write_bytes(clip_wav())
-    # Made through the Celery API, as another program would: it belongs to no key.
-    script = ("import json; from tasks import clone_voice; print(json.dumps(clone_voice.delay("
-              f"file={str(clip)!r}, name='Shared {time.monotonic_ns()}').get(timeout=240)))")
-    out = subprocess.run([sys.executable, "-c", script], env=cloning.env, cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr
-    job = json.loads(out.stdout.strip().splitlines()[-1])
+    job = clone_through_celery(cloning, clip, f"Shared {time.monotonic_ns()}")  # it belongs to no key
     assert job["status"] == "succeeded", job
     shared = VoiceLibrary(cloning.settings.voices_dir).get(job["voice_id"], SYSTEM)
     assert shared.owner == ""
@@ -185,8 +177,6 @@ def test_the_lookup_itself_takes_the_caller(tmp_path):
     from chatterbox.access import SYSTEM, Caller
     from chatterbox.model.conds import Conditionals
     from chatterbox.voices import VoiceError, VoiceLibrary
-
-    from .test_voices import saved_conds
 
     lib = VoiceLibrary(tmp_path / "voices")
     conds: Conditionals = saved_conds(tmp_path)

@@ -138,15 +138,20 @@ def test_clone_refuses_bad_input_before_model_work(cloning, tmp_path):
     assert requests.get(cloning.url + "/voices/v_000000000000", timeout=10).status_code == 404
 
 
+def clone_through_celery(system, clip: Path, name: str) -> dict:
+    """A clone job sent as another program would: through the Celery API, from a process of its own."""
+    script = ("import json; from tasks import clone_voice; "
+              f"print(json.dumps(clone_voice.delay(file={str(clip)!r}, name={name!r}).get(timeout=240)))")
+    out = subprocess.run([sys.executable, "-c", script], env=system.env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def test_clone_through_the_celery_api(cloning, tmp_path):
     clip = tmp_path / "clip.wav"
     clip.write_bytes(audio.wav_bytes(speechlike(7), RATE))
-    script = ("import json; from tasks import clone_voice; "
-              f"print(json.dumps(clone_voice.delay(file={str(clip)!r}, name='Carol').get(timeout=240)))")
-    out = subprocess.run([sys.executable, "-c", script], env=cloning.env, cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = clone_through_celery(cloning, clip, "Carol")
     assert result["status"] == "succeeded" and result["voice_id"].startswith("v_")
     assert clip.exists()  # the caller's file is theirs: only uploads are removed
 

@@ -3,20 +3,19 @@
 Also here, because they apply to every route alike: request body limits, per-key rate limits and a limit on failed
 authentications per client address (kept in Redis, so they hold across web processes), the websocket Origin
 allow-list, and CSRF protection for requests that ride on the session cookie (and for signing in). The cap on
-unfinished jobs is the job store's, where jobs are admitted. Websockets are checked here too: flask-sock accepts the connection only
-after ``before_request`` has let the request through, so a rejected socket never receives an event.
+unfinished jobs is the job store's, where jobs are admitted. Websockets are checked here too: flask-sock accepts the
+connection only after ``before_request`` has let the request through, so a rejected socket never receives an event.
 """
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 from flask import Flask, g, redirect, request, session, url_for
 
-from chatterbox import keys as keys_mod
+from chatterbox import keys as keys_mod, settings as settings_mod
 from chatterbox.access import Caller
 from chatterbox.keys import ApiKey, KeyStore
 from chatterbox.limits import RateLimiter
@@ -36,7 +35,8 @@ SESSION_LIFETIME = timedelta(days=7)
 
 def init_app(app: Flask) -> None:
     settings = services().settings
-    app.secret_key = _secret_key(settings.data_dir / "secret-key")
+    # Signs session cookies: made once, kept in the data directory, shared by every web process.
+    app.secret_key = settings_mod.secret_file(settings.data_dir / "secret-key", lambda: secrets.token_bytes(32))
     app.config.update(SESSION_COOKIE_NAME="cbx_session", SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_SECURE=settings.cookie_secure, PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME)
     app.extensions["chatterbox.keys"] = KeyStore(services().store.r, env_admin=settings.admin_key)
@@ -50,22 +50,6 @@ def key_store() -> KeyStore:
     from flask import current_app
 
     return current_app.extensions["chatterbox.keys"]
-
-
-def _secret_key(path) -> bytes:
-    """The key that signs session cookies: made once, kept in the data directory (0600), shared by web processes."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        secret = secrets.token_bytes(32)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another web process made it first
-            return path.read_bytes()
-        with os.fdopen(fd, "wb") as f:
-            f.write(secret)
-        return secret
 
 
 def _session_record(sid: str) -> str:

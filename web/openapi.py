@@ -500,7 +500,7 @@ def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
         "Worker": obj({
             "hostname": string(), "pid": integer(), "device": string(), "engine": string(),
             "engine_reason": string(), "model_loaded": boolean(), "jobs_done": integer(minimum=0),
-            "current_job": nullable(string("the job it runs; only for a request with a valid key")),
+            "current_job": nullable(string("the job it runs; only for an admin key")),
             "busy": boolean(), "state": string(enum=["busy", "idle"]),
             "started_at": number(), "seen_at": number(), "seen_s_ago": number(), "queues": array(string()),
             "instance": string(),
@@ -515,6 +515,10 @@ def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
             "queues": {"type": "object", "additionalProperties": integer(minimum=0),
                        "description": "messages waiting per Celery queue"},
         }, ["status", "redis", "engine", "workers", "queues"]),
+        "HealthStatus": obj({"status": string(enum=["ok", "no_workers", "unavailable"]),
+                             "error": ref("ErrorDetail")}, ["status"],
+                            description="what anyone may know: whether the system is up (and, when it is not, "
+                                        "`redis_unavailable`)"),
         "HealthDown": obj({
             "status": string(enum=["unavailable"]),
             "redis": obj({"ok": boolean(), "error": string()}, ["ok", "error"]),
@@ -807,9 +811,12 @@ def _audiobooks(paths: _Paths) -> None:
 
 def _service(paths: _Paths) -> None:
     paths.add("get", "/health", "health", "Service", "Redis, the engine, the queues and the live workers", {
-        "200": ok("Redis answers", ref("Health")),
-        "503": {"description": "Redis is down: the web app recovers by itself when it returns",
-                "content": json_content(ref("HealthDown"))},
+        "200": ok("Redis answers: with a valid key, the details; without one, only `status`",
+                  {"anyOf": [ref("Health"), ref("HealthStatus")]}),
+        "429": {"$ref": "#/components/responses/AuthRateLimited"},
+        "503": {"description": "Redis is down: the web app recovers by itself when it returns (with a key, the "
+                               "details; without one, only `status`)",
+                "content": json_content({"anyOf": [ref("HealthDown"), ref("HealthStatus")]})},
     }, public=True, optional_key=True)
     paths.add("get", "/openapi.json", "openapi", "Service", "This document", {
         "200": ok("the OpenAPI document", {"type": "object"}),

@@ -12,7 +12,7 @@ import redis
 from chatterbox import redis_server
 from chatterbox.cli import flower_credentials
 from chatterbox.engines import choose_engine
-from chatterbox.settings import Settings, to_env
+from chatterbox.settings import Settings, embedded_redis_password, redact_url, to_env
 
 from .devices import worker_specs
 from .supervisor import Service
@@ -36,21 +36,33 @@ def _wait_http(url: str, timeout: float = 30.0):
     return ready
 
 
+def _answers(url: str) -> bool:
+    """Whether a Redis (any server, with a password or not) listens where the embedded one would."""
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
+    except redis.exceptions.AuthenticationError:
+        return True  # a server with another password: an AuthenticationError is a ConnectionError too
+    except redis.exceptions.ConnectionError:
+        return False
+    except redis.exceptions.ResponseError:
+        return True  # NOAUTH and the like: it answers
+    return True
+
+
 def build_stack(settings: Settings, flower: bool = True) -> tuple[list[Service], str]:
     """The services to supervise and a summary to print. Raises RuntimeError when a port is taken."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     services: list[Service] = []
     if settings.redis_url is None:
-        url = settings.broker_url
-        try:
-            redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
-            raise RuntimeError(f"something already answers at {url}; stop it, or set CHATTERBOX_REDIS_PORT for the "
-                               "embedded Redis, or REDIS_URL to use that server")
-        except redis.exceptions.ConnectionError:
-            pass
+        password = embedded_redis_password(settings)
+        url = settings.replace(redis_password=password).broker_url
+        if _answers(url):
+            raise RuntimeError(f"something already answers at 127.0.0.1:{settings.redis_port}; stop it, or set "
+                               "CHATTERBOX_REDIS_PORT for the embedded Redis, or REDIS_URL to use that server")
         settings.redis_dir.mkdir(parents=True, exist_ok=True)
-        services.append(Service("redis", redis_server.server_args(settings.redis_port, settings.redis_dir),
+        services.append(Service("redis", redis_server.server_args(settings.redis_port, settings.redis_dir, password),
                                 ready=lambda proc: redis_server.wait_ready(url, proc=proc)))
+        # Every child is told the URL with the password (in its environment, which only this user can read).
         settings = settings.replace(redis_url=url)
     env = to_env(settings)
     specs = worker_specs(settings)
@@ -59,10 +71,13 @@ def build_stack(settings: Settings, flower: bool = True) -> tuple[list[Service],
         services.append(Service(f"worker-{spec.name}", _python(*args), env=env))
     web_url = f"http://{settings.web_host}:{settings.web_port}"
     services.append(Service("web", _python("web"), env=env, ready=_wait_http(f"{web_url}/health")))
+    embedded = ""
+    if services[0].name == "redis":
+        secret = "CHATTERBOX_REDIS_PASSWORD" if settings.redis_password else settings.redis_password_file
+        embedded = f"  (embedded: password in {secret}, AOF in {settings.redis_dir})"
     lines = ["", "chatterbox-jobs is starting",
              f"  dashboard and API  {web_url}",
-             f"  redis              {settings.redis_url}" + ("  (embedded, AOF in " + str(settings.redis_dir) + ")"
-                                                             if services[0].name == "redis" else ""),
+             f"  redis              {redact_url(settings.redis_url)}{embedded}",
              f"  workers            {', '.join(s.name for s in specs)}",
              f"  engine             {choose_engine(settings)[1]}",
              f"  data               {settings.data_dir.resolve()}"]

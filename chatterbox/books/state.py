@@ -13,7 +13,7 @@ import json
 import time
 from typing import Callable, Iterable
 
-from ..jobs import BOOKS_ACTIVE, TERMINAL, JobStore, book_key, job_key
+from ..jobs import BOOKS_ACTIVE, JobStore, book_key, job_key
 
 # Take the first pending item and record who has it, in one step: no two workers ever take the same item.
 _TAKE_LUA = """
