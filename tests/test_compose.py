@@ -17,12 +17,14 @@ def test_services_and_shared_volume():
     for name in ("web", "flower", "gpu0", "gpu1"):
         service = services[name]
         assert "data:/data" in service["volumes"], name
-        assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0", name
+        assert service["environment"]["REDIS_URL"] == "redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD}@redis:6379/0", name
         assert service["environment"]["CHATTERBOX_DATA_DIR"] == "/data", name
         assert "redis" in service["depends_on"], name
         assert service["command"][0] == "chatterbox", name
     assert set(compose["volumes"]) >= {"data", "redis"}
-    assert "--appendonly" in services["redis"]["command"]
+    redis_command = " ".join(services["redis"]["command"])
+    assert "--appendonly" in redis_command and "requirepass" in redis_command and "redis-server /tmp/redis.conf" in redis_command
+    assert services["redis"]["environment"]["REDIS_PASSWORD"] == "${REDIS_PASSWORD:?set REDIS_PASSWORD}"
 
 
 def test_one_worker_per_gpu_each_reserving_its_device():
