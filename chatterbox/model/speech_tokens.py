@@ -13,8 +13,10 @@ from .checkpoint import CheckpointError, build, read_safetensors, resolve_model_
 from .conds import Conditionals, T3Cond
 from .s3tokenizer import S3Tokenizer
 from .s3tokenizer import SAMPLE_RATE as S3_RATE
+from .rowmatmul import RowMatmul
 from .sampling import SamplingParams
 from .t3 import T3, T3Config
+from .t3_batch import T3Batch, T3Request
 from .tokenizer import TextTokenizer
 from .voice_encoder import VoiceEncoder
 
@@ -70,14 +72,17 @@ class SpeechTokenModel:
     """The first half of Chatterbox. Thread-safe: one generation at a time per instance."""
 
     def __init__(self, t3: T3, tokenizer: TextTokenizer, ve: VoiceEncoder, s3_tokenizer: S3Tokenizer | None,
-                 conds: Conditionals | None, device: torch.device):
+                 conds: Conditionals | None, device: torch.device, max_batch: int = 1):
         self.t3, self.tokenizer, self.ve, self.s3_tokenizer = t3, tokenizer, ve, s3_tokenizer
         self.conds, self.device = conds, device
+        # One plan for every decoding step of this model, alone or batched: what makes them equal. Planned for
+        # max_batch guided requests (two rows each).
+        self.matmul = RowMatmul(2 * max(1, max_batch))
         self._lock = threading.Lock()
 
     @classmethod
     def from_local(cls, path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                   t3_config: T3Config = T3Config()) -> "SpeechTokenModel":
+                   t3_config: T3Config = T3Config(), max_batch: int = 1) -> "SpeechTokenModel":
         path = resolve_model_dir(path, files=("ve.safetensors", "t3_cfg.safetensors", "tokenizer.json"))
         device = torch.device(device)
         t3_tensors = read_safetensors(path / "t3_cfg.safetensors", device)
@@ -92,7 +97,7 @@ class SpeechTokenModel:
             s3.load_checkpoint_tensors(subset(read_safetensors(path / "s3gen.safetensors"), "tokenizer."))
             s3 = s3.to(device).eval()
         conds = Conditionals.load(path / "conds.pt", device) if (path / "conds.pt").is_file() else None
-        return cls(t3, TextTokenizer(path / "tokenizer.json"), ve, s3, conds, device)
+        return cls(t3, TextTokenizer(path / "tokenizer.json"), ve, s3, conds, device, max_batch)
 
     def prepare_conditionals(self, reference, exaggeration: float = 0.5, sample_rate: int | None = None
                              ) -> Conditionals:
@@ -113,23 +118,34 @@ class SpeechTokenModel:
         gen = {"prompt_token": gen_tokens.cpu(), "prompt_token_len": torch.tensor([gen_tokens.shape[1]])}
         return Conditionals(t3, gen)
 
-    def generate(self, text: str, conds: Conditionals | None = None, *, exaggeration: float = 0.5,
-                 cfg_weight: float = 0.5, temperature: float = 0.8, min_p: float = 0.05, top_p: float = 1.0,
-                 repetition_penalty: float = 1.2, max_new_tokens: int = 1000, seed: int | None = None,
-                 generator: torch.Generator | None = None) -> Iterator[int]:
-        """Speech tokens (0..6560) for text, yielded as T3 samples them (seeded by seed, or drawn from
-        generator, else from torch's global generator as the reference does)."""
+    def request(self, text: str, conds: Conditionals | None = None, *, exaggeration: float = 0.5,
+                cfg_weight: float = 0.5, temperature: float = 0.8, min_p: float = 0.05, top_p: float = 1.0,
+                repetition_penalty: float = 1.2, max_new_tokens: int = 1000, seed: int | None = None,
+                generator: torch.Generator | None = None) -> T3Request:
+        """The T3 request for a text in a voice, for a batch (chatterbox.model.t3_batch) or alone."""
         conds = conds or self.conds
         if conds is None:
             raise ValueError("no voice: the model directory has no conds.pt and no conditionals were given")
         sampling = SamplingParams(temperature=temperature, min_p=min_p, top_p=top_p,
                                   repetition_penalty=repetition_penalty)
-        tokens = self.tokenizer(text).to(self.device)
-        cond = conds.t3.with_exaggeration(exaggeration)
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        return T3Request(conds.t3.with_exaggeration(exaggeration), self.tokenizer(text).to(self.device),
+                         cfg_weight=cfg_weight, sampling=sampling, max_new_tokens=max_new_tokens, generator=generator)
+
+    def speech_codes(self, tokens: list[int]) -> list[int]:
+        """The tokens S3Gen takes: T3 may also sample ids past the speech codes (other than stop), which it feeds
+        back but which say nothing."""
+        return [t for t in tokens if t < self.t3.cfg.speech_codes]
+
+    def generate(self, text: str, conds: Conditionals | None = None, **params) -> Iterator[int]:
+        """Speech tokens (0..6560) for text, yielded as T3 samples them (seeded by seed, or drawn from
+        generator, else from torch's global generator as the reference does); ``params`` as ``request`` takes."""
+        request = self.request(text, conds, **params)
+        batch = T3Batch(self.t3, self.matmul)
         with self._lock:
-            for token in self.t3.generate(cond, tokens, cfg_weight=cfg_weight, sampling=sampling,
-                                          max_new_tokens=max_new_tokens, generator=generator):
-                if token < self.t3.cfg.speech_codes:
-                    yield token
+            batch.add(request)
+            while not request.done:
+                for _, token in batch.step():
+                    if token is not None and token < self.t3.cfg.speech_codes:
+                        yield token

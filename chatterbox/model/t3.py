@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .conds import T3Cond
-from .llama import KVCache, Llama, LlamaConfig
-from .sampling import SamplingParams, sample
+from .llama import Llama, LlamaConfig
+from .rowmatmul import RowMatmul
+from .sampling import SamplingParams
 
 
 @dataclass(frozen=True)
@@ -153,36 +154,24 @@ class T3(nn.Module):
         rows = text.shape[0]
         return torch.cat([cond_emb.expand(rows, -1, -1), text, start.expand(rows, 2, -1)], dim=1)
 
-    @torch.inference_mode()
     def generate(self, cond: T3Cond, text_tokens: Tensor, *, cfg_weight: float = 0.5,
                  sampling: SamplingParams = SamplingParams(), max_new_tokens: int = 1000,
-                 generator: torch.Generator | None = None, on_logits=None) -> Iterator[int]:
-        """Speech tokens one by one as they are sampled, until stop or max_new_tokens.
+                 generator: torch.Generator | None = None, on_logits=None,
+                 matmul: RowMatmul | None = None) -> Iterator[int]:
+        """Speech tokens one by one as they are sampled, until stop or max_new_tokens: a batch of one
+        (chatterbox.model.t3_batch), so that alone and batched are the same computation.
 
         ``on_logits(step, guided_logits)`` sees the guided logits before sampling (for tests and analysis).
         """
-        self.check_text(text_tokens)
-        if not 0 < max_new_tokens <= self.cfg.max_new_tokens:
-            raise ValueError(f"max_new_tokens must be between 1 and {self.cfg.max_new_tokens}")
-        guided = cfg_weight > 0
-        embeds = self.prefill_embeds(cond, text_tokens, guided)  # (B, L, dim)
-        cache = KVCache(self.cfg.llama, embeds.shape[0], embeds.shape[1] + max_new_tokens, embeds.device,
-                        embeds.dtype)
-        hidden = self.tfmr(embeds, cache)[:, -1]  # (B, dim)
-        generated = torch.tensor([[self.cfg.start_speech]], device=embeds.device)
-        weight = torch.tensor(cfg_weight, dtype=torch.float32, device=embeds.device)
-        for step in range(max_new_tokens):
-            logits = self.speech_head(hidden).float()  # (B, V)
-            if guided:
-                logits = logits[0:1] + weight * (logits[0:1] - logits[1:2])
-            if on_logits is not None:
-                on_logits(step, logits)
-            token = sample(logits, generated, sampling, generator)  # (1, 1)
-            generated = torch.cat([generated, token], dim=1)
-            if token.item() == self.cfg.stop_speech:
-                return
-            yield int(token.item())
-            if step + 1 == max_new_tokens:
-                return
-            emb = self.speech_emb(token) + self.speech_pos_emb(step + 1, 1)  # (1, 1, dim)
-            hidden = self.tfmr(emb.expand(embeds.shape[0], -1, -1), cache)[:, -1]
+        from .t3_batch import T3Batch, T3Request
+
+        if matmul is None:  # one plan per model, probed once
+            matmul = self.__dict__.setdefault("_matmul", RowMatmul())
+        batch = T3Batch(self, matmul)
+        request = T3Request(cond, text_tokens, cfg_weight=cfg_weight, sampling=sampling,
+                            max_new_tokens=max_new_tokens, generator=generator, on_logits=on_logits)
+        batch.add(request)
+        while not request.done:
+            for _, token in batch.step():
+                if token is not None:
+                    yield token

@@ -1,8 +1,9 @@
 """The flow-matching decoder: a 1-D U-Net estimator of the velocity field, integrated with Euler steps.
 
 The estimator sees concat(x, mu, speaker, prompt mels) = 320 channels, a sinusoidal time embedding, and runs one
-down level, 12 mid levels and one up level, each a causal ResNet block and 4 transformer blocks. Inference runs one
-unpadded utterance, so every mask is all ones and is left out.
+down level, 12 mid levels and one up level, each a causal ResNet block and 4 transformer blocks. One unpadded
+utterance needs no mask. In a batch padded at the end of each row, only attention could carry padding into real
+positions (every convolution is causal, every other layer acts on one position), so it masks the padded keys.
 """
 from __future__ import annotations
 
@@ -67,10 +68,12 @@ class SelfAttention(nn.Module):
         self.to_v = nn.Linear(dim, inner, bias=False)
         self.to_out = nn.ModuleList([nn.Linear(inner, dim)])
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        # mask: (B, T) True at real positions, or None
         B, T, _ = x.shape
         q, k, v = (proj(x).view(B, T, self.heads, -1).transpose(1, 2) for proj in (self.to_q, self.to_k, self.to_v))
-        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, -1)
+        keys = None if mask is None else mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keys).transpose(1, 2).reshape(B, T, -1)
         return self.to_out[0](out)
 
 
@@ -100,8 +103,8 @@ class TransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, dim * 4)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn1(self.norm1(x))
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        x = x + self.attn1(self.norm1(x), mask)
         return x + self.ff(self.norm3(x))
 
 
@@ -134,10 +137,10 @@ class Level(nn.Module):
         if with_conv:
             self.add_module("2", CausalConv1d(cfg.channels, cfg.channels, 3))
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, mask: Tensor | None = None) -> Tensor:
         x = getattr(self, "0")(x, t).transpose(1, 2)  # (B, T, C)
         for block in getattr(self, "1"):
-            x = block(x)
+            x = block(x, mask)
         return x.transpose(1, 2)
 
     def resample(self, x: Tensor) -> Tensor:
@@ -157,17 +160,18 @@ class Estimator(nn.Module):
         self.final_block = CausalBlock(cfg.channels, cfg.channels)
         self.final_proj = nn.Conv1d(cfg.channels, cfg.out_channels, 1)
 
-    def forward(self, x: Tensor, mu: Tensor, t: Tensor, spks: Tensor, cond: Tensor) -> Tensor:
-        # x, mu, cond: (B, 80, T); t: (B,); spks: (B, 80) -> velocity (B, 80, T)
+    def forward(self, x: Tensor, mu: Tensor, t: Tensor, spks: Tensor, cond: Tensor, mask: Tensor | None = None
+                ) -> Tensor:
+        # x, mu, cond: (B, 80, T); t: (B,); spks: (B, 80); mask (B, T) or None -> velocity (B, 80, T)
         t = self.time_mlp(time_embedding(t, self.cfg.in_channels).to(t.dtype))
         x = torch.cat([x, mu, spks[:, :, None].expand(-1, -1, x.shape[-1]), cond], dim=1)
         down = self.down_blocks[0]
-        skip = down(x, t)
+        skip = down(x, t, mask)
         x = down.resample(skip)
         for level in self.mid_blocks:
-            x = level(x, t)
+            x = level(x, t, mask)
         up = self.up_blocks[0]
-        x = up.resample(up(torch.cat([x[:, :, : skip.shape[-1]], skip], dim=1), t))
+        x = up.resample(up(torch.cat([x[:, :, : skip.shape[-1]], skip], dim=1), t, mask))
         return self.final_proj(self.final_block(x))
 
 
@@ -180,8 +184,10 @@ class FlowDecoder(nn.Module):
         self.estimator = Estimator(cfg)
 
     @torch.inference_mode()
-    def forward(self, mu: Tensor, spks: Tensor, cond: Tensor, noise: Tensor, steps: int | None = None) -> Tensor:
-        """mu, cond, noise: (1, 80, T); spks: (1, 80) -> mels (1, 80, T)."""
+    def forward(self, mu: Tensor, spks: Tensor, cond: Tensor, noise: Tensor, steps: int | None = None,
+                mask: Tensor | None = None) -> Tensor:
+        """mu, cond, noise: (B, 80, T); spks: (B, 80); mask (B, T) for rows padded at their end, or None -> mels
+        (B, 80, T)."""
         steps = steps or self.cfg.steps
         if steps < 1:
             raise ValueError("the flow needs at least one step")
@@ -190,11 +196,14 @@ class FlowDecoder(nn.Module):
         x = noise
         g = self.cfg.guidance
         # The unconditioned row has mu, speaker and prompt zeroed; both rows share x and t.
+        # The B conditioned rows first, then their B unconditioned twins.
+        B = mu.shape[0]
         mu_in = torch.cat([mu, torch.zeros_like(mu)])
         spks_in = torch.cat([spks, torch.zeros_like(spks)])
         cond_in = torch.cat([cond, torch.zeros_like(cond)])
+        mask_in = None if mask is None else torch.cat([mask, mask])
         for t, r in zip(t_span[:-1], t_span[1:]):
-            v = self.estimator(torch.cat([x, x]), mu_in, t.expand(2), spks_in, cond_in)
-            v = (1.0 + g) * v[:1] - g * v[1:]
+            v = self.estimator(torch.cat([x, x]), mu_in, t.expand(2 * B), spks_in, cond_in, mask_in)
+            v = (1.0 + g) * v[:B] - g * v[B:]
             x = x + (r - t) * v
         return x

@@ -1,7 +1,10 @@
 """The flow's token encoder: a conformer (no convolution module) with relative-position attention, a 3-token
 lookahead, then x2 upsampling to the 50 Hz mel rate and four more layers.
 
-Inference runs one utterance at a time, unpadded, so attention is over the whole sequence with no mask.
+One utterance runs unpadded, with no mask. A batch of utterances is padded at the end of each row, and nothing past
+a row's end reaches its real positions: attention masks the padded keys, the convolutions before the lookahead see
+zeros there (the embedding is zeroed past each end: its bias and LayerNorm would otherwise leak in through the
+3-token lookahead), and the upsampling convolution is causal.
 """
 from __future__ import annotations
 
@@ -72,7 +75,8 @@ class RelPositionAttention(nn.Module):
         padded = torch.cat([x.new_zeros(B, H, T, 1), x], dim=-1).view(B, H, P + 1, T)
         return padded[:, :, 1:].view_as(x)[:, :, :, : P // 2 + 1]
 
-    def forward(self, x: Tensor, pos: Tensor) -> Tensor:
+    def forward(self, x: Tensor, pos: Tensor, mask: Tensor | None = None) -> Tensor:
+        # mask: (B, T) True for a row's real positions, or None (one unpadded row)
         B, T, _ = x.shape
         q = self.linear_q(x).view(B, T, self.heads, self.d_k)  # (B, T, H, d)
         k = self.linear_k(x).view(B, T, self.heads, self.d_k).transpose(1, 2)
@@ -80,7 +84,10 @@ class RelPositionAttention(nn.Module):
         p = self.linear_pos(pos).view(pos.shape[0], -1, self.heads, self.d_k).transpose(1, 2)  # (1, H, 2T-1, d)
         content = torch.matmul((q + self.pos_bias_u).transpose(1, 2), k.transpose(-2, -1))
         position = self._rel_shift(torch.matmul((q + self.pos_bias_v).transpose(1, 2), p.transpose(-2, -1)))
-        attn = torch.softmax((content + position) / math.sqrt(self.d_k), dim=-1)
+        scores = (content + position) / math.sqrt(self.d_k)
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+        attn = torch.softmax(scores, dim=-1)
         out = torch.matmul(attn, v).transpose(1, 2).reshape(B, T, -1)
         return self.linear_out(out)
 
@@ -103,8 +110,8 @@ class ConformerLayer(nn.Module):
         self.norm_mha = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
         self.norm_ff = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
 
-    def forward(self, x: Tensor, pos: Tensor) -> Tensor:
-        x = x + self.self_attn(self.norm_mha(x), pos)
+    def forward(self, x: Tensor, pos: Tensor, mask: Tensor | None = None) -> Tensor:
+        x = x + self.self_attn(self.norm_mha(x), pos, mask)
         return x + self.feed_forward(self.norm_ff(x))
 
 
@@ -148,14 +155,23 @@ class UpsampleConformerEncoder(nn.Module):
         self.up_encoders = nn.ModuleList(ConformerLayer(cfg) for _ in range(cfg.up_blocks))
         self.after_norm = nn.LayerNorm(cfg.dim, eps=cfg.out_norm_eps)
 
-    def forward(self, x: Tensor) -> Tensor:
-        # (B, T, 512) token embeddings -> (B, 2T, 512)
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        # (B, T, 512) token embeddings, row b real for its first lengths[b] -> (B, 2T, 512)
+        mask = None if lengths is None else positions_mask(lengths, x.shape[1])
         x, pos = self.embed(x)
+        if mask is not None:
+            x = x * mask[..., None]
         x = self.pre_lookahead_layer(x)
         for layer in self.encoders:
-            x = layer(x, pos)
+            x = layer(x, pos, mask)
         x = self.up_layer(x.transpose(1, 2)).transpose(1, 2)
+        up_mask = None if mask is None else mask.repeat_interleave(self.cfg.up_stride, dim=1)
         x, pos = self.up_embed(x)
         for layer in self.up_encoders:
-            x = layer(x, pos)
+            x = layer(x, pos, up_mask)
         return self.after_norm(x)
+
+
+def positions_mask(lengths: Tensor, size: int) -> Tensor:
+    """(B,) lengths -> (B, size) True at each row's real positions."""
+    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]

@@ -1,15 +1,27 @@
 """The flow: speech tokens (with the voice's prompt tokens before them) -> 80-bin mels at 50 frames/s."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .decoder import DecoderConfig, FlowDecoder
-from .encoder import EncoderConfig, UpsampleConformerEncoder
+from .encoder import EncoderConfig, UpsampleConformerEncoder, positions_mask
 
 SPEECH_CODES = 6561
 MELS_PER_TOKEN = 2
+
+
+@dataclass(eq=False)
+class FlowInput:
+    """One utterance (or streaming window) of a batch: as ``Flow.forward`` takes it."""
+    tokens: Tensor  # (1, N)
+    prompt_tokens: Tensor  # (1, P)
+    prompt_mels: Tensor  # (1, 2P, 80)
+    xvector: Tensor  # (1, 192)
+    generator: torch.Generator | None = None
 
 
 class Flow(nn.Module):
@@ -42,3 +54,33 @@ class Flow(nn.Module):
         noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         mels = self.decoder(mu, spks, cond, noise, steps)
         return mels[:, :, n_prompt:]
+
+    @torch.inference_mode()
+    def forward_batch(self, items: list[FlowInput], steps: int | None = None, finalize: bool = True) -> list[Tensor]:
+        """Many utterances in one pass, each row padded at its end, with what each gets alone: its own noise from
+        its own generator, masks that keep padding out of its real frames. -> one (1, 80, 2N) mel per item."""
+        if len(items) == 1:
+            one = items[0]
+            return [self.forward(one.tokens, one.prompt_tokens, one.prompt_mels, one.xvector, one.generator, steps,
+                                 finalize)]
+        weight = self.encoder_proj.weight
+        xvectors = torch.cat([F.normalize(it.xvector.float().view(1, -1), dim=1) for it in items])
+        spks = self.spk_embed_affine_layer(xvectors.to(weight.device, weight.dtype))  # (B, 80)
+        rows = [torch.cat([it.prompt_tokens.view(-1), it.tokens.view(-1)]).long().to(weight.device) for it in items]
+        lengths = torch.tensor([len(r) for r in rows], device=weight.device)
+        tokens = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long, device=weight.device)
+        for b, row in enumerate(rows):
+            tokens[b, : len(row)] = row
+        h = self.encoder(self.input_embedding(tokens), lengths)  # (B, 2L, 512)
+        frames = MELS_PER_TOKEN * lengths - (0 if finalize else self.lookahead * MELS_PER_TOKEN)
+        mu = self.encoder_proj(h[:, : int(frames.max())]).transpose(1, 2)  # (B, 80, T)
+        mask = positions_mask(frames, mu.shape[2])
+        mu = mu * mask[:, None]
+        cond = torch.zeros_like(mu)
+        noise = torch.zeros_like(mu)
+        for b, it in enumerate(items):
+            cond[b, :, : it.prompt_mels.shape[1]] = it.prompt_mels[0].transpose(0, 1).to(mu.dtype)
+            noise[b, :, : int(frames[b])] = torch.randn((1, mu.shape[1], int(frames[b])), generator=it.generator,
+                                                       device=mu.device, dtype=mu.dtype)[0]
+        mels = self.decoder(mu, spks, cond, noise, steps, mask)
+        return [mels[b:b + 1, :, it.prompt_mels.shape[1]: int(frames[b])] for b, it in enumerate(items)]

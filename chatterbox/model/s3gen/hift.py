@@ -3,6 +3,10 @@
 A neural source-filter: an F0 predictor drives a harmonic sine source, whose STFT is fused into an upsampling
 generator (x8, x5, x3) that predicts the magnitude and phase of a 16-point STFT with hop 4; the inverse STFT gives
 the waveform (480 samples per mel frame), clamped to +-0.99.
+
+Many mels at once: the convolutions run over rows padded at their end, and every convolution's output is zeroed
+past each row's end before the next one reads it, so that a row's last frames see what they see alone (zeros); the
+source (with each row's own random draws), its STFT and the inverse STFT run row by row.
 """
 from __future__ import annotations
 
@@ -41,6 +45,10 @@ class HiFTConfig:
         return math.prod(self.upsample_rates) * self.hop  # 480
 
 
+def _masked(x: Tensor, mask: Tensor | None) -> Tensor:
+    return x if mask is None else x * mask
+
+
 def _padding(kernel: int, dilation: int = 1) -> int:
     return (kernel * dilation - dilation) // 2
 
@@ -71,9 +79,11 @@ class ResBlock(nn.Module):
         self.activations1 = nn.ModuleList(Snake(channels) for _ in dilations)
         self.activations2 = nn.ModuleList(Snake(channels) for _ in dilations)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        # mask: (B, 1, T) 1 at each row's real positions, or None (one unpadded row)
         for conv1, conv2, act1, act2 in zip(self.convs1, self.convs2, self.activations1, self.activations2):
-            x = x + conv2(act2(conv1(act1(x))))
+            h = _masked(conv1(act1(x)), mask)
+            x = x + _masked(conv2(act2(h)), mask)
         return x
 
 
@@ -86,9 +96,14 @@ class F0Predictor(nn.Module):
         self.condnet = nn.Sequential(*layers)
         self.classifier = nn.Linear(channels, 1)
 
-    def forward(self, mel: Tensor) -> Tensor:
+    def forward(self, mel: Tensor, mask: Tensor | None = None) -> Tensor:
         # (B, 80, T) -> (B, T) Hz
-        return torch.abs(self.classifier(self.condnet(mel).transpose(1, 2)).squeeze(-1))
+        x = mel
+        for layer in self.condnet:
+            x = layer(x)
+            if isinstance(layer, nn.ELU):
+                x = _masked(x, mask)
+        return torch.abs(self.classifier(x.transpose(1, 2)).squeeze(-1))
 
 
 class SourceModule(nn.Module):
@@ -161,28 +176,76 @@ class HiFT(nn.Module):
         f0 = F.interpolate(f0[:, None], scale_factor=self.cfg.samples_per_frame, mode="nearest")[:, 0]
         return self.m_source(f0, generator)
 
-    def decode(self, mel: Tensor, source: Tensor) -> Tensor:
+    def _spectrum(self, source: Tensor) -> Tensor:
+        """(B, 1, L) excitation -> (B, 18, L / hop + 1) its STFT, real and imaginary parts."""
         cfg = self.cfg
-        spec = torch.stft(source[:, 0], cfg.n_fft, cfg.hop, cfg.n_fft, window=self._window(mel.device),
+        spec = torch.stft(source[:, 0], cfg.n_fft, cfg.hop, cfg.n_fft, window=self._window(source.device),
                           return_complex=True)
-        s = torch.cat([spec.real, spec.imag], dim=1)  # (B, 18, frames)
-        x = self.conv_pre(mel)
+        return torch.cat([spec.real, spec.imag], dim=1)
+
+    def _generate(self, mel: Tensor, s: Tensor, masks: list[Tensor] | None = None) -> Tensor:
+        """Mels and the source's STFT -> the STFT of the waveform (B, 18, frames) as log-magnitude and phase. With
+        ``masks`` (one per resolution: mel frames, then each upsampling stage's), rows padded at their end."""
+        cfg = self.cfg
+        mask = (lambda i: None) if masks is None else masks.__getitem__
+        x = _masked(self.conv_pre(mel), mask(0))
         n = len(cfg.resblock_kernels)
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, cfg.lrelu_slope))
             if i == len(self.ups) - 1:
                 x = F.pad(x, (1, 0), mode="reflect")
-            x = x + self.source_resblocks[i](self.source_downs[i](s))
-            x = sum(self.resblocks[i * n + j](x) for j in range(n)) / n
-        x = self.conv_post(F.leaky_relu(x))  # slope 0.01 here, as trained
+            x = _masked(x, mask(i + 1))
+            x = x + self.source_resblocks[i](_masked(self.source_downs[i](s), mask(i + 1)), mask(i + 1))
+            x = sum(self.resblocks[i * n + j](x, mask(i + 1)) for j in range(n)) / n
+        return self.conv_post(F.leaky_relu(x))  # slope 0.01 here, as trained
+
+    def _waveform(self, x: Tensor) -> Tensor:
+        cfg = self.cfg
         half = cfg.n_fft // 2 + 1
         magnitude = torch.clip(torch.exp(x[:, :half]), max=1e2)
         phase = torch.sin(x[:, half:])
         wav = torch.istft(torch.polar(magnitude, phase), cfg.n_fft, cfg.hop, cfg.n_fft,
-                          window=self._window(mel.device))
+                          window=self._window(x.device))
         return torch.clamp(wav, -cfg.audio_limit, cfg.audio_limit)
+
+    def decode(self, mel: Tensor, source: Tensor) -> Tensor:
+        return self._waveform(self._generate(mel, self._spectrum(source)))
 
     @torch.inference_mode()
     def forward(self, mel: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """(B, 80, T) mels -> (B, T * 480) waveform."""
         return self.decode(mel, self.source(mel, generator))
+
+    @torch.inference_mode()
+    def forward_batch(self, mels: list[Tensor], generators: list[torch.Generator | None]) -> list[Tensor]:
+        """Mels of any lengths, (1, 80, T_b) each, in one pass -> (1, T_b * 480) each, as each is alone."""
+        if len(mels) == 1:
+            return [self.forward(mels[0], generators[0])]
+        cfg = self.cfg
+        lengths = [m.shape[-1] for m in mels]
+        mel = mels[0].new_zeros(len(mels), cfg.in_channels, max(lengths))
+        for b, m in enumerate(mels):
+            mel[b, :, : lengths[b]] = m[0]
+        frames = torch.tensor(lengths, device=mel.device)
+        f0 = self.f0_predictor(mel, positions(frames, mel.shape[-1]))  # (B, T)
+        spectra = []
+        for b, generator in enumerate(generators):  # each row's draws, as alone
+            f0_b = F.interpolate(f0[b:b + 1, None, : lengths[b]], scale_factor=cfg.samples_per_frame,
+                                 mode="nearest")[:, 0]
+            spectra.append(self._spectrum(self.m_source(f0_b, generator)))
+        s = mel.new_zeros(len(mels), spectra[0].shape[1], max(x.shape[-1] for x in spectra))
+        for b, spectrum in enumerate(spectra):
+            s[b, :, : spectrum.shape[-1]] = spectrum[0]
+        # Lengths at each resolution: the mel frames, then each upsampling stage (the last one padded by a frame).
+        scale, masks = 1, [positions(frames, mel.shape[-1])]
+        for i, rate in enumerate(cfg.upsample_rates):
+            scale *= rate
+            extra = 1 if i == len(cfg.upsample_rates) - 1 else 0
+            masks.append(positions(frames * scale + extra, mel.shape[-1] * scale + extra))
+        x = self._generate(mel, s, masks)
+        return [self._waveform(x[b:b + 1, :, : spectra[b].shape[-1]]) for b in range(len(mels))]
+
+
+def positions(lengths: Tensor, size: int) -> Tensor:
+    """(B,) lengths -> (B, 1, size) mask: 1.0 at each row's real positions."""
+    return (torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]).float()[:, None]

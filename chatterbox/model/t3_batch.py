@@ -1,0 +1,129 @@
+"""T3 for many requests at once (continuous batching), each getting exactly the tokens it gets alone.
+
+A request is prefilled by itself when it joins (its own text, voice, exaggeration and guidance), into a KV cache of
+its own; then every step decodes one position of every request together: the matmuls over all rows (through a
+RowMatmul, so that no row's bits depend on the others), attention per request over its own positions, and the
+guidance, the logit processors and the draw per request with its own parameters and random generator. A request
+that stops leaves at once; one that joins does so between steps. Alone is the same code with one request, so
+alone and batched give the same tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .conds import T3Cond
+from .llama import KVCache
+from .rowmatmul import RowMatmul
+from .sampling import SamplingParams, sample
+
+# Positions a request's cache is made with past its prefill; it doubles when they run out.
+CACHE_RESERVE = 128
+
+
+@dataclass(eq=False)  # a request is itself: compared by identity, never by its tensors
+class T3Request:
+    cond: T3Cond
+    text_tokens: Tensor  # (T,) framed with start and stop
+    cfg_weight: float = 0.5
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    max_new_tokens: int = 1000
+    generator: torch.Generator | None = None
+    on_logits: object = None  # on_logits(step, guided_logits): for tests and analysis
+    # The batch's state of the request:
+    tokens: list[int] = field(default_factory=list)  # speech tokens so far (the stop token is not one)
+    done: bool = False
+    cache: KVCache | None = None
+    hidden: Tensor | None = None  # (rows, dim): the last position's output, what the next logits come from
+    generated: Tensor | None = None  # (1, n) every id so far, the start token first: the repetition penalty's
+
+    @property
+    def guided(self) -> bool:
+        return self.cfg_weight > 0
+
+    @property
+    def rows(self) -> int:
+        return 2 if self.guided else 1
+
+
+class T3Batch:
+    """The requests T3 is decoding together. ``add`` prefills a request; ``step`` gives every active request its
+    next token (or finishes it)."""
+
+    def __init__(self, t3, matmul: RowMatmul | None = None):
+        self.t3 = t3
+        self.matmul = matmul or RowMatmul()
+        self.active: list[T3Request] = []
+
+    @property
+    def rows(self) -> int:
+        return sum(r.rows for r in self.active)
+
+    @torch.inference_mode()
+    def add(self, request: T3Request) -> None:
+        t3, cfg = self.t3, self.t3.cfg
+        t3.check_text(request.text_tokens)
+        if not 0 < request.max_new_tokens <= cfg.max_new_tokens:
+            raise ValueError(f"max_new_tokens must be between 1 and {cfg.max_new_tokens}")
+        embeds = t3.prefill_embeds(request.cond, request.text_tokens, request.guided)  # (rows, L, dim)
+        request.cache = KVCache(cfg.llama, embeds.shape[0], embeds.shape[1] + request.max_new_tokens,
+                                embeds.device, embeds.dtype, reserve=embeds.shape[1] + CACHE_RESERVE)
+        request.hidden = t3.tfmr(embeds, request.cache)[:, -1]
+        request.generated = torch.tensor([[cfg.start_speech]], device=embeds.device)
+        self.active.append(request)
+
+    def remove(self, request: T3Request) -> None:
+        """Drop a request before it is done (cancelled): its slot and cache are free at once."""
+        request.done = True
+        request.cache = request.hidden = None
+        self.active = [r for r in self.active if r is not request]
+
+    @torch.inference_mode()
+    def step(self) -> list[tuple[T3Request, int | None]]:
+        """One token for every active request: (request, token), or (request, None) for one that just finished
+        (it sampled the stop token, or reached max_new_tokens after its last token)."""
+        if not self.active:
+            return []
+        t3, cfg = self.t3, self.t3.cfg
+        logits = self.matmul(t3.speech_head, torch.cat([r.hidden for r in self.active])).float()  # (R, V)
+        out: list[tuple[T3Request, int | None]] = []
+        going: list[T3Request] = []
+        start = 0
+        for request in self.active:
+            rows = logits[start:start + request.rows]
+            start += request.rows
+            if request.guided:
+                weight = torch.tensor(request.cfg_weight, dtype=torch.float32, device=rows.device)
+                rows = rows[0:1] + weight * (rows[0:1] - rows[1:2])
+            step = len(request.tokens)
+            if request.on_logits is not None:
+                request.on_logits(step, rows)
+            token = sample(rows, request.generated, request.sampling, request.generator)  # (1, 1)
+            request.generated = torch.cat([request.generated, token], dim=1)
+            if int(token.item()) == cfg.stop_speech:
+                out.append((request, None))
+                request.done = True
+                continue
+            request.tokens.append(int(token.item()))
+            out.append((request, int(token.item())))
+            if len(request.tokens) == request.max_new_tokens:
+                out.append((request, None))
+                request.done = True
+                continue
+            going.append(request)
+        for request in self.active:
+            if request.done:
+                request.cache = request.hidden = None
+        self.active = going
+        if going:
+            positions = [len(r.tokens) for r in going]
+            emb = torch.cat([(t3.speech_emb(r.generated[:, -1:]) + t3.speech_pos_emb(p, 1))[0].expand(r.rows, -1)
+                             for r, p in zip(going, positions)])  # (R, dim)
+            hidden = t3.tfmr.decode(emb, [r.cache for r in going], self.matmul)
+            start = 0
+            for request in going:
+                request.hidden = hidden[start:start + request.rows]
+                start += request.rows
+        return out

@@ -1,0 +1,185 @@
+"""Batched Chatterbox equals one at a time: each request's speech tokens are the very ones it gets alone with the
+same seed, whatever its companions and whenever it joined; its audio is within 1e-4."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from chatterbox.model.conds import T3Cond
+from chatterbox.model.rowmatmul import RowMatmul, invariant_rows
+from chatterbox.model.sampling import SamplingParams
+from chatterbox.model.t3_batch import T3Batch, T3Request
+
+from .test_model_t3 import TINY, tiny_t3
+
+
+def voice(seed: int, prompt: int = 10) -> T3Cond:
+    g = torch.Generator().manual_seed(seed)
+    return T3Cond(torch.randn(1, 256, generator=g), torch.randint(0, 6561, (1, prompt), generator=g),
+                  torch.full((1, 1, 1), 0.3 + 0.2 * seed))
+
+
+def text(length: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(100 + seed)
+    return torch.cat([torch.tensor([255]), torch.randint(1, TINY.text_vocab, (length,), generator=g),
+                      torch.tensor([0])])
+
+
+# Every request differs from the others in something: text, voice, exaggeration, guidance (on, off, strong),
+# sampling parameters, length limit and seed.
+SPECS = [
+    dict(text=text(5, 0), cond=voice(0), cfg_weight=0.5, sampling=SamplingParams(), max_new_tokens=40, seed=1),
+    dict(text=text(9, 1), cond=voice(1), cfg_weight=0.0, sampling=SamplingParams(temperature=1.3), max_new_tokens=30,
+         seed=2),
+    dict(text=text(3, 2), cond=voice(2), cfg_weight=1.0, sampling=SamplingParams(min_p=0.2, top_p=0.8),
+         max_new_tokens=50, seed=3),
+    dict(text=text(12, 3), cond=voice(0), cfg_weight=0.3, sampling=SamplingParams(repetition_penalty=2.0),
+         max_new_tokens=25, seed=4),
+    dict(text=text(7, 4), cond=voice(3, prompt=4), cfg_weight=0.0, sampling=SamplingParams(temperature=0.05),
+         max_new_tokens=45, seed=5),
+    dict(text=text(5, 0), cond=voice(0), cfg_weight=0.5, sampling=SamplingParams(), max_new_tokens=40, seed=6),
+]
+JOIN_AT = [0, 0, 3, 5, 9, 17]  # the step at which each request joins the batch
+
+
+def request(spec: dict) -> T3Request:
+    return T3Request(spec["cond"], spec["text"], cfg_weight=spec["cfg_weight"], sampling=spec["sampling"],
+                     max_new_tokens=spec["max_new_tokens"], generator=torch.Generator().manual_seed(spec["seed"]))
+
+
+@pytest.mark.parametrize("rows", [2, 32], ids=["plan-for-one", "plan-for-a-batch"])
+def test_t3_batched_tokens_are_the_tokens_alone(rows):
+    model = tiny_t3()
+    matmul = RowMatmul(rows)
+    alone = [list(model.generate(s["cond"], s["text"], cfg_weight=s["cfg_weight"], sampling=s["sampling"],
+                                 max_new_tokens=s["max_new_tokens"], generator=torch.Generator().manual_seed(s["seed"]),
+                                 matmul=matmul)) for s in SPECS]
+    assert all(alone) and len({tuple(t) for t in alone}) == len(alone)  # all different: the test means something
+    batch = T3Batch(model, matmul)
+    requests = [request(s) for s in SPECS]
+    step, most = 0, 0
+    while step <= max(JOIN_AT) or batch.active:
+        for r, join in zip(requests, JOIN_AT):
+            if join == step:
+                batch.add(r)
+        most = max(most, len(batch.active))
+        batch.step()
+        step += 1
+    assert most >= 4  # requests really ran together
+    assert [r.tokens for r in requests] == alone
+
+
+def test_a_request_removed_from_the_batch_leaves_the_others_alone():
+    model = tiny_t3()
+    matmul = RowMatmul(8)
+    batch = T3Batch(model, matmul)
+    requests = [request(s) for s in SPECS[:3]]
+    for r in requests:
+        batch.add(r)
+    for _ in range(4):
+        batch.step()
+    batch.remove(requests[1])
+    assert requests[1] not in batch.active and requests[1].cache is None
+    while batch.active:
+        batch.step()
+    for r, s in zip(requests[::2], SPECS[::2]):
+        assert r.tokens == list(model.generate(s["cond"], s["text"], cfg_weight=s["cfg_weight"],
+                                               sampling=s["sampling"], max_new_tokens=s["max_new_tokens"],
+                                               generator=torch.Generator().manual_seed(s["seed"]), matmul=matmul))
+
+
+def test_the_probe_finds_a_class_of_rows_with_their_own_bits():
+    for form in ("linear", "transposed"):
+        most = invariant_rows(form, 256, 64, torch.float32, "cpu", 32)
+        assert most >= 1
+    matmul = RowMatmul(16)
+    linear = torch.nn.Linear(64, 256, bias=True)
+    x = torch.randn(20, 64)
+    with torch.inference_mode():
+        alone = torch.cat([matmul(linear, x[i:i + 1]) for i in range(20)])
+        for rows in range(1, 21):
+            assert torch.equal(matmul(linear, x[:rows]), alone[:rows]), rows
+
+
+# -- the whole pipeline: generate_batch against generate ----------------------------------------------------------
+
+def tiny_tts(tmp_path, max_batch: int = 8):
+    """A ChatterboxTTS of tiny random models (T3, flow, HiFT) with the real tokenizer layout."""
+    import json
+
+    from chatterbox.model.random_checkpoint import tokenizer_json
+    from chatterbox.model.s3gen.decoder import DecoderConfig
+    from chatterbox.model.s3gen.encoder import EncoderConfig
+    from chatterbox.model.s3gen.flow import Flow
+    from chatterbox.model.s3gen.hift import HiFT, HiFTConfig
+    from chatterbox.model.speech_tokens import SpeechTokenModel
+    from chatterbox.model.tokenizer import TextTokenizer
+    from chatterbox.tts import ChatterboxTTS, S3Gen
+
+    (tmp_path / "tokenizer.json").write_text(json.dumps(tokenizer_json()))
+    torch.manual_seed(7)
+    flow = Flow(EncoderConfig(dim=64, heads=2, ff_dim=128, blocks=1, up_blocks=1),
+                DecoderConfig(channels=32, heads=2, head_dim=16, transformer_blocks=1, mid_blocks=1)).eval()
+    with torch.no_grad():
+        for name, p in flow.named_parameters():
+            if "pos_bias" in name:
+                p.normal_(0, 0.1)
+    hift = HiFT(HiFTConfig(base_channels=32, f0_channels=16)).eval().fold_weight_norm()
+    speech = SpeechTokenModel(tiny_t3(), TextTokenizer(tmp_path / "tokenizer.json"), None, None, None,
+                              torch.device("cpu"), max_batch=max_batch)
+    return ChatterboxTTS(speech, S3Gen(flow, hift, None, torch.device("cpu")), torch.device("cpu"))
+
+
+def tiny_voice(seed: int):
+    from chatterbox.model.conds import Conditionals
+
+    g = torch.Generator().manual_seed(seed)
+    prompt = 20 + 7 * seed
+    return Conditionals(voice(seed), {"prompt_token": torch.randint(0, 6561, (1, prompt), generator=g),
+                                      "prompt_token_len": torch.tensor([prompt]),
+                                      "prompt_feat": torch.randn(1, 2 * prompt, 80, generator=g) * 0.5 - 5,
+                                      "prompt_feat_len": None, "embedding": torch.randn(1, 192, generator=g)})
+
+
+def test_generate_batch_equals_generate_for_mixed_texts_voices_and_parameters(tmp_path):
+    tts = tiny_tts(tmp_path)
+    texts = ["Hello there.", "A second, somewhat longer sentence to say.", "Short.", "Hello there."]
+    voices = [tiny_voice(0), tiny_voice(1), tiny_voice(2), tiny_voice(0)]
+    params = dict(seeds=[1, 2, 3, 4], cfg_weight=[0.5, 0.0, 1.0, 0.5], temperature=[0.8, 1.2, 0.5, 0.8],
+                  exaggeration=[0.5, 0.9, 0.3, 0.5], min_p=0.05, top_p=[1.0, 0.9, 1.0, 1.0],
+                  repetition_penalty=[1.2, 1.0, 2.0, 1.2], steps=[2, 3, 2, 2], max_new_tokens=[30, 45, 20, 30])
+    batched = tts.generate_batch(texts, voices=voices, **params)
+    for i, text in enumerate(texts):
+        alone = tts.generate(text, voice=voices[i], seed=params["seeds"][i],
+                             **{k: (v[i] if isinstance(v, list) else v) for k, v in params.items() if k != "seeds"})
+        assert batched[i].shape == alone.shape, i
+        assert float((batched[i] - alone).abs().max()) <= 1e-4, i
+    assert batched[0].shape != batched[1].shape  # different requests, different lengths: the test means something
+
+
+@pytest.mark.parametrize("finalize", [True, False])
+def test_flow_and_hift_over_padded_rows_equal_each_row_alone(tmp_path, finalize):
+    """The GPU's way (rows of different lengths in one pass), checked here on the CPU: padding past each row's end
+    never reaches its real frames (the embedding's bias and LayerNorm through the lookahead, attention, the
+    vocoder's convolutions)."""
+    from chatterbox.model.s3gen.flow import FlowInput
+
+    tts = tiny_tts(tmp_path)
+    flow, hift = tts.s3gen.flow, tts.s3gen.hift
+    gens = [tiny_voice(i).gen for i in range(3)]
+    lengths = [7, 40, 19]
+
+    def items():
+        return [FlowInput(torch.randint(0, 6561, (1, n), generator=torch.Generator().manual_seed(n)),
+                          g["prompt_token"], g["prompt_feat"], g["embedding"], torch.Generator().manual_seed(i))
+                for i, (n, g) in enumerate(zip(lengths, gens))]
+
+    alone = [flow.forward_batch([item], steps=3, finalize=finalize)[0] for item in items()]
+    together = flow.forward_batch(items(), steps=3, finalize=finalize)
+    for a, b in zip(alone, together):
+        assert a.shape == b.shape and float((a - b).abs().max()) <= 1e-5
+    generators = lambda: [torch.Generator().manual_seed(10 + i) for i in range(3)]  # noqa: E731
+    wav_alone = [hift.forward_batch([m], [g])[0] for m, g in zip(alone, generators())]
+    wav_together = hift.forward_batch(alone, generators())
+    for a, b in zip(wav_alone, wav_together):
+        assert a.shape == b.shape and float((a - b).abs().max()) <= 1e-4
