@@ -32,7 +32,8 @@ app.config_from_object(celeryconfig)
 
 
 class WorkerState:
-    """What one worker process holds: its warm engine, its Redis connection and its heartbeat."""
+    """What one worker process holds: its warm engine, its Redis connection and its heartbeat. Its tasks run in a
+    pool of threads (several jobs at once: the engine batches them), so what it counts is kept under a lock."""
 
     def __init__(self, hostname: str | None = None):
         self.settings = settings_mod.load()
@@ -46,17 +47,42 @@ class WorkerState:
         self.books = BookRunner(self.engine, self.store, self.settings, instance=self.instance,
                                 worker=self.hostname, send_tokens=send_book_tokens)
         self.jobs_done = 0
-        self.current_job: str | None = None
+        # What its threads run: a token per task -> (job id, "interactive" or "bulk"); a book has several at once.
+        self.running: dict[object, tuple[str, str]] = {}
+        self._counts = threading.Lock()
         self.started_at = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def info(self) -> dict:
+        with self._counts:
+            running = list(self.running.values())
+        jobs = list(dict.fromkeys(job_id for job_id, _ in running))
+        batch = {"jobs": len(running), "bulk": sum(kind == "bulk" for _, kind in running),
+                 "capacity": worker_concurrency(self.settings, self.engine_name), **(self.engine.occupancy() or {})}
         return {"hostname": self.hostname, "pid": os.getpid(), "device": self.device, "engine": self.engine_name,
                 "engine_reason": self.engine_reason, "model_loaded": self.engine.loaded,
-                "jobs_done": self.jobs_done, "current_job": self.current_job,
-                "busy": self.current_job is not None, "started_at": self.started_at,
+                "jobs_done": self.jobs_done, "current_job": jobs[0] if jobs else None, "current_jobs": jobs,
+                "busy": bool(running), "batch": batch, "started_at": self.started_at,
                 "queues": [celeryconfig.INTERACTIVE_QUEUE, celeryconfig.BULK_QUEUE, self.queue]}
+
+    def begin(self, job_id: str, kind: str = "interactive") -> object | None:
+        """Count a task as running; returns its token for ``end``. A book item ("bulk") is refused (None) when the
+        threads left for interactive jobs are all that is free: checked and counted in one step."""
+        token = object()
+        with self._counts:
+            if kind == "bulk" and sum(k == "bulk" for _, k in self.running.values()) >= \
+                    bulk_limit(self.settings, self.engine_name):
+                return None
+            self.running[token] = (job_id, kind)
+        self.beat()
+        return token
+
+    def end(self, token: object) -> None:
+        with self._counts:
+            self.running.pop(token, None)
+            self.jobs_done += 1
+        self.beat()
 
     def beat(self) -> None:
         self.store.heartbeat(self.instance, self.info())
@@ -94,13 +120,31 @@ def worker_state() -> WorkerState:
     return _state
 
 
-@signals.worker_process_init.connect
+def worker_concurrency(settings: settings_mod.Settings, engine_name: str) -> int:
+    """Threads a worker runs its tasks in: for Chatterbox, a batch's worth of requests and room for interactive
+    jobs beside it; for Piper, one job per core (its inference releases the GIL)."""
+    if engine_name == "chatterbox":
+        return max(1, settings.max_batch) + INTERACTIVE_RESERVE
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def bulk_limit(settings: settings_mod.Settings, engine_name: str) -> int:
+    """Book items one worker runs at once: all its threads but those kept for interactive jobs."""
+    return max(1, worker_concurrency(settings, engine_name) - INTERACTIVE_RESERVE)
+
+
+# Threads kept for interactive jobs: a thread busy with a book item is busy for seconds, and the broker hands a
+# waiting synthesis to a worker only when one of its threads is free.
+INTERACTIVE_RESERVE = 1
+
+
+@signals.worker_init.connect
 def _load_engine(sender=None, **_kwargs) -> None:
-    # Runs in the process that executes tasks (the worker itself with the solo pool, each child with prefork),
-    # after any fork: the model, and CUDA with it, is initialised here and nowhere earlier.
+    # The threads pool has no child processes: the model, and CUDA with it, is initialised here, in the process
+    # that runs the tasks, before the pool starts.
     global _state
     try:
-        _state = WorkerState(hostname=str(sender) if sender else None)
+        _state = WorkerState(hostname=getattr(sender, "hostname", None))
         log.info("engine: %s", _state.engine_reason)
         started = time.perf_counter()
         _state.engine.load()
@@ -156,8 +200,7 @@ def synthesize(self, text: str | None = None, voice: str | None = None, format: 
     if verdict != "claimed":
         log.info("skipping job %s (attempt %s): %s", job_id, attempt, verdict)
         raise Ignore()  # leaves the result of the run that counts untouched
-    state.current_job = job_id
-    state.beat()
+    token = state.begin(job_id)
     try:
         job = synthesis.run_job(state.engine, store, job_id, state.settings)
     except synthesis.JobCancelled:
@@ -169,9 +212,7 @@ def synthesize(self, text: str | None = None, voice: str | None = None, format: 
         store.finish(job_id, "failed", error=message)
         raise
     finally:
-        state.current_job = None
-        state.jobs_done += 1
-        state.beat()
+        state.end(token)
         finished = store.get(job_id) or {}
         if finished.get("audio_prompt") and finished.get("status") != "running":
             Path(finished["audio_prompt"]).unlink(missing_ok=True)
@@ -201,8 +242,7 @@ def clone_voice(self, file: str | None = None, name: str | None = None, descript
                      source="celery", kind="clone", params={**request, "upload": str(file), "keep_upload": True})
     if store.claim(job_id, attempt, state.hostname, state.instance) != "claimed":
         raise Ignore()
-    state.current_job = job_id
-    state.beat()
+    token = state.begin(job_id)
     job = store.get(job_id)
     request = job["params"]
     try:
@@ -232,12 +272,13 @@ def clone_voice(self, file: str | None = None, name: str | None = None, descript
         store.finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        state.current_job = None
-        state.jobs_done += 1
-        state.beat()
+        state.end(token)
         if not request.get("keep_upload") and store.get(job_id)["status"] != "running":
             Path(request["upload"]).unlink(missing_ok=True)
     return result_of(store.get(job_id), state.settings)
+
+
+BULK_BACKOFF_S = 0.5
 
 
 def send_book_tokens(job_id: str, count: int) -> None:
@@ -250,12 +291,17 @@ def send_book_tokens(job_id: str, count: int) -> None:
 def audiobook_work(job_id: str) -> None:
     """Do the next item (a chunk, a chapter's or the book's assembly) of a running book. Short by design."""
     state = worker_state()
-    state.current_job = job_id
+    token = state.begin(job_id, "bulk")
+    if token is None:
+        # Every thread but the interactive ones is on a book: hand the message back (a book's messages are
+        # interchangeable) after a moment, rather than hold the thread a synthesis request would need.
+        time.sleep(BULK_BACKOFF_S)
+        send_book_tokens(job_id, 1)
+        return
     try:
         state.books.work(job_id)
     finally:
-        state.current_job = None
-        state.jobs_done += 1
+        state.end(token)
 
 
 @app.task(name="tasks.audiobook", bind=True)

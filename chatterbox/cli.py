@@ -116,16 +116,20 @@ def up(no_flower: bool) -> None:
 @click.option("--name", default=None, help="worker and queue name (default: gpu<index>, or cpu)")
 @click.option("--loglevel", default="INFO")
 def worker(gpu: str | None, name: str | None, loglevel: str) -> None:
-    """Run one Celery worker that keeps its engine warm (solo pool: one job at a time on its device)."""
+    """Run one Celery worker that keeps its engine warm and runs several jobs at once on its device (a pool of
+    threads: Chatterbox batches them, CHATTERBOX_MAX_BATCH; Piper runs one per core)."""
     from workers.devices import WorkerSpec
 
-    _server_settings()
+    from .engines import choose_engine
+
+    settings = _server_settings()
     spec = WorkerSpec(name or (f"gpu{gpu}" if gpu is not None else "cpu"), gpu)
     os.environ.update(spec.env())  # before anything can initialise CUDA
-    from tasks import app
+    from tasks import app, worker_concurrency
 
-    app.worker_main(["worker", "--pool", "solo", "--concurrency", "1", "--hostname", spec.hostname, "--loglevel", loglevel,
-                     "--queues", f"interactive,bulk,{spec.name}", "--task-events"])
+    threads = worker_concurrency(settings, choose_engine(settings)[0])
+    app.worker_main(["worker", "--pool", "threads", "--concurrency", str(threads), "--hostname", spec.hostname,
+                     "--loglevel", loglevel, "--queues", f"interactive,bulk,{spec.name}", "--task-events"])
 
 
 @main.command()

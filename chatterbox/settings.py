@@ -36,6 +36,9 @@ class Settings:
     max_upload_mb: int = 20
     threads: int = 0  # CPU threads per worker for inference; 0: the libraries' default (every core)
     model_dtype: str = "float32"  # float32 | bfloat16: the Chatterbox weights' precision (bf16 suits GPUs)
+    # Chatterbox requests one worker decodes together (interactive jobs and book chunks); 1: one at a time. Piper
+    # runs up to one job per core.
+    max_batch: int = 8
 
     # Text limits: the API refuses text over max_text_chars; jobs synthesize chunk_chars at a time.
     max_text_chars: int = 5000

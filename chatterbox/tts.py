@@ -23,23 +23,14 @@ from .model.s3gen.mel import log_mel
 from .model.speech_tokens import GEN_SECONDS, REFERENCE_RATE, SpeechTokenModel, load_reference
 from .model.t3 import T3Config
 from .model.t3_batch import T3Batch
+from .tts_stream import TokenStream, trim_fade
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24000
 SAMPLES_PER_TOKEN = 960  # 2 mel frames of 480 samples
-FADE_SAMPLES = SAMPLE_RATE // 50  # the first 20 ms are silenced and the next 20 ms faded in, as the reference does
 CHUNK_GAP_S = 0.2
 MAX_CHUNK_CHARS = 300
-
-
-def trim_fade(wav: Tensor) -> Tensor:
-    ramp = torch.zeros(2 * FADE_SAMPLES, device=wav.device, dtype=wav.dtype)
-    ramp[FADE_SAMPLES:] = (torch.cos(torch.linspace(torch.pi, 0, FADE_SAMPLES, device=wav.device)) + 1) / 2
-    n = min(len(ramp), wav.shape[-1])
-    wav = wav.clone()
-    wav[..., :n] *= ramp[:n]
-    return wav
 
 
 class S3Gen:
@@ -292,56 +283,17 @@ class ChatterboxTTS:
 
     def _stream_tokens(self, tokens: Iterator[int], gen: dict, seed: int, steps: int, chunk_tokens: int,
                        context_tokens: int) -> Iterator[Tensor]:
-        lookahead = self.s3gen.flow.lookahead
-        flow_gen = torch.Generator(device=self.device).manual_seed(seed)
-        hift_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
-        mel_context = 8  # frames of mels before a window, so HiFT's convolutions see across the seam
-        prompt_tokens, prompt_mels = gen["prompt_token"].to(self.device), gen["prompt_feat"].to(self.device)
-        all_tokens: list[int] = []
-        done = 0  # tokens whose mels exist
-        mels = torch.zeros(1, 80, 0, device=self.device)
-        tail: Tensor | None = None  # the last FADE_SAMPLES of audio, held back for the cross-fade
-        first = True
-        stream = iter(tokens)
-        finished = False
-        while not finished:
-            for token in stream:
-                all_tokens.append(token)
-                if len(all_tokens) - done >= chunk_tokens + lookahead:
-                    break
-            else:
-                finished = True
-            end = len(all_tokens) if finished else len(all_tokens) - lookahead
-            if end <= done:
-                if finished and not all_tokens:
-                    raise ValueError("T3 produced no speech tokens")
-                continue
-            ctx = max(0, done - context_tokens)
-            extra_tokens = torch.tensor([all_tokens[ctx:done]], device=self.device, dtype=torch.long)
-            window_prompt_tokens = torch.cat([prompt_tokens, extra_tokens], dim=1)
-            window_prompt_mels = torch.cat([prompt_mels, mels[:, :, MELS_PER_TOKEN * ctx:].transpose(1, 2)], dim=1)
-            with self._lock:
-                new_mels = self.s3gen.mels(all_tokens[done:] if not finished else all_tokens[done:end], gen,
-                                           window_prompt_tokens, window_prompt_mels, flow_gen, steps,
-                                           finalize=finished)
-                new_mels = new_mels[:, :, : MELS_PER_TOKEN * (end - done)]
-                left = min(mel_context, mels.shape[2])
-                window = torch.cat([mels[:, :, mels.shape[2] - left:], new_mels], dim=2)
-                wav = self.s3gen.vocode(window, hift_gen)[:, left * 480 - (FADE_SAMPLES if tail is not None else 0):]
-            wav = wav.clone()  # out of inference mode, so that the seam can be edited in place
-            mels = torch.cat([mels, new_mels], dim=2)
-            done = end
-            if tail is not None:  # cross-fade the held-back tail into the new window's start
-                fade = torch.linspace(0, 1, FADE_SAMPLES, device=wav.device)
-                wav[:, :FADE_SAMPLES] = tail * (1 - fade) + wav[:, :FADE_SAMPLES] * fade
-            if first:
-                wav = trim_fade(wav)
-                first = False
-            if finished:
-                yield self._finish(wav)
-            else:
-                tail = wav[:, -FADE_SAMPLES:].clone()
-                yield self._finish(wav[:, :-FADE_SAMPLES])
+        stream = TokenStream(self.s3gen, gen, seed, steps, chunk_tokens, context_tokens)
+        for token in tokens:
+            stream.push(token)
+            if stream.ready:
+                with self._lock:
+                    piece = stream.window(finished=False)
+                yield self._finish(piece)
+        with self._lock:
+            piece = stream.window(finished=True)
+        if piece is not None:
+            yield self._finish(piece)
 
 
 def _watermarker():

@@ -10,6 +10,7 @@ from chatterbox.model.rowmatmul import RowMatmul, invariant_rows
 from chatterbox.model.sampling import SamplingParams
 from chatterbox.model.t3_batch import T3Batch, T3Request
 
+from .conftest import wait_until
 from .test_model_t3 import TINY, tiny_t3
 
 
@@ -183,3 +184,73 @@ def test_flow_and_hift_over_padded_rows_equal_each_row_alone(tmp_path, finalize)
     wav_together = hift.forward_batch(alone, generators())
     for a, b in zip(wav_alone, wav_together):
         assert a.shape == b.shape and float((a - b).abs().max()) <= 1e-4
+
+
+# -- the worker's batch loop: jobs in their own threads, audio as each alone ----------------------------------------
+
+def loop_params(i: int) -> dict:
+    return {"exaggeration": 0.4 + 0.1 * i, "cfg_weight": [0.5, 0.0, 0.8][i % 3], "temperature": 0.8 + 0.1 * i,
+            "min_p": 0.05, "top_p": 1.0, "repetition_penalty": 1.2, "seed": 50 + i, "steps": 2 + i % 2,
+            "max_new_tokens": 35 + 5 * i}
+
+
+def test_the_batch_loop_gives_each_request_its_audio_alone(tmp_path):
+    import threading
+
+    from chatterbox.engines.batch_loop import BULK, BatchLoop, Request
+
+    tts = tiny_tts(tmp_path, max_batch=4)
+    texts = ["Hello there.", "The second job, a little longer.", "Third.", "A book's chunk, made whole.",
+             "Another chunk of the book.", "The last one, late."]
+    voices = [tiny_voice(i % 3) for i in range(len(texts))]
+    bulk = {3, 4}
+    loop = BatchLoop(tts, max_batch=4)
+    heard: dict[int, list] = {}
+
+    def job(i: int) -> None:
+        request = Request(texts[i], voices[i], loop_params(i), stream=i not in bulk,
+                          priority=BULK if i in bulk else 0)
+        heard[i] = list(loop.submit(request).pieces())
+
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: loop.steps >= 6, 30, 0.01, "a few steps")  # the last one joins a running batch
+    threads.append(threading.Thread(target=job, args=(5,)))
+    threads[-1].start()
+    for t in threads:
+        t.join(120)
+    for i, text in enumerate(texts):
+        p = loop_params(i)
+        kwargs = {k: v for k, v in p.items() if k != "seed"}
+        if i in bulk:
+            alone = [tts.generate(text, voice=voices[i], seed=p["seed"], **kwargs)]
+        else:
+            alone = list(tts.generate_stream(text, voice=voices[i], seed=p["seed"], **kwargs))
+        assert [x.shape for x in heard[i]] == [x.shape for x in alone], i
+        assert all(torch.equal(a, b) for a, b in zip(heard[i], alone)), i
+    assert loop.occupancy()["active"] == 0 and loop.most >= 3  # they really ran together
+
+
+def test_a_reader_that_stops_leaves_the_batch_and_spares_the_others(tmp_path):
+    import threading
+
+    from chatterbox.engines.batch_loop import BatchLoop, Request
+
+    tts = tiny_tts(tmp_path, max_batch=4)
+    loop = BatchLoop(tts, max_batch=4)
+    quitter = loop.submit(Request("One who leaves after the first piece.", tiny_voice(0),
+                                  {**loop_params(0), "max_new_tokens": 78}))
+    stayer = loop.submit(Request("One who stays.", tiny_voice(1), loop_params(1)))
+    got = {}
+    reader = threading.Thread(target=lambda: got.setdefault("stayer", list(stayer.pieces())))
+    reader.start()
+    pieces = quitter.pieces()
+    next(pieces)
+    pieces.close()  # as a cancelled job's thread does
+    reader.join(120)
+    p = loop_params(1)
+    alone = list(tts.generate_stream("One who stays.", voice=tiny_voice(1), seed=p["seed"],
+                                     **{k: v for k, v in p.items() if k != "seed"}))
+    assert all(torch.equal(a, b) for a, b in zip(got["stayer"], alone)) and len(got["stayer"]) == len(alone)
+    wait_until(lambda: loop.occupancy()["active"] == 0, 30, 0.05, "the quitter to leave")

@@ -262,6 +262,8 @@ def test_ops_page(live, browser, made):
     worker.wait_for()
     assert worker.locator(".state").text_content() in ("idle", "busy")
     assert "loaded" in worker.text_content()
+    # What it runs at once: Piper jobs of its threads, one per core.
+    assert re.fullmatch(r"\d+ of \d+ jobs", worker.locator('td[data-label="Batch"]').text_content().strip())
     assert "Redis up" in page.text_content("#banner") and page.get_attribute("#banner", "data-state") == "ok"
     for queue in ("interactive", "bulk", "cpu"):
         assert re.fullmatch(r"\d+", page.locator(f'#queues tr[data-queue="{queue}"] td.num').text_content())

@@ -341,6 +341,7 @@ def health():
         w["seen_s_ago"] = round(now - w.get("seen_at", now), 2)
         if not key.admin:
             w.pop("current_job", None)
+            w.pop("current_jobs", None)
     return {"status": "ok" if workers else "no_workers",
             "redis": {"ok": True, "version": info.get("redis_version"), "aof": bool(info.get("aof_enabled")),
                       "used_memory": info.get("used_memory_human")},

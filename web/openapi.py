@@ -500,7 +500,16 @@ def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
         "Worker": obj({
             "hostname": string(), "pid": integer(), "device": string(), "engine": string(),
             "engine_reason": string(), "model_loaded": boolean(), "jobs_done": integer(minimum=0),
-            "current_job": nullable(string("the job it runs; only for an admin key")),
+            "current_job": nullable(string("a job it runs; only for an admin key")),
+            "current_jobs": array(string(), "every job it runs; only for an admin key"),
+            "batch": obj({"jobs": integer(minimum=0), "bulk": integer(minimum=0), "capacity": integer(minimum=1),
+                          "max_batch": integer(minimum=1), "active": integer(minimum=0),
+                          "interactive": integer(minimum=0), "waiting": integer(minimum=0),
+                          "rows": integer(minimum=0), "finishing": integer(minimum=0), "steps": integer(minimum=0)},
+                         ["jobs", "bulk", "capacity"],
+                         description="what it runs at once: `jobs` of its `capacity` threads (`bulk`: book items); "
+                                     "for Chatterbox, the requests its batch decodes together (`active` of "
+                                     "`max_batch`, `interactive` among them, `waiting` to join)"),
             "busy": boolean(), "state": string(enum=["busy", "idle"]),
             "started_at": number(), "seen_at": number(), "seen_s_ago": number(), "queues": array(string()),
             "instance": string(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from typing import Callable
 
@@ -59,6 +60,9 @@ class BookRunner:
         self.send_tokens = send_tokens
         self._transcriber: object = None
         self._transcriber_made = False
+        # A worker runs several items at once (its threads); the recognizer (pocketsphinx's decoder) is one object
+        # with one state, so one chunk at a time is checked.
+        self._checking = threading.Lock()
 
     # -- one item ------------------------------------------------------------------------------------------------
     def work(self, job_id: str) -> str | None:
@@ -151,7 +155,7 @@ class BookRunner:
             if attempt and "seed" in params:
                 params = {**params, "seed": retry_seed(int(params["seed"]), attempt)}
             started = time.perf_counter()
-            pieces = list(self.engine.stream(chunk.text, plan.voice, params))
+            pieces = list(self.engine.stream(chunk.text, plan.voice, params, priority="bulk"))
             samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
             synth_s = time.perf_counter() - started
             quality = self._check(samples, chunk.text, params) if checks else None
@@ -184,8 +188,9 @@ class BookRunner:
         from ..quality import check_chunk
 
         speed = 1.0 / float(params.get("length_scale", 1.0) or 1.0)
-        return check_chunk(samples, self.engine.sample_rate, text, transcriber=self.transcriber(), speed=speed,
-                           words_per_minute=self.engine.words_per_minute)
+        with self._checking:
+            return check_chunk(samples, self.engine.sample_rate, text, transcriber=self.transcriber(), speed=speed,
+                               words_per_minute=self.engine.words_per_minute)
 
     def transcriber(self):
         if not self._transcriber_made:

@@ -100,8 +100,14 @@ class Engine(ABC):
         return self.voices(SYSTEM)[0]["id"]
 
     @abstractmethod
-    def stream(self, text: str, voice: str, params: Mapping[str, Any]) -> Iterator[np.ndarray]:
-        """Synthesize text, yielding mono float32 arrays at ``sample_rate`` as they are produced."""
+    def stream(self, text: str, voice: str, params: Mapping[str, Any], priority: str = "interactive"
+               ) -> Iterator[np.ndarray]:
+        """Synthesize text, yielding mono float32 arrays at ``sample_rate`` as they are produced. ``priority``:
+        "interactive" (a listener waits: the first audio as soon as possible) or "bulk" (a book chunk)."""
+
+    def occupancy(self) -> dict | None:
+        """How many requests the engine is running at once, for /health (None: one at a time, nothing to say)."""
+        return None
 
     def model_version(self, voice: str) -> str:
         """Names the weights that speak ``voice``, so that audio cached from other weights is never reused."""

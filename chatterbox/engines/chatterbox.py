@@ -19,8 +19,9 @@ from .base import Engine, EngineUnavailable, InvalidRequest, Param
 WEIGHT_FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt")
 DEFAULT_VOICE = "default"
 # Part of every cached chunk's key: raised when the engine's output for the same request changes. 2: until then
-# exaggeration and cfg_weight never reached the model, so chunks cached under other values of them are wrong.
-CACHE_REVISION = 2
+# exaggeration and cfg_weight never reached the model, so chunks cached under other values of them are wrong. 3: book
+# chunks are made as whole utterances (generate's audio), no longer window by window.
+CACHE_REVISION = 3
 
 
 def weights_present(model_dir: Path) -> bool:
@@ -47,6 +48,7 @@ class ChatterboxEngine(Engine):
     def __init__(self, settings, device: str = "cpu"):
         super().__init__(settings, device)
         self.tts = None
+        self._loop = None
         self.library = VoiceLibrary(settings.voices_dir)
         self._lock = threading.Lock()
         # Recently used saved voices, on the device, at most settings.voice_cache_size of them: a saved voice costs
@@ -112,19 +114,42 @@ class ChatterboxEngine(Engine):
             import torch
 
             from ..tts import ChatterboxTTS
+            from .batch_loop import INTERACTIVE_EXTRA
 
             if self.settings.threads > 0 and not self.device.startswith("cuda"):
                 torch.set_num_threads(self.settings.threads)
             try:
                 self.tts = ChatterboxTTS.from_local(model_dir, device=self.device,
                                                     dtype=getattr(torch, self.settings.model_dtype),
-                                                    watermark=self.settings.watermark)
+                                                    watermark=self.settings.watermark,
+                                                    max_batch=self.settings.max_batch + INTERACTIVE_EXTRA)
             except (ValueError, RuntimeError, OSError) as exc:
                 raise EngineUnavailable(f"cannot load the Chatterbox model from {model_dir}: {exc}") from exc
 
-    def stream(self, text: str, voice, params: Mapping[str, Any]) -> Iterator[np.ndarray]:
-        """``voice`` is a voice id, or a one-off voice's conditionals (computed from a clip sent with the job)."""
+    @property
+    def loop(self):
+        """The batch loop every job of this worker speaks through (made with the model, at its first use)."""
+        with self._lock:
+            if self._loop is None:
+                from .batch_loop import BatchLoop
+
+                self._loop = BatchLoop(self.tts, self.settings.max_batch)
+            return self._loop
+
+    def occupancy(self) -> dict | None:
+        return self._loop.occupancy() if self._loop is not None else None
+
+    def stream(self, text: str, voice, params: Mapping[str, Any], priority: str = "interactive"
+               ) -> Iterator[np.ndarray]:
+        """``voice`` is a voice id, or a one-off voice's conditionals (computed from a clip sent with the job).
+        Interactive requests stream window by window (``generate_stream``'s audio); book chunks ("bulk") come as
+        one whole utterance (``generate``'s), made only while no listener waits for a first window."""
+        from .batch_loop import BULK, INTERACTIVE, Request
+
         self.load()
-        conds = None if voice == DEFAULT_VOICE else self.conditionals(voice) if isinstance(voice, str) else voice
-        for chunk in self.tts.generate_stream(text, voice=conds, **self.model_args(params)):
-            yield chunk[0].numpy().astype(np.float32)
+        conds = self.tts.conds if voice == DEFAULT_VOICE else self.conditionals(voice) if isinstance(voice, str) \
+            else voice
+        request = self.loop.submit(Request(text, conds, self.model_args(params), stream=priority != "bulk",
+                                           priority=BULK if priority == "bulk" else INTERACTIVE))
+        for piece in request.pieces():
+            yield piece[0].numpy().astype(np.float32)

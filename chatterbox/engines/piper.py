@@ -96,7 +96,12 @@ class PiperEngine(Engine):
                     raise EngineUnavailable("the piper-tts package is not installed (pip install piper-tts)") from exc
                 model, config, _ = self._files[voice]
                 use_cuda = self.device.startswith("cuda") and _onnx_has_cuda()
-                self._models[voice] = self._load_voice(PiperVoice, model, config, use_cuda)
+                loaded = self._load_voice(PiperVoice, model, config, use_cuda)
+                # A worker runs several Piper jobs at once, and espeak-ng, which turns their text into phonemes,
+                # keeps global state: one text at a time through it (the inference itself runs in parallel).
+                phonemize = loaded.phonemize
+                loaded.phonemize = lambda text: _locked(_ESPEAK, phonemize, text)
+                self._models[voice] = loaded
                 log.info("loaded Piper voice %s (%s)", voice, "CUDA" if use_cuda else "CPU")
             return self._models[voice]
 
@@ -117,13 +122,22 @@ class PiperEngine(Engine):
         return voice_class(config=PiperConfig.from_dict(json.loads(Path(config).read_text(encoding="utf-8"))),
                            session=session, espeak_data_dir=Path(ESPEAK_DATA_DIR), download_dir=Path.cwd())
 
-    def stream(self, text: str, voice: str, params: Mapping[str, Any]) -> Iterator[np.ndarray]:
+    def stream(self, text: str, voice: str, params: Mapping[str, Any], priority: str = "interactive"
+               ) -> Iterator[np.ndarray]:
         from piper import SynthesisConfig
 
         model = self._model(voice)
         config = SynthesisConfig(**self.model_args(params))
         for chunk in model.synthesize(text, syn_config=config):  # one chunk per sentence, as it is made
             yield np.asarray(chunk.audio_float_array, dtype=np.float32)
+
+
+_ESPEAK = threading.Lock()
+
+
+def _locked(lock: threading.Lock, fn, *args):
+    with lock:
+        return fn(*args)
 
 
 def _onnx_has_cuda() -> bool:

@@ -93,6 +93,16 @@ function cell(label, ...children) {
   return td;
 }
 
+// What a worker runs at once: Chatterbox requests decoded together (of max_batch), or Piper jobs (of its threads).
+function batchText(b) {
+  if (!b) return "—";
+  if (b.max_batch) {
+    return `${b.active ?? 0} of ${b.max_batch}` + (b.interactive ? ` (${b.interactive} interactive)` : "") +
+      (b.waiting ? `, ${b.waiting} waiting` : "");
+  }
+  return `${b.jobs ?? 0} of ${b.capacity ?? 1} jobs`;
+}
+
 function renderWorkers(workers) {
   const none = $("no-workers");
   if (workers === null) {
@@ -118,9 +128,9 @@ function renderWorkers(workers) {
     }
     const tr = el("tr", {},
       cell("Worker", name, pid), cell("Device", w.device || "?"), cell("Engine", w.engine || "?"),
-      cell("Model", w.model_loaded ? "loaded" : "loading"), cell("State", state), cell("Current job", job),
-      cell("Jobs done", String(w.jobs_done ?? 0)), cell("Last seen", ago(w.seen_s_ago)));
-    tr.children[6].className = tr.children[7].className = "num";
+      cell("Model", w.model_loaded ? "loaded" : "loading"), cell("State", state), cell("Batch", batchText(w.batch)),
+      cell("Current job", job), cell("Jobs done", String(w.jobs_done ?? 0)), cell("Last seen", ago(w.seen_s_ago)));
+    tr.children[7].className = tr.children[8].className = "num";
     tr.dataset.device = w.device || "";
     return tr;
   }));
