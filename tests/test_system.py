@@ -131,13 +131,20 @@ def test_cancel_running_job_stops_within_a_chunk(live):
 
 
 def test_cancel_queued_job_at_once(live):
-    blocker = live.submit(PARAGRAPH * 6)
+    # The worker runs as many jobs at once as it has threads (one per core for Piper): fill them all, so that the
+    # last job stays queued.
+    worker = next(w for w in live.store.workers() if w["pid"] == live.worker.pid)
+    blockers = [live.submit(PARAGRAPH * 6) for _ in range(worker["batch"]["capacity"])]
     queued = live.submit("I never get to speak.")
-    wait_until(lambda: live.job(blocker["job_id"])["status"] == "running", 60, what="the first job to run")
+    for blocker in blockers:
+        wait_until(lambda: live.job(blocker["job_id"])["status"] == "running", 60, what="the blockers to run")
+    assert live.job(queued["job_id"])["status"] == "queued"
     response = requests.delete(f"{live.url}/jobs/{queued['job_id']}", timeout=10)
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
-    requests.delete(f"{live.url}/jobs/{blocker['job_id']}", timeout=10)
-    assert live.wait_job(blocker["job_id"], timeout=60)["status"] == "cancelled"
+    for blocker in blockers:
+        requests.delete(f"{live.url}/jobs/{blocker['job_id']}", timeout=10)
+    for blocker in blockers:
+        assert live.wait_job(blocker["job_id"], timeout=60)["status"] == "cancelled"
     assert live.job(queued["job_id"])["status"] == "cancelled"
 
 
