@@ -259,10 +259,21 @@ def _attr(tag: Tag, name: str) -> str:
     return " ".join(value) if isinstance(value, list) else value
 
 
+def _semantic_types(tag: Tag) -> str:
+    """A tag's epub:type (any prefix) and ARIA role values. beautifulsoup4 4.15's XML parser names a namespaced
+    attribute by its local name alone ("type", its namespace apart), where earlier versions kept "epub:type"."""
+    values = []
+    for key in tag.attrs:
+        namespace = getattr(key, "namespace", None)
+        if key == "role" or key.endswith(":type") or (namespace and getattr(key, "name", key) == "type"):
+            values.append(_attr(tag, key))
+    return " ".join(values)
+
+
 def _skipped(tag: Tag, name: str) -> bool:
     if name in _SKIP_TAGS or tag.has_attr("hidden"):
         return True
-    types = " ".join(_attr(tag, key) for key in tag.attrs if key == "role" or key.endswith(":type"))
+    types = _semantic_types(tag)
     if {t.rsplit(":", 1)[-1].removeprefix("doc-") for t in types.lower().split()} & _SKIP_TYPES:
         return True
     classes = _attr(tag, "class")
@@ -354,7 +365,7 @@ def _toc(archive: _Archive, package: _Package) -> list[_Entry]:
     if nav and (data := archive.read(nav.path)):
         soup = _soup(data)
         navs = soup.find_all("nav")
-        toc = next((n for n in navs if "toc" in (_attr(n, "epub:type") + " " + _attr(n, "role")).lower()),
+        toc = next((n for n in navs if "toc" in _semantic_types(n).lower()),
                    navs[0] if navs else None)
         if toc and (ol := toc.find("ol")):
             _nav_entries(ol, nav.path, entries, archive.label)
