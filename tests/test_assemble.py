@@ -12,9 +12,10 @@ import pytest
 from mutagen.mp4 import MP4, MP4Cover
 
 from chatterbox import audio
-from chatterbox.books.assemble import (CHAPTER_FORMATS, ChapterFiles, ChapterMark, Pauses, assemble_chapter,
-                                       assemble_m4b, join_chunks, measure_lufs, normalize_loudness, probe_duration,
-                                       read_chapters, trim_silence)
+from chatterbox.books.assemble import (_BLOCK_S, CHAPTER_FORMATS, ChapterFiles, ChapterMark, Pauses, _BlockLimiter,
+                                       _k_weighting, _limit, _limiter_spans, _Loudness, assemble_chapter,
+                                       assemble_chapter_files, assemble_m4b, join_chunks, measure_lufs,
+                                       normalize_loudness, probe_duration, read_chapters, trim_silence)
 
 RATE = 22050
 PRIMING = 1024  # ffmpeg's AAC encoder delay, which each part carries into the M4B
@@ -136,6 +137,86 @@ def test_measure_lufs_of_silence_and_short_audio():
     assert silent.size == RATE and not np.any(silent)
 
 
+
+def pieces_of(x: np.ndarray, seed: int, count: int = 40) -> list[np.ndarray]:
+    """x cut at random places into pieces, some of them a few samples long."""
+    cuts = np.random.default_rng(seed).integers(0, x.size, count)
+    return np.split(x, np.unique(np.concatenate([cuts, cuts[::7] + 3]).clip(0, x.size)).tolist())
+
+
+def test_k_weighting_is_the_standards_filter():
+    # ITU-R BS.1770-4, tables 1 and 2: the two stages' coefficients at 48 kHz.
+    expected = [[1.53512485958697, -2.69169618940638, 1.19839281085285, 1.0, -1.69065929318241, 0.73248077421585],
+                [1.0, -2.0, 1.0, 1.0, -1.99004745483398, 0.99007225036621]]
+    assert np.allclose(_k_weighting(48000), expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("rate", [16000, 22050, 24000, 44100, 48000])
+def test_streaming_loudness_equals_pyloudnorm(rate):
+    import pyloudnorm
+
+    def at_rate(seconds: float, **kwargs) -> np.ndarray:
+        return speech(seconds * rate / RATE, **kwargs)
+
+    hum = (0.05 * np.sin(2 * np.pi * 50 * np.arange(2 * rate) / rate)).astype(np.float32)  # what the high-pass cuts
+    quiet = at_rate(4.0, level=0.004, seed=1)  # under the relative gate
+    # 18.02 s: not whole 100 ms steps. (Where the rest is over half a step, pyloudnorm adds a block of it padded with
+    # silence, which BS.1770 does not.)
+    x = np.concatenate([at_rate(6.0, level=0.5, seed=rate), np.zeros(rate, np.float32), quiet, hum,
+                        0.3 * at_rate(5.02, seed=2)])
+    meter = _Loudness(rate)
+    for piece in pieces_of(x, seed=rate):
+        meter.add(piece)
+    streamed = meter.lufs()
+    # pyloudnorm's "DeMan" filter class is BS.1770's K-weighting. Its default class is the audio-EQ cookbook's
+    # approximation of it, which reads speech 0.04 LU louder at 48 kHz and 0.09 LU at 22.05 kHz, and this hum 0.07.
+    reference = pyloudnorm.Meter(rate, filter_class="DeMan").integrated_loudness(x.astype(np.float64))
+    assert abs(streamed - reference) <= 0.05
+    assert abs(streamed - measure_lufs(x, rate)) < 1e-9  # where the pieces were cut does not matter
+
+
+def test_block_limiter_equals_the_whole_array_limiter():
+    ceiling = 10 ** (-1 / 20)
+    ramp, hold = _limiter_spans(RATE)
+    block = 3000
+    t = np.arange(4 * RATE)
+    # A steady carrier (a seam error shows wherever the gain differs) under speech, with peaks just either side of
+    # the block seams, as far from them as the limiter's look-ahead and hold reach.
+    x = (0.3 + 0.1 * np.sin(t * 0.05) + speech(4.0, level=0.2, seed=5)).astype(np.float32)
+    for seam in range(block, x.size - block, 7 * block):
+        for offset in (-hold - ramp - 3, -hold - ramp, -hold, -1, 0, 1, ramp, 2 * ramp, 2 * ramp + 2):
+            x[seam + offset] = 0.93 * (-1) ** offset
+        x[seam - hold - ramp] = 0.99  # the loudest, the farthest back the gain at the seam looks
+    x[-2] = x[1] = 0.99  # and at both ends, where the limiter holds its edge values
+    whole, limited = _limit(x.copy(), RATE, ceiling)
+    assert limited
+    for size in (block, 1, 2 * RATE, x.size + 1):
+        limiter = _BlockLimiter(RATE, ceiling, size)
+        blocks = list(limiter.run(pieces_of(x, seed=size)))
+        assert limiter.limited and all(b.size == min(size, x.size) for b in blocks[:-1])
+        assert np.max(np.abs(np.concatenate(blocks) - whole)) <= 1e-6
+    quiet = speech(3.0, level=0.5, seed=6)
+    limiter = _BlockLimiter(RATE, ceiling, 1000)
+    assert np.array_equal(np.concatenate(list(limiter.run(pieces_of(quiet, seed=1)))), quiet)
+    assert not limiter.limited
+    # The seams need the whole reach: a window short by a few samples gives a different gain near a seam.
+    short = _BlockLimiter(RATE, ceiling, block)
+    short.reach -= 4
+    assert np.max(np.abs(np.concatenate(list(short.run([x]))) - whole)) > 1e-4
+
+
+def test_normalize_aims_again_where_limiting_took_loudness():
+    x = speech(8.0, level=0.05, seed=8)
+    x[::RATE // 4] = 0.95  # loud clicks, 4 a second: they count in the loudness, and the limiter takes them away
+    # One gain aimed by the measured loudness, then limited, lands far off the target...
+    once = _limit(x * np.float32(10 ** ((-18.0 - measure_lufs(x, RATE)) / 20)), RATE, 10 ** (-1 / 20))[0]
+    assert measure_lufs(once, RATE) < -20.0
+    # ...so normalization tries again, aiming higher, until it lands within 0.3 LU.
+    out = normalize_loudness(x, RATE)
+    assert abs(measure_lufs(out, RATE) - (-18.0)) <= 0.3
+    assert audio.peak_dbfs(out) <= -1.0 + 1e-3
+
+
 # -- chapters ------------------------------------------------------------------------------------------------------
 
 def chapter_chunks(seconds: list[float], seed: int) -> tuple[list[np.ndarray], list[str]]:
@@ -200,6 +281,82 @@ def test_assemble_chapter_rejects_unknown_format(tmp_path):
     with pytest.raises(ValueError, match="at least one chunk"):
         assemble_chapter([], [], RATE, tmp_path, index=1, count=1, title="t", book_title="b", author="a")
     assert list(tmp_path.iterdir()) == []
+
+
+
+def chunk_files(folder, chunks: list[np.ndarray]) -> list:
+    """The chunks as the chunk cache holds them: 16-bit WAV files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [audio.write_atomic(folder / f"{i}.wav", audio.wav_bytes(c, RATE)) for i, c in enumerate(chunks)]
+
+
+@pytest.mark.parametrize("fmt", CHAPTER_FORMATS)
+def test_chapter_from_files_equals_chapter_from_arrays(tmp_path, fmt):
+    # Longer than two blocks, with clicks that make the limiter act across the block seams and take away so much
+    # loudness that normalization has to aim again.
+    chunks, breaks = chapter_chunks([9.0, 0.4, 7.0, 6.5, 3.0], seed=4)
+    for chunk in chunks[:3]:
+        chunk[RATE // 3::RATE // 4] = 0.99
+    paths = chunk_files(tmp_path / "chunks", chunks)
+    read = [audio.read_wav(p)[0] for p in paths]  # the arrays the files hold (16-bit, as the runner reads them)
+    kwargs = dict(index=3, count=4, title="Third", book_title="B", author="A", fmt=fmt)
+    streamed = assemble_chapter_files(paths, breaks, RATE, tmp_path / "streamed", **kwargs)
+    whole = assemble_chapter(read, breaks, RATE, tmp_path / "whole", **kwargs)
+    assert streamed.audio == tmp_path / "streamed" / f"003.{fmt}" and streamed.part.name == "003.m4a"
+    assert streamed.duration_s == whole.duration_s and streamed.lufs == whole.lufs
+    assert abs(streamed.lufs - (-18.0)) <= 0.3
+    assert sorted(p.name for p in streamed.audio.parent.iterdir()) == sorted([f"003.{fmt}", "003.m4a"])
+    for name in (streamed.audio.name, streamed.part.name):
+        a, rate = audio.decode(tmp_path / "streamed" / name)
+        b, _ = audio.decode(tmp_path / "whole" / name)
+        assert a.size == b.size and np.max(np.abs(a - b)) < 1e-3
+    # The part holds lead-in, the normalized speech and the tail, in order: close to the chapter normalized whole.
+    part, _ = audio.decode(streamed.part)
+    lead = round(Pauses().lead_in_s * RATE)
+    joined = join_chunks(read, breaks, RATE, Pauses())
+    once = _limit(joined * np.float32(10 ** ((-18.0 - measure_lufs(joined, RATE)) / 20)), RATE, 10 ** (-1 / 20))[0]
+    assert measure_lufs(once, RATE) < -18.5  # the first gain fell short
+    expected = normalize_loudness(joined, RATE)
+    assert expected.size > 2 * _BLOCK_S * RATE
+    assert abs(measure_lufs(part, RATE) - (-18.0)) <= 0.5  # the file holds what the last aim gave
+    assert round(streamed.duration_s * RATE) == part.size >= lead + expected.size
+    error = part[lead:lead + expected.size] - expected
+    assert 10 * np.log10(np.sum(expected ** 2) / np.sum(error ** 2)) > 15  # dB: AAC at 64k, not another signal
+    assert not np.any(np.abs(part[:lead - PRIMING]) > 1e-3) and not np.any(np.abs(part[lead + expected.size:]) > 1e-2)
+
+
+def test_chapter_from_files_refuses_a_chunk_of_another_rate(tmp_path):
+    paths = chunk_files(tmp_path / "chunks", [padded(speech(1.0))])
+    other = audio.write_atomic(tmp_path / "chunks" / "other.wav", audio.wav_bytes(speech(1.0), 16000))
+    with pytest.raises(ValueError, match="16000 Hz"):
+        assemble_chapter_files([paths[0], other], ["sentence", "chapter"], RATE, tmp_path / "out", index=1, count=1,
+                               title="t", book_title="b", author="a")
+    with pytest.raises(FileNotFoundError):
+        assemble_chapter_files([paths[0], tmp_path / "gone.wav"], ["sentence", "chapter"], RATE, tmp_path / "out",
+                               index=1, count=1, title="t", book_title="b", author="a")
+    assert list((tmp_path / "out").iterdir()) == []  # no temporary files left
+
+
+def test_chapter_from_files_takes_memory_of_a_block_not_of_the_chapter(tmp_path):
+    import tracemalloc
+
+    chunks, breaks = chapter_chunks([15.0, 14.0, 13.0], seed=5)
+    paths = chunk_files(tmp_path / "chunks", chunks)
+    kwargs = dict(count=2, title="t", book_title="b", author="a")
+    assemble_chapter_files(paths, breaks, RATE, tmp_path / "out", index=1, **kwargs)  # imports, warm caches
+    peaks = []
+    for repeat in (2, 8):  # 1.5 and 6 minutes, from the same files read again and again
+        many = paths * repeat
+        many_breaks = (["paragraph"] * 3 * repeat)[:-1] + ["chapter"]
+        tracemalloc.start()
+        try:
+            files = assemble_chapter_files(many, many_breaks, RATE, tmp_path / "out", index=2, **kwargs)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    whole = files.duration_s * RATE * 4  # the 6-minute chapter as float32
+    assert peaks[1] < 0.5 * whole  # in memory it was several times the chapter
+    assert peaks[1] < 1.25 * peaks[0] + 2**20  # four times the chapter, not four times the memory
 
 
 # -- the M4B -------------------------------------------------------------------------------------------------------

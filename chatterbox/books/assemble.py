@@ -9,10 +9,11 @@ import tempfile
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from chatterbox.audio import ffmpeg_exe
+from chatterbox.audio import ffmpeg_exe, read_wav
 
 CHAPTER_FORMATS = ("mp3", "ogg")  # per-chapter download files; ogg = Opus
 
@@ -29,6 +30,16 @@ _AAC = ["-c:a", "aac", "-aac_coder", "fast", "-b:a", "64k"]
 # An AAC-LC packet holds 1024 samples; ffmpeg's encoder puts 1024 priming samples in front of the audio.
 _AAC_FRAME = 1024
 _BREAKS = ("sentence", "paragraph", "chapter")
+# Chapters are limited and encoded this many seconds at a time: 10 s of 22.05 kHz float32 is under 1 MB, and the
+# limiter's reach, recomputed on both sides of each block, adds 1 % to its work. A whole chapter is never in memory:
+# an 11-hour one, joined and normalized in memory, took about 20 GB.
+_BLOCK_S = 10.0
+# BS.1770-4 K-weighting as analog prototypes (centre frequency Hz, gain dB, Q), brought to any sample rate with the
+# bilinear transform; at 48 kHz they give the standard's own coefficients. pyloudnorm's default "K-weighting" is the
+# audio-EQ cookbook's approximation instead (1500 Hz, 4 dB), which reads speech 0.04 LU louder at 48 kHz and 0.09 LU
+# at 22.05 kHz.
+_K_SHELF = (1681.974450955533, 3.999843853973347, 0.7071752369554196, 0.4996667741545416)  # ..., mid-band exponent
+_K_HIGHPASS = (38.13547087602444, 0.5003270373238773)
 # ISO 639-1 -> 639-2 for the MP4 track language, which must be three letters.
 _LANG3 = {"en": "eng", "de": "deu", "fr": "fra", "es": "spa", "it": "ita", "nl": "nld", "pt": "por", "ru": "rus",
           "pl": "pol", "sv": "swe", "da": "dan", "no": "nor", "fi": "fin", "cs": "ces", "tr": "tur", "ja": "jpn",
@@ -83,22 +94,80 @@ def trim_silence(samples: np.ndarray, sample_rate: int, threshold_db: float = -4
     return samples[max(0, first - keep): last + 1 + keep]
 
 
-def measure_lufs(samples: np.ndarray, sample_rate: int) -> float:
-    """EBU R128 / BS.1770 integrated loudness (pyloudnorm); -inf for silence or less than one 400 ms block."""
-    import pyloudnorm
+def _k_weighting(sample_rate: int) -> np.ndarray:
+    """BS.1770-4's K-weighting at sample_rate: the high shelf and the high-pass as second-order sections."""
+    f0, gain_db, q, tilt = _K_SHELF
+    k = math.tan(math.pi * f0 / sample_rate)
+    high = 10.0 ** (gain_db / 20.0)
+    band = high ** tilt
+    norm = 1.0 + k / q + k * k
+    shelf = [(high + band * k / q + k * k) / norm, 2.0 * (k * k - high) / norm, (high - band * k / q + k * k) / norm,
+             1.0, 2.0 * (k * k - 1.0) / norm, (1.0 - k / q + k * k) / norm]
+    f0, q = _K_HIGHPASS
+    k = math.tan(math.pi * f0 / sample_rate)
+    norm = 1.0 + k / q + k * k
+    highpass = [1.0, -2.0, 1.0, 1.0, 2.0 * (k * k - 1.0) / norm, (1.0 - k / q + k * k) / norm]
+    return np.array([shelf, highpass])
 
-    samples = _mono(samples)
-    if samples.size < int(0.4 * sample_rate) + 1 or not np.any(samples):
-        return float("-inf")
-    value = float(pyloudnorm.Meter(sample_rate).integrated_loudness(samples))
-    return value if math.isfinite(value) else float("-inf")
+
+def _loudness_of(energy: float) -> float:
+    """LUFS of a K-weighted mean square (BS.1770's -0.691 dB offset)."""
+    return -0.691 + 10.0 * math.log10(energy) if energy > 0 else float("-inf")
+
+
+class _Loudness:
+    """EBU R128 / BS.1770-4 integrated loudness of a mono signal fed piece by piece, keeping only the energy of each
+    100 ms of it (3.5 MB for 12 hours).
+
+    The filters carry their state from piece to piece and a 400 ms gating block is four consecutive 100 ms steps
+    (75 % overlap), so where the signal is cut into pieces does not change the result.
+    """
+
+    def __init__(self, sample_rate: int):
+        self._sos = _k_weighting(sample_rate)
+        self._state = np.zeros((2, 2))
+        # Exact at the engines' rates (16, 22.05, 24 kHz) and at 44.1 and 48 kHz.
+        self._step = max(1, int(round(0.1 * sample_rate)))
+        self._rest = np.zeros(0)  # squared filtered samples after the last whole step
+        self._steps: list[np.ndarray] = []  # sums of squares, one per whole step
+
+    def add(self, samples: np.ndarray) -> None:
+        from scipy.signal import sosfilt
+
+        weighted, self._state = sosfilt(self._sos, np.asarray(samples, dtype=np.float64).reshape(-1), zi=self._state)
+        np.square(weighted, out=weighted)
+        if self._rest.size:
+            weighted = np.concatenate([self._rest, weighted])
+        whole = weighted.size - weighted.size % self._step
+        if whole:
+            self._steps.append(weighted[:whole].reshape(-1, self._step).sum(axis=1))
+        self._rest = weighted[whole:].copy()
+
+    def lufs(self) -> float:
+        """The gated loudness so far; -inf for silence or less than one whole 400 ms block."""
+        steps = np.concatenate(self._steps) if self._steps else np.zeros(0)
+        if steps.size < 4:
+            return float("-inf")
+        blocks = (steps[:-3] + steps[1:-2] + steps[2:-1] + steps[3:]) / (4 * self._step)
+        blocks = blocks[blocks >= 10.0 ** ((-70.0 + 0.691) / 10.0)]  # the absolute gate, -70 LUFS
+        if not blocks.size:
+            return float("-inf")
+        blocks = blocks[blocks > 0.1 * blocks.mean()]  # the relative gate, 10 LU under what passed the first
+        return _loudness_of(float(blocks.mean()))
+
+
+def measure_lufs(samples: np.ndarray, sample_rate: int) -> float:
+    """EBU R128 / BS.1770-4 integrated loudness; -inf for silence or less than one 400 ms block."""
+    meter = _Loudness(sample_rate)
+    meter.add(_mono(samples))
+    return meter.lufs()
 
 
 def _peak_envelope(x: np.ndarray) -> np.ndarray:
     """|x| raised to an estimate of the peaks between samples (4-tap half-band midpoints): "true-ish" peaks."""
     env = np.abs(x)
     if x.size >= 4:
-        # mid[n] = the value halfway between x[n+1] and x[n+2]; in place, as chapters are tens of millions long.
+        # mid[n] = the value halfway between x[n+1] and x[n+2]; in place, as blocks run to hundreds of thousands.
         mid = np.add(x[1:-2], x[2:-1])
         mid *= 9.0
         outer = np.add(x[:-3], x[3:])
@@ -111,6 +180,13 @@ def _peak_envelope(x: np.ndarray) -> np.ndarray:
     return env
 
 
+def _limiter_spans(sample_rate: int) -> tuple[int, int]:
+    """(ramp, hold) of the limiter in samples."""
+    ramp = max(1, int(0.005 * sample_rate))  # 5 ms attack/release ramps
+    hold = max(ramp, int(0.05 * sample_rate))  # held 50 ms after a peak so the gain does not flutter
+    return ramp, hold
+
+
 def _limit(x: np.ndarray, sample_rate: int, ceiling: float) -> tuple[np.ndarray, bool]:
     """Look-ahead limiter, in place: (x, whether any gain reduction was applied)."""
     from scipy.ndimage import minimum_filter1d, uniform_filter1d
@@ -120,8 +196,7 @@ def _limit(x: np.ndarray, sample_rate: int, ceiling: float) -> tuple[np.ndarray,
         return x, False
     np.maximum(gain, ceiling, out=gain)
     np.divide(ceiling, gain, out=gain)  # the gain each sample needs, <= 1
-    ramp = max(1, int(0.005 * sample_rate))  # 5 ms attack/release ramps
-    hold = max(ramp, int(0.05 * sample_rate))  # held 50 ms after a peak so the gain does not flutter
+    ramp, hold = _limiter_spans(sample_rate)
     # held[n] = the least gain needed in [n - hold, n + ramp]; then a box of radius ramp. At a peak p the box
     # averages held[p - ramp .. p + ramp], all windows that contain p, so the gain there is at most what p needs,
     # and it ramps down ahead of the peak (the look-ahead) and back up after the hold.
@@ -134,31 +209,131 @@ def _limit(x: np.ndarray, sample_rate: int, ceiling: float) -> tuple[np.ndarray,
     return x, True
 
 
-def _normalize(samples: np.ndarray, sample_rate: int, target_lufs: float, peak_dbfs: float) -> tuple[np.ndarray, float]:
-    """normalize_loudness, also returning the loudness of the result (measured only where it is not known)."""
-    source = _mono(samples)
+class _BlockLimiter:
+    """_limit over a stream, block by block, with the result of _limit on the whole signal (to float rounding).
+
+    Each block is limited inside a window reaching `reach` samples beyond it on both sides, the farthest its gain
+    depends on; at the signal's own ends the window stops, as _limit's edges do.
+    """
+
+    def __init__(self, sample_rate: int, ceiling: float, block: int):
+        self.sample_rate, self.ceiling, self.block = sample_rate, ceiling, max(1, block)
+        ramp, hold = _limiter_spans(sample_rate)
+        # The gain at n follows the peaks over [n - hold - ramp, n + 2 ramp], the peak estimate at k the samples
+        # k - 2 .. k + 2, and a window's two outermost samples lack neighbours for theirs: one more.
+        self.reach = hold + ramp + 3
+        self.limited = False  # whether any gain reduction was applied so far
+
+    def run(self, pieces: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """The limited signal, block by block (new arrays), of the pieces joined."""
+        buf = np.zeros(0, np.float32)
+        base = 0  # where buf starts in the signal
+        done = 0  # samples given out so far
+        for piece in pieces:
+            buf = np.concatenate([buf, _mono(piece)])
+            while base + buf.size >= done + self.block + self.reach:
+                yield self._window(buf, base, done, done + self.block)
+                done += self.block
+                if (cut := done - self.reach - base) > 0:
+                    buf, base = buf[cut:], base + cut
+        end = base + buf.size
+        while done < end:
+            stop = min(done + self.block, end)
+            yield self._window(buf, base, done, stop)
+            done = stop
+
+    def _window(self, buf: np.ndarray, base: int, start: int, stop: int) -> np.ndarray:
+        first, last = max(base, start - self.reach), min(base + buf.size, stop + self.reach)
+        window, limited = _limit(buf[first - base:last - base].copy(), self.sample_rate, self.ceiling)
+        self.limited |= limited
+        return window[start - first:stop - first]
+
+
+def _gained(pieces: Iterable[np.ndarray], gain_db: float) -> Iterator[np.ndarray]:
+    gain = np.float32(10.0 ** (gain_db / 20.0))
+    for piece in pieces:
+        yield np.multiply(piece, gain)
+
+
+def _measured(blocks: Iterable[np.ndarray], meter: _Loudness) -> Iterator[np.ndarray]:
+    for block in blocks:
+        meter.add(block)
+        yield block
+
+
+def _normalized(source: Callable[[], Iterable[np.ndarray]], sample_rate: int, target_lufs: float, peak_dbfs: float,
+                write: Callable[[Iterator[np.ndarray]], None]) -> float:
+    """Stream the signal source() gives (afresh at each call) gained to target_lufs, with a look-ahead limiter keeping
+    (true-ish) peaks under peak_dbfs, into write; returns the loudness of what was written.
+
+    One pass measures, the next gains, limits and writes while measuring its result. Where limiting took away
+    enough loudness to land more than 0.3 LU off, further passes aim higher (measured only), and the gain that
+    landed is written once more.
+    """
     ceiling = float(10.0 ** (peak_dbfs / 20.0))
-    lufs = measure_lufs(source, sample_rate)
+    block = int(_BLOCK_S * sample_rate)
+    meter = _Loudness(sample_rate)
+    for piece in source():
+        meter.add(piece)
+    lufs = meter.lufs()
     if not math.isfinite(lufs):  # silence or too short: nothing to aim at, only keep the peaks in bounds
-        return _limit(source.copy(), sample_rate, ceiling)[0], lufs
+        write(_BlockLimiter(sample_rate, ceiling, block).run(source()))
+        return lufs
     gain_db = target_lufs - lufs
-    for _ in range(4):
-        out = np.multiply(source, np.float32(10.0 ** (gain_db / 20.0)))
-        out, limited = _limit(out, sample_rate, ceiling)
-        if not limited:
-            return out, lufs + gain_db  # a pure gain: the loudness is known exactly
-        # Limiting takes some loudness away; aim higher and try again until it lands close to the target.
-        result = measure_lufs(out, sample_rate)
+    result = lufs
+    for attempt in range(4):
+        if attempt:  # limiting took some loudness away; aim higher and try again until it lands close to the target
+            gain_db += target_lufs - result
+        limiter, meter = _BlockLimiter(sample_rate, ceiling, block), _Loudness(sample_rate)
+        blocks = _measured(limiter.run(_gained(source(), gain_db)), meter)
+        if attempt == 0:
+            write(blocks)
+        else:
+            for _ in blocks:
+                pass
+        if not limiter.limited:
+            result = lufs + gain_db  # a pure gain: the loudness is known exactly
+            break
+        result = meter.lufs()
         if abs(result - target_lufs) <= 0.3:  # well inside the 1 LU a listener could notice
             break
-        gain_db += target_lufs - result
-    return out, result
+    if attempt:
+        write(_BlockLimiter(sample_rate, ceiling, block).run(_gained(source(), gain_db)))
+    return result
 
 
 def normalize_loudness(samples: np.ndarray, sample_rate: int, target_lufs: float = -18.0,
                        peak_dbfs: float = -1.0) -> np.ndarray:
     """Gain to target_lufs, with a look-ahead limiter keeping (true-ish) peaks under peak_dbfs. Returns a new array."""
-    return _normalize(samples, sample_rate, target_lufs, peak_dbfs)[0]
+    samples = _mono(samples)
+    out: list[np.ndarray] = []
+
+    def keep(blocks: Iterator[np.ndarray]) -> None:
+        out[:] = blocks
+
+    _normalized(lambda: [samples], sample_rate, target_lufs, peak_dbfs, keep)
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def _gaps(count: int, breaks: list[str], sample_rate: int, pauses: Pauses) -> list[int]:
+    """The silence (samples) after each of count chunks, from their breaks; ValueError on breaks that do not fit."""
+    if count != len(breaks):
+        raise ValueError(f"{count} chunks but {len(breaks)} breaks: there must be one break per chunk")
+    gap_s = {"sentence": pauses.sentence_s, "paragraph": pauses.paragraph_s, "chapter": 0.0}
+    for i, kind in enumerate(breaks):
+        if kind not in _BREAKS:
+            raise ValueError(f"break {i} is {kind!r}; it must be one of {', '.join(_BREAKS)}")
+        if kind == "chapter" and i != len(breaks) - 1:
+            raise ValueError(f"break {i} is 'chapter' but only the last chunk of a chapter can end it")
+    return [max(0, int(round(gap_s[kind] * sample_rate))) for kind in breaks[:-1]] + [0]
+
+
+def _joined(chunks: Iterable[np.ndarray], gaps: list[int], sample_rate: int) -> Iterator[np.ndarray]:
+    """The joined chapter piece by piece: each chunk trimmed, then the silence that follows it."""
+    for chunk, gap in zip(chunks, gaps):
+        yield trim_silence(chunk, sample_rate)
+        if gap:
+            yield np.zeros(gap, np.float32)
 
 
 def join_chunks(chunks: list[np.ndarray], breaks: list[str], sample_rate: int, pauses: Pauses) -> np.ndarray:
@@ -166,23 +341,8 @@ def join_chunks(chunks: list[np.ndarray], breaks: list[str], sample_rate: int, p
 
     breaks[i] is what follows chunk i: "sentence", "paragraph" or "chapter" (only the last chunk).
     """
-    if len(chunks) != len(breaks):
-        raise ValueError(f"{len(chunks)} chunks but {len(breaks)} breaks: there must be one break per chunk")
-    gap_s = {"sentence": pauses.sentence_s, "paragraph": pauses.paragraph_s, "chapter": 0.0}
-    for i, kind in enumerate(breaks):
-        if kind not in _BREAKS:
-            raise ValueError(f"break {i} is {kind!r}; it must be one of {', '.join(_BREAKS)}")
-        if kind == "chapter" and i != len(breaks) - 1:
-            raise ValueError(f"break {i} is 'chapter' but only the last chunk of a chapter can end it")
-    trimmed = [trim_silence(chunk, sample_rate) for chunk in chunks]
-    gaps = [max(0, int(round(gap_s[kind] * sample_rate))) for kind in breaks[:-1]] + [0]
-    # One allocation, filled in place: chapters run to tens of millions of samples.
-    out = np.zeros(sum(t.size for t in trimmed) + sum(gaps), dtype=np.float32)
-    pos = 0
-    for chunk, gap in zip(trimmed, gaps):
-        out[pos:pos + chunk.size] = chunk
-        pos += chunk.size + gap
-    return out
+    pieces = list(_joined(chunks, _gaps(len(chunks), breaks, sample_rate, pauses), sample_rate))
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
 
 def _temp_beside(path: Path) -> Path:
@@ -208,14 +368,15 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _run_ffmpeg(args: list[str], feed: list[memoryview | bytes] = ()) -> None:
-    """Run ffmpeg with args, writing feed to its stdin; RuntimeError with its last log line on failure."""
+def _run_ffmpeg(args: list[str], feed: Iterable[memoryview | bytes] | None = None) -> None:
+    """Run ffmpeg with args, writing feed (any iterable: a generator streams) to its stdin; RuntimeError with its last
+    log line on failure."""
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
     with tempfile.TemporaryFile() as log:  # a file, not a pipe: a chatty ffmpeg can never block on it
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL if feed is None else subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=log)
         try:
-            for piece in feed:
+            for piece in feed or ():
                 proc.stdin.write(piece)
         except BrokenPipeError:
             pass  # ffmpeg quit early; its log says why
@@ -241,24 +402,32 @@ def _pcm16(samples: np.ndarray) -> np.ndarray:
     return samples.astype(np.int16)
 
 
-def assemble_chapter(chunks: list[np.ndarray], breaks: list[str], sample_rate: int, out_dir: Path, *, index: int,
-                     count: int, title: str, book_title: str, author: str, fmt: str = "mp3",
-                     pauses: Pauses = Pauses(), target_lufs: float = -18.0) -> ChapterFiles:
-    """Join, normalize and encode one chapter: f"{index:03d}.{fmt}" (tagged) and f"{index:03d}.m4a" in out_dir."""
+def _assemble(chunks: Callable[[], Iterable[np.ndarray]], n_chunks: int, breaks: list[str], sample_rate: int,
+              out_dir: Path, *, index: int, count: int, title: str, book_title: str, author: str, fmt: str,
+              pauses: Pauses, target_lufs: float) -> ChapterFiles:
+    """assemble_chapter and assemble_chapter_files: chunks() gives the chapter's chunks afresh at each pass."""
     if fmt not in CHAPTER_FORMATS:
         raise ValueError(f"unknown chapter format {fmt!r}; choose one of {', '.join(CHAPTER_FORMATS)}")
-    if not chunks:
+    if not n_chunks:
         raise ValueError("a chapter needs at least one chunk")
     if not 1 <= index <= count:
         raise ValueError(f"chapter index {index} is outside 1..{count}")
-    speech, lufs = _normalize(join_chunks(chunks, breaks, sample_rate, pauses), sample_rate, target_lufs, -1.0)
+    gaps = _gaps(n_chunks, breaks, sample_rate, pauses)
     lead = int(round(pauses.lead_in_s * sample_rate))
-    tail = int(round(pauses.chapter_s * sample_rate))
-    # Whole AAC frames: then the part has no padding, and the M4B's concat-copy lands every part exactly.
-    tail += -(lead + speech.size + tail) % _AAC_FRAME
-    total = lead + speech.size + tail
-    pcm = _pcm16(speech)
-    del speech
+    pause = int(round(pauses.chapter_s * sample_rate))
+    total = 0
+
+    def pcm(blocks: Iterator[np.ndarray]) -> Iterator[memoryview | bytes]:
+        nonlocal total
+        yield bytes(2 * lead)
+        speech = 0
+        for block in blocks:
+            speech += block.size
+            yield memoryview(_pcm16(block)).cast("B")
+        # Whole AAC frames: then the part has no padding, and the M4B's concat-copy lands every part exactly.
+        tail = pause + (-(lead + speech + pause) % _AAC_FRAME)
+        yield bytes(2 * tail)
+        total = lead + speech + tail
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -273,17 +442,46 @@ def assemble_chapter(chunks: list[np.ndarray], breaks: list[str], sample_rate: i
         cleanup.callback(lambda: [t.unlink(missing_ok=True) for t in temps])  # nothing left behind on failure
         temps += [_temp_beside(audio_path), _temp_beside(part_path)]
         meta = [a for key, value in tags.items() for a in ("-metadata", f"{key}={value}")]
-        # One ffmpeg reads the samples once and encodes both files (its encoders run in parallel threads).
-        _run_ffmpeg(["-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0", "-map_metadata", "-1",
-                     "-map", "0:a", *codec, *meta, "-f", muxer, str(temps[0]),
-                     "-map", "0:a", *_AAC, "-metadata", f"title={title}", "-f", "ipod", str(temps[1])],
-                    [bytes(2 * lead), memoryview(pcm).cast("B"), bytes(2 * tail)])
+        # One ffmpeg reads the samples once and encodes both files (its encoders run in parallel threads), as they
+        # are made: the chapter is never whole in memory.
+        args = ["-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0", "-map_metadata", "-1",
+                "-map", "0:a", *codec, *meta, "-f", muxer, str(temps[0]),
+                "-map", "0:a", *_AAC, "-metadata", f"title={title}", "-f", "ipod", str(temps[1])]
+        lufs = _normalized(lambda: _joined(chunks(), gaps, sample_rate), sample_rate, target_lufs, -1.0,
+                           lambda blocks: _run_ffmpeg(args, pcm(blocks)))
         for tmp in temps:
             _fsync(tmp)
         os.replace(temps[0], audio_path)
         os.replace(temps[1], part_path)
     _fsync_dir(out_dir)
     return ChapterFiles(audio=audio_path, part=part_path, duration_s=total / sample_rate, lufs=lufs)
+
+
+def assemble_chapter(chunks: list[np.ndarray], breaks: list[str], sample_rate: int, out_dir: Path, *, index: int,
+                     count: int, title: str, book_title: str, author: str, fmt: str = "mp3",
+                     pauses: Pauses = Pauses(), target_lufs: float = -18.0) -> ChapterFiles:
+    """Join, normalize and encode one chapter: f"{index:03d}.{fmt}" (tagged) and f"{index:03d}.m4a" in out_dir."""
+    return _assemble(lambda: chunks, len(chunks), breaks, sample_rate, out_dir, index=index, count=count,
+                     title=title, book_title=book_title, author=author, fmt=fmt, pauses=pauses,
+                     target_lufs=target_lufs)
+
+
+def _read_chunk(path: Path, sample_rate: int) -> np.ndarray:
+    samples, rate = read_wav(path)
+    if rate != sample_rate:
+        raise ValueError(f"chunk {path} is {rate} Hz audio, but its chapter is {sample_rate} Hz")
+    return samples
+
+
+def assemble_chapter_files(paths: list[Path], breaks: list[str], sample_rate: int, out_dir: Path, *, index: int,
+                           count: int, title: str, book_title: str, author: str, fmt: str = "mp3",
+                           pauses: Pauses = Pauses(), target_lufs: float = -18.0) -> ChapterFiles:
+    """assemble_chapter from the chunks' WAV files (16-bit, as the chunk cache holds them), read one at a time in each
+    pass: the memory it takes does not grow with the chapter's length."""
+    paths = [Path(p) for p in paths]
+    return _assemble(lambda: (_read_chunk(p, sample_rate) for p in paths), len(paths), breaks, sample_rate, out_dir,
+                     index=index, count=count, title=title, book_title=book_title, author=author, fmt=fmt,
+                     pauses=pauses, target_lufs=target_lufs)
 
 
 def _part_span(path: Path) -> tuple[float, int]:

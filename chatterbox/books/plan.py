@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..audio import write_atomic
 from ..engines import Engine
+from ..quality import expected_duration
 from ..settings import Settings
 from ..text import TextError, chunk_text
 from .reader import Book, BookError
@@ -135,9 +136,11 @@ def _paragraph_chunks(paragraph: str, max_chars: int) -> list[str]:
 def make_plan(book: Book, *, job_id: str, engine: Engine, voice: str, params: dict, fmt: str,
               settings: Settings) -> Plan:
     """Split every chapter into chunks of at most ``settings.chunk_chars`` characters, whole sentences where they
-    fit, never across a paragraph. Raises BookError when a chapter has nothing to say."""
+    fit, never across a paragraph; a chapter longer than ``settings.book_part_max_minutes`` into parts at paragraph
+    boundaries. Raises BookError when a chapter has nothing to say."""
     model = engine.model_version(voice)
     rate = engine.sample_rate
+    pause_s = {"sentence": settings.book_pause_sentence_s, "paragraph": settings.book_pause_paragraph_s}
     chunks: list[Chunk] = []
     chapters: list[ChapterPlan] = []
 
@@ -146,23 +149,37 @@ def make_plan(book: Book, *, job_id: str, engine: Engine, voice: str, params: di
         chunks.append(Chunk(index=len(chunks), chapter=chapter, text=text, brk=brk, params=p,
                             key=chunk_key(text, voice, engine.name, model, p, rate)))
 
+    def spoken_s(pieces: list[tuple[str, str]]) -> float:
+        return sum(expected_duration(text, engine.words_per_minute, normalized=True) + pause_s[brk]
+                   for text, brk in pieces)
+
     for number, chapter in enumerate(book.chapters):
-        first = len(chunks)
+        heading: list[tuple[str, str]] = []  # (text, break) of each chunk
         if settings.book_speak_titles and chapter.title.strip():
-            for piece in _paragraph_chunks(_as_sentence(chapter.title), settings.chunk_chars):
-                add(piece, number, "paragraph")
-        words = 0
+            heading = [(piece, "paragraph") for piece in _paragraph_chunks(_as_sentence(chapter.title),
+                                                                          settings.chunk_chars)]
+        paragraphs: list[list[tuple[str, str]]] = []
         for paragraph in chapter.paragraphs:
             pieces = _paragraph_chunks(paragraph, settings.chunk_chars)
-            for i, piece in enumerate(pieces):
-                add(piece, number, "paragraph" if i == len(pieces) - 1 else "sentence")
-            words += sum(len(s.split()) for s in pieces)
-        if not words:
+            if pieces:
+                paragraphs.append([(piece, "paragraph" if i == len(pieces) - 1 else "sentence")
+                                   for i, piece in enumerate(pieces)])
+        words = [sum(len(text.split()) for text, _ in p) for p in paragraphs]
+        if not sum(words):
             raise BookError(f"chapter {number + 1} ({chapter.title!r}) has no speakable text", "chapter_empty",
                             f"chapters[{number}]")
-        chunks[-1].brk = "chapter"
-        chapters.append(ChapterPlan(index=number, title=chapter.title or f"Chapter {number + 1}", first=first,
-                                    count=len(chunks) - first, words=words))
+        # The title is spoken with the first paragraph, so only the first part says it.
+        seconds = [spoken_s(heading) * (i == 0) + spoken_s(p) for i, p in enumerate(paragraphs)]
+        starts = _part_starts(seconds, settings.book_part_max_minutes * 60.0)
+        title = chapter.title or f"Chapter {number + 1}"
+        for part, (begin, end) in enumerate(zip(starts, [*starts[1:], len(paragraphs)])):
+            first = len(chunks)
+            for text, brk in [*(heading if part == 0 else []), *(c for p in paragraphs[begin:end] for c in p)]:
+                add(text, len(chapters), brk)
+            chunks[-1].brk = "chapter"
+            named = title if len(starts) == 1 else f"{title} (part {part + 1} of {len(starts)})"
+            chapters.append(ChapterPlan(index=len(chapters), title=named, first=first, count=len(chunks) - first,
+                                        words=sum(words[begin:end])))
     if not chapters:
         raise BookError("the book has no chapters with speakable text", "empty_book")
     assembly = {"sentence_s": settings.book_pause_sentence_s, "paragraph_s": settings.book_pause_paragraph_s,
@@ -170,6 +187,34 @@ def make_plan(book: Book, *, job_id: str, engine: Engine, voice: str, params: di
     return Plan(job_id=job_id, title=book.title, author=book.author, language=book.language, engine=engine.name,
                 model=model, voice=voice, params=params, format=fmt, sample_rate=rate, assembly=assembly,
                 chapters=chapters, chunks=chunks, cover_type=book.cover_type)
+
+
+def _part_starts(seconds: list[float], limit_s: float) -> list[int]:
+    """Where the parts of a chapter begin (indices into ``seconds``, each paragraph's estimated speech): as few parts
+    of at most limit_s as the paragraphs allow, as even as they can be. A paragraph longer than that is a part of its
+    own; limit_s 0: one part."""
+    def greedy(cap: float) -> list[int]:
+        starts, run = [0], 0.0
+        for i, s in enumerate(seconds):
+            if i > starts[-1] and run + s > cap:
+                starts.append(i)
+                run = 0.0
+            run += s
+        return starts
+
+    if limit_s <= 0 or sum(seconds) <= limit_s:
+        return [0]
+    fewest = len(greedy(limit_s))
+    # The smallest cap that still needs no more parts makes the longest part as short as it can be: not 59 minutes
+    # and a 2-minute remainder, but two of 30.5. Bisected (the count only grows as the cap shrinks) to a billionth.
+    low, high = 0.0, limit_s
+    for _ in range(30):
+        mid = (low + high) / 2
+        if len(greedy(mid)) <= fewest:
+            high = mid
+        else:
+            low = mid
+    return greedy(high)
 
 
 def _as_sentence(title: str) -> str:
