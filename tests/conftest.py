@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -232,10 +233,15 @@ class System:
         except requests.RequestException:  # not listening yet, or still importing the app
             return False
 
-    def start_worker(self, wait: bool = True, name: str | None = None) -> Process:
+    def start_worker(self, wait: bool = True, name: str | None = None, cores: set[int] | None = None) -> Process:
+        """A worker; with ``cores``, held to those cores (a thread each), leaving the others to the rest."""
         self._worker_count += 1
         args = ["worker"] + (["--name", name] if name else [])
-        worker = Process(args, self.env, self.root / f"worker{self._worker_count}.log").start()
+        env = self.env if cores is None else {**self.env, "CHATTERBOX_THREADS": str(len(cores)),
+                                                "OMP_NUM_THREADS": str(len(cores))}
+        worker = Process(args, env, self.root / f"worker{self._worker_count}.log").start()
+        if cores is not None:
+            os.sched_setaffinity(worker.pid, cores)  # before the interpreter has started a thread: all inherit it
         self.workers.append(worker)
         if wait:
             self.wait_worker(worker)
@@ -323,6 +329,67 @@ def ws_events(url: str, limit: int = 1000, timeout: float = 120) -> list[dict]:
     finally:
         conn.close()
     return events
+
+
+class Follower(threading.Thread):
+    """A websocket client in a thread of its own: every event the server sends, and when each arrived (time.time()),
+    until the server closes the socket. ``opened`` is set at the first event."""
+
+    def __init__(self, url: str, timeout: float = 300):
+        super().__init__(name=f"follower {url.rsplit('/', 1)[-1][:8]}", daemon=True)
+        self.url, self.timeout = url, timeout
+        self.events: list[dict] = []
+        self.arrived: list[float] = []
+        self.opened = threading.Event()
+        self.error: str | None = None
+
+    def run(self) -> None:
+        import websocket
+
+        try:
+            conn = websocket.create_connection(self.url, timeout=self.timeout)
+        except Exception as exc:  # noqa: BLE001 - the test or benchmark reports it
+            self.error = f"connect: {exc!r}"
+            return
+        try:
+            while message := conn.recv():
+                self.events.append(json.loads(message))
+                self.arrived.append(time.time())
+                self.opened.set()
+        except websocket.WebSocketConnectionClosedException:
+            pass
+        except Exception as exc:  # noqa: BLE001
+            self.error = f"receive: {exc!r}"
+        finally:
+            conn.close()
+
+
+class HealthProbe(threading.Thread):
+    """GET /health without a key (as a load balancer asks) every ``interval`` s until stopped; ``samples`` holds
+    (started at, time.monotonic(); seconds to the answer; its status code, or the error) of each."""
+
+    def __init__(self, url: str, interval: float = 0.1):
+        super().__init__(name="health probe", daemon=True)
+        self.url, self.interval = url, interval
+        self.samples: list[tuple[float, float, str]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        session = requests.Session()
+        while not self.done.is_set():
+            started = time.monotonic()
+            try:
+                status = str(session.get(self.url + "/health", headers={"Authorization": None}, timeout=60)
+                             .status_code)
+            except requests.RequestException as exc:
+                status = f"{type(exc).__name__}: {str(exc)[-80:]}"
+            self.samples.append((started, time.monotonic() - started, status))
+            self.done.wait(self.interval)
+
+    def stop(self) -> list[tuple[float, float, str]]:
+        self.done.set()
+        self.join(70)
+        return self.samples
 
 
 def exported_voice(tmp_path: Path, name: str) -> bytes:

@@ -13,12 +13,18 @@ from chatterbox.jobs import JobStore
 
 
 class Services:
-    """What the request handlers share: settings, the job store, an engine object for validation (never loaded
-    here: the workers synthesize) and the task that runs a job."""
+    """What the request handlers share: settings, the job store, the fan-out of job events to their followers, an
+    engine object for validation (never loaded here: the workers synthesize) and the task that runs a job."""
 
     def __init__(self, settings: settings_mod.Settings):
+        from .fanout import Fanout
+
         self.settings = settings
-        self.store = JobStore.connect(settings, socket_timeout=5)
+        # redis-py's pool refuses connection 101 ("Too many connections", a 503): 150 websockets opened at once hit
+        # it (measured). A thread uses one connection at a time (gunicorn's threads, a pump thread per streamed
+        # speech response, the event listener), and the pool only grows as far as they need at once.
+        self.store = JobStore.connect(settings, socket_timeout=5, max_connections=2 * settings.web_threads + 4)
+        self.fanout = Fanout(self.store)
         self.engine_name, self.engine_reason = choose_engine(settings)
         self.engine = create_engine(settings, "cpu", self.engine_name)
 
@@ -42,6 +48,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from . import api, auth, books, docs, events, openai_api, pages, voices
 
+    events.init_app(app)  # before authentication: websockets take turns to be authenticated and accepted
     with app.app_context():
         auth.init_app(app)
     _ensure_admin_key(app)

@@ -22,12 +22,12 @@ from kombu.exceptions import OperationalError
 from chatterbox import audio, jobs
 from chatterbox.access import SYSTEM, Caller
 from chatterbox.engines import Engine, InvalidRequest
-from chatterbox.jobs import JobStore
 from chatterbox.streaming import CONTENT_TYPES, StreamEncoder, wav_samples
 from chatterbox.synthesis import SynthesisRequest, parse_request
 
 from . import REDIS_ERRORS, Services, error_response, services
 from .auth import caller
+from .fanout import Fanout
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +177,9 @@ class JobAudio:
     """One job's audio while it is made: a thread follows the job's events and feeds each chunk to one encoder;
     the response body reads what the encoder writes."""
 
-    def __init__(self, store: JobStore, job_id: str, fmt: str, tempo: float, gap_s: float, stall_s: float):
-        self.store, self.job_id, self.format, self.tempo = store, job_id, fmt, tempo
+    def __init__(self, fanout: Fanout, job_id: str, fmt: str, tempo: float, gap_s: float, stall_s: float):
+        self.fanout, self.store = fanout, fanout.store
+        self.job_id, self.format, self.tempo = job_id, fmt, tempo
         self.gap_s, self.stall_s = gap_s, stall_s
         self.encoder: StreamEncoder | None = None  # made with the first chunk, at that chunk's sample rate
         self.failure: tuple[int, str, str] | None = None  # why the job's audio ended early, if it did
@@ -203,7 +204,7 @@ class JobAudio:
     def _pump(self) -> None:
         last_index, last_text = -1, 0
         try:
-            for event in self.store.follow(self.job_id, stop=self._should_stop):
+            for event in self.fanout.follow(self.job_id, stop=self._should_stop):
                 self._last_event = time.monotonic()
                 kind = event["type"]
                 if kind == "chunk":
@@ -330,7 +331,7 @@ def speech():
     except OperationalError as exc:
         svc.store.finish(job_id, "failed", error=f"could not be queued: {exc}")
         raise
-    stream = JobAudio(svc.store, job_id, req.response_format, req.tempo, svc.settings.chunk_gap_s,
+    stream = JobAudio(svc.fanout, job_id, req.response_format, req.tempo, svc.settings.chunk_gap_s,
                       svc.settings.wait_timeout_s)
     stream.start()
     headers = {"X-Job-Id": job_id, "X-Job-Url": url_for("api.job_status", job_id=job_id)}
