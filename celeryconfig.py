@@ -16,7 +16,7 @@ broker_connection_timeout = 3
 broker_transport_options = {"visibility_timeout": _s.visibility_timeout_s, "socket_connect_timeout": 3,
                             "queue_order_strategy": "priority"}
 result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout_s}
-result_expires = _s.job_ttl_s
+result_expires = _s.retention_s or None  # results, like job records, are kept for the retention period
 redis_socket_connect_timeout = 3
 # Fail fast when Redis is down instead of blocking a web request for long.
 task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}

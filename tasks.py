@@ -18,10 +18,11 @@ from celery import Celery, signals
 from celery.exceptions import Ignore
 
 import celeryconfig
-from chatterbox import audio, jobs, settings as settings_mod, synthesis, voices
+from chatterbox import audio, jobs, retention, settings as settings_mod, synthesis, voices
 from chatterbox.access import SYSTEM
 from chatterbox.books.runner import BookRunner
 from chatterbox.engines import Engine, EngineUnavailable, InvalidRequest, choose_engine, create_engine
+from chatterbox.leases import Lease, LeaseKeeper, LeaseLost
 from workers.supervisor import EXIT_CONFIG_ERROR  # the supervisor does not restart a worker that exits with it
 
 log = logging.getLogger("chatterbox.worker")
@@ -41,16 +42,20 @@ class WorkerState:
         self.queue = os.environ.get("CHATTERBOX_WORKER_QUEUE", "cpu")  # this device's own queue
         self.hostname = hostname or f"worker@{socket.gethostname()}"
         self.instance = f"{self.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.store = jobs.JobStore.connect(self.settings)
+        # Its connections carry its name: when the process dies they close, and the others see it at once.
+        self.store = jobs.JobStore.connect(self.settings, client_name=jobs.connection_name(self.instance))
+        self.keeper = LeaseKeeper(self.store.r, self.settings.heartbeat_ttl_s)
         self.engine_name, self.engine_reason = choose_engine(self.settings)
         self.engine: Engine = create_engine(self.settings, self.device, self.engine_name)
         self.books = BookRunner(self.engine, self.store, self.settings, instance=self.instance,
-                                worker=self.hostname, send_tokens=send_book_tokens)
+                                worker=self.hostname, send_tokens=send_book_tokens, keeper=self.keeper)
+        self.sweeper = retention.Sweeper(self.store, self.settings, self.instance)
         self.jobs_done = 0
         # What its threads run: a token per task -> (job id, "interactive" or "bulk"); a book has several at once.
         self.running: dict[object, tuple[str, str]] = {}
         self._counts = threading.Lock()
         self.started_at = time.time()
+        self._tended = time.monotonic()  # the last heartbeat that reached Redis
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -88,19 +93,38 @@ class WorkerState:
         self.store.heartbeat(self.instance, self.info())
 
     def start_heartbeat(self) -> None:
+        self._tended = time.monotonic()  # its first round takes back what dead workers left (none was tended yet)
         self._thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self._thread.start()
 
     def _heartbeat_loop(self) -> None:
+        self.tend()  # at start: work left by a worker that died before this one came up is taken back at once
         while not self._stop.wait(self.settings.heartbeat_interval_s):
-            try:
-                self.beat()
-                for job_id in self.store.reap_orphans(_requeue):
-                    log.warning("job %s was left running by a dead worker: requeued or failed", job_id)
-                for item in self.books.watch(lambda: self.store.r.llen(celeryconfig.BULK_QUEUE)):
-                    log.warning("book item %s was left by a dead worker: queued again", item)
-            except Exception as exc:  # Redis away: keep beating, Celery reconnects on its own
-                log.warning("heartbeat failed: %s", exc)
+            self.tend()
+
+    def tend(self) -> None:
+        """One heartbeat: say this worker is alive, renew the leases of what it runs, and take back the work of
+        workers that are gone (and every so often, sweep what is past its retention)."""
+        try:
+            for lease in self.keeper.renew():
+                log.warning("job %s %s is held by another worker now (this one was silent past its lease); "
+                            "it stops without writing", lease.job_id, lease.item)
+            self.beat()
+            gap = time.monotonic() - self._tended > 2 * self.settings.heartbeat_interval_s + 1
+            self._tended = time.monotonic()
+            if gap:
+                # Redis was away (paused, restarting) or this worker was: every lease may have run out meanwhile
+                # with its holder alive. Take nothing back this round, so that every live holder renews first.
+                log.warning("the last heartbeat was long ago: taking no work back this round")
+                return
+            dead = self.store.dead_instances()
+            for job_id in self.store.reap_orphans(_requeue, dead):
+                log.warning("job %s was left running by a worker that is gone: requeued or failed", job_id)
+            for item in self.books.watch(lambda: self.store.r.llen(celeryconfig.BULK_QUEUE), dead):
+                log.warning("book item %s was left by a worker that is gone: queued again", item)
+            self.sweeper.maybe_sweep()
+        except Exception as exc:  # Redis away: keep beating, Celery reconnects on its own
+            log.warning("heartbeat failed: %s", exc)
 
     def stop(self) -> None:
         self._stop.set()
@@ -148,14 +172,20 @@ def _load_engine(sender=None, **_kwargs) -> None:
         log.info("engine: %s", _state.engine_reason)
         started = time.perf_counter()
         _state.engine.load()
-        import pyloudnorm  # noqa: F401  (with scipy: 1-2 s, paid at start rather than by the first chapter)
         log.info("%s engine loaded on %s in %.1f s", _state.engine_name, _state.device, time.perf_counter() - started)
         _state.beat()
         _state.start_heartbeat()
+        # What chapter assembly imports (scipy: 1.5 s here) is imported beside the work, not before it: a worker
+        # restarted after a kill takes work back 1.5 s sooner, and the first chapter does not wait for it either.
+        threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
     except EngineUnavailable as exc:
         log.error("cannot start: %s", exc)
         logging.shutdown()
         os._exit(EXIT_CONFIG_ERROR)
+
+
+def _warm_up() -> None:
+    import scipy.ndimage, scipy.signal  # noqa: E401,F401
 
 
 @signals.worker_process_shutdown.connect
@@ -194,29 +224,41 @@ def synthesize(self, text: str | None = None, voice: str | None = None, format: 
         request = synthesis.parse_request({"text": text, "voice": voice, "format": format, "params": params},
                                           state.engine, state.settings, SYSTEM)
         store.create(job_id, engine=state.engine_name, source="celery", **request.as_dict())
-    verdict = store.claim(job_id, attempt, state.hostname, state.instance)
+    verdict, lease = store.claim(job_id, attempt, state.hostname, state.instance)
     if verdict == "cancelled":
         return result_of(store.get(job_id), state.settings)
-    if verdict != "claimed":
+    if lease is None:
         log.info("skipping job %s (attempt %s): %s", job_id, attempt, verdict)
         raise Ignore()  # leaves the result of the run that counts untouched
+    state.keeper.hold(lease)
     token = state.begin(job_id)
     try:
-        job = synthesis.run_job(state.engine, store, job_id, state.settings)
+        job = synthesis.run_job(state.engine, store, job_id, state.settings, lease)
+    except LeaseLost:
+        log.warning("job %s was taken back from this worker (silent past its lease); stopped without writing",
+                    job_id)
+        raise Ignore()
     except synthesis.JobCancelled:
-        store.finish(job_id, "cancelled", error="cancelled by request")
+        _finish_held(store, lease, "cancelled", error="cancelled by request")
         job = store.get(job_id)
     except Exception as exc:
         message = exc.message if isinstance(exc, InvalidRequest) else f"{type(exc).__name__}: {exc}"
         log.exception("job %s failed", job_id)
-        store.finish(job_id, "failed", error=message)
+        # Should this fail too (Redis away), the lease is no longer renewed: the job is taken back once it runs out.
+        _finish_held(store, lease, "failed", error=message)
         raise
     finally:
+        state.keeper.release(lease)
         state.end(token)
-        finished = store.get(job_id) or {}
-        if finished.get("audio_prompt") and finished.get("status") != "running":
-            Path(finished["audio_prompt"]).unlink(missing_ok=True)
     return result_of(job, state.settings)
+
+
+def _finish_held(store: jobs.JobStore, lease: Lease, status: str, **fields) -> None:
+    """End a job this worker holds; nothing if another holds it now."""
+    try:
+        store.finish(lease.job_id, status, fence=lease, **fields)
+    except LeaseLost:
+        log.warning("job %s is held by another worker now; its end is theirs to record", lease.job_id)
 
 
 PREVIEW_TEXT = "Hello! This is how my new voice sounds."
@@ -240,8 +282,12 @@ def clone_voice(self, file: str | None = None, name: str | None = None, descript
         request = voices.clone_request(name, description, tags, exaggeration, library, owner="")
         store.create(job_id, text=request["name"], voice="", format="wav", engine=state.engine_name,
                      source="celery", kind="clone", params={**request, "upload": str(file), "keep_upload": True})
-    if store.claim(job_id, attempt, state.hostname, state.instance) != "claimed":
+    verdict, lease = store.claim(job_id, attempt, state.hostname, state.instance)
+    if lease is None:
+        if verdict == "cancelled":
+            return result_of(store.get(job_id), state.settings)
         raise Ignore()
+    state.keeper.hold(lease)
     token = state.begin(job_id)
     job = store.get(job_id)
     request = job["params"]
@@ -251,30 +297,34 @@ def clone_voice(self, file: str | None = None, name: str | None = None, descript
                                     f"{state.engine_name}", "cloning_unavailable")
         made = library.made_by(job_id)
         if made is not None:  # an earlier attempt made the voice and died before it could say so
-            store.finish(job_id, "succeeded", voice_id=made.id, duration_s=made.reference_seconds)
+            store.finish(job_id, "succeeded", fence=lease, voice_id=made.id, duration_s=made.reference_seconds)
             return result_of(store.get(job_id), state.settings)
-        store.emit(job_id, "progress", status="running", progress=0.1, message="checking the recording")
+        store.emit(job_id, "progress", fence=lease, status="running", progress=0.1, message="checking the recording")
         samples, seconds = voices.prepare_reference(Path(request["upload"]))
-        store.emit(job_id, "progress", status="running", progress=0.3, message="computing the voice")
+        store.emit(job_id, "progress", fence=lease, status="running", progress=0.3, message="computing the voice")
         conds = state.engine.clone(samples, float(request["exaggeration"]))
-        store.emit(job_id, "progress", status="running", progress=0.7, message="synthesizing a preview")
+        store.emit(job_id, "progress", fence=lease, status="running", progress=0.7,
+                   message="synthesizing a preview")
         preview = state.engine.preview(conds, PREVIEW_TEXT, state.settings.preview_max_tokens)
+        store.check(lease)  # the library is on disk, not in Redis: a holder that lost the job must not write it
         voice = library.create(name=request["name"], engine=state.engine_name, conds=conds,
                                reference_wav=audio.wav_bytes(samples, 24000),
                                sample_wav=audio.wav_bytes(preview, 24000), description=request["description"],
                                tags=request["tags"], reference_seconds=seconds, model="chatterbox-en-0.5b",
                                job_id=job_id, owner=job.get("owner", ""))
-        store.finish(job_id, "succeeded", voice_id=voice.id, duration_s=round(seconds, 2))
+        store.finish(job_id, "succeeded", fence=lease, voice_id=voice.id, duration_s=round(seconds, 2))
+    except LeaseLost:
+        log.warning("clone job %s was taken back from this worker; stopped without writing", job_id)
+        raise Ignore()
     except voices.VoiceError as exc:
-        store.finish(job_id, "failed", error=exc.message)
+        _finish_held(store, lease, "failed", error=exc.message)
     except Exception as exc:
         log.exception("clone job %s failed", job_id)
-        store.finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        _finish_held(store, lease, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
+        state.keeper.release(lease)
         state.end(token)
-        if not request.get("keep_upload") and store.get(job_id)["status"] != "running":
-            Path(request["upload"]).unlink(missing_ok=True)
     return result_of(store.get(job_id), state.settings)
 
 

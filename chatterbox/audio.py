@@ -82,9 +82,10 @@ def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """A 16-bit PCM WAV as written by wav_bytes -> (mono float32 samples, rate), without starting ffmpeg."""
-    with wave.open(str(path), "rb") as w:
+def read_wav(path: str | Path | bytes) -> tuple[np.ndarray, int]:
+    """A 16-bit PCM WAV as written by wav_bytes (a file, or its bytes) -> (mono float32 samples, rate), without
+    starting ffmpeg."""
+    with wave.open(io.BytesIO(path) if isinstance(path, bytes) else str(path), "rb") as w:
         if w.getsampwidth() != 2:
             raise AudioError(f"{path} is not 16-bit PCM")
         frames = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")

@@ -139,10 +139,26 @@ def web(host: str | None, port: int | None) -> None:
     """Serve the web app with gunicorn (threads, so websockets and long waits do not block others)."""
     settings = _server_settings()
     bind = f"{host or settings.web_host}:{port or settings.web_port}"
+    _open_files_up_to_the_hard_limit()
+    # Each thread's connection and as many idle keep-alive ones: gunicorn stops accepting at this many.
+    connections = 2 * settings.web_threads
     argv = [sys.executable, "-m", "gunicorn", "--bind", bind, "--worker-class", "gthread", "--workers", "1",
-            "--threads", str(settings.web_threads), "--timeout", "120", "--graceful-timeout", "5",
-            "--access-logfile", "-", *_no_control_socket(), "web:create_app()"]
+            "--threads", str(settings.web_threads), "--worker-connections", str(connections), "--timeout", "120",
+            "--graceful-timeout", "5", "--access-logfile", "-", *_no_control_socket(), "web:create_app()"]
     os.execv(sys.executable, argv)
+
+
+def _open_files_up_to_the_hard_limit() -> None:
+    # An open websocket takes two descriptors (its socket, and its reader thread's selector): 500 of them reached
+    # 1024 (measured), the usual soft limit, and the next failed with EMFILE. The hard limit is the operator's.
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # an unlimited hard limit that the kernel caps lower (macOS)
+            pass
 
 
 def _no_control_socket() -> list[str]:
@@ -654,3 +670,45 @@ def keys_revoke(id_or_name: str) -> None:
     """Revoke a key by id or name; requests with it are refused at once."""
     key = _key_store().revoke(id_or_name)
     click.echo(f"revoked key {key.id} ({key.name})")
+
+
+# -- retention ------------------------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="say what would be deleted, delete nothing")
+@click.option("--json", "as_json", is_flag=True, help="print the figures as JSON")
+@redis_errors
+def gc(dry_run: bool, as_json: bool) -> None:
+    """Delete what is past CHATTERBOX_RETENTION_DAYS now (finished jobs with their files, unused cached chunks,
+    files no job claims), and show what is kept: jobs, disk per folder, Redis memory and AOF."""
+    from . import retention
+    from .jobs import JobStore
+
+    store = JobStore.connect(_settings(), socket_timeout=60)
+    report = retention.sweep(store, dry_run=dry_run)
+    kept = retention.usage(store)
+    if as_json:
+        click.echo(json.dumps({"swept": report.as_dict(), "kept": kept}, indent=2))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    if store.settings.retention_s <= 0:
+        click.echo("retention is off (CHATTERBOX_RETENTION_DAYS=0): nothing is deleted")
+    else:
+        click.echo(f"{verb} {report.jobs} finished jobs older than {store.settings.retention_days:g} days, "
+                   f"{report.chunks} cached chunks and {report.orphans} orphaned files: {_bytes(report.bytes)}")
+    rows = [[name, str(d["files"]), _bytes(d["bytes"])] for name, d in kept["disk"].items()]
+    rows.append(["total", str(kept["disk_total"]["files"]), _bytes(kept["disk_total"]["bytes"])])
+    _table(rows, ["FOLDER", "FILES", "SIZE"])
+    redis_info = kept["redis"]
+    cap = _bytes(redis_info["maxmemory"]) if redis_info["maxmemory"] else "no cap"
+    click.echo(f"jobs kept: {kept['jobs']} ({kept['books_unfinished']} books unfinished); Redis: "
+               f"{_bytes(redis_info['used_memory'] or 0)} of {cap} ({redis_info['maxmemory_policy'] or '?'}), "
+               f"{redis_info['keys']} keys, AOF {_bytes(redis_info['aof_size'] or 0)}")
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"

@@ -1,19 +1,21 @@
 """Job records, events and worker heartbeats in Redis: the only module that knows the key names.
 
 A job is a Redis hash. Its events go to a per-job Redis Stream (bounded, expiring), which is the record a client
-replays from, and are also published on a per-job channel so that live followers wake at once. Followers always
-read the stream after the last id they delivered, so a dropped pub/sub message can delay an event by at most one
-poll interval but never lose or repeat it.
+replays from, and are also published on a per-job channel so that live followers wake at once (web/fanout.py).
+Followers always read the stream after the last id they delivered, so a dropped pub/sub message never loses or
+repeats an event. Running work is held under leases (leases.py) that fence every write a worker makes for it.
 """
 from __future__ import annotations
 
 import json
 import time
 import uuid
-from typing import Any, Callable, Iterator
+from pathlib import Path
+from typing import Any, Callable
 
 import redis
 
+from .leases import FENCE_LUA, Lease, LeaseLost, is_lease_lost
 from .settings import Settings
 
 PREFIX = "cbx"
@@ -24,27 +26,77 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 FINAL_EVENTS = frozenset({"done", "error"})
 
 _INT_FIELDS = {"attempt", "max_attempts", "chunks_total", "chunks_done", "sample_rate", "text_chars",
-               "chapters_total", "chapters_done", "run_done_at_start"}
+               "chapters_total", "chapters_done", "run_done_at_start", "pieces"}
 _FLOAT_FIELDS = {"created_at", "started_at", "finished_at", "progress", "duration_s", "synth_s", "encode_s",
                  "queued_s", "total_s", "rtf", "first_chunk_s", "audio_s", "run_started_at", "activity_at",
-                 "plan_s", "assembly_s"}
+                 "plan_s", "assembly_s", "synth_s_done"}
 _JSON_FIELDS = {"params"}
 
 # Append to the stream, keep it bounded and expiring, and publish, as one atomic step so that the order of
-# publications is the order of the stream.
-_EMIT_LUA = """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', KEYS[2], id .. ' ' .. ARGV[2])
+# publications is the order of the stream. Fenced (leases.py): KEYS[1] the holder's hash, ARGV[1:2] field and holder.
+_EMIT_LUA = FENCE_LUA + """
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('PUBLISH', KEYS[3], id .. ' ' .. ARGV[4])
 return id
+"""
+# Fenced writes of a holder: fields of a record, a number added to one, an audio piece (kept while the job runs).
+_HSET_LUA = FENCE_LUA + "redis.call('HSET', KEYS[2], unpack(ARGV, 3))\nreturn 1"
+_INCR_LUA = FENCE_LUA + "return redis.call('HINCRBYFLOAT', KEYS[2], ARGV[3], ARGV[4])"
+_CHECK_LUA = FENCE_LUA + "return 1"
+# A piece: its audio and the text chunk it speaks (t:<index>), and the count in the record (KEYS[3]), which is what
+# a later attempt resumes from.
+_PIECE_LUA = FENCE_LUA + """
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4], 't:' .. ARGV[3], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('HSET', KEYS[3], 'pieces', tonumber(ARGV[3]) + 1)
+return 1
+"""
+
+# Claim a job for a worker under a new lease. KEYS: the job, its lease key, the running set. ARGV: job id, attempt,
+# token, now, worker, instance, lease TTL (ms). A running job whose lease key still lives has a live holder; one whose
+# key expired is taken over (its old holder's writes are then refused).
+_CLAIM_LUA = """
+local status, attempt, cancel = unpack(redis.call('HMGET', KEYS[1], 'status', 'attempt', 'cancel_requested'))
+if not status then return 'missing' end
+if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 'finished' end
+if tonumber(attempt or '1') ~= tonumber(ARGV[2]) then return 'stale' end
+if status == 'running' and redis.call('EXISTS', KEYS[2]) == 1 then return 'duplicate' end
+if cancel == '1' then return 'cancelled' end
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[4], 'worker', ARGV[5], 'worker_instance', ARGV[6],
+           'lease', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[7])
+redis.call('SADD', KEYS[3], ARGV[1])
+return 'claimed'
+"""
+
+# Move a job to a terminal status once, and append its final event, in one step: a job never ends without saying
+# so on its stream. KEYS: the job, the running set, its events, its channel, its lease key, its audio pieces.
+# ARGV: job id, the holder's token ('' unfenced), the status it must have ('' any), the record's TTL (0: none),
+# the pieces' TTL, the stream's bound and TTL, the final event, then field/value pairs.
+_FINISH_LUA = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if (not status) or status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 0 end
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'lease') ~= ARGV[2] then return redis.error_reply('LEASE_LOST') end
+if ARGV[3] ~= '' and status ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], 'lease', '', unpack(ARGV, 9))
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[5])
+if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) else redis.call('PERSIST', KEYS[1]) end
+redis.call('EXPIRE', KEYS[6], ARGV[5])
+local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'e', ARGV[8])
+redis.call('EXPIRE', KEYS[3], ARGV[7])
+redis.call('PUBLISH', KEYS[4], id .. ' ' .. ARGV[8])
+return 1
 """
 
 
 # Admit a job into its owner's active set, counting the owner's unfinished jobs first, and (for a new job) write its
 # record, all in one step: two submissions at once cannot both take the last place, and a job is never in the set
 # without its record (which the count would take for an expired one). KEYS: the job, its owner's active set, the
-# job index, the owner's index. ARGV: the cap (0: none), the job key prefix, the job id, the time, the record's TTL
-# (0: an existing record, reopened), then field/value pairs to set. Answers -1 when admitted, else how many are active.
+# job index, the owner's index. ARGV: the cap (0: none), the job key prefix, the job id, the time, "new" for a new
+# record (else an existing one, reopened), then field/value pairs to set. Answers -1 when admitted, else how many are
+# active. An unfinished record never expires (the retention sweeper and finish() give finished ones their time).
 _ADMIT_LUA = """
 local limit = tonumber(ARGV[1])
 if limit > 0 then
@@ -60,8 +112,8 @@ if limit > 0 then
   if active >= limit then return active end
 end
 if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
-if tonumber(ARGV[5]) > 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('PERSIST', KEYS[1])
+if ARGV[5] == 'new' then
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
   redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
 end
@@ -91,8 +143,13 @@ def channel(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:live"
 
 
-def chunk_key(job_id: str, index: int) -> str:
-    return f"{PREFIX}:job:{job_id}:chunk:{index}"
+def pieces_key(job_id: str) -> str:
+    """A job's audio pieces (index -> WAV bytes) as its listeners fetch them while it runs; short-lived after."""
+    return f"{PREFIX}:job:{job_id}:pieces"
+
+
+def lease_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:lease"
 
 
 def owner_index(owner: str) -> str:
@@ -111,11 +168,19 @@ def book_key(job_id: str, part: str) -> str:
 
 
 BOOKS_ACTIVE = f"{PREFIX}:books:active"
+# Jobs the reaper has put back to queued whose Celery message may not be sent yet (a transactional outbox: a reaper
+# that dies between the two leaves the job here, and the next one sends it).
+REQUEUE_OUTBOX = f"{PREFIX}:jobs:requeue"
 BOOKS_WATCHDOG = f"{PREFIX}:books:watchdog"
 
 
 def worker_key(instance: str) -> str:
     return f"{PREFIX}:worker:{instance}"
+
+
+def connection_name(instance: str) -> str:
+    """The name a worker's Redis connections carry (CLIENT SETNAME): their absence says the worker is gone."""
+    return f"{PREFIX}-worker:{instance}"
 
 
 def new_job_id() -> str:
@@ -131,14 +196,24 @@ def parse_event_id(event_id: str) -> tuple[int, int]:
 class JobStore:
     def __init__(self, client: redis.Redis, settings: Settings):
         self.r = client  # decode_responses=True
+        # The same server for bytes (audio pieces), with as many connections as the first (the web app sizes it).
         self.raw = redis.Redis(connection_pool=redis.ConnectionPool(
-            **{**client.connection_pool.connection_kwargs, "decode_responses": False}))
+            **{**client.connection_pool.connection_kwargs, "decode_responses": False},
+            max_connections=client.connection_pool.max_connections))
         self.settings = settings
         self._emit = self.r.register_script(_EMIT_LUA)
+        self._hset = self.r.register_script(_HSET_LUA)
+        self._incr = self.r.register_script(_INCR_LUA)
+        self._check = self.r.register_script(_CHECK_LUA)
+        self._piece = self.raw.register_script(_PIECE_LUA)
+        self._claim = self.r.register_script(_CLAIM_LUA)
+        self._finish = self.r.register_script(_FINISH_LUA)
         self._admit = self.r.register_script(_ADMIT_LUA)
 
     @classmethod
     def connect(cls, settings: Settings, **kwargs: Any) -> "JobStore":
+        """A store on settings' Redis. A worker passes ``client_name=connection_name(instance)``: while any of its
+        connections is open, Redis' CLIENT LIST shows it alive (dead_instances)."""
         options = dict(decode_responses=True, socket_connect_timeout=2, socket_timeout=10,
                        health_check_interval=15, retry_on_timeout=True)
         options.update(kwargs)
@@ -154,7 +229,7 @@ class JobStore:
             "created_at": now, "progress": 0.0, "chunks_total": 0, "chunks_done": 0, "attempt": 1,
             "max_attempts": self.settings.max_attempts,
         }
-        self._admit_job(job_id, extra.get("owner") or "", record, now=now, ttl=self.settings.job_ttl_s)
+        self._admit_job(job_id, extra.get("owner") or "", record, now=now, new=True)
         self.emit(job_id, "progress", status="queued", progress=0.0)
         return self.get(job_id)
 
@@ -162,14 +237,14 @@ class JobStore:
         """Make a finished or paused job unfinished again (a book resumed or regenerated), counted against its
         owner's cap like a new job; raises QueueFull."""
         owner = self.r.hget(job_key(job_id), "owner") or ""
-        self._admit_job(job_id, owner, {k: _encode(v) for k, v in fields.items()}, now=time.time(), ttl=0)
+        self._admit_job(job_id, owner, {k: _encode(v) for k, v in fields.items()}, now=time.time(), new=False)
 
-    def _admit_job(self, job_id: str, owner: str, fields: dict, now: float, ttl: int) -> None:
+    def _admit_job(self, job_id: str, owner: str, fields: dict, now: float, new: bool) -> None:
         # Jobs sent through Celery belong to no key, and no key's cap counts them.
         limit = self.settings.max_queued_jobs if owner else 0
         pairs = [str(_encode(x)) for item in fields.items() for x in item]
         active = self._admit(keys=[job_key(job_id), owner_active(owner), JOB_INDEX, owner_index(owner)],
-                             args=[max(0, limit), job_key(""), job_id, now, ttl, *pairs])
+                             args=[max(0, limit), job_key(""), job_id, now, "new" if new else "reopen", *pairs])
         if int(active) >= 0:
             raise QueueFull(int(active), limit)
 
@@ -177,12 +252,29 @@ class JobStore:
         raw = self.r.hgetall(job_key(job_id))
         return _decode(raw) if raw else None
 
-    def update(self, job_id: str, **fields: Any) -> None:
-        self.r.hset(job_key(job_id), mapping={k: _encode(v) for k, v in fields.items()})
+    def update(self, job_id: str, fence: Lease | None = None, **fields: Any) -> None:
+        """Set fields of a record; with ``fence``, only while that lease holds (else LeaseLost)."""
+        pairs = [_encode(x) for item in fields.items() for x in item]
+        self._fenced(self._hset, fence, [job_key(job_id)], pairs)
 
-    def add(self, job_id: str, field: str, amount: float) -> float:
+    def add(self, job_id: str, field: str, amount: float, fence: Lease | None = None) -> float:
         """Add to a numeric field of a job; returns the new value."""
-        return float(self.r.hincrbyfloat(job_key(job_id), field, amount))
+        return float(self._fenced(self._incr, fence, [job_key(job_id)], [field, amount]))
+
+    def check(self, lease: Lease) -> None:
+        """Raise LeaseLost unless ``lease`` still holds (asked of Redis: before a write that is not in Redis)."""
+        self._fenced(self._check, lease, [], [])
+
+    def _fenced(self, script, fence: Lease | None, keys: list[str], args: list) -> Any:
+        """Run a fenced script (leases.FENCE_LUA): KEYS[1] is the fence's hash, then ``keys``."""
+        holder_key = fence.holder_key if fence else keys[0]
+        try:
+            return script(keys=[holder_key, *keys], args=[*(fence.fence if fence else ["", ""]), *args])
+        except redis.exceptions.ResponseError as exc:
+            if is_lease_lost(exc):
+                fence.lost.set()
+                raise LeaseLost(f"{fence.job_id} {fence.item}".strip()) from None
+            raise
 
     def recent(self, limit: int = 50, owner: str | None = None, kind: str | None = None) -> list[dict]:
         """Newest jobs first: everyone's, or one owner's (an API key id; "" for jobs sent through Celery)."""
@@ -230,70 +322,83 @@ class JobStore:
         return found
 
     def purge(self, job_id: str, owner: str = "") -> None:
-        """Remove a finished job's record, events and audio pieces from Redis."""
-        keys = [job_key(job_id), events_key(job_id), *self.r.scan_iter(match=f"{job_key(job_id)}:*")]
+        """Remove a job's record, events, audio pieces and work state from Redis (its files: retention.py)."""
+        keys = [job_key(job_id), events_key(job_id), *self.r.scan_iter(match=f"{job_key(job_id)}:*", count=1000)]
         p = self.r.pipeline()
         p.delete(*keys)
         p.zrem(JOB_INDEX, job_id)
         p.zrem(owner_index(owner), job_id)
         p.srem(owner_active(owner), job_id)
+        p.srem(RUNNING_SET, job_id)
+        p.srem(BOOKS_ACTIVE, job_id)
         p.execute()
 
-    def claim(self, job_id: str, attempt: int, worker: str, instance: str) -> str:
-        """Mark a job running on this worker. Returns "claimed", or why not: "missing", "finished", "stale"
-        (a message for an earlier attempt), "duplicate" (a live worker runs it) or "cancelled"."""
-        key = job_key(job_id)
-        with self.r.pipeline() as p:
-            while True:
-                try:
-                    p.watch(key)
-                    status, current, cancel, owner = p.hmget(key, "status", "attempt", "cancel_requested",
-                                                             "worker_instance")
-                    if status is None:
-                        return "missing"
-                    if status in TERMINAL:
-                        return "finished"
-                    if int(current or 1) != attempt:
-                        return "stale"
-                    if status == "running" and owner and self.worker_alive(owner):
-                        return "duplicate"
-                    if cancel == "1":
-                        p.unwatch()
-                        self.finish(job_id, "cancelled", error="cancelled before it started")
-                        return "cancelled"
-                    p.multi()
-                    p.hset(key, mapping={"status": "running", "started_at": time.time(), "worker": worker,
-                                         "worker_instance": instance})
-                    p.sadd(RUNNING_SET, job_id)
-                    p.execute()
-                    return "claimed"
-                except redis.WatchError:
-                    continue
+    # -- running: claims, leases, the end -------------------------------------------------------------------
+    def claim(self, job_id: str, attempt: int, worker: str, instance: str) -> tuple[str, Lease | None]:
+        """Mark a job running on this worker under a new lease. Returns ("claimed", lease), or why not and None:
+        "missing", "finished", "stale" (a message for another attempt), "duplicate" (a live holder runs it) or
+        "cancelled" (and now recorded so)."""
+        token = uuid.uuid4().hex
+        verdict = self._claim(keys=[job_key(job_id), lease_key(job_id), RUNNING_SET],
+                              args=[job_id, attempt, token, time.time(), worker, instance,
+                                    int(self.settings.heartbeat_ttl_s * 1000)])
+        if verdict == "cancelled":
+            self.finish(job_id, "cancelled", error="cancelled before it started")
+        if verdict != "claimed":
+            return verdict, None
+        return verdict, Lease(holder_key=job_key(job_id), field="lease", holder=token, key=lease_key(job_id),
+                              token=token, job_id=job_id)
 
-    def finish(self, job_id: str, status: str, **fields: Any) -> bool:
-        """Move a job to a terminal status once; returns False if it already was terminal."""
+    def finish(self, job_id: str, status: str, fence: Lease | None = None, only_if: str | None = None,
+               **fields: Any) -> bool:
+        """Move a job to a terminal status once, with its final event; returns False if it already was terminal
+        (or not ``only_if``). With ``fence``, only while that lease holds (else LeaseLost)."""
+        job = self.get(job_id)
+        if job is None:
+            return False
+        try:
+            finished = bool(self._finish(**self._finish_call(job, status, fence, only_if, fields)))
+        except redis.exceptions.ResponseError as exc:
+            if fence is not None and is_lease_lost(exc):
+                fence.lost.set()
+                raise LeaseLost(job_id) from None
+            raise
+        if fence is not None:
+            fence.ended = True
+        if finished:
+            self._drop_upload(job)
+        return finished
+
+    def _drop_upload(self, job: dict) -> None:
+        """A finished job's uploaded clip (a one-off voice, a recording to clone) is of no further use: deleted
+        here, where every way of ending a job passes (a job cancelled while queued included)."""
+        for path in uploads_of(job, self.settings):
+            path.unlink(missing_ok=True)
+
+    def _finish_call(self, job: dict, status: str, fence: Lease | None, only_if: str | None,
+                     fields: dict) -> dict:
+        """keys and args of _FINISH_LUA for ``job`` as last read."""
         assert status in TERMINAL
-        key = job_key(job_id)
-        with self.r.pipeline() as p:
-            while True:
-                try:
-                    p.watch(key)
-                    if p.hget(key, "status") in TERMINAL:
-                        return False
-                    p.multi()
-                    values = {"status": status, "finished_at": time.time(), **fields}
-                    if status == "succeeded":
-                        values["progress"] = 1.0
-                    p.hset(key, mapping={k: _encode(v) for k, v in values.items()})
-                    p.srem(RUNNING_SET, job_id)
-                    p.execute()
-                    break
-                except redis.WatchError:
-                    continue
-        job = self.get(job_id) or {}
-        event = "done" if status == "succeeded" else "error"
-        self.emit(job_id, event, **public_view(job))
-        return True
+        job_id = job["id"]
+        values = {"status": status, "finished_at": time.time(), **fields}
+        if status == "succeeded":
+            values["progress"] = 1.0
+        view = public_view({**job, **_decode({k: str(_encode(v)) for k, v in values.items()})})
+        body = json.dumps({"type": "done" if status == "succeeded" else "error", "job_id": job_id,
+                           "ts": round(time.time(), 3), **view})
+        pairs = [_encode(x) for item in values.items() for x in item]
+        return dict(keys=[job_key(job_id), RUNNING_SET, events_key(job_id), channel(job_id), lease_key(job_id),
+                          pieces_key(job_id)],
+                    args=[job_id, fence.token if fence else "", only_if or "", self.finished_ttl_s,
+                          self.settings.piece_ttl_s, self.settings.event_maxlen, self.settings.event_ttl_s, body,
+                          *pairs])
+
+    @property
+    def finished_ttl_s(self) -> int:
+        """How long Redis keeps a finished job's record: past the retention, so the sweeper deletes it with its
+        files first; 0 (retention off): for ever."""
+        retention = self.settings.retention_s
+        return retention + 24 * 3600 if retention > 0 else 0
 
     def cancel(self, job_id: str) -> str:
         """Cancel a job: a queued job at once, a running one at its next chunk. Returns the status after."""
@@ -311,7 +416,9 @@ class JobStore:
                     break
                 except redis.WatchError:
                     continue
-        if status == "queued" and self.finish(job_id, "cancelled", error="cancelled before it started"):
+        # Only while still queued: a worker that claimed it meanwhile sees the request at its next chunk.
+        if status == "queued" and self.finish(job_id, "cancelled", only_if="queued",
+                                              error="cancelled before it started"):
             return "cancelled"
         return (self.get(job_id) or {}).get("status", "missing")
 
@@ -319,55 +426,32 @@ class JobStore:
         return self.r.hget(job_key(job_id), "cancel_requested") == "1"
 
     # -- events ---------------------------------------------------------------------------------------------
-    def emit(self, job_id: str, type: str, **data: Any) -> str:
+    def emit(self, job_id: str, type: str, fence: Lease | None = None, **data: Any) -> str:
+        """Append an event to the job's stream and publish it; with ``fence``, only while that lease holds."""
         body = json.dumps({"type": type, "job_id": job_id, "ts": round(time.time(), 3), **data})
-        return self._emit(keys=[events_key(job_id), channel(job_id)],
-                          args=[self.settings.event_maxlen, body, self.settings.event_ttl_s])
+        return self._fenced(self._emit, fence, [events_key(job_id), channel(job_id)],
+                            [self.settings.event_maxlen, body, self.settings.event_ttl_s])
 
     def events_after(self, job_id: str, after: str | None = None) -> list[dict]:
         start = f"({after}" if after and after != "0-0" else "-"
         return [{**json.loads(fields["e"]), "id": event_id}
                 for event_id, fields in self.r.xrange(events_key(job_id), min=start, max="+")]
 
-    def follow(self, job_id: str, after: str | None = None, poll_s: float = 1.0,
-               stop: Callable[[], bool] | None = None) -> Iterator[dict]:
-        """Events after ``after`` in order, then live ones, ending after the final event (done or error)."""
-        pubsub = self.r.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(channel(job_id))  # before the first replay, so nothing falls between the two
-        last = after
-        try:
-            while True:
-                for event in self.events_after(job_id, last):
-                    last = event["id"]
-                    yield event
-                    if event["type"] in FINAL_EVENTS:
-                        return
-                job = self.get(job_id)
-                if job is None:
-                    return
-                if job["status"] in TERMINAL:
-                    tail = self.r.xrevrange(events_key(job_id), count=1)
-                    if not tail:
-                        # The events expired before the record did: say how it ended all the same.
-                        yield {"type": "done" if job["status"] == "succeeded" else "error", "job_id": job_id,
-                               "id": last or "0-0", **public_view(job)}
-                        return
-                    tail_id, fields = tail[0]
-                    if json.loads(fields["e"])["type"] in FINAL_EVENTS and last is not None and \
-                            parse_event_id(tail_id) <= parse_event_id(last):
-                        return  # the client has already seen the end
-                    # otherwise the final event is being appended right now: the next round reads it
-                if stop is not None and stop():
-                    return
-                pubsub.get_message(timeout=poll_s)  # a publication or the poll interval, whichever is first
-        finally:
-            pubsub.close()
-
-    def put_chunk(self, job_id: str, index: int, data: bytes) -> None:
-        self.raw.set(chunk_key(job_id, index), data, ex=self.settings.event_ttl_s)
+    def put_chunk(self, job_id: str, index: int, data: bytes, text_index: int = 0,
+                  fence: Lease | None = None) -> None:
+        """Audio piece ``index`` (WAV bytes) of text chunk ``text_index``, for the job's listeners and for a later
+        attempt to resume from; kept while the job runs (and piece_ttl_s after: finish())."""
+        self._fenced(self._piece, fence, [pieces_key(job_id), job_key(job_id)],
+                     [index, data, self.settings.event_ttl_s, text_index])
 
     def get_chunk(self, job_id: str, index: int) -> bytes | None:
-        return self.raw.get(chunk_key(job_id, index))
+        return self.raw.hget(pieces_key(job_id), str(index))
+
+    def pieces(self, job_id: str) -> dict[int, tuple[int, bytes]]:
+        """Every audio piece a job has sent so far: index -> (its text chunk, WAV bytes)."""
+        raw = self.raw.hgetall(pieces_key(job_id))
+        return {int(k): (int(raw[b"t:" + k]), v) for k, v in raw.items()
+                if not k.startswith(b"t:") and b"t:" + k in raw}
 
     # -- workers --------------------------------------------------------------------------------------------
     def heartbeat(self, instance: str, info: dict) -> None:
@@ -384,36 +468,90 @@ class JobStore:
         keys = sorted(self.r.scan_iter(match=worker_key("*"), count=200))
         return [json.loads(v) for v in self.r.mget(keys) if v] if keys else []
 
-    def reap_orphans(self, requeue: Callable[[dict], None]) -> list[str]:
-        """Jobs left ``running`` by a worker whose heartbeat stopped: run again, or fail after max_attempts.
+    def dead_instances(self) -> set[str]:
+        """Workers known gone before their heartbeat expires: none of their connections is open to Redis (a
+        process that dies, however, closes them at once) and they have missed a beat (a live worker whose
+        connection dropped, or whose Redis restarted, reconnects at its next beat). Their heartbeats are
+        forgotten. Empty where the server does not tell (CLIENT LIST refused); leases then run out on their own."""
+        interval = self.settings.heartbeat_interval_s
+        try:
+            if int(self.r.info("server").get("uptime_in_seconds", 0)) < 2 * interval + 2:
+                return set()  # Redis just (re)started: every worker is reconnecting, none is known dead yet
+            names = {client.get("name", "") for client in self.r.client_list()}
+        except redis.exceptions.ResponseError:
+            return set()
+        late = time.time() - interval - 0.5
+        dead = {w["instance"] for w in self.workers()
+                if connection_name(w["instance"]) not in names and float(w.get("seen_at", 0)) < late}
+        for instance in dead:
+            self.forget_worker(instance)
+        return dead
 
-        Celery would re-deliver such a message only after the visibility timeout; this finds them within a
-        heartbeat TTL. ``requeue(job)`` sends the task again for the job's new attempt.
-        """
+    def reap_orphans(self, requeue: Callable[[dict], None], dead: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """Jobs whose holder is gone: their lease expired, or their worker is in ``dead``. Each is put back to
+        queued for its next attempt (``requeue(job)`` sends its message), or failed after max_attempts, in one
+        transaction that only a lease still gone and still the same can pass. Celery would re-deliver such a
+        message only after the visibility timeout."""
+        self._send_outbox(requeue)
         reaped = []
         for job_id in self.r.smembers(RUNNING_SET):
-            job = self.get(job_id)
-            if job is None or job["status"] != "running":
-                self.r.srem(RUNNING_SET, job_id)
-                continue
-            if self.worker_alive(job.get("worker_instance", "")):
-                continue
-            if not self.r.set(f"{job_key(job_id)}:reap", "1", nx=True, ex=30):
-                continue  # another worker is reaping it
-            worker, attempt, limit = job.get("worker", "?"), job["attempt"], job["max_attempts"]
-            reason = f"worker {worker} stopped while running this job (attempt {attempt} of {limit})"
-            if attempt >= limit:
-                self.finish(job_id, "failed", error=f"{reason}; not retried again")
-            else:
-                p = self.r.pipeline()
-                p.hset(job_key(job_id), mapping={"status": "queued", "attempt": attempt + 1, "progress": 0.0,
-                                                 "chunks_done": 0, "last_error": reason})
-                p.srem(RUNNING_SET, job_id)
-                p.execute()
-                self.emit(job_id, "progress", status="queued", progress=0.0, message=f"{reason}; running it again")
-                requeue(self.get(job_id))
-            reaped.append(job_id)
+            if self._reap(job_id, dead):
+                reaped.append(job_id)
+        if reaped:
+            self._send_outbox(requeue)
         return reaped
+
+    def _reap(self, job_id: str, dead: set[str] | frozenset[str]) -> bool:
+        key = job_key(job_id)
+        with self.r.pipeline() as p:
+            try:
+                p.watch(key, lease_key(job_id))
+                raw = p.hgetall(key)
+                job = _decode(raw) if raw else None
+                if job is None or job["status"] != "running":
+                    p.unwatch()
+                    self.r.srem(RUNNING_SET, job_id)
+                    return False
+                if p.exists(lease_key(job_id)) and job.get("worker_instance") not in dead:
+                    return False  # a live holder
+                worker, attempt, limit = job.get("worker", "?"), job["attempt"], job["max_attempts"]
+                reason = f"worker {worker} stopped while running this job (attempt {attempt} of {limit})"
+                p.multi()
+                if attempt >= limit:
+                    self._finish(**self._finish_call(job, "failed", None, "running",
+                                                     {"error": f"{reason}; not retried again"}), client=p)
+                else:
+                    p.srem(RUNNING_SET, job_id)
+                    p.delete(lease_key(job_id))
+                    # Progress stays: the next attempt resumes after the last whole text chunk (synthesis.run_job).
+                    p.hset(key, mapping={"status": "queued", "attempt": attempt + 1, "last_error": reason,
+                                         "lease": ""})
+                    p.sadd(REQUEUE_OUTBOX, job_id)
+                    body = json.dumps({"type": "progress", "job_id": job_id, "ts": round(time.time(), 3),
+                                       "status": "queued", "progress": job.get("progress", 0.0),
+                                       "message": f"{reason}; running it again"})
+                    self._emit(keys=[key, events_key(job_id), channel(job_id)],
+                               args=["", "", self.settings.event_maxlen, body, self.settings.event_ttl_s], client=p)
+                p.execute()
+            except redis.WatchError:
+                return False  # its holder renewed, or it ended: not ours to take
+        return True
+
+    def _send_outbox(self, requeue: Callable[[dict], None]) -> None:
+        for job_id in self.r.smembers(REQUEUE_OUTBOX):
+            job = self.get(job_id)
+            if job is not None and job["status"] == "queued":
+                requeue(job)  # a duplicate message (a crash after this) is dropped by claim: "duplicate"/"finished"
+            self.r.srem(REQUEUE_OUTBOX, job_id)
+
+
+def uploads_of(job: dict, settings: Settings) -> list[Path]:
+    """The files a job's request uploaded (a one-off voice's clip, a recording to clone). Only files in the uploads
+    folder: a path sent through the Celery API is the caller's own file, never ours to delete."""
+    params = job.get("params") if isinstance(job.get("params"), dict) else {}
+    names = (job.get("audio_prompt"), None if params.get("keep_upload") else params.get("upload"))
+    folder = settings.uploads_dir.resolve()
+    return [Path(name).resolve() for name in names if name and Path(name).resolve().parent == folder]
 
 
 def _encode(value: Any) -> str | int | float:

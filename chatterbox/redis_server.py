@@ -19,10 +19,11 @@ def server_binary() -> Path:
     return path
 
 
-def server_args(port: int, data_dir: Path, password: str | None = None) -> list[str]:
+def server_args(port: int, data_dir: Path, password: str | None = None, maxmemory_mb: int = 0) -> list[str]:
     """Command line for a Redis that binds 127.0.0.1 only and keeps every write in an AOF under data_dir; with a
     password, every client must give it. The password goes in a config file readable by this user only, never on
-    the command line, which any local user can read (ps)."""
+    the command line, which any local user can read (ps). With ``maxmemory_mb``, a cap past which writes are
+    refused (the API answers 503): "noeviction", because any other policy may drop a queue or a job record."""
     config = []
     if password:
         path = data_dir / "redis.conf"
@@ -41,6 +42,13 @@ def server_args(port: int, data_dir: Path, password: str | None = None) -> list[
         "--appendonly", "yes",
         "--appendfsync", "everysec",
         "--save", "",  # the AOF is the persistence; no RDB snapshots on top
+        # Rewritten (as an RDB preamble plus the tail) whenever it doubles past 64 MB, so a restart replays the
+        # data once, not every write ever made.
+        "--auto-aof-rewrite-percentage", "100",
+        "--auto-aof-rewrite-min-size", "64mb",
+        "--aof-use-rdb-preamble", "yes",
+        "--maxmemory", f"{max(0, maxmemory_mb)}mb",
+        "--maxmemory-policy", "noeviction",
         "--daemonize", "no",
         "--protected-mode", "yes",
         "--loglevel", "warning",
@@ -66,9 +74,10 @@ def wait_ready(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = 
         time.sleep(0.05)
 
 
-def start(port: int, data_dir: Path, password: str | None = None, **popen_kwargs) -> subprocess.Popen:
+def start(port: int, data_dir: Path, password: str | None = None, maxmemory_mb: int = 0,
+          **popen_kwargs) -> subprocess.Popen:
     """Start the embedded Redis and return once it answers."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(server_args(port, data_dir, password), **popen_kwargs)
+    proc = subprocess.Popen(server_args(port, data_dir, password, maxmemory_mb), **popen_kwargs)
     wait_ready(f"redis://{':' + quote(password, safe='') + '@' if password else ''}127.0.0.1:{port}/0", proc=proc)
     return proc

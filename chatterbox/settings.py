@@ -30,6 +30,9 @@ class Settings:
     tts_engine: str = "auto"  # auto | piper | chatterbox
     model_dir: Path | None = None  # default: <data_dir>/models/chatterbox
     devices: str = "auto"  # auto | cpu | comma-separated GPU indices ("0,1")
+    # CPU workers `up` starts where no GPU is used; more than one keeps a book going while one restarts, and lets
+    # several share a many-core machine (give each its CHATTERBOX_THREADS).
+    cpu_workers: int = 1
     watermark: bool = False  # Resemble's Perth watermark on Chatterbox output (needs resemble-perth)
     voice_cache_size: int = 32  # saved voices each worker keeps loaded
     preview_max_tokens: int = 250  # a cloned voice's preview sample: at most this many speech tokens (10 s)
@@ -58,17 +61,28 @@ class Settings:
     whisper_model: Path | None = None  # a local faster-whisper model directory (auto prefers it when set)
     book_quality_retries: int = 2  # extra attempts, with new seeds, for a chunk that fails its checks
     book_chunk_attempts: int = 3  # a chunk that errors (or kills its worker) this often stops its book
+    book_part_max_minutes: float = 60.0  # longer chapters split at paragraphs (0: never): one may be a whole book
     book_parse_timeout_s: float = 120.0  # the web app stops reading a book after this long (50 MB of text: 9 s)
 
     # Celery: one visibility timeout for every process, so none re-delivers another's running task early.
     visibility_timeout_s: int = 3600
     max_attempts: int = 2  # a job whose worker dies is run again until this many attempts, then failed
 
-    # Job records and events in Redis.
-    job_ttl_s: int = 7 * 24 * 3600
+    # Retention: finished jobs (records, events, outputs, books, uploads) and chunks unused this long are deleted by
+    # the sweeper (every sweep_interval_s, in one worker; `chatterbox gc` at will). 0: keep everything.
+    retention_days: float = 30.0
+    sweep_interval_s: float = 600.0
+    # Job events in Redis: kept this long after the last one (a follower of an older job gets its end from the record).
     event_ttl_s: int = 24 * 3600
     event_maxlen: int = 10000
-    heartbeat_interval_s: float = 2.0
+    # A job's audio pieces stay in Redis while it runs and this long after it ends (its file is the lasting copy).
+    piece_ttl_s: int = 600
+    # The embedded Redis' memory cap; past it Redis refuses writes (the API answers 503) and never evicts a queue or
+    # a record (maxmemory-policy noeviction). 0: no cap.
+    redis_maxmemory_mb: int = 2048
+    # Workers beat this often; a worker silent for heartbeat_ttl_s is taken for dead and its leases (its running
+    # jobs and book items) run out. One whose process died is found sooner: its Redis connections close at once.
+    heartbeat_interval_s: float = 1.0
     heartbeat_ttl_s: int = 10
 
     # Access: API keys (chatterbox keys ...), limits per key, body sizes, browser sessions.
@@ -90,7 +104,7 @@ class Settings:
     # Web.
     web_host: str = "127.0.0.1"
     web_port: int = 5000
-    web_threads: int = 64
+    web_threads: int = 1024  # an open websocket holds one for its life; 500 open took 40 MB (bench/followers.py)
     wait_timeout_s: float = 300.0  # POST /synthesize?wait=1 gives up waiting after this long
 
     # Flower.
@@ -112,6 +126,10 @@ class Settings:
     @property
     def redis_password_file(self) -> Path:
         return self.data_dir / "redis-password"
+
+    @property
+    def retention_s(self) -> int:
+        return max(0, int(self.retention_days * 24 * 3600))
 
     @property
     def outputs_dir(self) -> Path:
@@ -226,6 +244,9 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
     if settings.book_asr not in ("auto", "pocketsphinx", "faster-whisper", "off"):
         raise ValueError(f"CHATTERBOX_BOOK_ASR must be auto, pocketsphinx, faster-whisper or off, not "
                          f"{settings.book_asr!r}")
+    if not 0 <= settings.book_part_max_minutes < float("inf"):  # NaN fails too
+        raise ValueError(f"CHATTERBOX_BOOK_PART_MAX_MINUTES must be 0 (never split) or a number of minutes, not "
+                         f"{settings.book_part_max_minutes!r}")
     if settings.tts_engine not in ("auto", "piper", "chatterbox"):
         raise ValueError(f"TTS_ENGINE must be auto, piper or chatterbox, not {settings.tts_engine!r}")
     return settings

@@ -279,6 +279,14 @@ def test_ops_page(live, browser, made):
     assert page.locator("#jobs-chart svg rect").count() >= 12
     assert "in all" in page.get_attribute("#jobs-chart svg", "aria-label")
     assert page.locator("#stats-rows tr").count() == 12
+    # What is kept: the folders of the data directory with the server's own figures, retention, Redis' memory.
+    outputs = page.locator('#storage tr[data-folder="outputs"]')
+    outputs.wait_for()
+    storage = requests.get(live.url + "/storage", timeout=10).json()
+    assert outputs.locator("td.num").first.text_content() == str(storage["disk"]["outputs"]["files"])
+    assert page.locator("#storage tr").count() == 6
+    summary = page.text_content("#storage-summary")
+    assert "kept 30 days" in summary and f"({storage['redis']['maxmemory_policy']})" in summary
     shot(page, "test_ops_page")
     assert errors == []
 

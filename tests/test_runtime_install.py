@@ -417,6 +417,12 @@ def test_keys_create_list_revoke(runtime, live, tmp_path):
     assert cli(runtime, example("jobs", "list"), as_new_key, tmp_path).returncode == EXIT_AUTH
 
 
+def test_gc(runtime, live, tmp_path):
+    result = cli(runtime, example("gc"), user_env(live), tmp_path)
+    assert result.returncode == EXIT_OK, result.stderr
+    assert "would delete 0 finished jobs" in result.stdout and "outputs" in result.stdout
+
+
 def test_book_and_books(runtime, live, tmp_path):
     env, title = user_env(live), f"Runtime Book {free_port()}"
     argv = example("book")

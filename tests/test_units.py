@@ -1,6 +1,8 @@
 """Pure parts: settings, engine parameter checks, device planning, the supervisor with real child processes."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 import time
@@ -86,6 +88,8 @@ def test_device_planning():
     assert [(s.name, s.device, s.env()["CUDA_VISIBLE_DEVICES"]) for s in specs] == [
         ("gpu0", "cuda:0", "0"), ("gpu1", "cuda:0", "1")]
     assert worker_specs(cpu)[0].env()["CUDA_VISIBLE_DEVICES"] == ""
+    two = worker_specs(load({"devices": "cpu", "cpu_workers": 2}, environ={}))
+    assert [(s.name, s.device) for s in two] == [("cpu", "cpu"), ("cpu1", "cpu")]
 
 
 def test_supervisor_restarts_a_crash_and_gives_up_on_config_errors(tmp_path, capsys):
@@ -106,6 +110,32 @@ def test_supervisor_restarts_a_crash_and_gives_up_on_config_errors(tmp_path, cap
     assert misconfigured.given_up and misconfigured.proc.returncode == 3
     assert sleeper.proc.returncode is not None  # stopped on shutdown
     assert "[sleeper] up" in capsys.readouterr().out
+
+
+def test_supervisor_brings_back_at_once_a_service_killed_after_it_started(tmp_path):
+    starts = tmp_path / "starts"
+    worker = Service("worker", [sys.executable, "-c",
+                                f"import time; open({str(starts)!r}, 'a').write(f'{{time.time()}}\\n'); "
+                                "time.sleep(60)"])
+    sup = Supervisor([worker], stop_timeout=5, started_s=1.0)
+    thread = threading.Thread(target=sup.run)
+    thread.start()
+    try:
+        for round in range(3):  # killed again and again, each time after it got going: never a backoff
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and len(starts.read_text().split() if starts.exists() else []) <= round:
+                time.sleep(0.05)
+            time.sleep(1.2)
+            killed = time.time()
+            os.kill(worker.proc.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and len(starts.read_text().split()) <= round + 1:
+                time.sleep(0.05)
+            back = float(starts.read_text().split()[round + 1]) - killed
+            assert back < 1.5, f"restarted {back:.2f} s after the kill"
+    finally:
+        sup.stop()
+        thread.join(20)
 
 
 def test_urls_in_messages_hide_the_whole_password():

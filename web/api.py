@@ -11,7 +11,7 @@ from flask import Blueprint, Flask, abort, redirect, request, send_file, url_for
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from chatterbox import audio, jobs
+from chatterbox import audio, jobs, retention
 from chatterbox.engines import InvalidRequest
 from chatterbox.synthesis import parse_request
 
@@ -121,7 +121,7 @@ def keep_upload(job_id: str, data: bytes) -> None:
 def wait_for(job_id: str):
     svc = services()
     deadline = time.monotonic() + svc.settings.wait_timeout_s
-    for event in svc.store.follow(job_id, stop=lambda: time.monotonic() > deadline):
+    for event in svc.fanout.follow(job_id, stop=lambda: time.monotonic() > deadline):
         if event["type"] in jobs.FINAL_EVENTS:
             break
     job = svc.store.get(job_id)
@@ -222,20 +222,23 @@ def _transcoded(job: dict, fmt: str):
 
 
 def _purge(job: dict):
-    """Forget a finished job: its record, events and audio."""
+    """Forget a finished job: its record, events, audio and files (the chunk cache, shared by books, is the
+    retention sweeper's)."""
     if job["status"] not in jobs.TERMINAL:
         return error_response(409, f"job {job['id']} is {job['status']}; cancel it before deleting it", "job_active")
-    svc = services()
-    if job.get("kind") == "audiobook":
-        import shutil
-
-        from chatterbox.books.plan import book_dir
-
-        shutil.rmtree(book_dir(svc.settings, job["id"]), ignore_errors=True)  # the chunk cache is shared: kept
-    elif job.get("output"):
-        (svc.settings.outputs_dir / job["output"]).unlink(missing_ok=True)
-    svc.store.purge(job["id"], job.get("owner", ""))
+    retention.delete_job(services().store, job)
     return {"job_id": job["id"], "deleted": True}
+
+
+@bp.get("/storage")
+def storage():
+    """What is kept and what it takes (admin keys): jobs, disk per folder, Redis memory and AOF, retention and the
+    last sweep; measured at most a minute ago."""
+    from .auth import current_key
+
+    if not current_key().admin:
+        return error_response(403, "storage figures are for admin keys", "forbidden")
+    return retention.last_usage(services().store)
 
 
 @bp.get("/stats")

@@ -464,6 +464,28 @@ def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
             "queues": obj({"interactive": integer(minimum=0), "bulk": integer(minimum=0)}, ["interactive", "bulk"],
                           description="messages waiting in the Celery queues"),
         }, ["window_s", "buckets", "jobs", "audio_s", "queues"]),
+        "Storage": obj({
+            "retention_days": number("finished work is deleted this long after it ended (0: kept for ever)",
+                                     minimum=0),
+            "jobs": integer("job records kept", minimum=0),
+            "books_unfinished": integer("audiobooks queued, running or paused", minimum=0),
+            "disk": obj({name: ref("FolderUsage") for name in ("outputs", "books", "chunks", "uploads", "voices")},
+                        ["outputs", "books", "chunks", "uploads", "voices"],
+                        description="the data directory's folders"),
+            "disk_total": ref("FolderUsage"),
+            "redis": obj({"used_memory": nullable(integer("bytes")), "maxmemory": nullable(integer("bytes; 0: no cap")),
+                          "maxmemory_policy": nullable(string("noeviction: a full Redis refuses writes (503) "
+                                                              "rather than drop a queue or a record")),
+                          "aof_enabled": boolean(), "aof_size": nullable(integer("bytes")),
+                          "keys": integer(minimum=0)}, ["used_memory", "maxmemory", "keys"]),
+            "measured_at": number("Unix time of this measure (at most 15 s old)"),
+            "last_sweep": obj({"at": number("Unix time"), "jobs": integer(minimum=0), "files": integer(minimum=0),
+                               "bytes": integer(minimum=0), "chunks": integer(minimum=0),
+                               "orphans": integer(minimum=0), "seconds": number(minimum=0),
+                               "dry_run": boolean()}, ["at", "jobs", "files", "bytes"],
+                              description="what the retention sweeper last deleted"),
+        }, ["retention_days", "jobs", "books_unfinished", "disk", "disk_total", "redis", "measured_at"]),
+        "FolderUsage": obj({"bytes": integer(minimum=0), "files": integer(minimum=0)}, ["bytes", "files"]),
         "PlanRequest": obj({"text": string("the text to split")}, ["text"]),
         "TextPlan": obj({
             "chunks": array(string(), "the sentence-aligned chunks it would be synthesized in (none for blank text)"),
@@ -638,6 +660,11 @@ def _synthesis_and_jobs(paths: _Paths, settings: Settings, described: dict) -> N
     paths.add("get", "/stats", "stats", "Jobs", "Throughput over the last hour", {
         "200": ok("jobs finished and audio made in 5-minute buckets (this key's, or everyone's for an admin key), "
                   "with the queue lengths", ref("Stats")),
+    })
+    paths.add("get", "/storage", "storage", "Service", "What is kept and what it takes", {
+        "200": ok("jobs on record, disk per folder of the data directory, Redis' memory and AOF, the retention "
+                  "period and the last sweep", ref("Storage")),
+        "403": err("not an admin key (`forbidden`)"),
     })
     paths.add("get", "/jobs/{job_id}", "getJob", "Jobs", "A job's record", {
         "200": ok("the job", ref("JobDetail")),

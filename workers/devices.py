@@ -54,5 +54,6 @@ def visible_gpus(settings: Settings, environ: dict[str, str] | None = None) -> l
 def worker_specs(settings: Settings, environ: dict[str, str] | None = None) -> list[WorkerSpec]:
     gpus = visible_gpus(settings, environ)
     if not gpus:
-        return [WorkerSpec("cpu", None)]
+        # Each its own queue (cpu, cpu1, cpu2, ...) and Celery node name.
+        return [WorkerSpec("cpu" if i == 0 else f"cpu{i}", None) for i in range(max(1, settings.cpu_workers))]
     return [WorkerSpec(f"gpu{index}", index) for index in gpus]

@@ -60,14 +60,15 @@ def build_stack(settings: Settings, flower: bool = True) -> tuple[list[Service],
             raise RuntimeError(f"something already answers at 127.0.0.1:{settings.redis_port}; stop it, or set "
                                "CHATTERBOX_REDIS_PORT for the embedded Redis, or REDIS_URL to use that server")
         settings.redis_dir.mkdir(parents=True, exist_ok=True)
-        services.append(Service("redis", redis_server.server_args(settings.redis_port, settings.redis_dir, password),
+        services.append(Service("redis", redis_server.server_args(settings.redis_port, settings.redis_dir, password,
+                                                                  settings.redis_maxmemory_mb),
                                 ready=lambda proc: redis_server.wait_ready(url, proc=proc)))
         # Every child is told the URL with the password (in its environment, which only this user can read).
         settings = settings.replace(redis_url=url)
     env = to_env(settings)
     specs = worker_specs(settings)
     for spec in specs:
-        args = ("worker", "--gpu", spec.gpu) if spec.gpu is not None else ("worker",)
+        args = ("worker", "--gpu", spec.gpu) if spec.gpu is not None else ("worker", "--name", spec.name)
         services.append(Service(f"worker-{spec.name}", _python(*args), env=env))
     web_url = f"http://{settings.web_host}:{settings.web_port}"
     services.append(Service("web", _python("web"), env=env, ready=_wait_http(f"{web_url}/health")))

@@ -19,6 +19,7 @@ from typing import Callable
 log = logging.getLogger("chatterbox.supervisor")
 
 EXIT_CONFIG_ERROR = 3  # a child that exits with this is misconfigured: restarting it would not help
+STARTED_S = 10.0  # a child up this long got past its start: its death is not a crash loop
 _PR_SET_PDEATHSIG = 1
 
 
@@ -43,9 +44,10 @@ class Service:
 
 
 class Supervisor:
-    def __init__(self, services: list[Service], stop_timeout: float = 15.0):
+    def __init__(self, services: list[Service], stop_timeout: float = 15.0, started_s: float = STARTED_S):
         self.services = services
         self.stop_timeout = stop_timeout
+        self.started_s = started_s
         self._stopping = threading.Event()
 
     def start(self, service: Service) -> None:
@@ -105,11 +107,15 @@ class Supervisor:
                 service.given_up = True
                 continue
             log.error("%s exited with code %s; restarting it", service.name, code)
+            if now - service.started_at > self.started_s:
+                service.failures = 0  # it ran: killed (OOM, a signal), not failing to start: back at once
             self._schedule_restart(service, now)
 
     def _schedule_restart(self, service: Service, now: float) -> None:
+        # The first restart is immediate: every second a worker is down is a second its work waits. Only a service
+        # that keeps dying as it starts backs off (0.5 s, 1 s, ... 30 s).
         service.failures += 1
-        delay = min(30.0, 0.5 * 2 ** (service.failures - 1))
+        delay = 0.0 if service.failures == 1 else min(30.0, 0.5 * 2 ** (service.failures - 2))
         service.restart_at = now + delay
         log.info("restarting %s in %.1f s", service.name, delay)
 

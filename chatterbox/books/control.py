@@ -95,39 +95,21 @@ def resume_book(store: JobStore, settings: Settings, job_id: str, send_tokens: S
     books.reopen(job_id, error="", finished_at="", run_started_at=time.time(),
                  run_done_at_start=books.done_count(job_id))
     books.clear_failures(job_id)
-    books.requeue_dead(job_id, store.worker_alive)
-    reconcile(books, plan)
-    books.touch(job_id)
+    books.hand_back(job_id)  # items whose holders are gone; those still running finish and are kept
+    books.reconcile(job_id, [(c.first, c.count) for c in plan.chapters])
     store.emit(job_id, "progress", status="queued", progress=job.get("progress", 0.0), message="resumed")
     send_tokens(job_id, max(1, min(WINDOW, books.pending_count(job_id))))
     return "queued"
-
-
-def reconcile(books: BookStore, plan: Plan) -> None:
-    """Make sure every unfinished piece of work is pending exactly once (after a stop, anything may be missing)."""
-    job_id = plan.job_id
-    waiting = set(books.pending(job_id)) | set(books.inflight(job_id))
-    done = books.done(job_id)
-    for chunk in plan.chunks:
-        if chunk.index not in done and f"c:{chunk.index}" not in waiting:
-            books.push_front(job_id, f"c:{chunk.index}")
-    assembled = books.chapters(job_id)
-    for chapter in plan.chapters:
-        item = f"a:{chapter.index}"
-        if chapter.index not in assembled and item not in waiting and all(i in done for i in chapter.chunk_range):
-            books.unqueue(job_id, item)
-            books.queue_once(job_id, item)
-    if len(assembled) == len(plan.chapters) and "b" not in waiting:
-        books.unqueue(job_id, "b")
-        books.queue_once(job_id, "b")
 
 
 def cancel_book(store: JobStore, job_id: str) -> str:
     job = _book_job(store, job_id)
     if job["status"] in TERMINAL:
         raise BookStateError(f"book {job_id} has already {job['status']}; nothing to cancel", "job_finished")
-    BookStore(store).deactivate(job_id)
+    books = BookStore(store)
+    books.deactivate(job_id)
     store.finish(job_id, "cancelled", error="cancelled by request; finished chunks are kept, resume continues")
+    books.touch(job_id)  # kept for the retention period, for a resume
     return "cancelled"
 
 
@@ -147,9 +129,8 @@ def regenerate_chunk(store: JobStore, settings: Settings, engine: Engine, job_id
     chunk = bump_revision(plan, index, plan.engine, any(p.name == "seed" for p in engine.params))
     save_plan(settings, plan)
     books.undo_chunk(job_id, index)
-    books.forget_chapter(job_id, chunk.chapter)
-    books.unqueue(job_id, f"a:{chunk.chapter}", "b")
-    books.push_front(job_id, f"c:{index}")
+    books.forget_chapter(job_id, chunk.chapter)  # the chunk's completion queues the chapter's assembly again
+    books.queue(job_id, f"c:{index}")
     if job["status"] in TERMINAL:
         store.update(job_id, run_done_at_start=books.done_count(job_id))
         store.emit(job_id, "progress", status="queued", progress=job.get("progress", 0.0),

@@ -3,7 +3,9 @@
 Each Celery message for a book lets one worker do one item (a chunk, a chapter's assembly or the book's), so no
 task runs for long and every worker helps with every book. Everything an item produces is written atomically
 before it is recorded as done, and a chunk already in the cache is never synthesized again: a worker that dies
-at any moment costs at most the item it held.
+at any moment costs at most the item it held. An item is held under a lease its worker renews; a worker that
+loses it (taken for dead while frozen) stops without recording anything. The watchdog reconciles every unfinished
+book against what is durable, so a book always finishes, or fails with a reason, whatever crashed where.
 """
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ import numpy as np
 from .. import audio
 from ..engines import Engine, InvalidRequest
 from ..jobs import BOOKS_WATCHDOG, TERMINAL, JobStore
+from ..leases import Lease, LeaseKeeper, LeaseLost
+from ..retention import touch_chunk
 from ..settings import Settings
-from .assemble import Pauses, assemble_chapter, assemble_m4b
+from .assemble import Pauses, assemble_chapter_files, assemble_m4b
 from .plan import Chunk, Plan, book_dir, cached_chunk, chunk_paths, load_plan, retry_seed
 from .state import BookStore
 
@@ -28,6 +32,7 @@ log = logging.getLogger(__name__)
 
 SendTokens = Callable[[str, int], None]  # (book id, how many): queue that many work messages for the book
 STALL_S = 10.0  # a running book with pending items, nothing in flight and an empty bulk queue for this long has lost its tokens
+RECONCILE_S = 5.0  # how often the watchdog checks an unfinished book against its durable state (and renews its TTLs)
 
 
 class PermanentError(Exception):
@@ -50,8 +55,10 @@ def describe_item(plan: Plan | None, item: str) -> str:
 
 class BookRunner:
     def __init__(self, engine: Engine, store: JobStore, settings: Settings, *, instance: str, worker: str,
-                 send_tokens: SendTokens):
+                 send_tokens: SendTokens, keeper: LeaseKeeper):
         self.engine = engine
+        self.keeper = keeper
+        self._reconciled: dict[str, float] = {}  # book -> when the watchdog last reconciled it
         self.store = store
         self.books = BookStore(store)
         self.settings = settings
@@ -77,56 +84,75 @@ class BookRunner:
             self.store.emit(job_id, "progress", status="running", progress=job.get("progress", 0.0))
         elif job["status"] != "running":
             return None  # paused, cancelled or finished: this message is dropped, resume sends new ones
-        item = self.books.take(job_id, self.instance, self.worker)
-        if item is None:
+        lease = self.books.take(job_id, self.instance, self.worker)
+        if lease is None:
             return None
+        item = lease.item
+        self.keeper.hold(lease)
         plan = None
         try:
             plan = load_plan(self.settings, job_id)
             if item.startswith("c:"):
-                self._chunk(job, plan, int(item[2:]))
+                self._chunk(job, plan, int(item[2:]), lease)
             elif item.startswith("a:"):
-                self._chapter(job_id, plan, int(item[2:]))
+                self._chapter(job_id, plan, int(item[2:]), lease)
             else:
-                self._book(job_id, plan)
+                self._book(job_id, plan, lease)
+        except LeaseLost:
+            log.warning("book %s: %s was taken back from this worker (it was silent past its lease); dropped",
+                        job_id, item)
+            return item
         except (PermanentError, InvalidRequest, FileNotFoundError, ValueError) as exc:
             log.exception("book %s: %s failed", job_id, item)
-            self._stop(job_id, f"{describe_item(plan, item)} failed: {_message(exc)}")
+            self._stop(job_id, f"{describe_item(plan, item)} failed: {_message(exc)}", lease)
         except Exception as exc:
             log.exception("book %s: %s failed", job_id, item)
+            # Should Redis fail here too, the lease is not renewed any more (finally) and the watchdog hands the
+            # item back once it runs out.
             failures = self.books.fail(job_id, item)
             limit = self.settings.book_chunk_attempts
             if failures >= limit:
                 self._stop(job_id, f"{describe_item(plan, item)} failed {failures} times (the limit is {limit}, "
-                                   f"CHATTERBOX_BOOK_CHUNK_ATTEMPTS); last error: {_message(exc)}")
+                                   f"CHATTERBOX_BOOK_CHUNK_ATTEMPTS); last error: {_message(exc)}", lease)
             else:
-                self.books.retry(job_id, item)
+                self.books.retry(lease)
+        finally:
+            self.keeper.release(lease)
         # Each message that found work sends the next one while work remains: a window of messages circulates
         # through the bulk queue, so queueing a book costs the same for any length.
         if self.books.pending_count(job_id) and (self.store.get(job_id) or {}).get("status") == "running":
             self.send_tokens(job_id, 1)
         return item
 
-    def _stop(self, job_id: str, error: str) -> None:
+    def _stop(self, job_id: str, error: str, lease: Lease | None = None) -> None:
+        """Fail the book with ``error``; the item ``lease`` holds is given back (a resume takes it up again)."""
+        if lease is not None:
+            try:
+                self.books.retry(lease)
+            except LeaseLost:
+                pass  # someone else holds it now; the book stops all the same
         self.books.deactivate(job_id)
-        self.store.finish(job_id, "failed", error=error)
+        if self.store.finish(job_id, "failed", error=error):
+            self.books.touch(job_id)
 
     # -- chunks --------------------------------------------------------------------------------------------------
-    def _chunk(self, job: dict, plan: Plan, index: int) -> None:
+    def _chunk(self, job: dict, plan: Plan, index: int, lease: Lease) -> None:
         job_id = job["id"]
         chunk = plan.chunks[index]
         report = cached_chunk(self.settings, chunk.key)
         made = report is None
         if made:
-            report = self.render(plan, chunk)
-            self.books.counted_render(job_id, index)
+            report = self.render(plan, chunk, lease)
+        else:
+            touch_chunk(self.settings, chunk.key)  # still in use: the retention sweeper keeps it
         info = {"duration_s": report["duration_s"], "attempts": len(report["attempts"]), "ok": report["ok"],
                 "problems": report.get("problems", []), "synthesized": made, "worker": self.worker,
                 "key": chunk.key}
-        if self.books.complete_chunk(job_id, index, info):
+        if self.books.complete_chunk(lease, index, info, synthesized=made):
             self._report_chunk(job_id, plan, chunk, report["duration_s"])
         chapter = plan.chapters[chunk.chapter]
-        if self.books.all_done(job_id, chapter.chunk_range) and self.books.queue_once(job_id, f"a:{chapter.index}"):
+        # (A crash between the two steps leaves the assembly unqueued: the watchdog's reconcile queues it.)
+        if self.books.all_done(job_id, chapter.chunk_range) and self.books.queue(job_id, f"a:{chapter.index}"):
             self.send_tokens(job_id, 1)
 
     def _report_chunk(self, job_id: str, plan: Plan, chunk: Chunk, duration_s: float) -> None:
@@ -143,9 +169,10 @@ class BookRunner:
                         chapter={"index": chapter.index, "chunks_done": chapter_done, "chunks_total": chapter.count},
                         worker=self.worker)
 
-    def render(self, plan: Plan, chunk: Chunk) -> dict:
+    def render(self, plan: Plan, chunk: Chunk, lease: Lease | None = None) -> dict:
         """Synthesize a chunk, check it, try again with new seeds while it fails its checks (keeping the best
-        attempt), and write it to the cache: audio first, then its report, each atomically."""
+        attempt), and write it to the cache: audio first, then its report, each atomically. With ``lease``, stop
+        (LeaseLost) as soon as it is found taken, and write nothing unless it is still held."""
         checks = self.settings.book_quality_checks
         attempts = 1 + (self.settings.book_quality_retries if checks else 0)
         tried: list[dict] = []
@@ -155,7 +182,11 @@ class BookRunner:
             if attempt and "seed" in params:
                 params = {**params, "seed": retry_seed(int(params["seed"]), attempt)}
             started = time.perf_counter()
-            pieces = list(self.engine.stream(chunk.text, plan.voice, params, priority="bulk"))
+            pieces = []
+            for piece in self.engine.stream(chunk.text, plan.voice, params, priority="bulk"):
+                if lease is not None:
+                    lease.check()  # a worker thawed after its lease ran out stops here, not after the chunk
+                pieces.append(piece)
             samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
             synth_s = time.perf_counter() - started
             quality = self._check(samples, chunk.text, params) if checks else None
@@ -179,6 +210,8 @@ class BookRunner:
                   "duration_s": round(len(samples) / self.engine.sample_rate, 3), "attempts": tried,
                   "chosen": chosen["attempt"], "ok": chosen["ok"], "problems": chosen["problems"],
                   "quality": quality, "worker": self.worker, "created_at": time.time()}
+        if lease is not None:
+            self.books.check(lease)
         wav, meta = chunk_paths(self.settings, chunk.key)
         audio.write_atomic(wav, audio.wav_bytes(samples, self.engine.sample_rate))
         audio.write_atomic(meta, json.dumps(report).encode())
@@ -202,78 +235,82 @@ class BookRunner:
         return self._transcriber
 
     # -- assembly ------------------------------------------------------------------------------------------------
-    def _chapter(self, job_id: str, plan: Plan, index: int) -> None:
+    def _chapter(self, job_id: str, plan: Plan, index: int, lease: Lease) -> None:
         chapter = plan.chapters[index]
-        item = f"a:{index}"
         missing = [i for i in chapter.chunk_range if cached_chunk(self.settings, plan.chunks[i].key) is None]
         if missing:
-            # A chunk was regenerated or its file vanished after it was counted: make it, then assemble again.
+            # A chunk was regenerated or its file vanished after it was counted: make it, then assemble again
+            # (the chunk's completion queues this assembly anew).
+            self.books.check(lease)
             for i in missing:
                 self.books.undo_chunk(job_id, i)
-                self.books.push_front(job_id, f"c:{i}")
-            self.books.unqueue(job_id, item)
-            self.books.release(job_id, item)
+                self.books.queue(job_id, f"c:{i}")
+            self.books.release(lease)
             self.send_tokens(job_id, len(missing))
             return
         started = time.perf_counter()
-        samples = [audio.read_wav(chunk_paths(self.settings, plan.chunks[i].key)[0])[0] for i in chapter.chunk_range]
+        # Streamed from the chunk files: a chapter's memory does not grow with its length (bench/assembly_memory.py).
+        paths = [chunk_paths(self.settings, plan.chunks[i].key)[0] for i in chapter.chunk_range]
         breaks = [plan.chunks[i].brk for i in chapter.chunk_range]
         pauses = Pauses(sentence_s=plan.assembly["sentence_s"], paragraph_s=plan.assembly["paragraph_s"],
                         chapter_s=plan.assembly["chapter_s"])
-        files = assemble_chapter(samples, breaks, plan.sample_rate, book_dir(self.settings, job_id) / "chapters",
-                                 index=index + 1, count=len(plan.chapters), title=chapter.title,
-                                 book_title=plan.title, author=plan.author, fmt=plan.format, pauses=pauses,
-                                 target_lufs=plan.assembly["target_lufs"])
+        lease.check()
+        files = assemble_chapter_files(paths, breaks, plan.sample_rate, book_dir(self.settings, job_id) / "chapters",
+                                       index=index + 1, count=len(plan.chapters), title=chapter.title,
+                                       book_title=plan.title, author=plan.author, fmt=plan.format, pauses=pauses,
+                                       target_lufs=plan.assembly["target_lufs"])
         seconds = time.perf_counter() - started
-        self.books.set_chapter(job_id, index, {"file": files.audio.name, "part": files.part.name,
-                                               "duration_s": round(files.duration_s, 3),
-                                               "lufs": round(files.lufs, 2) if math.isfinite(files.lufs) else None,
-                                               "worker": self.worker})
-        self.books.release(job_id, item)
+        self.books.set_chapter(lease, index, {"file": files.audio.name, "part": files.part.name,
+                                              "duration_s": round(files.duration_s, 3),
+                                              "lufs": round(files.lufs, 2) if math.isfinite(files.lufs) else None,
+                                              "worker": self.worker})
         self.store.add(job_id, "assembly_s", seconds)
         done = len(self.books.chapters(job_id))
         self.store.update(job_id, chapters_done=done)
         self.store.emit(job_id, "chapter", index=index, title=chapter.title, duration_s=round(files.duration_s, 3),
                         file=files.audio.name, chapters_done=done, chapters_total=len(plan.chapters))
-        if done == len(plan.chapters) and self.books.queue_once(job_id, "b"):
+        if done == len(plan.chapters) and self.books.queue(job_id, "b"):
             self.send_tokens(job_id, 1)
 
-    def _book(self, job_id: str, plan: Plan) -> None:
+    def _book(self, job_id: str, plan: Plan, lease: Lease) -> None:
         folder = book_dir(self.settings, job_id)
         chapters = self.books.chapters(job_id)
         missing = [c.index for c in plan.chapters
                    if c.index not in chapters or not (folder / "chapters" / chapters[c.index]["part"]).is_file()]
         if missing:
+            self.books.check(lease)
             for i in missing:
                 self.books.forget_chapter(job_id, i)
-                self.books.unqueue(job_id, f"a:{i}")
-                if self.books.all_done(job_id, plan.chapters[i].chunk_range) and self.books.queue_once(job_id, f"a:{i}"):
+                if self.books.all_done(job_id, plan.chapters[i].chunk_range) and self.books.queue(job_id, f"a:{i}"):
                     self.send_tokens(job_id, 1)
-            self.books.unqueue(job_id, "b")
-            self.books.release(job_id, "b")
+            self.books.release(lease)  # the last chapter assembled queues the book's assembly again
             return
         started = time.perf_counter()
         cover = next(iter(sorted(folder.glob("cover.*"))), None)
         parts = [folder / "chapters" / chapters[c.index]["part"] for c in plan.chapters]
+        lease.check()
         marks = assemble_m4b(parts, [c.title for c in plan.chapters], folder / "book.m4b", title=plan.title,
                              author=plan.author, language=plan.language,
                              cover=cover.read_bytes() if cover else None, cover_type=plan.cover_type)
         audio.write_atomic(folder / "chapters.json", json.dumps(
             [{"title": m.title, "start_s": round(m.start_s, 3), "end_s": round(m.end_s, 3)} for m in marks]).encode())
         seconds = time.perf_counter() - started
+        self.books.check(lease)  # the book ends once, by the holder of its last item
         assembly_s = self.store.add(job_id, "assembly_s", seconds)
-        self.books.release(job_id, "b")
-        self.books.deactivate(job_id)
         job = self.store.get(job_id) or {}
         total = marks[-1].end_s if marks else 0.0
-        self.store.finish(job_id, "succeeded", output="book.m4b", duration_s=round(total, 3), chunks_done=len(plan.chunks),
-                          assembly_s=round(assembly_s, 3),
-                          total_s=round(time.time() - job.get("created_at", time.time()), 3))
+        self.books.deactivate(job_id)
+        if self.store.finish(job_id, "succeeded", output="book.m4b", duration_s=round(total, 3),
+                             chunks_done=len(plan.chunks), assembly_s=round(assembly_s, 3),
+                             total_s=round(time.time() - job.get("created_at", time.time()), 3)):
+            self.books.touch(job_id)
+        self.books.release(lease)
 
     # -- the watchdog --------------------------------------------------------------------------------------------
-    def watch(self, bulk_queue_length: Callable[[], int]) -> list[str]:
-        """Keep every active book moving: hand back items held by dead workers, replace lost messages.
-        Runs in every worker's heartbeat thread; one worker at a time does the work."""
+    def watch(self, bulk_queue_length: Callable[[], int], dead: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """Keep every unfinished book moving: hand back items whose holder is gone (lease run out, or its worker
+        in ``dead``), queue what its durable state says is missing, replace lost messages, keep its keys alive.
+        Runs in every worker's heartbeat thread (and at its start); one worker at a time does the work."""
         if not self.store.r.set(BOOKS_WATCHDOG, self.instance, nx=True,
                                 ex=max(1, int(self.settings.heartbeat_interval_s))):
             return []
@@ -282,26 +319,50 @@ class BookRunner:
             job = self.store.get(job_id)
             if job is None or job["status"] in TERMINAL:
                 self.books.deactivate(job_id)
+                self._reconciled.pop(job_id, None)
                 continue
-            back = self.books.requeue_dead(job_id, self.store.worker_alive)
+            moving = job["status"] in ("queued", "running")
+            back = self.books.hand_back(job_id, dead)
+            stopped = False
             for item in back:
                 failures = self.books.fail(job_id, item)
                 if failures >= self.settings.book_chunk_attempts:
                     plan = _plan_or_none(self.settings, job_id)
                     self._stop(job_id, f"{describe_item(plan, item)} was running on a worker that stopped, "
                                        f"{failures} times; the book is stopped so that it does not loop")
+                    stopped = True
                     break
                 self.store.emit(job_id, "progress", status=job["status"], progress=job.get("progress", 0.0),
                                 message=f"a worker stopped during {item}; it is done again")
-            else:
-                if back and job["status"] == "running":
-                    self.send_tokens(job_id, len(back))
-                moved.extend(back)
-                if job["status"] == "running" and self._stalled(job_id, job, bulk_queue_length):
-                    count = self.books.pending_count(job_id)
-                    log.warning("book %s has %d items and no messages: sending them again", job_id, count)
-                    self.send_tokens(job_id, count)
+            if stopped:
+                continue
+            moved.extend(back)
+            queued = self._reconcile(job_id, moving)
+            if moving and (back or queued):
+                self.send_tokens(job_id, min(64, len(back) + queued))
+            elif moving and self._stalled(job_id, job, bulk_queue_length):
+                count = self.books.pending_count(job_id)
+                log.warning("book %s has %d items and no messages: sending them again", job_id, count)
+                self.send_tokens(job_id, min(64, count))
         return moved
+
+    def _reconcile(self, job_id: str, moving: bool) -> int:
+        """Every RECONCILE_S per book: queue what is missing (a moving book's), and renew its keys' TTLs."""
+        now = time.monotonic()
+        if now - self._reconciled.get(job_id, float("-inf")) < RECONCILE_S:
+            return 0
+        self._reconciled[job_id] = now
+        self.books.touch(job_id)
+        if not moving:
+            return 0
+        plan = _plan_or_none(self.settings, job_id)
+        if plan is None:
+            self._stop(job_id, "its plan (plan.json) can no longer be read; submit the book again")
+            return 0
+        queued = self.books.reconcile(job_id, [(c.first, c.count) for c in plan.chapters])
+        if queued:
+            log.warning("book %s: %d items were missing from its work state; queued again", job_id, queued)
+        return queued
 
     def _stalled(self, job_id: str, job: dict, bulk_queue_length: Callable[[], int]) -> bool:
         if not self.books.pending_count(job_id) or self.books.inflight(job_id):

@@ -4,24 +4,109 @@ Work items are strings: ``c:<n>`` synthesize chunk n, ``a:<n>`` assemble chapter
 Celery messages for a book carry no item, only the book's id: each message is a token that lets one worker take
 the next item from the book's ``pending`` list. Tokens are interchangeable, so a duplicated token costs nothing
 (it finds nothing to take) and a lost one is replaced by the watchdog; the truth is always here and in the chunk
-cache on disk, never in the broker. An item taken is recorded in ``inflight`` with the taking worker's instance,
-so that the watchdog can hand it back when that worker's heartbeat stops.
+cache on disk, never in the broker. An item taken is held under a lease (chatterbox/leases.py): ``inflight`` names
+its holder, and a lease key that the holder's worker renews says it is alive. Whatever the holder writes for the
+item checks that it still holds it, in the same Redis script; an item whose lease ran out (or whose worker is
+known dead) is handed back atomically, once. Every key here has a TTL: renewed while the book is unfinished,
+the retention period once it has ended.
 """
 from __future__ import annotations
 
 import json
 import time
-from typing import Callable, Iterable
+import uuid
+from typing import Iterable
 
 from ..jobs import BOOKS_ACTIVE, JobStore, book_key, job_key
+from ..leases import FENCE_LUA, Lease
 
-# Take the first pending item and record who has it, in one step: no two workers ever take the same item.
-_TAKE_LUA = """
-local item = redis.call('LPOP', KEYS[1])
-if not item then return false end
-redis.call('HSET', KEYS[2], item, ARGV[1])
-redis.call('HSET', KEYS[3], 'activity_at', ARGV[2])
-return item
+PARTS = ("pending", "inflight", "done", "failures", "renders", "chapters")
+
+# Whether an item is already waiting, in flight or done (KEYS: pending, inflight, done, chapters). A duplicate in
+# pending (a reconcile racing a retry) is skipped when taken, so it can never be made twice at once.
+_SEEN_LUA = """
+local function settled(item)
+  if redis.call('HEXISTS', KEYS[2], item) == 1 then return true end
+  local kind, n = string.match(item, '^(%a):(%d+)$')
+  if kind == 'c' then return redis.call('HEXISTS', KEYS[3], n) == 1 end
+  if kind == 'a' then return redis.call('HEXISTS', KEYS[4], n) == 1 end
+  return false
+end
+"""
+
+# Take the first pending item that is not settled, and record its holder and lease, in one step: no two workers ever
+# hold the same item. KEYS: pending, inflight, done, chapters, the job. ARGV: holder, token, now, lease TTL (ms), the
+# lease key's prefix.
+_TAKE_LUA = _SEEN_LUA + """
+while true do
+  local item = redis.call('LPOP', KEYS[1])
+  if not item then return false end
+  if not settled(item) then
+    redis.call('HSET', KEYS[2], item, ARGV[1])
+    redis.call('SET', ARGV[5] .. item, ARGV[2], 'PX', ARGV[4])
+    redis.call('HSET', KEYS[5], 'activity_at', ARGV[3])
+    return item
+  end
+end
+"""
+
+# Queue an item unless it is waiting, in flight or done already. ARGV: the item, "front" or "back".
+_QUEUE_LUA = _SEEN_LUA + """
+if settled(ARGV[1]) or redis.call('LPOS', KEYS[1], ARGV[1]) then return 0 end
+if ARGV[2] == 'front' then redis.call('LPUSH', KEYS[1], ARGV[1]) else redis.call('RPUSH', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+# A holder's writes for its item; each ends the holding (KEYS[1] inflight, KEYS[2] the lease key).
+_END_HOLDING = "redis.call('HDEL', KEYS[1], ARGV[1])\nredis.call('DEL', KEYS[2])\n"
+# Chunk n made: KEYS[3] done, KEYS[4] renders; ARGV[3] n, ARGV[4] its report, ARGV[5] "1" if synthesized here.
+_COMPLETE_LUA = FENCE_LUA + """
+local new = redis.call('HSETNX', KEYS[3], ARGV[3], ARGV[4])
+if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[4], ARGV[3], 1) end
+""" + _END_HOLDING + "return new"
+# Chapter n assembled: KEYS[3] chapters; ARGV[3] n, ARGV[4] its files.
+_CHAPTER_LUA = FENCE_LUA + "redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])\n" + _END_HOLDING + "return 1"
+# Put the item back at the front of pending (KEYS[3]) for the next token.
+_RETRY_LUA = FENCE_LUA + _END_HOLDING + "redis.call('LPUSH', KEYS[3], ARGV[1])\nreturn 1"
+_RELEASE_LUA = FENCE_LUA + _END_HOLDING + "return 1"
+
+# Hand an item back from a holder that is gone: only the holder seen, and only once its lease key has expired (or,
+# ARGV[3] = "1", its worker is known dead). KEYS: inflight, the lease key, pending. ARGV: item, holder seen, force.
+_HAND_BACK_LUA = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if ARGV[3] ~= '1' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+""" + _END_HOLDING + """redis.call('LPUSH', KEYS[3], ARGV[1])
+return 1
+"""
+
+# From what is durable (the chunks done, the chapters assembled; the plan's shape in ARGV: each chapter's first
+# chunk and count), queue whatever is missing: a chunk neither done, waiting nor in flight; the assembly of a
+# chapter whose chunks are all done; the book's once every chapter is assembled. KEYS: pending, inflight, done,
+# chapters. Answers how many items it queued.
+_RECONCILE_LUA = """
+local function set_of(list) local s = {} for _, v in ipairs(list) do s[v] = true end return s end
+local pending = set_of(redis.call('LRANGE', KEYS[1], 0, -1))
+local inflight = set_of(redis.call('HKEYS', KEYS[2]))
+local done = set_of(redis.call('HKEYS', KEYS[3]))
+local assembled = set_of(redis.call('HKEYS', KEYS[4]))
+local function waiting(item) return pending[item] or inflight[item] end
+local queued, all_assembled = 0, true
+for c = 0, #ARGV / 2 - 1 do
+  local first, count = tonumber(ARGV[2 * c + 1]), tonumber(ARGV[2 * c + 2])
+  local complete = true
+  for i = first, first + count - 1 do
+    if not done[tostring(i)] then
+      complete = false
+      if not waiting('c:' .. i) then redis.call('RPUSH', KEYS[1], 'c:' .. i) queued = queued + 1 end
+    end
+  end
+  if not assembled[tostring(c)] then
+    all_assembled = false
+    if complete and not waiting('a:' .. c) then redis.call('LPUSH', KEYS[1], 'a:' .. c) queued = queued + 1 end
+  end
+end
+if all_assembled and not waiting('b') then redis.call('LPUSH', KEYS[1], 'b') queued = queued + 1 end
+return queued
 """
 
 
@@ -29,86 +114,119 @@ class BookStore:
     def __init__(self, store: JobStore):
         self.store = store
         self.r = store.r
-        self._take = self.r.register_script(_TAKE_LUA)
+        scripts = {"take": _TAKE_LUA, "queue": _QUEUE_LUA, "complete": _COMPLETE_LUA, "chapter": _CHAPTER_LUA,
+                   "retry": _RETRY_LUA, "release": _RELEASE_LUA, "hand_back": _HAND_BACK_LUA,
+                   "reconcile": _RECONCILE_LUA}
+        self._lua = {name: self.r.register_script(code) for name, code in scripts.items()}
 
     def _keys(self, job_id: str, *parts: str) -> list[str]:
         return [book_key(job_id, p) for p in parts]
 
-    # -- set-up --------------------------------------------------------------------------------------------------
+    @staticmethod
+    def lease_key(job_id: str, item: str) -> str:
+        return book_key(job_id, f"lease:{item}")
+
+    # -- set-up and lifetime -------------------------------------------------------------------------------------
     def start(self, job_id: str, items: Iterable[str]) -> int:
         """Fresh work state for a book: every item pending. Returns how many."""
         items = list(items)
-        ttl = self.store.settings.job_ttl_s
         p = self.r.pipeline()
-        for part in ("pending", "inflight", "done", "failures", "renders", "chapters"):
-            p.delete(book_key(job_id, part))
+        p.delete(*self._keys(job_id, *PARTS))
         if items:
             p.rpush(book_key(job_id, "pending"), *items)
-        for part in ("pending", "done", "failures", "renders", "chapters", "inflight"):
-            p.expire(book_key(job_id, part), ttl)  # a no-op for keys that do not exist yet; touch() renews
         p.sadd(BOOKS_ACTIVE, job_id)
         p.execute()
+        self.touch(job_id)
         return len(items)
 
-    def touch(self, job_id: str) -> None:
-        """Keep the work state as long as the job record."""
-        ttl = self.store.settings.job_ttl_s
-        p = self.r.pipeline()
-        for part in ("pending", "inflight", "done", "failures", "renders", "chapters"):
-            p.expire(book_key(job_id, part), ttl)
+    def touch(self, job_id: str, ttl_s: int | None = None) -> None:
+        """Give every key of the book's state a TTL: ``ttl_s``, or the retention period (renewed by the watchdog
+        while the book is unfinished, so that only an abandoned book's state runs out)."""
+        ttl = ttl_s if ttl_s is not None else self.store.settings.retention_s or 0
+        p = self.r.pipeline(transaction=False)
+        for key in self._keys(job_id, *PARTS):
+            if ttl > 0:
+                p.expire(key, ttl + 24 * 3600)
+            else:
+                p.persist(key)
         p.execute()
 
     # -- items ---------------------------------------------------------------------------------------------------
-    def take(self, job_id: str, instance: str, worker: str) -> str | None:
-        owner = json.dumps({"instance": instance, "worker": worker, "at": time.time()})
-        pending, inflight = self._keys(job_id, "pending", "inflight")
-        item = self._take(keys=[pending, inflight, job_key(job_id)], args=[owner, time.time()])
-        return item or None
+    def take(self, job_id: str, instance: str, worker: str) -> Lease | None:
+        """The next pending item under a new lease held by this worker, or None."""
+        token = uuid.uuid4().hex
+        holder = json.dumps({"instance": instance, "worker": worker, "at": time.time(), "token": token})
+        item = self._lua["take"](keys=[*self._keys(job_id, "pending", "inflight", "done", "chapters"),
+                                       job_key(job_id)],
+                                 args=[holder, token, time.time(), int(self.store.settings.heartbeat_ttl_s * 1000),
+                                       book_key(job_id, "lease:")])
+        if not item:
+            return None
+        return Lease(holder_key=book_key(job_id, "inflight"), field=item, holder=holder,
+                     key=self.lease_key(job_id, item), token=token, job_id=job_id, item=item)
 
-    def release(self, job_id: str, item: str) -> None:
-        self.r.hdel(book_key(job_id, "inflight"), item)
+    def _held(self, name: str, lease: Lease, *keys: str, args: Iterable = ()) -> int:
+        """A fenced script for the item ``lease`` holds, which ends the holding: KEYS inflight and the lease key, then
+        ``keys``."""
+        answer = int(self.store._fenced(self._lua[name], lease, [lease.key, *keys], list(args)))
+        lease.ended = True
+        return answer
 
-    def push_front(self, job_id: str, item: str) -> None:
-        self.r.lpush(book_key(job_id, "pending"), item)
+    def check(self, lease: Lease) -> None:
+        """Raise LeaseLost unless the item is still this holder's (asked of Redis, not of the last renewal)."""
+        self.store.check(lease)
 
-    def retry(self, job_id: str, item: str) -> None:
+    def complete_chunk(self, lease: Lease, index: int, info: dict, synthesized: bool) -> bool:
+        """Record chunk ``index`` as done (and count its synthesis); True the first time only."""
+        done, renders = self._keys(lease.job_id, "done", "renders")
+        return bool(self._held("complete", lease, done, renders,
+                               args=[index, json.dumps(info), "1" if synthesized else "0"]))
+
+    def set_chapter(self, lease: Lease, index: int, info: dict) -> None:
+        self._held("chapter", lease, book_key(lease.job_id, "chapters"), args=[index, json.dumps(info)])
+
+    def retry(self, lease: Lease) -> None:
         """Put an item that failed back at the front, for the next token."""
-        p = self.r.pipeline()
-        p.hdel(book_key(job_id, "inflight"), item)
-        p.lpush(book_key(job_id, "pending"), item)
-        p.execute()
+        self._held("retry", lease, book_key(lease.job_id, "pending"))
+
+    def release(self, lease: Lease) -> None:
+        """End a holding without recording anything (the item was given up or is to be queued anew)."""
+        self._held("release", lease)
 
     def fail(self, job_id: str, item: str) -> int:
         """Count a failure of an item; returns how many it has had."""
         return int(self.r.hincrby(book_key(job_id, "failures"), item, 1))
 
-    def queue_once(self, job_id: str, item: str) -> bool:
-        """Queue an assembly item unless it already is (two workers may finish a chapter's last chunks at once)."""
-        if not self.r.set(book_key(job_id, f"queued:{item}"), "1", nx=True, ex=self.store.settings.job_ttl_s):
-            return False
-        self.push_front(job_id, item)
-        return True
+    def queue(self, job_id: str, item: str, front: bool = True) -> bool:
+        """Queue an item unless it is waiting, in flight or done already; True if it was queued."""
+        keys = self._keys(job_id, "pending", "inflight", "done", "chapters")
+        return bool(self._lua["queue"](keys=keys, args=[item, "front" if front else "back"]))
 
-    def unqueue(self, job_id: str, *items: str) -> None:
-        """Allow assembly items to be queued again (after a chunk changed)."""
-        self.r.delete(*[book_key(job_id, f"queued:{item}") for item in items])
+    def hand_back(self, job_id: str, dead: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """Items whose holder is gone (lease expired, or its worker in ``dead``), back at the front of pending."""
+        back = []
+        for item, raw in self.r.hgetall(book_key(job_id, "inflight")).items():
+            try:
+                instance = json.loads(raw).get("instance", "")
+            except ValueError:
+                instance = ""
+            force = "1" if instance in dead else "0"
+            if self._lua["hand_back"](keys=[book_key(job_id, "inflight"), self.lease_key(job_id, item),
+                                            book_key(job_id, "pending")], args=[item, raw, force]):
+                back.append(item)
+        return back
 
-    def counted_render(self, job_id: str, index: int) -> int:
-        """Count a synthesis of chunk ``index`` (the audit that shows no chunk was made twice)."""
-        return int(self.r.hincrby(book_key(job_id, "renders"), str(index), 1))
+    def reconcile(self, job_id: str, chapters: Iterable[tuple[int, int]]) -> int:
+        """Queue what the durable state says is missing (``chapters``: each chapter's first chunk and count)."""
+        shape = [n for first, count in chapters for n in (first, count)]
+        keys = self._keys(job_id, "pending", "inflight", "done", "chapters")
+        return int(self._lua["reconcile"](keys=keys, args=shape))
 
     def renders(self, job_id: str) -> dict[int, int]:
+        """How often each chunk was synthesized by a holder of it (the audit that shows none was made twice)."""
         return {int(k): int(v) for k, v in self.r.hgetall(book_key(job_id, "renders")).items()}
 
     # -- chunks and chapters -------------------------------------------------------------------------------------
-    def complete_chunk(self, job_id: str, index: int, info: dict) -> bool:
-        """Record chunk ``index`` as done; True the first time only."""
-        p = self.r.pipeline()
-        p.hsetnx(book_key(job_id, "done"), str(index), json.dumps(info))
-        p.hdel(book_key(job_id, "inflight"), f"c:{index}")
-        new, _ = p.execute()
-        return bool(new)
-
     def undo_chunk(self, job_id: str, index: int) -> None:
         self.r.hdel(book_key(job_id, "done"), str(index))
 
@@ -126,9 +244,6 @@ class BookStore:
 
     def all_done(self, job_id: str, indices: range) -> bool:
         return self.count_done(job_id, indices) == len(indices)
-
-    def set_chapter(self, job_id: str, index: int, info: dict) -> None:
-        self.r.hset(book_key(job_id, "chapters"), str(index), json.dumps(info))
 
     def forget_chapter(self, job_id: str, index: int) -> None:
         self.r.hdel(book_key(job_id, "chapters"), str(index))
@@ -158,27 +273,15 @@ class BookStore:
     def clear_failures(self, job_id: str) -> None:
         self.r.delete(book_key(job_id, "failures"))
 
-    def requeue_dead(self, job_id: str, alive: Callable[[str], bool]) -> list[str]:
-        """Items in flight on workers whose heartbeat stopped, handed back to the front of the pending list."""
-        back = []
-        for item, owner in self.inflight(job_id).items():
-            if alive(owner.get("instance", "")):
-                continue
-            # HDEL answers 1 to one caller only: the item goes back once even if two watchdogs race.
-            if self.r.hdel(book_key(job_id, "inflight"), item):
-                self.r.lpush(book_key(job_id, "pending"), item)
-                back.append(item)
-        return back
-
     def set_status(self, job_id: str, status: str, **fields) -> None:
         """A change between the unfinished statuses of a book that is already counted as unfinished (running,
         paused); a book queued again goes through reopen."""
         assert status in ("running", "paused")
         self.store.update(job_id, status=status, **fields)
-        if status != "paused":
-            self.activate(job_id)
+        self.activate(job_id)
 
     def reopen(self, job_id: str, **fields) -> None:
         """Queue a paused, finished or stopped book again, counted against its owner's cap (raises QueueFull)."""
         self.store.reopen(job_id, status="queued", **fields)
         self.activate(job_id)
+        self.touch(job_id)

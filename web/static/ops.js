@@ -241,6 +241,55 @@ function niceCeiling(v) {
   return [1, 2, 5, 10].map((m) => m * power).find((m) => m >= v);
 }
 
+// -- /storage (admin keys) ----------------------------------------------------------------------------------------
+const FOLDER_ROLES = { outputs: "finished jobs' audio", books: "audiobooks: plans, chapters, M4Bs",
+                       chunks: "the chunk cache books share", uploads: "clips waiting for their job",
+                       voices: "saved voices (never swept)" };
+let storageAt = 0;
+
+function bytes(n) {
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${i ? n.toFixed(1) : n} ${units[i]}`;
+}
+
+async function refreshStorage() {
+  if (Date.now() - storageAt < 60000) return; // measured at most once a minute by the server anyway
+  const response = await fetch("/storage", { headers: { Accept: "application/json" } });
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    $("storage-error").textContent = response.status === 403
+      ? "Storage figures are shown to admin keys." : `Could not read the storage figures: ${body?.error?.message || response.status}`;
+    $("storage-error").hidden = false;
+    return;
+  }
+  storageAt = Date.now();
+  $("storage-error").hidden = true;
+  const r = body.redis || {};
+  const sweep = body.last_sweep;
+  $("storage-summary").textContent = [
+    body.retention_days > 0 ? `Finished work is kept ${body.retention_days} days` : "Retention is off: everything is kept",
+    `${plural(body.jobs, "job")} on record (${body.books_unfinished} books unfinished)`,
+    `Redis ${bytes(r.used_memory || 0)} of ${r.maxmemory ? bytes(r.maxmemory) : "no cap"}` +
+      (r.maxmemory_policy ? ` (${r.maxmemory_policy})` : "") + `, AOF ${bytes(r.aof_size || 0)}`,
+    sweep ? `last sweep ${clock(sweep.at)}: ${plural(sweep.jobs, "job")} and ${plural(sweep.chunks, "chunk")} deleted`
+          : "not swept yet",
+  ].join(" · ") + ".";
+  const rows = Object.entries(body.disk || {}).map(([name, d]) => {
+    const tr = el("tr", {}, el("th", { scope: "row", textContent: name }),
+                  el("td", { className: "muted", textContent: FOLDER_ROLES[name] || "" }),
+                  el("td", { className: "num", textContent: String(d.files) }),
+                  el("td", { className: "num", textContent: bytes(d.bytes) }));
+    tr.dataset.folder = name;
+    return tr;
+  });
+  rows.push(el("tr", {}, el("th", { scope: "row", textContent: "total" }), el("td"),
+                el("td", { className: "num", textContent: String(body.disk_total.files) }),
+                el("td", { className: "num", textContent: bytes(body.disk_total.bytes) })));
+  $("storage").replaceChildren(...rows);
+}
+
 // -- refresh loop -------------------------------------------------------------------------------------------------
 let timer = null;
 async function refresh() {
@@ -248,7 +297,7 @@ async function refresh() {
   timer = null;
   if (document.hidden) return; // a background tab asks nothing; visibilitychange restarts it
   try {
-    const [health] = await Promise.all([refreshHealth(), refreshStats()]);
+    const [health] = await Promise.all([refreshHealth(), refreshStats(), refreshStorage().catch(() => {})]);
     showError("");
     $("updated").textContent = `${health ? "Updated" : "Last tried"} at ${new Date().toLocaleTimeString()}.`;
   } catch (e) {
