@@ -55,6 +55,9 @@ class WorkerState:
         self.running: dict[object, tuple[str, str]] = {}
         self._counts = threading.Lock()
         self.started_at = time.time()
+        # Whether Celery takes tasks from its queues yet: the model is loaded before the consumer connects, and a
+        # worker that says it is ready while it cannot take a task is one a deployment (or a test) trusts too soon.
+        self.consuming = False
         self._tended = time.monotonic()  # the last heartbeat that reached Redis
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -67,6 +70,7 @@ class WorkerState:
                  "capacity": worker_concurrency(self.settings, self.engine_name), **(self.engine.occupancy() or {})}
         return {"hostname": self.hostname, "pid": os.getpid(), "device": self.device, "engine": self.engine_name,
                 "engine_reason": self.engine_reason, "model_loaded": self.engine.loaded,
+                "consuming": self.consuming,
                 "jobs_done": self.jobs_done, "current_job": jobs[0] if jobs else None, "current_jobs": jobs,
                 "busy": bool(running), "batch": batch, "started_at": self.started_at,
                 "queues": [celeryconfig.INTERACTIVE_QUEUE, celeryconfig.BULK_QUEUE, self.queue]}
@@ -186,6 +190,16 @@ def _load_engine(sender=None, **_kwargs) -> None:
 
 def _warm_up() -> None:
     import scipy.ndimage, scipy.signal  # noqa: E401,F401
+
+
+@signals.worker_ready.connect
+def _consuming(**_kwargs) -> None:
+    if _state is not None:
+        _state.consuming = True
+        try:
+            _state.beat()
+        except Exception as exc:  # Redis away: the next heartbeat says it
+            log.warning("heartbeat failed: %s", exc)
 
 
 @signals.worker_process_shutdown.connect

@@ -89,7 +89,7 @@ class Stack:
     def _ready(self) -> bool:
         try:
             return requests.get(self.url + "/health", headers=self.auth, timeout=5).json().get("status") == "ok" and \
-                all(w["model_loaded"] for w in self.get("/health")["workers"])
+                all(w["model_loaded"] and w["consuming"] for w in self.get("/health")["workers"])
         except (requests.RequestException, ValueError):
             return False
 

@@ -251,7 +251,8 @@ class System:
         def ready():
             if not worker.alive():
                 raise RuntimeError(f"worker exited:\n{worker.output()}")
-            return next((w for w in self.store.workers() if w["pid"] == worker.pid and w["model_loaded"]), None)
+            return next((w for w in self.store.workers() if w["pid"] == worker.pid and w["model_loaded"]
+                         and w["consuming"]), None)
         return wait_until(ready, 90, what=f"the worker\n{worker.output()}")
 
     @property

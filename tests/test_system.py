@@ -153,6 +153,7 @@ def test_health_lists_the_worker(live):
     assert body["status"] == "ok" and body["redis"]["ok"] and body["redis"]["aof"]
     mine = [w for w in body["workers"] if w["pid"] == live.worker.pid]
     assert mine and mine[0]["device"] == "cpu" and mine[0]["engine"] == "piper" and mine[0]["model_loaded"]
+    assert mine[0]["consuming"]  # its Celery consumer is connected: it takes tasks
     assert mine[0]["state"] in ("idle", "busy") and "interactive" in body["queues"]
 
 

@@ -340,7 +340,7 @@ def health():
                 **redis_down_response(exc).json}, 503
     now = time.time()
     for w in workers:
-        w["state"] = "busy" if w.get("busy") else "idle"
+        w["state"] = "busy" if w.get("busy") else "idle" if w.get("consuming", True) else "starting"
         w["seen_s_ago"] = round(now - w.get("seen_at", now), 2)
         if not key.admin:
             w.pop("current_job", None)

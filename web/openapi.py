@@ -532,7 +532,8 @@ def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
                          description="what it runs at once: `jobs` of its `capacity` threads (`bulk`: book items); "
                                      "for Chatterbox, the requests its batch decodes together (`active` of "
                                      "`max_batch`, `interactive` among them, `waiting` to join)"),
-            "busy": boolean(), "state": string(enum=["busy", "idle"]),
+            "consuming": boolean("it takes tasks from its queues (false while it starts)"),
+            "busy": boolean(), "state": string(enum=["busy", "idle", "starting"]),
             "started_at": number(), "seen_at": number(), "seen_s_ago": number(), "queues": array(string()),
             "instance": string(),
         }, ["hostname", "pid", "device", "engine", "model_loaded", "jobs_done", "state",
