@@ -414,10 +414,20 @@ def exported_voice(tmp_path: Path, name: str) -> bytes:
 
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory) -> Path:
-    """The official checkpoint layout filled with seeded random weights (seed 0), written once per session."""
+    """The official checkpoint layout filled with seeded random weights (seed 0), written once per session; small
+    (T3 with 2 of its 30 layers, a short built-in voice): for everything around the model, where the full size
+    only made the suite slow (a system test decoded at 0.3 s a token)."""
     from chatterbox.model.random_checkpoint import write_checkpoint
 
-    return write_checkpoint(tmp_path_factory.mktemp("checkpoint"), seed=0)
+    return write_checkpoint(tmp_path_factory.mktemp("checkpoint"), seed=0, small=True)
+
+
+@pytest.fixture(scope="session")
+def full_checkpoint(tmp_path_factory) -> Path:
+    """The same at full size, for the model's numbers against the reference's."""
+    from chatterbox.model.random_checkpoint import write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("full-checkpoint"), seed=0)
 
 
 @pytest.fixture(scope="session")

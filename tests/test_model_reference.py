@@ -23,9 +23,9 @@ def reference() -> dict:
 
 
 @pytest.fixture(scope="module")
-def model(random_checkpoint, reference) -> SpeechTokenModel:
+def model(full_checkpoint, reference) -> SpeechTokenModel:
     assert reference["meta"]["weights_seed"] == "0"  # the seed of the session's random checkpoint
-    directory = random_checkpoint
+    directory = full_checkpoint
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the fixtures were made
     yield SpeechTokenModel.from_local(directory, device="cpu")

@@ -18,6 +18,7 @@ LAYOUTS = Path(__file__).with_name("layouts")
 FILES = {"ve": "ve.safetensors", "t3": "t3_cfg.safetensors", "s3gen": "s3gen.safetensors"}
 SPECIAL_TOKENS = ["[STOP]", "[UNK]", "[SPACE]", "[PAD]", "[SEP]", "[CLS]", "[MASK]"]
 START_ID, STOP_ID, TEXT_VOCAB = 255, 0, 704
+SMALL_T3_LAYERS = 2
 
 
 def layout(part: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -57,8 +58,10 @@ def random_tensor(name: str, shape: tuple[int, ...], dtype: torch.dtype, seed: i
     return (torch.randn(shape, generator=g) / math.sqrt(max(1, fan_in))).to(dtype)
 
 
-def random_state_dict(part: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    return {name: random_tensor(name, shape, dtype, seed) for name, (shape, dtype) in layout(part).items()}
+def random_state_dict(part: str, seed: int = 0, t3_layers: int | None = None) -> dict[str, torch.Tensor]:
+    """Every tensor of one official file; ``t3_layers``: only that many of T3's transformer layers."""
+    return {name: random_tensor(name, shape, dtype, seed) for name, (shape, dtype) in layout(part).items()
+            if t3_layers is None or not name.startswith("tfmr.layers.") or int(name.split(".")[2]) < t3_layers}
 
 
 def tokenizer_json() -> dict:
@@ -116,14 +119,22 @@ def random_conds(seed: int = 0, prompt_tokens: int = 150, gen_tokens: int = 250)
     }
 
 
-def write_checkpoint(directory: Path, seed: int = 0, parts: tuple[str, ...] = ("ve", "t3", "s3gen")) -> Path:
-    """Write the official files (random weights) into directory; returns it."""
+def write_checkpoint(directory: Path, seed: int = 0, parts: tuple[str, ...] = ("ve", "t3", "s3gen"),
+                     small: bool = False) -> Path:
+    """Write the official files (random weights) into directory; returns it.
+
+    ``small``: T3 with its first 2 transformer layers of 30 (the same tensors as the full file's), and a built-in
+    voice of 1 s of T3 prompt and 2 s of S3Gen prompt instead of 6 and 10: the same code paths at about a tenth
+    of the cost, for tests of what surrounds the model (the loader reads the layer count from the file). Tests of
+    the model's numbers against the reference use the full size."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for part in parts:
-        save_file(random_state_dict(part, seed), str(directory / FILES[part]))
+        tensors = random_state_dict(part, seed, SMALL_T3_LAYERS if small and part == "t3" else None)
+        save_file(tensors, str(directory / FILES[part]))
     (directory / "tokenizer.json").write_text(json.dumps(tokenizer_json()))
-    torch.save(random_conds(seed), directory / "conds.pt")
+    conds = random_conds(seed, prompt_tokens=25, gen_tokens=50) if small else random_conds(seed)
+    torch.save(conds, directory / "conds.pt")
     return directory

@@ -88,6 +88,7 @@ class SpeechTokenModel:
         t3_tensors = read_safetensors(path / "t3_cfg.safetensors", device)
         if "model" in t3_tensors:  # some exports wrap the state dict
             raise CheckpointError(f"{path / 't3_cfg.safetensors'} wraps its tensors in 'model'; unwrap it first")
+        t3_config = t3_config.with_layers_of(t3_tensors)
         t3 = build(lambda: T3(t3_config), t3_tensors, "t3_cfg.safetensors", device, dtype)
         ve = build(VoiceEncoder, read_safetensors(path / "ve.safetensors", device), "ve.safetensors", device,
                    torch.float32)

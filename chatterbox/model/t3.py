@@ -7,7 +7,7 @@ logits are combined as ``cond + w * (cond - uncond)``; with ``cfg_weight == 0`` 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import torch
@@ -49,6 +49,19 @@ class T3Config:
     @property
     def max_new_tokens(self) -> int:
         return self.speech_positions - 2
+
+    def with_layers_of(self, tensors: dict[str, Tensor]) -> "T3Config":
+        """This config with as many transformer layers as a checkpoint's tensors hold: 30 in the official file,
+        fewer in the small random checkpoints the tests make (chatterbox.model.random_checkpoint), whose system
+        tests would otherwise spend most of their time decoding with 2 GB of random weights."""
+        layers = {int(name.split(".")[2]) for name in tensors if name.startswith("tfmr.layers.")}
+        if not layers or len(layers) == self.llama.n_layers:
+            return self
+        if layers != set(range(len(layers))):
+            from .checkpoint import CheckpointError
+
+            raise CheckpointError(f"t3_cfg.safetensors has transformer layers {sorted(layers)}, not 0 to n-1")
+        return replace(self, llama=replace(self.llama, n_layers=len(layers)))
 
 
 class PerceiverAttention(nn.Module):
