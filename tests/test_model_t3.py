@@ -167,3 +167,17 @@ def test_model_dir_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hub"))
     with pytest.raises(RuntimeError, match="set CHATTERBOX_MODEL_DIR"):
         resolve_model_dir(None)
+
+
+def test_t3_takes_its_layer_count_from_the_checkpoint(random_checkpoint):
+    from chatterbox.model.speech_tokens import SpeechTokenModel
+
+    official = T3Config()
+    layers = lambda n: {f"tfmr.layers.{i}.mlp.up_proj.weight": None for i in n}  # noqa: E731
+    assert official.with_layers_of(layers(range(30))) is official
+    assert official.with_layers_of(layers(range(2))).llama.n_layers == 2
+    with pytest.raises(CheckpointError, match=r"\[0, 2\]"):  # a layer missing is a damaged file, not a smaller model
+        official.with_layers_of(layers([0, 2]))
+    # The tests' small checkpoint loads as a 2-layer T3 through the same loader as the official files.
+    model = SpeechTokenModel.from_local(random_checkpoint, device="cpu")
+    assert model.t3.cfg.llama.n_layers == 2 and len(model.t3.tfmr.layers) == 2
