@@ -108,12 +108,16 @@ def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings, le
     parts: list[np.ndarray] = [np.concatenate(sent[i]) if sent[i] else np.zeros(0, np.float32) for i in range(start)]
     synth_s = float(job.get("synth_s_done") or 0.0)
     first_chunk_s = job.get("first_chunk_s")
+    def cancelled() -> None:
+        if store.cancel_requested(job_id):
+            raise JobCancelled()
+
     for index in range(start, len(chunks)):
         chunk = chunks[index]
         pieces = list(sent.get(index, []))
         heard = len(pieces)  # pieces of this chunk an earlier attempt sent: made again (same audio), not re-sent
         started = time.perf_counter()
-        for n, piece in enumerate(engine.stream(chunk, voice, params)):
+        for n, piece in enumerate(engine.stream(chunk, voice, params, check=cancelled)):
             synth_s += time.perf_counter() - started
             if n >= heard:
                 pieces.append(piece)

@@ -254,3 +254,29 @@ def test_a_reader_that_stops_leaves_the_batch_and_spares_the_others(tmp_path):
                                      **{k: v for k, v in p.items() if k != "seed"}))
     assert all(torch.equal(a, b) for a, b in zip(got["stayer"], alone)) and len(got["stayer"]) == len(alone)
     wait_until(lambda: loop.occupancy()["active"] == 0, 30, 0.05, "the quitter to leave")
+
+
+def test_a_check_that_raises_ends_a_request_before_its_next_piece(tmp_path, monkeypatch):
+    """A cancelled job's thread does not wait for the window (or whole utterance) in the making: its check,
+    asked while it waits, raises, and the request leaves the batch."""
+    from chatterbox.engines import batch_loop
+    from chatterbox.engines.batch_loop import BULK, BatchLoop, Request
+
+    class Cancelled(Exception):
+        pass
+
+    def check() -> None:
+        raise Cancelled()
+
+    monkeypatch.setattr(batch_loop, "CHECK_EVERY_S", 0.0005)  # asked long before 78 tokens are spoken
+    tts = tiny_tts(tmp_path, max_batch=4)
+    loop = BatchLoop(tts, max_batch=4)
+    request = loop.submit(Request("A long chunk that nobody waits for any more.", tiny_voice(0),
+                                  {**loop_params(0), "max_new_tokens": 78}, stream=False, priority=BULK))
+    got = []
+    with pytest.raises(Cancelled):
+        for piece in request.pieces(check):
+            got.append(piece)
+    assert got == [] and request.cancelled.is_set()
+    wait_until(lambda: loop.occupancy()["active"] == 0 and not loop.occupancy()["waiting"], 30, 0.05,
+               "the request to leave the batch")

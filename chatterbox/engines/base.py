@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -100,10 +100,11 @@ class Engine(ABC):
         return self.voices(SYSTEM)[0]["id"]
 
     @abstractmethod
-    def stream(self, text: str, voice: str, params: Mapping[str, Any], priority: str = "interactive"
-               ) -> Iterator[np.ndarray]:
+    def stream(self, text: str, voice: str, params: Mapping[str, Any], priority: str = "interactive",
+               check: Callable[[], None] | None = None) -> Iterator[np.ndarray]:
         """Synthesize text, yielding mono float32 arrays at ``sample_rate`` as they are produced. ``priority``:
-        "interactive" (a listener waits: the first audio as soon as possible) or "bulk" (a book chunk)."""
+        "interactive" (a listener waits: the first audio as soon as possible) or "bulk" (a book chunk).
+        ``check``: called now and then while a piece is being made; what it raises (a cancel) stops the work."""
 
     def occupancy(self) -> dict | None:
         """How many requests the engine is running at once, for /health (None: one at a time, nothing to say)."""

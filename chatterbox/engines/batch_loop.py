@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 INTERACTIVE, BULK = 0, 1
 INTERACTIVE_EXTRA = 1  # places for interactive requests beyond max_batch
+CHECK_EVERY_S = 0.5  # while a reader waits for its next piece, how often it asks whether to stop
 _END = object()
 
 
@@ -54,11 +55,17 @@ class Request:
     generator: torch.Generator | None = None  # a whole utterance's, shared by T3, the flow and HiFT, as generate's
     heard: bool = False  # a piece has gone out
 
-    def pieces(self) -> Iterator[Tensor]:
-        """The request's audio, (1, samples) pieces in order; a reader that stops early cancels it."""
+    def pieces(self, check: Callable[[], None] | None = None) -> Iterator[Tensor]:
+        """The request's audio, (1, samples) pieces in order; a reader that stops early cancels it. ``check`` is
+        called every CHECK_EVERY_S while the next piece is not there: what it raises ends the request at once
+        (a cancelled job's window of many seconds is not waited for)."""
         try:
             while True:
-                item = self.out.get()
+                try:
+                    item = self.out.get(timeout=CHECK_EVERY_S if check else None)
+                except queue.Empty:
+                    check()
+                    continue
                 if item is _END:
                     return
                 if isinstance(item, BaseException):

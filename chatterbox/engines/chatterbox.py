@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -139,8 +139,8 @@ class ChatterboxEngine(Engine):
     def occupancy(self) -> dict | None:
         return self._loop.occupancy() if self._loop is not None else None
 
-    def stream(self, text: str, voice, params: Mapping[str, Any], priority: str = "interactive"
-               ) -> Iterator[np.ndarray]:
+    def stream(self, text: str, voice, params: Mapping[str, Any], priority: str = "interactive",
+               check: Callable[[], None] | None = None) -> Iterator[np.ndarray]:
         """``voice`` is a voice id, or a one-off voice's conditionals (computed from a clip sent with the job).
         Interactive requests stream window by window (``generate_stream``'s audio); book chunks ("bulk") come as
         one whole utterance (``generate``'s), made only while no listener waits for a first window."""
@@ -151,5 +151,5 @@ class ChatterboxEngine(Engine):
             else voice
         request = self.loop.submit(Request(text, conds, self.model_args(params), stream=priority != "bulk",
                                            priority=BULK if priority == "bulk" else INTERACTIVE))
-        for piece in request.pieces():
+        for piece in request.pieces(check):
             yield piece[0].numpy().astype(np.float32)

@@ -9,7 +9,7 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -122,8 +122,9 @@ class PiperEngine(Engine):
         return voice_class(config=PiperConfig.from_dict(json.loads(Path(config).read_text(encoding="utf-8"))),
                            session=session, espeak_data_dir=Path(ESPEAK_DATA_DIR), download_dir=Path.cwd())
 
-    def stream(self, text: str, voice: str, params: Mapping[str, Any], priority: str = "interactive"
-               ) -> Iterator[np.ndarray]:
+    def stream(self, text: str, voice: str, params: Mapping[str, Any], priority: str = "interactive",
+               check: Callable[[], None] | None = None) -> Iterator[np.ndarray]:
+        # ``check`` is not needed: Piper's pieces are sentences, made in well under a second each.
         from piper import SynthesisConfig
 
         model = self._model(voice)
