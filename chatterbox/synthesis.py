@@ -108,6 +108,7 @@ def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings, le
     parts: list[np.ndarray] = [np.concatenate(sent[i]) if sent[i] else np.zeros(0, np.float32) for i in range(start)]
     synth_s = float(job.get("synth_s_done") or 0.0)
     first_chunk_s = job.get("first_chunk_s")
+
     def cancelled() -> None:
         if store.cancel_requested(job_id):
             raise JobCancelled()
@@ -128,8 +129,7 @@ def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings, le
                 store.emit(job_id, "chunk", fence=lease, index=audio_index, text_index=index,
                            duration_s=round(len(piece) / rate, 3), sample_rate=rate, text=chunk)
                 audio_index += 1
-            if store.cancel_requested(job_id):
-                raise JobCancelled()
+            cancelled()
             started = time.perf_counter()
         synth_s += time.perf_counter() - started
         parts.append(np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32))
