@@ -70,6 +70,7 @@ class WorkerState:
                  "capacity": worker_concurrency(self.settings, self.engine_name), **(self.engine.occupancy() or {})}
         return {"hostname": self.hostname, "pid": os.getpid(), "device": self.device, "engine": self.engine_name,
                 "engine_reason": self.engine_reason, "model_loaded": self.engine.loaded,
+                "models": self.engine.models_held(),
                 "consuming": self.consuming,
                 "jobs_done": self.jobs_done, "current_job": jobs[0] if jobs else None, "current_jobs": jobs,
                 "busy": bool(running), "batch": batch, "started_at": self.started_at,
@@ -223,11 +224,12 @@ def result_of(job: dict, settings: settings_mod.Settings) -> dict:
 
 @app.task(name="tasks.synthesize", bind=True)
 def synthesize(self, text: str | None = None, voice: str | None = None, format: str = "wav",
-               params: dict | None = None, job_id: str | None = None, attempt: int = 1) -> dict:
+               params: dict | None = None, job_id: str | None = None, attempt: int = 1, model: str | None = None,
+               language: str | None = None) -> dict:
     """Synthesize text into an audio file; returns the finished job record.
 
-    Called with ``text`` (and optionally voice, format, params) by other programs, or with the ``job_id`` of a
-    record the web app already wrote.
+    Called with ``text`` (and optionally voice, format, params, the Chatterbox ``model`` and the ``language``) by
+    other programs, or with the ``job_id`` of a record the web app already wrote.
     """
     state = worker_state()
     store = state.store
@@ -235,7 +237,8 @@ def synthesize(self, text: str | None = None, voice: str | None = None, format: 
     if store.get(job_id) is None:
         if text is None:
             raise ValueError(f"job {job_id} does not exist and no text was given")
-        request = synthesis.parse_request({"text": text, "voice": voice, "format": format, "params": params},
+        request = synthesis.parse_request({"text": text, "voice": voice, "format": format, "params": params,
+                                           "model": model, "language": language},
                                           state.engine, state.settings, SYSTEM)
         store.create(job_id, engine=state.engine_name, source="celery", **request.as_dict())
     verdict, lease = store.claim(job_id, attempt, state.hostname, state.instance)
@@ -371,10 +374,12 @@ def audiobook_work(job_id: str) -> None:
 @app.task(name="tasks.audiobook", bind=True)
 def audiobook(self, text: str | None = None, file: str | None = None, format: str | None = None,
               voice: str | None = None, params: dict | None = None, title: str = "", chapters: list | None = None,
-              source_format: str | None = None, job_id: str | None = None) -> dict:
+              source_format: str | None = None, job_id: str | None = None, model: str | None = None,
+              language: str | None = None) -> dict:
     """Submit a book from other programs: ``text`` (plain or Markdown with source_format="md"), a ``file`` path the
-    worker can read (.txt, .md, .epub), or reviewed ``chapters`` ([{"title", "text"}]). Returns the queued job's
-    record at once; follow it like any job (its events, GET /audiobooks/<id>)."""
+    worker can read (.txt, .md, .epub), or reviewed ``chapters`` ([{"title", "text"}]); ``model`` and ``language``
+    as a synthesis job's (a book in another language than English names it, or its EPUB does). Returns the queued
+    job's record at once; follow it like any job (its events, GET /audiobooks/<id>)."""
     from chatterbox.books import control, reader
 
     state = worker_state()
@@ -395,5 +400,6 @@ def audiobook(self, text: str | None = None, file: str | None = None, format: st
         book.title = title
     job, _ = control.submit_book(state.store, state.engine, state.settings, book, voice=voice, fmt=format,
                                  params=params, source="celery", send_tokens=send_book_tokens, caller=SYSTEM,
-                                 job_id=job_id or self.request.id, original=original)
+                                 job_id=job_id or self.request.id, original=original, model=model,
+                                 language=language)
     return jobs.public_view(job)

@@ -303,12 +303,15 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
 @click.option("-f", "--format", "fmt", default=None, help="wav, mp3, ogg or flac (default: from --output, else wav)")
 @click.option("-v", "--voice", default=None)
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="an engine parameter")
+@click.option("-m", "--model", default=None, help="the Chatterbox model: original, turbo or multilingual")
+@click.option("-l", "--language", default=None, help="the text's language (de, fr, ja, ...: the multilingual model)")
 @server_options
 @click.option("--local", is_flag=True, help="synthesize in this process instead of submitting a job")
 @click.option("--progress/--no-progress", default=None, help="show a progress bar (default: when stderr is a terminal)")
 @remote_errors
 def say(text: str, output: Path | None, fmt: str | None, voice: str | None, params: tuple[str, ...],
-        server: str | None, key: str | None, local: bool, progress: bool | None) -> None:
+        model: str | None, language: str | None, server: str | None, key: str | None, local: bool,
+        progress: bool | None) -> None:
     """Speak TEXT (or - for standard input) into an audio file, through the running server or --local."""
     if text == "-":
         text = sys.stdin.read()
@@ -321,10 +324,12 @@ def say(text: str, output: Path | None, fmt: str | None, voice: str | None, para
     if local:
         from .audio import write_atomic
 
-        data = _say_local(_settings(), {"text": text, "voice": voice, "format": fmt, "params": parsed})
+        data = _say_local(_settings(), {"text": text, "voice": voice, "format": fmt, "params": parsed,
+                                        "model": model, "language": language})
         write_atomic(output, data)
     else:
-        _say_remote(_client(server, key), text, voice, fmt, parsed, output, _progress_enabled(progress))
+        _say_remote(_client(server, key), text, voice, fmt, parsed, output, _progress_enabled(progress),
+                    model=model, language=language)
     click.echo(f"wrote {output} ({output.stat().st_size} bytes)")
 
 
@@ -337,6 +342,7 @@ def _say_local(settings: settings_mod.Settings, body: dict) -> bytes:
     engine = create_engine(settings)
     try:
         req = parse_request(body, engine, settings, SYSTEM)  # this process reads the data directory itself
+        engine = engine.for_model(req.model or None, req.language)
         engine.load()
     except InvalidRequest as exc:
         raise CliError(f"{exc.field}: {exc.message}", EXIT_NOT_FOUND if exc.status == 404 else EXIT_REFUSED)
@@ -347,11 +353,12 @@ def _say_local(settings: settings_mod.Settings, body: dict) -> bytes:
 
 
 def _say_remote(client: "Client", text: str, voice: str | None, fmt: str, params: dict, output: Path,
-                show: bool) -> None:
+                show: bool, model: str | None = None, language: str | None = None) -> None:
     from web.client import ConnectionFailed, JobFailed
 
     try:
-        job_id = client.synthesize(text, voice=voice, format=fmt, params=params)["job_id"]
+        job_id = client.synthesize(text, voice=voice, format=fmt, params=params, model=model,
+                                   language=language)["job_id"]
     except ConnectionFailed as exc:
         raise CliError(f"{exc}; is `chatterbox up` running? (or use --local)", EXIT_UNREACHABLE)
     bar = ProgressLine("speaking", show)
@@ -452,20 +459,21 @@ def jobs_cancel(job_id: str, server: str | None, key: str | None) -> None:
 @click.option("-f", "--format", "fmt", type=click.Choice(["mp3", "ogg"]), default=None,
               help="chapter files (default: the server's CHATTERBOX_BOOK_FORMAT)")
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="an engine parameter")
+@click.option("-m", "--model", default=None, help="the Chatterbox model (default: the book's language decides)")
 @click.option("--no-wait", is_flag=True, help="print the book's job id and exit once it is queued")
 @click.option("--progress/--no-progress", default=None, help="show a progress bar (default: when stderr is a terminal)")
 @server_options
 @remote_errors
 def book(file: Path, output: Path | None, title: str | None, author: str | None, language: str | None,
-         voice: str | None, fmt: str | None, params: tuple[str, ...], no_wait: bool, progress: bool | None,
-         server: str | None, key: str | None) -> None:
+         voice: str | None, fmt: str | None, params: tuple[str, ...], model: str | None, no_wait: bool,
+         progress: bool | None, server: str | None, key: str | None) -> None:
     """Read FILE (.txt, .md or .epub) as an audiobook: submit it, follow it, download the M4B and chapters.
 
     The paths written are printed on standard output. `chatterbox books ...` manages books afterwards.
     """
     client = _client(server, key)
     submitted = client.submit_book(file=file, title=title, author=author, language=language, voice=voice,
-                                   format=fmt, params=_parse_params(params) or None)
+                                   format=fmt, params=_parse_params(params) or None, model=model)
     job_id = submitted["job_id"]
     if no_wait:
         click.echo(job_id)

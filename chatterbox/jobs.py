@@ -578,7 +578,8 @@ def _decode(raw: dict[str, str]) -> dict:
     return job
 
 
-_PUBLIC = ("id", "kind", "status", "progress", "voice", "format", "params", "engine", "source", "created_at",
+_PUBLIC = ("id", "kind", "status", "progress", "voice", "format", "params", "engine", "model", "language", "source",
+           "created_at",
            "started_at", "finished_at", "chunks_total", "chunks_done", "duration_s", "sample_rate", "synth_s",
            "encode_s", "queued_s", "total_s", "first_chunk_s", "rtf", "worker", "attempt", "max_attempts",
            "error", "last_error", "output", "text_chars", "voice_id", "title", "author", "chapters_total",

@@ -29,6 +29,15 @@ class Settings:
     redis_password: str | None = None
     tts_engine: str = "auto"  # auto | piper | chatterbox
     model_dir: Path | None = None  # default: <data_dir>/models/chatterbox
+    # Turbo's files (a Hugging Face repo of their own, whose ve.safetensors and conds.pt would clash with the
+    # original's); default: <data_dir>/models/chatterbox-turbo
+    turbo_dir: Path | None = None
+    # Multilingual's files come in the original's repo, beside its files; default: the original's directory
+    multilingual_dir: Path | None = None
+    # The Chatterbox models a worker loads, comma-separated (original, turbo, multilingual); empty: each one whose
+    # files are present. Every worker of one Redis should hold the same ones: jobs are not routed by model.
+    models: str = ""
+    default_model: str = ""  # the model of a job that names none; empty: original, else the first one held
     devices: str = "auto"  # auto | cpu | comma-separated GPU indices ("0,1")
     # CPU workers `up` starts where no GPU is used; more than one keeps a book going while one restarts, and lets
     # several share a many-core machine (give each its CHATTERBOX_THREADS).
@@ -159,6 +168,19 @@ class Settings:
     def chatterbox_dir(self) -> Path:
         return self.model_dir or self.data_dir / "models" / "chatterbox"
 
+    @property
+    def turbo_model_dir(self) -> Path:
+        return self.turbo_dir or self.data_dir / "models" / "chatterbox-turbo"
+
+    @property
+    def multilingual_model_dir(self) -> Path:
+        return self.multilingual_dir or self.chatterbox_dir
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """CHATTERBOX_MODELS as a tuple (empty: every model whose files are present)."""
+        return tuple(m.strip() for m in self.models.split(",") if m.strip())
+
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
 
@@ -218,6 +240,10 @@ def _convert(kind: Any, raw: str, name: str) -> Any:
     return raw or None if "None" in text else raw
 
 
+_PATHS = ("data_dir", "model_dir", "turbo_dir", "multilingual_dir", "whisper_model")
+MODEL_NAMES = ("original", "turbo", "multilingual")
+
+
 def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from defaults, then the environment, then ``overrides`` (field names, any case)."""
     env = os.environ if environ is None else environ
@@ -235,7 +261,7 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
         key = key.lower().removeprefix("chatterbox_")
         if key not in known:
             raise ValueError(f"unknown setting {key!r}")
-        values[key] = Path(value) if key in ("data_dir", "model_dir", "whisper_model") and value is not None else value
+        values[key] = Path(value) if key in _PATHS and value is not None else value
     settings = Settings(**values)
     if settings.model_dtype not in ("float32", "bfloat16"):
         raise ValueError(f"CHATTERBOX_MODEL_DTYPE must be float32 or bfloat16, not {settings.model_dtype!r}")
@@ -247,6 +273,10 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
     if not 0 <= settings.book_part_max_minutes < float("inf"):  # NaN fails too
         raise ValueError(f"CHATTERBOX_BOOK_PART_MAX_MINUTES must be 0 (never split) or a number of minutes, not "
                          f"{settings.book_part_max_minutes!r}")
+    for name in settings.model_names + ((settings.default_model,) if settings.default_model else ()):
+        if name not in MODEL_NAMES:
+            raise ValueError(f"CHATTERBOX_MODELS and CHATTERBOX_DEFAULT_MODEL name {', '.join(MODEL_NAMES)}, not "
+                             f"{name!r}")
     if settings.tts_engine not in ("auto", "piper", "chatterbox"):
         raise ValueError(f"TTS_ENGINE must be auto, piper or chatterbox, not {settings.tts_engine!r}")
     return settings

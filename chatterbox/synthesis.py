@@ -15,11 +15,11 @@ from .engines import Engine, InvalidRequest
 from .jobs import JobStore
 from .leases import Lease
 from .settings import Settings
-from .text import TextError, chunk_text
+from .text import TextError
 
 log = logging.getLogger(__name__)
 
-REQUEST_FIELDS = ("text", "voice", "format", "params")
+REQUEST_FIELDS = ("text", "voice", "format", "params", "model", "language")
 
 
 class JobCancelled(Exception):
@@ -32,14 +32,16 @@ class SynthesisRequest:
     voice: str
     format: str
     params: dict
+    model: str = ""  # the Chatterbox model ("" for an engine of one model)
+    language: str = "en"
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def parse_request(body: Any, engine: Engine, settings: Settings, caller: Caller) -> SynthesisRequest:
-    """Check a request against the engine and the limits, for ``caller`` (whose voices it may name); raises
-    InvalidRequest naming the field at fault."""
+    """Check a request against the engine (the model and language it asks for) and the limits, for ``caller``
+    (whose voices it may name); raises InvalidRequest naming the field at fault."""
     if not isinstance(body, dict):
         raise InvalidRequest("body", "the request body must be a JSON object", "invalid_body")
     unknown = sorted(set(body) - set(REQUEST_FIELDS))
@@ -56,8 +58,9 @@ def parse_request(body: Any, engine: Engine, settings: Settings, caller: Caller)
     if len(text) > settings.max_text_chars:
         raise InvalidRequest("text", f"text is {len(text)} characters long; the limit is {settings.max_text_chars} "
                              "(CHATTERBOX_MAX_TEXT_CHARS); split it or submit it as an audiobook", "text_too_long")
+    engine = engine.for_model(body.get("model"), body.get("language"))
     try:
-        chunk_text(text, settings.chunk_chars)
+        engine.chunks(text, settings)
     except TextError as exc:
         raise InvalidRequest("text", str(exc), "text_empty") from None
     fmt = body.get("format") or "wav"
@@ -66,13 +69,14 @@ def parse_request(body: Any, engine: Engine, settings: Settings, caller: Caller)
                              "unknown_format")
     voice = engine.check_voice(body.get("voice"), caller)
     params = engine.validate(body.get("params"))
-    return SynthesisRequest(text=text, voice=voice, format=fmt.lower(), params=params)
+    return SynthesisRequest(text=text, voice=voice, format=fmt.lower(), params=params, model=engine.model or "",
+                            language=engine.language)
 
 
 def synthesize_text(engine: Engine, text: str, voice: str, params: dict, settings: Settings) -> np.ndarray:
     """A whole text in this process, without a job: chunked and joined as a job joins them."""
     parts = [np.concatenate(list(engine.stream(chunk, voice, params)) or [np.zeros(0, dtype=np.float32)])
-             for chunk in chunk_text(text, settings.chunk_chars)]
+             for chunk in engine.chunks(text, settings)]
     return audio.concat(parts, engine.sample_rate, settings.chunk_gap_s)
 
 
@@ -87,7 +91,8 @@ def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings, le
     """
     job = store.get(job_id)
     assert job is not None, job_id
-    chunks = chunk_text(job["text"], settings.chunk_chars)
+    engine = engine.for_model(job.get("model") or None, job.get("language") or None)
+    chunks = engine.chunks(job["text"], settings)
     rate = engine.sample_rate
     params = _with_seed(engine, job["params"])
     if params is not job["params"]:  # chosen once, so that a later attempt makes the same audio

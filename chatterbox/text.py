@@ -311,7 +311,7 @@ def _pack(pieces: list[str], max_chars: int) -> list[str]:
 def _split_long(sentence: str, max_chars: int) -> list[str]:
     """Pieces of an over-long sentence: clauses that fit, else words, else (a huge word) slices of it."""
     pieces = []
-    for clause in re.split(r"(?<=[,;:])\s+", sentence):
+    for clause in re.split(r"(?<=[,;:\u3001\uff0c])\s*", sentence):
         if len(clause) <= max_chars:
             pieces.append(clause)
             continue
@@ -320,18 +320,22 @@ def _split_long(sentence: str, max_chars: int) -> list[str]:
     return _pack(pieces, max_chars)
 
 
-def chunk_text(text: str, max_chars: int = 300) -> list[str]:
-    """Normalize text and pack whole sentences into chunks of at most max_chars characters.
+def chunk_text(text: str, max_chars: int = 300, language: str = "en") -> list[str]:
+    """Normalize text and pack whole sentences into chunks of at most max_chars characters (of English: other
+    scripts get as many characters as speak about as long, chatterbox.text_languages.chunk_chars_in).
 
     Over-long sentences are split at clause boundaries, then between words, then inside a word. Raises
     TextError for empty text (or nothing speakable), ValueError for max_chars < 20.
     """
+    from .text_languages import chunk_chars_in, join_sentences, normalize_in, split_sentences_in
+
     if max_chars < 20:
         raise ValueError(f"max_chars must be at least 20, not {max_chars}")
-    normalized = normalize(text)
+    max_chars = chunk_chars_in(max_chars, language)
+    normalized = normalize_in(text, language)
     if not any(c.isalnum() for c in normalized):
         raise TextError("text has nothing to say: no letters or digits")
     pieces: list[str] = []
-    for sentence in split_sentences(normalized):
+    for sentence in split_sentences_in(normalized, language):
         pieces.extend([sentence] if len(sentence) <= max_chars else _split_long(sentence, max_chars))
-    return _pack(pieces, max_chars)
+    return [join_sentences(chunk, language) for chunk in _pack(pieces, max_chars)]

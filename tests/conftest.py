@@ -431,6 +431,23 @@ def full_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def turbo_checkpoint(tmp_path_factory) -> Path:
+    """Chatterbox Turbo's official files with seeded random weights, small as `random_checkpoint` is (T3 with 2 of
+    its 24 blocks, a short built-in voice): for tests of what surrounds the model."""
+    from chatterbox.model.random_checkpoint_turbo import write_turbo_checkpoint
+
+    return write_turbo_checkpoint(tmp_path_factory.mktemp("turbo-checkpoint"), seed=0, small=True)
+
+
+@pytest.fixture(scope="session")
+def mtl_checkpoint(tmp_path_factory) -> Path:
+    """Chatterbox Multilingual's official files with seeded random weights, small (T3 with 2 of its 30 layers)."""
+    from chatterbox.model.random_checkpoint_mtl import write_mtl_checkpoint
+
+    return write_mtl_checkpoint(tmp_path_factory.mktemp("mtl-checkpoint"), seed=0, small=True)
+
+
+@pytest.fixture(scope="session")
 def tts(random_checkpoint):
     from chatterbox.tts import ChatterboxTTS
 

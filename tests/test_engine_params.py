@@ -13,6 +13,7 @@ import requests
 
 from chatterbox import audio
 from chatterbox.engines import ENGINES, Engine, Param, create_engine
+from chatterbox.engines.models import MODELS
 from chatterbox.settings import load
 
 from .conftest import System
@@ -25,14 +26,18 @@ TEXT = "The lighthouse keeper counted the ships."
 # nothing (measured: 1.2 -> 2.0 left the audio bit-identical; at 0.05 every parameter changes it). The tests' T3
 # has 2 layers (the small random checkpoint): exaggeration 0.5 -> 0.25 moves its logits too little to change a
 # token chosen at 0.05, so the base sits at the bottom and the case moves it to the top (0.25 -> 2.0 changes it).
+# Chatterbox's Turbo and Multilingual models are engines of their own here (the chatterbox engine's views of them).
 BASE = {"piper": {"noise_scale": 0.0, "noise_w": 0.0},
-        "chatterbox": {"seed": 7, "max_new_tokens": 24, "steps": 2, "temperature": 0.05, "exaggeration": 0.25}}
-CASES = [pytest.param(name, spec.name, id=f"{name}-{spec.name}")
-         for name, cls in ENGINES.items() for spec in cls.params]
+        "chatterbox": {"seed": 7, "max_new_tokens": 24, "steps": 2, "temperature": 0.05, "exaggeration": 0.25},
+        "turbo": {"seed": 7, "max_new_tokens": 24, "temperature": 0.05},
+        "multilingual": {"seed": 7, "max_new_tokens": 24, "steps": 2, "temperature": 0.05, "exaggeration": 0.25}}
+PARAMS = {"piper": ENGINES["piper"].params, "chatterbox": MODELS["original"].params,
+          "turbo": MODELS["turbo"].params, "multilingual": MODELS["multilingual"].params}
+CASES = [pytest.param(name, spec.name, id=f"{name}-{spec.name}") for name, specs in PARAMS.items() for spec in specs]
 
 
 def spec_of(engine_name: str, param: str) -> Param:
-    return next(p for p in ENGINES[engine_name].params if p.name == param)
+    return next(p for p in PARAMS[engine_name] if p.name == param)
 
 
 def changed(engine_name: str, param: str) -> tuple[dict, dict]:
@@ -52,13 +57,17 @@ def synthesize(engine: Engine, params: dict) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory, random_checkpoint) -> dict[str, Engine]:
+def engines(tmp_path_factory, random_checkpoint, turbo_checkpoint, mtl_checkpoint) -> dict[str, Engine]:
     # Engines of their own, loaded as a worker loads them (not the session's `tts`, whose current voice other tests
-    # change with prepare_conditionals).
-    settings = load({"data_dir": tmp_path_factory.mktemp("params"), "model_dir": random_checkpoint}, environ={})
+    # change with prepare_conditionals): the chatterbox one holds the three models.
+    settings = load({"data_dir": tmp_path_factory.mktemp("params"), "model_dir": random_checkpoint,
+                     "turbo_dir": turbo_checkpoint, "multilingual_dir": mtl_checkpoint}, environ={})
     made = {name: create_engine(settings, "cpu", name) for name in ENGINES}
     for engine in made.values():
         engine.load()
+    assert made["chatterbox"].models_held() == ["original", "turbo", "multilingual"]
+    made["turbo"] = made["chatterbox"].for_model("turbo")
+    made["multilingual"] = made["chatterbox"].for_model("multilingual", "de")
     return made
 
 
@@ -85,12 +94,16 @@ def test_every_model_keyword_is_one_the_model_takes():
 
     from piper import SynthesisConfig
 
+    from chatterbox.mtl_tts import ChatterboxMultilingualTTS
     from chatterbox.tts import ChatterboxTTS
+    from chatterbox.tts_turbo import ChatterboxTurboTTS
 
-    takes = {"chatterbox": set(inspect.signature(ChatterboxTTS.generate_stream).parameters),
-             "piper": set(inspect.signature(SynthesisConfig).parameters)}
-    for name, cls in ENGINES.items():
-        assert {p.keyword for p in cls.params} <= takes[name], name
+    takes = {"chatterbox": ChatterboxTTS, "turbo": ChatterboxTurboTTS, "multilingual": ChatterboxMultilingualTTS}
+    takes = {name: set(inspect.signature(cls.generate_stream).parameters) & set(inspect.signature(cls.generate).parameters)
+             for name, cls in takes.items()}
+    takes["piper"] = set(inspect.signature(SynthesisConfig).parameters)
+    for name, specs in PARAMS.items():
+        assert {p.keyword for p in specs} <= takes[name], name
 
 
 # -- the same through the job system ------------------------------------------------------------------------------
@@ -128,3 +141,26 @@ def test_each_piper_parameter_changes_a_rest_jobs_audio(live):
 
 def test_each_chatterbox_parameter_changes_a_rest_jobs_audio(cloning):
     rest_cases(cloning, "chatterbox")
+
+
+def test_multilingual_requests_are_decoded_together_as_each_alone(engines):
+    """Multilingual's requests share a batch loop (as the original's do), each in its own language, and each one's
+    audio is the audio it gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    hub = engines["chatterbox"]
+    views = {code: hub.for_model("multilingual", code) for code in ("de", "fr", "ja")}
+    texts = {"de": "Guten Morgen.", "fr": "Bonjour à tous.", "ja": "こんにちは。"}
+    params = {code: views[code].validate(BASE["multilingual"]) for code in views}
+
+    def speak(code: str) -> np.ndarray:
+        return np.concatenate(list(views[code].stream(texts[code], "default", params[code], priority="bulk")))
+
+    alone = {code: speak(code) for code in views}
+    with ThreadPoolExecutor(3) as pool:
+        together = dict(zip(views, pool.map(speak, views)))
+    loop = hub._shared.loops["multilingual"]
+    assert loop.most >= 2, "the requests never shared a batch"
+    for code in views:
+        assert np.array_equal(alone[code], together[code]), code
+    assert not np.array_equal(alone["de"][:2000], alone["fr"][:2000])

@@ -169,7 +169,7 @@ def test_worker_cache_of_saved_voices_is_bounded(tmp_path, random_checkpoint):
     assert engine.conditionals(ids[0]) is first  # cached
     engine.conditionals(ids[1])
     engine.conditionals(ids[2])
-    assert list(engine._cache) == ids[1:]  # the least recently used one left
+    assert [voice for _, voice in engine._shared.cache] == ids[1:]  # the least recently used one left
     lib.delete(ids[2], SYSTEM)
     with pytest.raises(Exception, match="no longer exists"):
         engine.conditionals(ids[2])

@@ -14,8 +14,13 @@ $PIP install torch==2.14.1 torchaudio==2.11.0
 $PIP install --no-deps chatterbox-tts==0.1.7 s3tokenizer resemble-perth
 $PIP install transformers==5.2.0 'numpy<2' librosa==0.11.0 diffusers==0.29.0 onnx conformer==0.3.2 einops \
     omegaconf safetensors tokenizers huggingface_hub tqdm scipy soundfile 'setuptools<81' pyyaml
+# Chatterbox Multilingual's front ends (tools/make_reference_fixtures_mtl.py): the reference imports them lazily.
+# dicta-onnx goes in although the reference's Dicta() lacks its model path and so never diacritizes (as measured).
+$PIP install pykakasi spacy-pkuseg dicta-onnx
+# Turbo's reference brings a voice clip to -27 LUFS with pyloudnorm (its tts_turbo imports it at the top).
+$PIP install pyloudnorm
 # pip reports the reference's unmet pins (gradio, torch 2.6, ...) above; they are not needed. Check it imports
 # (from /, so that our own package, also called chatterbox, cannot shadow it):
-cd / && "$VENV/bin/python" -W ignore -c "import chatterbox.tts, perth, s3tokenizer, transformers, torch; \
+cd / && "$VENV/bin/python" -W ignore -c "import chatterbox.tts, chatterbox.mtl_tts, chatterbox.tts_turbo, pykakasi, perth, s3tokenizer, transformers, torch; \
 print('chatterbox-tts reference ready: torch', torch.__version__, 'transformers', transformers.__version__)"
 echo "reference environment ready: $VENV/bin/python"

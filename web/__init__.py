@@ -27,6 +27,22 @@ class Services:
         self.fanout = Fanout(self.store)
         self.engine_name, self.engine_reason = choose_engine(settings)
         self.engine = create_engine(settings, "cpu", self.engine_name)
+        if hasattr(self.engine, "_shared"):  # a job may ask only for a model some worker holds
+            self.engine._shared.availability = self.models_held
+
+    def models_held(self) -> list[str]:
+        """The Chatterbox models the workers hold that have loaded theirs; before any has, those whose files are
+        here (or CHATTERBOX_MODELS names): a job sent while the first worker starts is queued, not refused."""
+        from chatterbox.engines.models import MODELS, configured_models
+
+        try:
+            workers = [w for w in self.store.workers() if w.get("model_loaded")]
+        except REDIS_ERRORS:
+            workers = []
+        if not workers:
+            return configured_models(self.settings)
+        held = {m for w in workers for m in w.get("models") or []}
+        return [name for name in MODELS if name in held]
 
     def enqueue(self, job_id: str, attempt: int = 1) -> None:
         from tasks import synthesize  # Celery's app reads the same settings through celeryconfig

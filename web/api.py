@@ -265,20 +265,22 @@ def stats():
 
 @bp.post("/synthesize/plan")
 def plan_text():
-    """How a text would be chunked, without synthesizing it (the dashboard shows it as one types)."""
-    from chatterbox.text import TextError, chunk_text
+    """How a text would be chunked for a model and language, without synthesizing it (the dashboard shows it as
+    one types)."""
+    from chatterbox.text import TextError
 
     body = request.get_json(silent=True)
     text = body.get("text") if isinstance(body, dict) else None
     if not isinstance(text, str):
         return error_response(400, "send JSON with the text", "missing_field", "text")
     settings = services().settings
+    engine = services().engine.for_model(body.get("model"), body.get("language"))
     try:
-        chunks = chunk_text(text, settings.chunk_chars) if text.strip() else []
+        chunks = engine.chunks(text, settings) if text.strip() else []
     except TextError as exc:
         return error_response(400, str(exc), "text_empty", "text")
     return {"chunks": chunks, "chars": len(text), "max_chars": settings.max_text_chars,
-            "chunk_chars": settings.chunk_chars}
+            "chunk_chars": engine.max_chars(settings), "model": engine.model, "language": engine.language}
 
 
 def _send_audio(job: dict):

@@ -19,7 +19,8 @@ from .auth import caller, owner_filter
 
 bp = Blueprint("books", __name__)
 
-SUBMIT_FIELDS = ("text", "source_format", "chapters", "title", "author", "language", "voice", "format", "params")
+SUBMIT_FIELDS = ("text", "source_format", "chapters", "title", "author", "language", "voice", "format", "params",
+                 "model")
 MIME = {"mp3": "audio/mpeg", "ogg": "audio/ogg", "m4a": "audio/mp4", "m4b": "audio/mp4"}
 
 
@@ -109,7 +110,8 @@ def submit():
         book, options, original = _book_from_request()
         job, plan = control.submit_book(svc.store, svc.engine, svc.settings, book, voice=options.get("voice"),
                                         fmt=options.get("format"), params=options.get("params"), source="rest",
-                                        send_tokens=send_tokens, original=original, caller=caller())
+                                        send_tokens=send_tokens, original=original, caller=caller(),
+                                        model=options.get("model"), language=_str(options, "language") or None)
     except BookError as exc:
         return book_error(exc)
     body = {"job_id": job["id"], "status": job["status"], "title": plan.title, "chapters": len(plan.chapters),

@@ -332,11 +332,14 @@ class Client:
 
     # -- jobs --------------------------------------------------------------------------------------------------
     def synthesize(self, text: str, voice: str | None = None, format: str = "wav",
-                   params: Mapping[str, Any] | None = None) -> dict:
-        """Queue a synthesis job; the 202 body (``job_id`` and its links)."""
+                   params: Mapping[str, Any] | None = None, model: str | None = None,
+                   language: str | None = None) -> dict:
+        """Queue a synthesis job (``model``: original, turbo or multilingual; ``language``: a code such as "de");
+        the 202 body (``job_id`` and its links)."""
         body: dict[str, Any] = {"text": text, "format": format}
-        if voice is not None:
-            body["voice"] = voice
+        for name, value in (("voice", voice), ("model", model), ("language", language)):
+            if value is not None:
+                body[name] = value
         if params:
             body["params"] = dict(params)
         return self._json("POST", "/synthesize", json=body)
@@ -476,7 +479,7 @@ class Client:
     def submit_book(self, file: FileInput | None = None, text: str | None = None,
                     chapters: list[dict] | None = None, **options: Any) -> dict:
         """Queue an audiobook from a file (.txt, .md, .epub), ``text`` or reviewed ``chapters``; options: title,
-        author, language, voice, format (mp3/ogg), params, source_format. The 202 body."""
+        author, language, model, voice, format (mp3/ogg), params, source_format. The 202 body."""
         return self._book_request("/audiobooks", file, text, chapters, options)
 
     def _book_request(self, path: str, file: FileInput | None, text: str | None, chapters: list[dict] | None,

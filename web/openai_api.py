@@ -33,8 +33,12 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("openai", __name__)
 
-# OpenAI's model names, all served by the active engine (whose own name is a model too).
-MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+# OpenAI's model names and the Chatterbox model each stands for (None: the default model): tts-1 is OpenAI's fast
+# one, tts-1-hd its best. Where that model is not held, the default one answers: a client written for OpenAI works.
+OPENAI_MODELS = {"tts-1": "turbo", "tts-1-hd": "original", "gpt-4o-mini-tts": None}
+MODEL_ALIASES = tuple(OPENAI_MODELS)
+# The Chatterbox models' own names here, as GET /v1/models lists them.
+OWN_NAMES = {"original": "chatterbox", "turbo": "chatterbox-turbo", "multilingual": "chatterbox-multilingual"}
 # A fixed date rather than the start time, so that the listing is the same after every restart (2025-01-01).
 MODELS_CREATED = 1735689600
 OWNED_BY = "chatterbox-jobs"
@@ -42,7 +46,8 @@ OWNED_BY = "chatterbox-jobs"
 # OpenAI's built-in voices: each speaks as CHATTERBOX_OPENAI_VOICES maps it, or in the engine's default voice.
 OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer",
                            "verse", "marin", "cedar"})
-SPEECH_FIELDS = ("model", "input", "voice", "response_format", "speed", "instructions", "stream_format")
+# "language" is ours (OpenAI's API has none): the multilingual model's language.
+SPEECH_FIELDS = ("model", "input", "voice", "response_format", "speed", "instructions", "stream_format", "language")
 STREAM_FORMATS = ("audio", "sse")
 SPEED_MIN, SPEED_MAX = 0.25, 4.0
 # The job's own file (GET /jobs/<id>/audio) in the closest of our formats.
@@ -60,7 +65,17 @@ class SpeechRequest:
 
 
 def served_models(svc: Services) -> list[str]:
-    return [svc.engine_name, *MODEL_ALIASES]
+    own = [OWN_NAMES[m] for m in svc.engine.available()] if hasattr(svc.engine, "available") else [svc.engine_name]
+    return [*own, *MODEL_ALIASES]
+
+
+def engine_model(svc: Services, model: str) -> str | None:
+    """The model of our engine that answers an OpenAI model name (None: the default one)."""
+    if model in OPENAI_MODELS:
+        wanted = OPENAI_MODELS[model]
+        held = svc.engine.available() if hasattr(svc.engine, "available") else []
+        return wanted if wanted in held else None
+    return model
 
 
 def model_card(model_id: str) -> dict:
@@ -151,12 +166,14 @@ def parse_speech(body: Any, svc: Services, caller: Caller) -> SpeechRequest:
     # Accepted for compatibility and otherwise ignored: no engine here takes a style prompt (see the README).
     if body.get("instructions") is not None and not isinstance(body["instructions"], str):
         raise InvalidRequest("instructions", "instructions must be a string", "invalid_type")
-    voice, rights = resolve_voice(body.get("voice"), svc.engine, voice_map(svc.settings.openai_voices), caller)
-    params, tempo = split_speed(svc.engine, float(speed))
+    engine = svc.engine.for_model(engine_model(svc, model), body.get("language"))
+    voice, rights = resolve_voice(body.get("voice"), engine, voice_map(svc.settings.openai_voices), caller)
+    params, tempo = split_speed(engine, float(speed))
     try:
         # Our own checks, so that the limits and their messages are those of POST /synthesize.
         synthesis = parse_request({"text": body["input"], "voice": voice, "format": JOB_FORMATS[fmt.lower()],
-                                   "params": params}, svc.engine, svc.settings, rights)
+                                   "params": params, "model": engine.model, "language": engine.language},
+                                  engine, svc.settings, rights)
     except InvalidRequest as exc:
         if exc.field != "text":
             raise

@@ -13,6 +13,7 @@ from chatterbox.access import ANYONE
 from chatterbox.books.assemble import CHAPTER_FORMATS
 from chatterbox.books.reader import FORMATS as BOOK_FORMATS
 from chatterbox.engines import ENGINES
+from chatterbox.engines.models import ALIASES, MODELS
 from chatterbox.settings import Settings
 from chatterbox.streaming import CONTENT_TYPES as SPEECH_TYPES, OUTPUT_RATE
 from chatterbox.voices import MAX_TAGS, NAME as VOICE_NAME
@@ -306,12 +307,27 @@ def _shared_responses(settings: Settings) -> dict:
     }
 
 
+MODEL_NAMES = [*MODELS, *ALIASES]
+MODEL_HELP = ("the Chatterbox model: `original`, `turbo` (fast, English, paralinguistic tags) or `multilingual` "
+              "(23 languages); left out: the default, or `multilingual` for a language other than English. A model "
+              "no worker holds is refused (`model_unavailable`)")
+LANGUAGE_HELP = ("the language of the text, a code of `GET /engine`'s models (`de`, `fr`, `ja`, ...; `de-DE` is "
+                 "taken as `de`); left out: English")
+
+
 # -- schemas ------------------------------------------------------------------------------------------------------
 
 def _engine_params(described: dict, *, nullable_values: bool = True) -> Schema:
     """The engine's parameters with their ranges, as GET /engine lists them; unknown names are refused."""
     properties: dict[str, Schema] = {}
-    for spec in described["params"]:
+    # Every model's parameters (Chatterbox has three models; each takes some of these, in its own range: GET /engine)
+    specs: dict[str, dict] = {}
+    for spec in [*described["params"], *(p for m in described.get("models", []) for p in m["params"])]:
+        if spec["name"] in specs:
+            known = specs[spec["name"]]
+            spec = {**known, "min": min(known["min"], spec["min"]), "max": max(known["max"], spec["max"])}
+        specs[spec["name"]] = spec
+    for spec in specs.values():
         schema: Schema = {"type": "integer" if spec["type"] == "int" else "number", "minimum": spec["min"],
                           "maximum": spec["max"], "description": spec["help"]}
         if spec["default"] is not None:
@@ -335,6 +351,8 @@ def _job_properties() -> dict[str, Schema]:
         "params": {"type": "object", "additionalProperties": True,
                    "description": "the engine's parameters with defaults filled in (a clone job: its request)"},
         "engine": string(enum=list(ENGINES)),
+        "model": string("the Chatterbox model that speaks it (left out for Piper)", enum=list(MODELS)),
+        "language": string("the language it is spoken in (a code of `GET /engine`'s models)"),
         "source": string("how it was submitted: `rest`, `openai` or `celery`"),
         "owner": string("the id of the API key that submitted it (left out for jobs sent through Celery)"),
         "created_at": number("Unix time"),
@@ -410,7 +428,9 @@ def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
     }, ["title", "author", "language", "engine", "voice", "params", "format", "chapters", "chunks_total", "words"])
     book_options = {
         "title": string("the book's title (else its own, or the file's name)"), "author": string(),
-        "language": string(), "voice": string(voice_help),
+        "language": string("the book's language (else its own, from the EPUB or front matter): a language other "
+                           "than English is read by the multilingual model"),
+        "model": string(MODEL_HELP, enum=MODEL_NAMES), "voice": string(voice_help),
         "format": string("the chapter files' format (`ogg`: Opus); the M4B is always made",
                          enum=list(CHAPTER_FORMATS), default=settings.book_format),
     }
@@ -432,12 +452,15 @@ def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
             "voice": nullable(string(voice_help)),
             "format": nullable(string("the audio format (`ogg`: Opus)", enum=list(audio.FORMATS), default="wav")),
             "params": ref("EngineParams"),
+            "model": nullable(string(MODEL_HELP, enum=MODEL_NAMES)),
+            "language": nullable(string(LANGUAGE_HELP)),
         }, ["text"], closed=True, example={"text": "Hello there.", "format": "mp3"}),
         "SynthesizeForm": obj({
             "text": string("what to say", minLength=1, maxLength=settings.max_text_chars),
             "voice": string(voice_help),
             "format": string("the audio format", enum=list(audio.FORMATS), default="wav"),
             "params": string("the engine's parameters as a JSON object (see `EngineParams`)"),
+            "model": string(MODEL_HELP, enum=MODEL_NAMES), "language": string(LANGUAGE_HELP),
             "audio_prompt": string("the reference clip of the one-off voice (any common audio format, 5 to 60 s of "
                                    "speech); it is not kept", format="binary"),
         }, ["text", "audio_prompt"], closed=True),
@@ -518,10 +541,23 @@ def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
                                 ["name", "type", "default", "min", "max", "help"])),
             "voices": array(ref("Voice")), "reason": string("why this engine was chosen"),
             "formats": array(string(enum=list(audio.FORMATS))), "max_text_chars": integer(minimum=1),
+            "model": string("the model a job gets when it names none", enum=list(MODELS)),
+            "language": string(), "default_model": string(enum=list(MODELS)),
+            "models": array(obj({
+                "name": string(enum=list(MODELS)), "title": string(), "description": string(),
+                "available": boolean("some worker holds it (a job for a model no worker holds is refused)"),
+                "languages": array(obj({"code": string(), "name": string()}, ["code", "name"])),
+                "params": array(obj({"name": string(), "type": string(enum=["float", "int"]),
+                                     "default": nullable(number()), "min": number(), "max": number(),
+                                     "help": string()}, ["name", "type", "default", "min", "max", "help"])),
+                "tags": array(string(), "Turbo's paralinguistic tags, said where they stand in the text")},
+                ["name", "title", "available", "languages", "params", "tags"]),
+                "Chatterbox's models (absent for Piper)"),
         }, ["name", "sample_rate", "loaded", "params", "voices", "reason", "formats", "max_text_chars"]),
         "Worker": obj({
             "hostname": string(), "pid": integer(), "device": string(), "engine": string(),
             "engine_reason": string(), "model_loaded": boolean(), "jobs_done": integer(minimum=0),
+            "models": array(string(enum=list(MODELS)), "the Chatterbox models it holds"),
             "current_job": nullable(string("a job it runs; only for an admin key")),
             "current_jobs": array(string(), "every job it runs; only for an admin key"),
             "batch": obj({"jobs": integer(minimum=0), "bulk": integer(minimum=0), "capacity": integer(minimum=1),
@@ -885,7 +921,8 @@ def _openai_schemas(settings: Settings, models: list[str]) -> dict[str, Schema]:
     voices = ", ".join(f"`{v}`" for v in sorted(openai_api.OPENAI_VOICES))
     return {
         "SpeechRequest": obj({
-            "model": string("a model of `GET /v1/models`: all are the active engine", enum=models),
+            "model": string("a model of `GET /v1/models`: `tts-1` is Chatterbox Turbo and `tts-1-hd` the original "
+                            "where they are held (else the default model), or a model's own name", enum=models),
             "input": string("the text to say; it must contain a letter or digit", minLength=1,
                             maxLength=settings.max_text_chars),
             "voice": {"oneOf": [
@@ -901,6 +938,7 @@ def _openai_schemas(settings: Settings, models: list[str]) -> dict[str, Schema]:
                                             "prompt")),
             "stream_format": nullable(string("`audio`: the audio bytes as they are made; `sse`: server-sent events",
                                              enum=list(openai_api.STREAM_FORMATS), default="audio")),
+            "language": nullable(string("ours, not OpenAI's: " + LANGUAGE_HELP)),
         }, ["model", "input", "voice"], closed=True,
             example={"model": models[-1], "input": "Hello there.", "voice": "alloy", "response_format": "mp3"}),
         "Model": obj({"id": string(), "object": string(enum=["model"]), "created": integer("Unix time"),

@@ -36,14 +36,18 @@ class BookStateError(Exception):
 def submit_book(store: JobStore, engine: Engine, settings: Settings, book: Book, *, voice: str | None,
                 fmt: str | None, params: dict | None, source: str, send_tokens: SendTokens,
                 caller: Caller, job_id: str | None = None,
-                original: tuple[str, bytes] | None = None) -> tuple[dict, Plan]:
+                original: tuple[str, bytes] | None = None, model: str | None = None,
+                language: str | None = None) -> tuple[dict, Plan]:
     """Check the request for ``caller`` (its owner), plan the book, store the plan, and queue its work. Raises
-    InvalidRequest or BookError before anything is stored."""
+    InvalidRequest or BookError before anything is stored. ``model`` and ``language``: as a synthesis job's; a
+    book that names its own language (EPUB or front matter) is read in it where a model speaks it, unless the
+    request says otherwise."""
     started = time.perf_counter()
     fmt = (fmt or settings.book_format).lower() if isinstance(fmt, (str, type(None))) else fmt
     if fmt not in CHAPTER_FORMATS:
         raise InvalidRequest("format", f"unknown chapter format {fmt!r}; choose one of {', '.join(CHAPTER_FORMATS)} "
                              "(the whole book is also an M4B)", "unknown_format")
+    engine = engine.for_model(model, language if language is not None else book_language(engine, book, model))
     voice = engine.check_voice(voice, caller)
     params = engine.validate(params)
     job_id = job_id or new_job_id()
@@ -58,12 +62,27 @@ def submit_book(store: JobStore, engine: Engine, settings: Settings, book: Book,
     plan_s = time.perf_counter() - started
     chars = sum(len(c.text) for c in plan.chunks)
     store.create(job_id, text=book.title, voice=voice, format=fmt, params=params, engine=engine.name, source=source,
-                 kind="audiobook", title=book.title, author=book.author, chapters_total=len(plan.chapters),
+                 model=engine.model or "", language=engine.language, kind="audiobook", title=book.title, author=book.author, chapters_total=len(plan.chapters),
                  plan_s=round(plan_s, 4), audio_s=0.0, assembly_s=0.0, owner=caller.id)
     store.update(job_id, chunks_total=len(plan.chunks), text_chars=chars, sample_rate=plan.sample_rate)
     BookStore(store).start(job_id, [f"c:{c.index}" for c in plan.chunks])
     send_tokens(job_id, min(WINDOW, len(plan.chunks)))
     return store.get(job_id), plan
+
+
+def book_language(engine: Engine, book: Book, model: str | None) -> str | None:
+    """The book's own language where it names one that a model at hand speaks (and the request's model, if any,
+    is the multilingual one); else None (the default: English)."""
+    from ..text_languages import LanguageError, check_language
+
+    try:
+        code = check_language(book.language) if book.language else None
+    except LanguageError:
+        return None
+    if code in (None, "en") or model not in (None, "", "multilingual", "chatterbox-multilingual"):
+        return None
+    available = engine.available() if hasattr(engine, "available") else []
+    return code if "multilingual" in available else None
 
 
 def _suffix(name: str) -> str:

@@ -65,6 +65,8 @@ class Plan:
     chunks: list[Chunk]
     cover_type: str | None = None
     version: int = PLAN_VERSION
+    engine_model: str = ""  # the Chatterbox model that speaks it ("" for an engine of one model; older plans)
+    speech_language: str = "en"  # the language it is spoken in (the book's own, where the model speaks it)
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -126,9 +128,9 @@ def chunk_params(engine: Engine, params: dict, text: str, revision: int = 0) -> 
     return {**params, "seed": seed}
 
 
-def _paragraph_chunks(paragraph: str, max_chars: int) -> list[str]:
+def _paragraph_chunks(paragraph: str, max_chars: int, language: str = "en") -> list[str]:
     try:
-        return chunk_text(paragraph, max_chars)
+        return chunk_text(paragraph, max_chars, language)
     except TextError:
         return []  # a paragraph of punctuation alone: nothing to say
 
@@ -140,6 +142,7 @@ def make_plan(book: Book, *, job_id: str, engine: Engine, voice: str, params: di
     boundaries. Raises BookError when a chapter has nothing to say."""
     model = engine.model_version(voice)
     rate = engine.sample_rate
+    max_chars, language = engine.max_chars(settings), engine.language
     pause_s = {"sentence": settings.book_pause_sentence_s, "paragraph": settings.book_pause_paragraph_s}
     chunks: list[Chunk] = []
     chapters: list[ChapterPlan] = []
@@ -157,10 +160,10 @@ def make_plan(book: Book, *, job_id: str, engine: Engine, voice: str, params: di
         heading: list[tuple[str, str]] = []  # (text, break) of each chunk
         if settings.book_speak_titles and chapter.title.strip():
             heading = [(piece, "paragraph") for piece in _paragraph_chunks(_as_sentence(chapter.title),
-                                                                          settings.chunk_chars)]
+                                                                          max_chars, language)]
         paragraphs: list[list[tuple[str, str]]] = []
         for paragraph in chapter.paragraphs:
-            pieces = _paragraph_chunks(paragraph, settings.chunk_chars)
+            pieces = _paragraph_chunks(paragraph, max_chars, language)
             if pieces:
                 paragraphs.append([(piece, "paragraph" if i == len(pieces) - 1 else "sentence")
                                    for i, piece in enumerate(pieces)])
@@ -186,7 +189,8 @@ def make_plan(book: Book, *, job_id: str, engine: Engine, voice: str, params: di
                 "chapter_s": settings.book_pause_chapter_s, "target_lufs": settings.book_loudness_lufs}
     return Plan(job_id=job_id, title=book.title, author=book.author, language=book.language, engine=engine.name,
                 model=model, voice=voice, params=params, format=fmt, sample_rate=rate, assembly=assembly,
-                chapters=chapters, chunks=chunks, cover_type=book.cover_type)
+                chapters=chapters, chunks=chunks, cover_type=book.cover_type, engine_model=engine.model or "",
+                speech_language=language)
 
 
 def _part_starts(seconds: list[float], limit_s: float) -> list[int]:

@@ -175,6 +175,7 @@ class BookRunner:
         (LeaseLost) as soon as it is found taken, and write nothing unless it is still held."""
         checks = self.settings.book_quality_checks
         attempts = 1 + (self.settings.book_quality_retries if checks else 0)
+        engine = self.engine.for_model(plan.engine_model or None, plan.speech_language or None)
         tried: list[dict] = []
         best: tuple[float, np.ndarray, dict | None] | None = None
         for attempt in range(attempts):
@@ -183,7 +184,7 @@ class BookRunner:
                 params = {**params, "seed": retry_seed(int(params["seed"]), attempt)}
             started = time.perf_counter()
             pieces = []
-            for piece in self.engine.stream(chunk.text, plan.voice, params, priority="bulk"):
+            for piece in engine.stream(chunk.text, plan.voice, params, priority="bulk"):
                 if lease is not None:
                     lease.check()  # a worker thawed after its lease ran out stops here, not after the chunk
                 pieces.append(piece)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ..settings import Settings
 from .base import Engine, EngineError, EngineUnavailable, InvalidRequest, Param
-from .chatterbox import ChatterboxEngine, weights_present
+from .chatterbox import ChatterboxEngine
+from .models import MODELS, present_models
 from .piper import PiperEngine
 
 ENGINES: dict[str, type[Engine]] = {"piper": PiperEngine, "chatterbox": ChatterboxEngine}
@@ -16,10 +17,12 @@ def choose_engine(settings: Settings) -> tuple[str, str]:
     """The engine name that settings.tts_engine resolves to, and why (for logs and /health)."""
     if settings.tts_engine != "auto":
         return settings.tts_engine, f"TTS_ENGINE={settings.tts_engine}"
-    model_dir = settings.chatterbox_dir
-    if weights_present(model_dir):
-        return "chatterbox", f"TTS_ENGINE=auto: Chatterbox weights found in {model_dir}"
-    return "piper", f"TTS_ENGINE=auto: no Chatterbox weights in {model_dir}; using the embedded Piper engine"
+    present = present_models(settings)
+    if present:
+        where = ", ".join(f"{name} in {MODELS[name].directory(settings)}" for name in present)
+        return "chatterbox", f"TTS_ENGINE=auto: Chatterbox weights found ({where})"
+    return "piper", (f"TTS_ENGINE=auto: no Chatterbox weights in {settings.chatterbox_dir} or "
+                     f"{settings.turbo_model_dir}; using the embedded Piper engine")
 
 
 def create_engine(settings: Settings, device: str = "cpu", name: str | None = None) -> Engine:

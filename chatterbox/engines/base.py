@@ -74,6 +74,8 @@ class Engine(ABC):
     name: str = ""
     params: tuple[Param, ...] = ()
     words_per_minute: float = 160.0  # the usual pace of its voices: what a chunk's expected duration is based on
+    model: str | None = None  # the model of the engine a job chose (Chatterbox has three); None: the engine's one
+    language: str = "en"
 
     def __init__(self, settings: Settings, device: str = "cpu"):
         self.settings = settings
@@ -105,6 +107,37 @@ class Engine(ABC):
         """Synthesize text, yielding mono float32 arrays at ``sample_rate`` as they are produced. ``priority``:
         "interactive" (a listener waits: the first audio as soon as possible) or "bulk" (a book chunk).
         ``check``: called now and then while a piece is being made; what it raises (a cancel) stops the work."""
+
+    def for_model(self, model: Any = None, language: Any = None) -> "Engine":
+        """The engine that speaks ``model`` in ``language`` for a job (see ChatterboxEngine); an engine of one
+        English model takes its own name or none, and English or no language."""
+        from ..text_languages import LANGUAGES, LanguageError, check_language
+
+        try:
+            code = check_language(language)
+        except LanguageError as exc:
+            raise InvalidRequest("language", str(exc), "unknown_language") from None
+        if model not in (None, "", self.name):
+            raise InvalidRequest("model", f"the model {model!r} is not available: this system runs the {self.name} "
+                                 "engine (no Chatterbox weights are installed)", "model_unavailable")
+        if code != "en":
+            raise InvalidRequest("language", f"the {self.name} engine speaks English only, not {LANGUAGES[code]}; "
+                                 "Chatterbox's multilingual model speaks 23 languages", "unsupported_language")
+        return self
+
+    def models_held(self) -> list[str]:
+        """The models this (loaded) engine can speak with, for its worker's heartbeat."""
+        return []
+
+    def max_chars(self, settings: Settings) -> int:
+        """The longest chunk of English text one generation takes."""
+        return settings.chunk_chars
+
+    def chunks(self, text: str, settings: Settings) -> list[str]:
+        """The text normalized and cut into the chunks this engine speaks one at a time (in its language)."""
+        from ..text import chunk_text
+
+        return chunk_text(text, self.max_chars(settings), self.language)
 
     def occupancy(self) -> dict | None:
         """How many requests the engine is running at once, for /health (None: one at a time, nothing to say)."""

@@ -1,4 +1,5 @@
-"""One batch loop per device: the Chatterbox requests of every job a worker runs, decoded together.
+"""One batch loop per model on a device: the Chatterbox requests of every job a worker runs, decoded together
+(the original model's, and the multilingual model's, each request in its own language).
 
 Jobs run in their own threads and hand their requests to the loop; the loop owns the model. Each round it admits
 waiting requests (interactive ones first; book chunks up to ``max_batch``, and an interactive request one beyond it,
@@ -44,6 +45,7 @@ class Request:
     params: dict  # the engine's parameters, checked (seed included)
     stream: bool = True  # pieces window by window (a listener waits), or the whole utterance at the end
     priority: int = INTERACTIVE
+    language: str | None = None  # the multilingual model's language (None: a model of one language)
     submitted_at: float = field(default_factory=time.monotonic)
     out: queue.Queue = field(default_factory=queue.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -90,7 +92,8 @@ class BatchLoop:
 
     # -- from the jobs' threads --------------------------------------------------------------------------------------
     def submit(self, request: Request) -> Request:
-        request.chunks = self.tts._chunks(request.text)
+        request.chunks = self.tts._chunks(request.text) if request.language is None else \
+            self.tts._chunks(request.text, request.language)
         if request.params.get("seed") is None:  # each request draws from its own generator, never a shared one
             request.params = {**request.params, "seed": int(torch.randint(0, 2**31 - 1, (1,)))}
         with self._cond:
@@ -167,9 +170,10 @@ class BatchLoop:
             request.generator = torch.Generator(device=self.tts.device).manual_seed(seed)
         names = ("exaggeration", "cfg_weight", "temperature", "min_p", "top_p", "repetition_penalty",
                  "max_new_tokens")
+        language = {} if request.language is None else {"language_id": request.language}
         try:
             request.t3 = self.tts.speech.request(request.chunks[request.index], conds, generator=request.generator,
-                                                 **{n: params[n] for n in names if n in params})
+                                                 **language, **{n: params[n] for n in names if n in params})
             with self.tts.speech._lock:
                 self.batch.add(request.t3)
         except Exception as exc:

@@ -72,9 +72,10 @@ def subset(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
 
 
 def resolve_model_dir(model_dir: str | Path | None = None, files: tuple[str, ...] = ALL_FILES,
-                      timeout_s: float = 10.0) -> Path:
+                      timeout_s: float = 10.0, *, repo_id: str = REPO_ID) -> Path:
     """A directory holding the checkpoint files: model_dir (or CHATTERBOX_MODEL_DIR) when given, else the
-    Hugging Face hub's copy of ResembleAI/chatterbox (downloaded once), with a clear error when offline."""
+    Hugging Face hub's copy of ``repo_id`` (ResembleAI/chatterbox unless told; ResembleAI/chatterbox-turbo for
+    Turbo), downloaded once, with a clear error when offline."""
     model_dir = model_dir or os.environ.get("CHATTERBOX_MODEL_DIR")
     if model_dir:
         path = Path(model_dir).expanduser()
@@ -93,9 +94,9 @@ def resolve_model_dir(model_dir: str | Path | None = None, files: tuple[str, ...
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or not _hub_reachable(timeout_s)
     try:
         # Offline, only files already in the local hub cache can be used: an error at once, not after retries.
-        paths = [Path(hf_hub_download(REPO_ID, name, local_files_only=offline)) for name in files]
+        paths = [Path(hf_hub_download(repo_id, name, local_files_only=offline)) for name in files]
     except Exception as exc:
-        raise RuntimeError(f"cannot fetch the Chatterbox weights from the Hugging Face hub ({REPO_ID}): "
+        raise RuntimeError(f"cannot fetch the Chatterbox weights from the Hugging Face hub ({repo_id}): "
                            f"{type(exc).__name__}: {str(exc)[:200]}. On a machine without internet access, "
                            "copy the files into a directory and set CHATTERBOX_MODEL_DIR") from None
     return paths[0].parent

@@ -77,6 +77,34 @@ class RMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
+class AttentionProbe:
+    """Opt-in: the attention probabilities of a few (layer, head) pairs, for the first row of one request, over
+    every position so far. Only those heads are computed again from q and k (the fast attention kernels do not
+    return weights), as transformers' eager attention would: scores scaled by 1/sqrt(head_dim), causal mask,
+    softmax in float32. Hung on a request's KVCache (``cache.probe``) so that batched decoding fills it too.
+
+    ``probs[(layer, head)]``: (Q, L) for the last forward pass, Q its last ``queries`` query positions (one when
+    decoding), L every key position so far."""
+
+    def __init__(self, heads: tuple[tuple[int, int], ...], queries: int = 1):
+        self.heads, self.queries = tuple(heads), queries
+        self.layers = {layer for layer, _ in self.heads}
+        self.probs: dict[tuple[int, int], Tensor] = {}
+
+    def record(self, layer: int, q: Tensor, k: Tensor, past: int) -> None:
+        # q: (H, T, D) queries at positions past..past+T-1; k: (H, L, D) keys at 0..L-1, L = past + T
+        T, L = q.shape[1], k.shape[1]
+        n = min(T, self.queries)
+        pos = torch.arange(past + T - n, past + T, device=q.device)[:, None]  # (n, 1) query positions
+        hidden = torch.arange(L, device=q.device)[None, :] > pos  # (n, L) keys in the query's future
+        for lay, head in self.heads:
+            if lay != layer:
+                continue
+            scores = (q[head, T - n:] @ k[head].transpose(0, 1)) * q.shape[-1] ** -0.5  # (n, L)
+            scores = scores.masked_fill(hidden, float("-inf"))
+            self.probs[(lay, head)] = torch.softmax(scores, dim=-1, dtype=torch.float32)
+
+
 class KVCache:
     """Keys and values of every layer for ``rows`` rows of one request, up to max_len positions. Room for
     ``reserve`` positions is made at once and doubled when it runs out: a batch of requests then holds what their
@@ -85,6 +113,7 @@ class KVCache:
     def __init__(self, cfg: LlamaConfig, rows: int, max_len: int, device, dtype, reserve: int | None = None):
         self.rows, self.max_len = rows, max_len
         self.length = 0  # positions filled
+        self.probe: AttentionProbe | None = None  # opt-in attention weights of a few heads (row 0)
         shape = (cfg.n_layers, rows, cfg.n_kv_heads, min(max_len, reserve or max_len), cfg.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
@@ -129,6 +158,8 @@ class Attention(nn.Module):
         if cfg.n_kv_heads != cfg.n_heads:
             k = k.repeat_interleave(cfg.n_heads // cfg.n_kv_heads, dim=1)
             v = v.repeat_interleave(cfg.n_heads // cfg.n_kv_heads, dim=1)
+        if cache is not None and cache.probe is not None and self.layer in cache.probe.layers:
+            cache.probe.record(self.layer, q[0], k[0], past)
         if T == 1:
             out = F.scaled_dot_product_attention(q, k, v)  # one new position sees everything before it
         elif past == 0:
@@ -152,6 +183,8 @@ class Attention(nn.Module):
             if cfg.n_kv_heads != cfg.n_heads:
                 keys = keys.repeat_interleave(cfg.n_heads // cfg.n_kv_heads, dim=1)
                 values = values.repeat_interleave(cfg.n_heads // cfg.n_kv_heads, dim=1)
+            if cache.probe is not None and self.layer in cache.probe.layers:
+                cache.probe.record(self.layer, q[rows][0], keys[0], cache.length)
             outs.append(F.scaled_dot_product_attention(q[rows], keys, values))
             start += cache.rows
         return matmul(self.o_proj, torch.cat(outs).reshape(R, -1))

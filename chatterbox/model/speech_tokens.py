@@ -122,8 +122,13 @@ class SpeechTokenModel:
     def request(self, text: str, conds: Conditionals | None = None, *, exaggeration: float = 0.5,
                 cfg_weight: float = 0.5, temperature: float = 0.8, min_p: float = 0.05, top_p: float = 1.0,
                 repetition_penalty: float = 1.2, max_new_tokens: int = 1000, seed: int | None = None,
-                generator: torch.Generator | None = None) -> T3Request:
-        """The T3 request for a text in a voice, for a batch (chatterbox.model.t3_batch) or alone."""
+                generator: torch.Generator | None = None, text_tokens: torch.Tensor | None = None,
+                alignment: bool | None = None) -> T3Request:
+        """The T3 request for a text in a voice, for a batch (chatterbox.model.t3_batch) or alone.
+
+        ``text_tokens``: the framed ids to speak, made by the caller (the multilingual tokenizer), instead of
+        tokenizing ``text``. ``alignment``: decode with the alignment guard (None: when T3's config has alignment
+        heads and its layers are there, i.e. the full multilingual model)."""
         conds = conds or self.conds
         if conds is None:
             raise ValueError("no voice: the model directory has no conds.pt and no conditionals were given")
@@ -131,8 +136,13 @@ class SpeechTokenModel:
                                   repetition_penalty=repetition_penalty)
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
-        return T3Request(conds.t3.with_exaggeration(exaggeration), self.tokenizer(text).to(self.device),
-                         cfg_weight=cfg_weight, sampling=sampling, max_new_tokens=max_new_tokens, generator=generator)
+        if text_tokens is None:
+            text_tokens = self.tokenizer(text)
+        if alignment is None:
+            alignment = self.t3.cfg.can_align
+        return T3Request(conds.t3.with_exaggeration(exaggeration), text_tokens.view(-1).to(self.device),
+                         cfg_weight=cfg_weight, sampling=sampling, max_new_tokens=max_new_tokens, generator=generator,
+                         alignment=alignment)
 
     def speech_codes(self, tokens: list[int]) -> list[int]:
         """The tokens S3Gen takes: T3 may also sample ids past the speech codes (other than stop), which it feeds

@@ -36,6 +36,21 @@ class T3Config:
     perceiver_queries: int = 32
     perceiver_heads: int = 4
     llama: LlamaConfig = field(default_factory=LlamaConfig)
+    # (layer, head) pairs whose attention follows the text: the multilingual model decodes with an alignment guard
+    # on them (chatterbox.model.alignment); empty for the original.
+    alignment_heads: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def multilingual(cls) -> "T3Config":
+        """Chatterbox Multilingual's T3 (t3_mtl23ls_v2.safetensors): the original's with 2454 text ids."""
+        from .alignment import ALIGNMENT_HEADS
+
+        return cls(text_vocab=2454, alignment_heads=ALIGNMENT_HEADS)
+
+    @property
+    def can_align(self) -> bool:
+        """Whether the alignment guard can run: its heads' layers exist (not in the 2-layer test checkpoints)."""
+        return bool(self.alignment_heads) and all(l < self.llama.n_layers for l, _ in self.alignment_heads)
 
     @property
     def dim(self) -> int:
@@ -60,7 +75,7 @@ class T3Config:
         if layers != set(range(len(layers))):
             from .checkpoint import CheckpointError
 
-            raise CheckpointError(f"t3_cfg.safetensors has transformer layers {sorted(layers)}, not 0 to n-1")
+            raise CheckpointError(f"the T3 file has transformer layers {sorted(layers)}, not 0 to n-1")
         return replace(self, llama=replace(self.llama, n_layers=len(layers)))
 
 
@@ -170,11 +185,12 @@ class T3(nn.Module):
     def generate(self, cond: T3Cond, text_tokens: Tensor, *, cfg_weight: float = 0.5,
                  sampling: SamplingParams = SamplingParams(), max_new_tokens: int = 1000,
                  generator: torch.Generator | None = None, on_logits=None,
-                 matmul: RowMatmul | None = None) -> Iterator[int]:
+                 matmul: RowMatmul | None = None, alignment: bool | None = None) -> Iterator[int]:
         """Speech tokens one by one as they are sampled, until stop or max_new_tokens: a batch of one
         (chatterbox.model.t3_batch), so that alone and batched are the same computation.
 
         ``on_logits(step, guided_logits)`` sees the guided logits before sampling (for tests and analysis).
+        ``alignment``: decode with the alignment guard (None: when the config has alignment heads).
         """
         from .t3_batch import T3Batch, T3Request
 
@@ -182,7 +198,8 @@ class T3(nn.Module):
             matmul = self.__dict__.setdefault("_matmul", RowMatmul())
         batch = T3Batch(self, matmul)
         request = T3Request(cond, text_tokens, cfg_weight=cfg_weight, sampling=sampling,
-                            max_new_tokens=max_new_tokens, generator=generator, on_logits=on_logits)
+                            max_new_tokens=max_new_tokens, generator=generator, on_logits=on_logits,
+                            alignment=self.cfg.can_align if alignment is None else alignment)
         batch.add(request)
         while not request.done:
             for _, token in batch.step():

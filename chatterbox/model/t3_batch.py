@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .alignment import AlignmentGuard
 from .conds import T3Cond
 from .llama import KVCache
 from .rowmatmul import RowMatmul
@@ -32,12 +33,16 @@ class T3Request:
     max_new_tokens: int = 1000
     generator: torch.Generator | None = None
     on_logits: object = None  # on_logits(step, guided_logits): for tests and analysis
+    # Decode with the alignment guard (Multilingual; chatterbox.model.alignment). It reads attention weights of
+    # this request's first row from its own cache, so guarded requests batch like any others.
+    alignment: bool = False
     # The batch's state of the request:
     tokens: list[int] = field(default_factory=list)  # speech tokens so far (the stop token is not one)
     done: bool = False
     cache: KVCache | None = None
     hidden: Tensor | None = None  # (rows, dim): the last position's output, what the next logits come from
     generated: Tensor | None = None  # (1, n) every id so far, the start token first: the repetition penalty's
+    guard: AlignmentGuard | None = None
 
     @property
     def guided(self) -> bool:
@@ -70,6 +75,14 @@ class T3Batch:
         embeds = t3.prefill_embeds(request.cond, request.text_tokens, request.guided)  # (rows, L, dim)
         request.cache = KVCache(cfg.llama, embeds.shape[0], embeds.shape[1] + request.max_new_tokens,
                                 embeds.device, embeds.dtype, reserve=embeds.shape[1] + CACHE_RESERVE)
+        if request.alignment:
+            if not cfg.can_align:
+                raise ValueError(f"the alignment guard needs T3 layers {sorted({l for l, _ in cfg.alignment_heads})}"
+                                 f"; this T3 has {cfg.llama.n_layers}")
+            text_start = embeds.shape[1] - request.text_tokens.numel() - 2  # after the conditioning
+            request.guard = AlignmentGuard(text_start, text_start + request.text_tokens.numel(), cfg.stop_speech,
+                                           cfg.alignment_heads)
+            request.cache.probe = request.guard.probe
         request.hidden = t3.tfmr(embeds, request.cache)[:, -1]
         request.generated = torch.tensor([[cfg.start_speech]], device=embeds.device)
         self.active.append(request)
@@ -100,6 +113,8 @@ class T3Batch:
             step = len(request.tokens)
             if request.on_logits is not None:
                 request.on_logits(step, rows)
+            if request.guard is not None:
+                rows = request.guard(rows, int(request.generated[0, -1]))
             token = sample(rows, request.generated, request.sampling, request.generator)  # (1, 1)
             request.generated = torch.cat([request.generated, token], dim=1)
             if int(token.item()) == cfg.stop_speech:

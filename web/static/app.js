@@ -25,7 +25,9 @@ function mark(name) {
 // -- errors shown beside what caused them ------------------------------------------------------------------------
 function slotFor(param) {
   if (!param) return null;
-  if (["text", "voice", "format"].includes(param)) return { field: $(param), error: $(`${param}-error`) };
+  if (["text", "voice", "format", "model", "language"].includes(param)) {
+    return { field: $(param), error: $(`${param}-error`) };
+  }
   if (param === "params") return { field: null, error: $("params-error") };
   if (param.startsWith("params.")) {
     const row = paramRows[param.slice("params.".length)];
@@ -44,7 +46,8 @@ function setFieldError(param, message) {
 }
 
 function clearErrors() {
-  for (const param of ["text", "voice", "format", "params", ...Object.keys(paramRows).map((n) => `params.${n}`)]) {
+  for (const param of ["text", "voice", "format", "model", "language", "params",
+                       ...Object.keys(paramRows).map((n) => `params.${n}`)]) {
     setFieldError(param, "");
   }
   showError("");
@@ -81,8 +84,62 @@ async function loadEngine() {
     link.dataset.format = f;
     return link;
   }));
-  buildParams(engine.params);
+  buildModels();
   updateCount();
+}
+
+// -- Chatterbox's models: which one, in which language, and Turbo's tags ----------------------------------------
+function modelSpec() {
+  return (engine?.models || []).find((m) => m.name === $("model").value) || null;
+}
+
+function buildModels() {
+  const models = (engine.models || []).filter((m) => m.available);
+  $("model-choices").hidden = models.length === 0;
+  if (!models.length) { buildParams(engine.params); $("tags").hidden = true; return; }
+  const chosen = $("model").value;
+  $("model").replaceChildren(...models.map((m) => {
+    const option = new Option(m.title, m.name);
+    option.title = m.description;
+    return option;
+  }));
+  $("model").value = models.some((m) => m.name === chosen) ? chosen : engine.default_model;
+  modelChanged();
+}
+
+function modelChanged() {
+  const spec = modelSpec();
+  if (!spec) return;
+  const language = $("language").value;
+  $("language").replaceChildren(...spec.languages.map((l) => new Option(`${l.name} (${l.code})`, l.code)));
+  $("language").value = spec.languages.some((l) => l.code === language) ? language : spec.languages[0].code;
+  $("language").disabled = spec.languages.length === 1;
+  $("model-hint").textContent = spec.description;
+  buildParams(spec.params);
+  $("tags").querySelectorAll("button").forEach((b) => b.remove());
+  $("tags").append(...spec.tags.map((tag) => {
+    const button = el("button", { type: "button", className: "tag", textContent: tag });
+    button.addEventListener("click", () => insertTag(tag));
+    return button;
+  }));
+  $("tags").hidden = spec.tags.length === 0;
+  setFieldError("model", "");
+  onTextInput();
+}
+
+function insertTag(tag) {
+  const text = $("text");
+  const start = text.selectionStart ?? text.value.length, end = text.selectionEnd ?? start;
+  const before = text.value.slice(0, start), after = text.value.slice(end);
+  const padded = (before && !/\s$/.test(before) ? " " : "") + tag + (after && !/^\s/.test(after) ? " " : "");
+  text.value = before + padded + after;
+  text.focus();
+  text.selectionStart = text.selectionEnd = start + padded.length;
+  onTextInput();
+}
+
+function modelChoice() {
+  return $("model-choices").hidden ? {} : { model: $("model").value, language: $("language").value };
 }
 
 const LABELS = { cfg_weight: "CFG weight", min_p: "Min-p", top_p: "Top-p", noise_w: "Noise width" };
@@ -215,7 +272,7 @@ async function updatePlan() {
   if (!text.trim()) { renderPlan(null); return; }
   try {
     const plan = await api("/synthesize/plan", { method: "POST", headers: { "Content-Type": "application/json" },
-                                                 body: JSON.stringify({ text }) });
+                                                 body: JSON.stringify({ text, ...modelChoice() }) });
     if (seq === planSeq) renderPlan(plan);
   } catch (error) {
     if (seq === planSeq) renderPlan(null, error.message);
@@ -263,7 +320,7 @@ function savePreset() {
   const replaced = name in presets;
   const params = {};
   for (const [n, { number }] of Object.entries(paramRows)) params[n] = number.value.trim() === "" ? null : Number(number.value);
-  presets[name] = { voice: $("voice").value, format: $("format").value, params };
+  presets[name] = { voice: $("voice").value, format: $("format").value, params, ...modelChoice() };
   try { writePresets(presets); } catch (error) { presetStatus(`Could not save: ${error.message}`); return; }
   renderPresets(name);
   $("preset-name").value = "";
@@ -275,6 +332,13 @@ function applyPreset(name) {
   $("preset-delete").disabled = !preset;
   if (!preset) return;
   const notes = [];
+  if (preset.model && !$("model-choices").hidden) {  // the model first: it decides which parameters there are
+    if ([...$("model").options].some((o) => o.value === preset.model)) { $("model").value = preset.model; modelChanged(); }
+    else notes.push(`its model ${preset.model} is not available here`);
+    if (preset.language && [...$("language").options].some((o) => o.value === preset.language)) {
+      $("language").value = preset.language;
+    }
+  }
   if (preset.voice && [...$("voice").options].some((o) => o.value === preset.voice)) $("voice").value = preset.voice;
   else if (preset.voice) notes.push(`its voice ${preset.voice} is not available here`);
   if (preset.format && [...$("format").options].some((o) => o.value === preset.format)) $("format").value = preset.format;
@@ -666,7 +730,8 @@ async function speak(event) {
     announce(`Not sent: ${problems.length} field${problems.length === 1 ? "" : "s"} to fix.`);
     return;
   }
-  const body = { text: $("text").value, voice: $("voice").value || null, format: $("format").value, params: paramValues() };
+  const body = { text: $("text").value, voice: $("voice").value || null, format: $("format").value,
+                 params: paramValues(), ...modelChoice() };
   $("submit").disabled = true;
   $("submit").setAttribute("aria-busy", "true");
   try {
@@ -757,6 +822,8 @@ $("synth-form").addEventListener("keydown", (event) => {
 });
 $("text").addEventListener("input", onTextInput);
 for (const id of ["voice", "format"]) $(id).addEventListener("change", () => setFieldError(id, ""));
+$("model").addEventListener("change", modelChanged);
+$("language").addEventListener("change", () => { setFieldError("language", ""); onTextInput(); });
 $("cancel").addEventListener("click", cancel);
 $("stream-toggle").addEventListener("click", () => current?.stream?.toggle());
 $("player").addEventListener("play", () => {

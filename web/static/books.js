@@ -12,7 +12,7 @@ let offline = 0; // book updates in a row that could not reach the server
 
 // -- errors beside what caused them -------------------------------------------------------------------------------
 const FIELDS = { file: "book-file", source_format: "book-file", text: "book-text", title: "book-title",
-                 voice: "book-voice", format: "book-format" };
+                 voice: "book-voice", format: "book-format", model: "book-model" };
 
 function slotFor(param) {
   if (!param) return null;
@@ -130,7 +130,8 @@ function renumber() {
 
 async function start() {
   clearErrors();
-  const options = { title: $("book-title").value.trim(), voice: $("book-voice").value, format: $("book-format").value };
+  const options = { title: $("book-title").value.trim(), voice: $("book-voice").value, format: $("book-format").value,
+                    model: $("book-model").value };
   let request;
   if (reviewed.file && !reviewed.edited) {
     // Unchanged: send the file itself, so that an EPUB keeps its cover and metadata.
@@ -146,6 +147,7 @@ async function start() {
       return;
     }
     const body = { chapters, ...options };
+    if (!body.model) delete body.model;
     if (reviewed.book.author) body.author = reviewed.book.author;
     if (reviewed.book.language) body.language = reviewed.book.language;
     request = { headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
@@ -402,6 +404,10 @@ async function loadBooks() {
 async function loadVoices() {
   const { voices } = await api("/voices");
   $("book-voice").replaceChildren(...voices.map((v) => new Option(v.name + (v.builtin ? "" : " (saved)"), v.id)));
+  const engine = await api("/engine");
+  const models = (engine.models || []).filter((m) => m.available);
+  $("book-model").replaceChildren($("book-model").options[0], ...models.map((m) => new Option(m.title, m.name)));
+  $("book-model-field").hidden = models.length < 2;
 }
 
 $("book-form").addEventListener("submit", preview);

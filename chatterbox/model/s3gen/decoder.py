@@ -26,6 +26,7 @@ class DecoderConfig:
     mid_blocks: int = 12
     steps: int = 10
     guidance: float = 0.7  # v = (1 + g) * v_cond - g * v_uncond
+    meanflow: bool = False  # Turbo's estimator also takes the step's end time (chatterbox.model.s3gen.meanflow)
 
 
 class CausalConv1d(nn.Conv1d):
@@ -159,11 +160,19 @@ class Estimator(nn.Module):
         self.up_blocks = nn.ModuleList([Level(cfg, cfg.channels * 2, time_dim, with_conv=True)])
         self.final_block = CausalBlock(cfg.channels, cfg.channels)
         self.final_proj = nn.Conv1d(cfg.channels, cfg.out_channels, 1)
+        if cfg.meanflow:  # mixes the start and end times' embeddings: Linear(2 x 1024 -> 1024), no bias
+            self.time_embed_mixer = nn.Linear(2 * time_dim, time_dim, bias=False)
 
-    def forward(self, x: Tensor, mu: Tensor, t: Tensor, spks: Tensor, cond: Tensor, mask: Tensor | None = None
-                ) -> Tensor:
-        # x, mu, cond: (B, 80, T); t: (B,); spks: (B, 80); mask (B, T) or None -> velocity (B, 80, T)
+    def forward(self, x: Tensor, mu: Tensor, t: Tensor, spks: Tensor, cond: Tensor, mask: Tensor | None = None,
+                r: Tensor | None = None) -> Tensor:
+        # x, mu, cond: (B, 80, T); t: (B,); spks: (B, 80); mask (B, T) or None; r: (B,) the step's end time,
+        # mean-flow estimators only -> velocity (B, 80, T)
         t = self.time_mlp(time_embedding(t, self.cfg.in_channels).to(t.dtype))
+        if self.cfg.meanflow:
+            if r is None:
+                raise ValueError("a mean-flow estimator needs the step's end time r")
+            r = self.time_mlp(time_embedding(r, self.cfg.in_channels).to(r.dtype))
+            t = self.time_embed_mixer(torch.cat([t, r], dim=1))
         x = torch.cat([x, mu, spks[:, :, None].expand(-1, -1, x.shape[-1]), cond], dim=1)
         down = self.down_blocks[0]
         skip = down(x, t, mask)

@@ -51,9 +51,13 @@ class Flow(nn.Module):
         n_prompt = prompt_mels.shape[1]
         cond = torch.zeros_like(mu)
         cond[:, :, :n_prompt] = prompt_mels.transpose(1, 2).to(mu.dtype)
-        noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        noise = self.noise(mu, n_prompt, generator)
         mels = self.decoder(mu, spks, cond, noise, steps)
         return mels[:, :, n_prompt:]
+
+    def noise(self, mu: Tensor, n_prompt: int, generator: torch.Generator | None) -> Tensor:
+        """The starting noise (1, 80, T) over the prompt and new frames, drawn as the reference draws it."""
+        return torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
 
     @torch.inference_mode()
     def forward_batch(self, items: list[FlowInput], steps: int | None = None, finalize: bool = True) -> list[Tensor]:
