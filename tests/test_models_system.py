@@ -104,3 +104,33 @@ def test_a_saved_voice_serves_every_model_that_can_use_it(three, tmp_path):
     error = requests.post(three.url + "/synthesize", json={"text": "Hi.", "voice": "Short", "model": "turbo"},
                           timeout=10).json()["error"]
     assert error["code"] == "voice_too_short" and "longer than 5 s" in error["message"], error
+
+
+def test_the_speak_page_switches_models_languages_and_tags(three, browser):
+    from .conftest import shot
+    from .test_dashboard import speak_page, wait_status
+
+    page = speak_page(browser, three)
+    assert not page.is_hidden("#model-choices")
+    assert page.eval_on_selector_all("#model option", "os => os.map(o => o.value)") == \
+        ["original", "turbo", "multilingual"]
+    assert page.is_hidden("#tags") and page.locator("#param-cfg_weight").count() == 1
+    page.select_option("#model", "turbo")  # Turbo's own parameters and its tags
+    assert page.locator("#param-cfg_weight").count() == 0 and page.locator("#param-top_k").count() == 1
+    assert page.is_visible("#tags") and page.is_disabled("#language")
+    page.fill("#text", "Well")
+    page.click("#tags button:has-text('[laugh]')")
+    assert page.input_value("#text") == "Well [laugh]"
+    page.fill("#param-max_new_tokens", "8")
+    page.fill("#param-seed", "4")
+    page.click("#submit")
+    wait_status(page, timeout=180_000)
+    assert three.job(page.text_content("#job-id"))["model"] == "turbo"
+    page.select_option("#model", "multilingual")  # 23 languages; the plan follows the language
+    assert page.locator("#language option").count() == 23 and page.is_hidden("#tags")
+    page.select_option("#language", "de")
+    page.fill("#text", "Ich habe 3 Katzen.")
+    page.wait_for_function("document.querySelector('#plan-list li')?.textContent.includes('drei')")
+    shot(page, "speak-models")
+    assert not page.errors
+    page.close()

@@ -127,7 +127,7 @@ function renderWorkers(workers) {
       job.setAttribute("aria-label", `Current job ${w.current_job}, open it on the Speak page`);
     }
     const tr = el("tr", {},
-      cell("Worker", name, pid), cell("Device", w.device || "?"), cell("Engine", w.engine || "?"),
+      cell("Worker", name, pid), cell("Device", w.device || "?"), cell("Engine", w.engine ? w.engine + (w.models?.length ? ` (${w.models.join(", ")})` : "") : "?"),
       cell("Model", w.model_loaded ? "loaded" : "loading"), cell("State", state), cell("Batch", batchText(w.batch)),
       cell("Current job", job), cell("Jobs done", String(w.jobs_done ?? 0)), cell("Last seen", ago(w.seen_s_ago)));
     tr.children[7].className = tr.children[8].className = "num";
