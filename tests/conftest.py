@@ -393,8 +393,9 @@ class HealthProbe(threading.Thread):
         return self.samples
 
 
-def exported_voice(tmp_path: Path, name: str) -> bytes:
-    """An exported voice file (random conditionals), for POST /voices/import."""
+def exported_voice(tmp_path: Path, name: str, reference_wav: bytes | None = None) -> bytes:
+    """An exported voice file (random conditionals, and ``reference_wav`` as its recording: else 0.1 s of
+    silence), for POST /voices/import."""
     import torch
 
     from chatterbox import audio
@@ -408,7 +409,7 @@ def exported_voice(tmp_path: Path, name: str) -> bytes:
     library = VoiceLibrary(tmp_path / "voices")
     clip = audio.wav_bytes(np.zeros(2400, dtype=np.float32), 24000)
     voice = library.create(name=name, engine="chatterbox", conds=Conditionals.load(tmp_path / "conds.pt"),
-                           reference_wav=clip, sample_wav=clip, description="made by a test")
+                           reference_wav=reference_wav or clip, sample_wav=clip, description="made by a test")
     return library.export(voice.id, SYSTEM)
 
 

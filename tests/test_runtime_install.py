@@ -35,7 +35,11 @@ from .conftest import ROOT, System, free_port
 
 PROJECT = "chatterbox-jobs"
 # Imports that only an opt-in setting needs, with what enables it; they are not runtime dependencies.
-OPTIONAL_IMPORTS = {"faster_whisper": "CHATTERBOX_BOOK_ASR=faster-whisper", "perth": "CHATTERBOX_WATERMARK"}
+OPTIONAL_IMPORTS = {"faster_whisper": "CHATTERBOX_BOOK_ASR=faster-whisper", "perth": "CHATTERBOX_WATERMARK",
+                    # Multilingual's Hebrew diacritics and Russian stress marks: without them those two languages
+                    # are read unmarked (a warning says which is missing); russian-text-stresser is not on PyPI
+                    "dicta_onnx": "Hebrew diacritics (CHATTERBOX_DICTA_MODEL)",
+                    "russian_text_stresser": "Russian stress marks"}
 # The project's own top-level modules and where its code lives (scanned for imports).
 PROJECT_SOURCES = ["chatterbox", "web", "workers", "tasks.py", "celeryconfig.py"]
 
