@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from .languages import SUPPORTED_LANGUAGES, FrontEnds, check_language
-from .tokenizer import _REPLACEMENTS, EMPTY_TEXT, SPACE, START, STOP, UNK
+from .tokenizer import SPACE, START, STOP, UNK
+from .tokenizer import punc_norm as base_punc_norm
 
 TOKENIZER_FILE = "grapheme_mtl_merged_expanded_v1.json"
 # The original's sentence ends plus the CJK ones (ideographic comma and full stop, full-width comma, ?, !).
@@ -24,17 +25,7 @@ _ENDERS = (".", "!", "?", "-", ",", "、", "，", "。", "？", "！")
 
 def punc_norm(text: str) -> str:
     """The reference Multilingual's clean-up before tokenizing (an empty text becomes a fixed sentence)."""
-    if len(text) == 0:
-        return EMPTY_TEXT
-    if text[0].islower():
-        text = text[0].upper() + text[1:]  # then lower-cased again by the tokenizer, as in the reference
-    text = " ".join(text.split())
-    for old, new in _REPLACEMENTS:
-        text = text.replace(old, new)
-    text = text.rstrip(" ")
-    if not text.endswith(_ENDERS):
-        text += "."
-    return text
+    return base_punc_norm(text, enders=_ENDERS)
 
 
 class MTLTokenizer:

@@ -15,17 +15,19 @@ _REPLACEMENTS = (("...", ", "), ("\u2026", ", "), (":", ","), (" - ", ", "), (";
 _ENDERS = (".", "!", "?", "-", ",")
 
 
-def punc_norm(text: str) -> str:
-    """The reference's clean-up before tokenizing (an empty text becomes a fixed sentence, as there)."""
+def punc_norm(text: str, replacements: tuple[tuple[str, str], ...] = _REPLACEMENTS,
+              enders: tuple[str, ...] = _ENDERS) -> str:
+    """The reference's clean-up before tokenizing (an empty text becomes a fixed sentence, as there); Turbo and
+    Multilingual use it with their own ``replacements`` and sentence ``enders``."""
     if len(text) == 0:
         return EMPTY_TEXT
     if text[0].islower():
         text = text[0].upper() + text[1:]
     text = " ".join(text.split())
-    for old, new in _REPLACEMENTS:
+    for old, new in replacements:
         text = text.replace(old, new)
     text = text.rstrip(" ")
-    if not text.endswith(_ENDERS):
+    if not text.endswith(enders):
         text += "."
     return text
 

@@ -15,9 +15,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .tokenizer import punc_norm as base_punc_norm
+
 log = logging.getLogger(__name__)
 
-EMPTY_TEXT = "You need to add some text for me to talk."
+# The original's replacements without three of them ("...", " - ", ";"), as the reference's Turbo has them.
 _REPLACEMENTS = (("\u2026", ", "), (":", ","), ("\u2014", "-"), ("\u2013", "-"), (" ,", ","), ("\u201c", '"'),
                  ("\u201d", '"'), ("\u2018", "'"), ("\u2019", "'"))
 _ENDERS = (".", "!", "?", "-", ",")
@@ -26,17 +28,7 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt", "added_tokens.json")
 
 def punc_norm(text: str) -> str:
     """Turbo's clean-up before tokenizing (an empty text becomes a fixed sentence, as in the reference)."""
-    if len(text) == 0:
-        return EMPTY_TEXT
-    if text[0].islower():
-        text = text[0].upper() + text[1:]
-    text = " ".join(text.split())
-    for old, new in _REPLACEMENTS:
-        text = text.replace(old, new)
-    text = text.rstrip(" ")
-    if not text.endswith(_ENDERS):
-        text += "."
-    return text
+    return base_punc_norm(text, _REPLACEMENTS, _ENDERS)
 
 
 class TurboTokenizer:
