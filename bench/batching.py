@@ -9,8 +9,11 @@
    worker, the web app), with CHATTERBOX_MAX_BATCH=8 against 1; and an interactive job's first audio while the book
    fills the batch, against an idle worker's.
 
-Usage: python bench/batching.py [--device cpu|cuda] [--dtype fp32|bf16] [--tokens 24] [--sizes 1,4,8,16]
-       [--s3gen-sizes 1,4,8] [--system] [--book-tokens 100]
+With --model turbo, parts 1 and 2 are Chatterbox Turbo's: T3 on GPT-2 without guidance, S3Gen with its two
+mean-flow steps.
+
+Usage: python bench/batching.py [--model original|turbo] [--device cpu|cuda] [--dtype fp32|bf16] [--tokens 24]
+       [--sizes 1,4,8,16] [--s3gen-sizes 1,4,8] [--system] [--book-tokens 100]
 """
 from __future__ import annotations
 
@@ -26,19 +29,29 @@ sys.path.insert(0, str(ROOT))
 TEXT = "The quick brown fox jumps over the lazy dog, and then it runs away into the quiet forest."
 
 
-def t3_rates(ckpt: Path, sizes: list[int], tokens: int, device: str, dtype, plan_for: int) -> dict[int, float]:
+def load(model: str, ckpt: Path, device: str, dtype, plan_for: int):
+    """The model's TTS object, its decoding step planned for ``plan_for`` requests."""
+    if model == "turbo":
+        from chatterbox.tts_turbo import ChatterboxTurboTTS
+
+        return ChatterboxTurboTTS.from_local(ckpt, device=device, dtype=dtype, max_batch=plan_for)
+    from chatterbox.tts import ChatterboxTTS
+
+    return ChatterboxTTS.from_local(ckpt, device=device, dtype=dtype, max_batch=plan_for)
+
+
+def t3_rates(model: str, ckpt: Path, sizes: list[int], tokens: int, device: str, dtype,
+             plan_for: int) -> dict[int, float]:
     """Speech tokens per second, in all, at each batch size; the step planned for ``plan_for`` requests."""
     import torch
 
-    from chatterbox.model.speech_tokens import SpeechTokenModel
-    from chatterbox.model.t3_batch import T3Batch
-
-    model = SpeechTokenModel.from_local(ckpt, device=device, dtype=dtype, max_batch=plan_for)
+    tts = load(model, ckpt, device, dtype, plan_for)
+    guidance = {} if model == "turbo" else {"cfg_weight": 0.5}
     rates = {}
     for size in [sizes[0], *sizes]:  # the first size twice: a warm-up
-        batch = T3Batch(model.t3, model.matmul)
+        batch = tts.speech.new_batch()
         for i in range(size):
-            batch.add(model.request(TEXT, cfg_weight=0.5, max_new_tokens=tokens, seed=i))
+            batch.add(tts.speech.request(TEXT, tts.conds, max_new_tokens=tokens, seed=i, **guidance))
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -51,17 +64,16 @@ def t3_rates(ckpt: Path, sizes: list[int], tokens: int, device: str, dtype, plan
     return rates
 
 
-def s3gen_rates(ckpt: Path, sizes: list[int], tokens: int, device: str, dtype) -> dict[int, tuple[float, float]]:
+def s3gen_rates(model: str, ckpt: Path, sizes: list[int], tokens: int, device: str, dtype
+                ) -> dict[int, tuple[float, float]]:
     """(together, one by one) seconds of audio per second for each batch size."""
     import torch
 
-    from chatterbox.model.checkpoint import read_safetensors
-    from chatterbox.model.conds import Conditionals
     from chatterbox.model.s3gen.flow import FlowInput
-    from chatterbox.tts import S3Gen
 
-    s3gen = S3Gen.load(read_safetensors(ckpt / "s3gen.safetensors", device), device, dtype)
-    gen = Conditionals.load(ckpt / "conds.pt", device).gen
+    tts = load(model, ckpt, device, dtype, 1)
+    s3gen, gen = tts.s3gen, tts.conds.gen
+    steps = None if model == "turbo" else 10
     seconds = tokens / 25
 
     def items(n: int) -> list[FlowInput]:
@@ -72,7 +84,7 @@ def s3gen_rates(ckpt: Path, sizes: list[int], tokens: int, device: str, dtype) -
     def run(groups: list[list[FlowInput]]) -> float:
         start = time.perf_counter()
         for group in groups:
-            mels = s3gen.flow.forward_batch(group, 10)
+            mels = s3gen.flow.forward_batch(group, steps)
             s3gen.hift.forward_batch([m.float() for m in mels], [torch.Generator(device=device).manual_seed(0)
                                                                   for _ in mels])
         if device == "cuda":
@@ -128,6 +140,7 @@ def main() -> None:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=("original", "turbo"), default="original")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--tokens", type=int, default=24, help="speech tokens per request in the T3 part")
@@ -141,18 +154,26 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
 
     from chatterbox.model.random_checkpoint import write_checkpoint
+    from chatterbox.model.random_checkpoint_turbo import write_turbo_checkpoint
 
+    if args.system and args.model != "original":
+        parser.error("--system runs the original model")
     with tempfile.TemporaryDirectory() as folder:
-        ckpt = write_checkpoint(Path(folder) / "ckpt", seed=0)
-        print(f"device {args.device}, {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-        alone = t3_rates(ckpt, [1], args.tokens, args.device, dtype, plan_for=1)[1]
-        rates = t3_rates(ckpt, sizes, args.tokens, args.device, dtype, plan_for=max(sizes))
-        print(f"T3, guided, {args.tokens} tokens a request; batch 1 planned for one: {alone:.2f} tokens/s")
+        write = write_turbo_checkpoint if args.model == "turbo" else write_checkpoint
+        ckpt = write(Path(folder) / "ckpt", seed=0)
+        print(f"{args.model}: device {args.device}, {args.dtype}, torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads")
+        alone = t3_rates(args.model, ckpt, [1], args.tokens, args.device, dtype, plan_for=1)[1]
+        rates = t3_rates(args.model, ckpt, sizes, args.tokens, args.device, dtype, plan_for=max(sizes))
+        kind = "unguided (Turbo)" if args.model == "turbo" else "guided"
+        print(f"T3, {kind}, {args.tokens} tokens a request; batch 1 planned for one: {alone:.2f} tokens/s")
         for size, rate in rates.items():
             print(f"  batch {size:2d}: {rate:7.2f} tokens/s   x{rate / rates[sizes[0]]:.2f} of batch {sizes[0]} "
                   f"(same plan)   x{rate / alone:.2f} of one planned for one")
-        s3 = s3gen_rates(ckpt, [int(s) for s in args.s3gen_sizes.split(",")], args.s3gen_tokens, args.device, dtype)
-        print(f"S3Gen, {args.s3gen_tokens} tokens ({args.s3gen_tokens / 25:.0f} s) an utterance, 10 steps:")
+        s3 = s3gen_rates(args.model, ckpt, [int(s) for s in args.s3gen_sizes.split(",")], args.s3gen_tokens,
+                         args.device, dtype)
+        flow_steps = "2 mean-flow steps" if args.model == "turbo" else "10 steps"
+        print(f"S3Gen, {args.s3gen_tokens} tokens ({args.s3gen_tokens / 25:.0f} s) an utterance, {flow_steps}:")
         for size, (together, one_by_one) in s3.items():
             print(f"  batch {size}: {together:.2f} s of audio per s together, {one_by_one:.2f} one by one   "
                   f"x{together / one_by_one:.2f}")

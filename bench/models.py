@@ -130,40 +130,33 @@ def ours(model: str, ckpt: Path, n: int, s3_tokens: int, device: str, repeats: i
         return torch.Generator(device=device).manual_seed(seed)
 
     if model == "turbo":
-        from chatterbox.model.t3_turbo import TurboSampling
-        from chatterbox.tts_turbo import SILENCE_TOKENS, ChatterboxTurboTTS
+        from chatterbox.tts_turbo import ChatterboxTurboTTS
 
         tts = ChatterboxTurboTTS.from_local(ckpt, device=device)
-        sampling = TurboSampling(temperature=0.8, top_k=1000, top_p=0.95, repetition_penalty=1.2)
+        params = {"temperature": 0.8, "top_k": 1000, "top_p": 0.95, "repetition_penalty": 1.2}
+    elif model == "original":
+        from chatterbox.tts import ChatterboxTTS
 
-        def t3() -> int:  # speech_tokens ends with the three silence tokens it appends: not T3's
-            return sum(1 for _ in tts.speech_tokens(TEXT, tts.conds, sampling, n, generator(0))) - SILENCE_TOKENS
+        tts = ChatterboxTTS.from_local(ckpt, device=device)
+        params = {"cfg_weight": 0.5, "temperature": 0.8, "min_p": 0.05, "top_p": 1.0, "repetition_penalty": 1.2}
     else:
-        if model == "original":
-            from chatterbox.tts import ChatterboxTTS
+        from chatterbox.mtl_tts import ChatterboxMultilingualTTS
 
-            tts = ChatterboxTTS.from_local(ckpt, device=device)
-            params = {}
-        else:
-            from chatterbox.mtl_tts import ChatterboxMultilingualTTS
+        tts = ChatterboxMultilingualTTS.from_local(ckpt, device=device)
+        params = {"cfg_weight": 0.5, "temperature": 0.8, "min_p": 0.05, "top_p": 1.0, "repetition_penalty": 1.2,
+                  "language_id": "en"}
 
-            tts = ChatterboxMultilingualTTS.from_local(ckpt, device=device)
-            params = {"language_id": "en"}
-
-        from chatterbox.model.t3_batch import T3Batch
-
-        def t3() -> int:
-            # Every decoding step counts, as every id the reference returns does: speech.generate would yield only
-            # the speech codes (random weights also sample ids >= 6561, which it drops, and the rate would look low)
-            request = tts.speech.request(TEXT, tts.conds, cfg_weight=0.5, temperature=0.8, min_p=0.05, top_p=1.0,
-                                         repetition_penalty=1.2, max_new_tokens=n, generator=generator(0), **params)
-            batch, steps = T3Batch(tts.t3, tts.speech.matmul), 0
-            with torch.inference_mode():
-                batch.add(request)
-                while not request.done:
-                    batch.step()
-                    steps += 1
-            return steps
+    def t3() -> int:
+        # Every decoding step counts, as every id the reference returns does: speech.generate would yield only the
+        # speech codes (random weights also sample ids >= 6561, which it drops, and the rate would look low)
+        request = tts.speech.request(TEXT, tts.conds, max_new_tokens=n, generator=generator(0), **params)
+        batch, steps = tts.speech.new_batch(), 0
+        with torch.inference_mode():
+            batch.add(request)
+            while not request.done:
+                batch.step()
+                steps += 1
+        return steps
 
     counts: list[int] = []
     t3_seconds = timed(lambda: counts.append(t3()), repeats, device)

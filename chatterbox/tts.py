@@ -22,7 +22,6 @@ from .model.s3gen.hift import HiFT
 from .model.s3gen.mel import log_mel
 from .model.speech_tokens import GEN_SECONDS, REFERENCE_RATE, SpeechTokenModel, load_reference
 from .model.t3 import T3Config
-from .model.t3_batch import T3Batch
 from .tts_stream import TokenStream, trim_fade
 
 log = logging.getLogger(__name__)
@@ -205,49 +204,12 @@ class ChatterboxTTS:
         """Many texts at once, T3 decoding them together: one (1, samples) tensor per text, each the very
         ``generate(text, seed=seed_i, voice=voice_i, **params_i)``. Each parameter (those of ``generate``) is one
         value for all, or a list with one per text."""
-        n = len(texts)
-
-        def each(name: str, value) -> list:
-            if isinstance(value, (list, tuple)):
-                if len(value) != n:
-                    raise ValueError(f"{name} has {len(value)} values for {n} texts")
-                return list(value)
-            return [value] * n
-
         known = {"repetition_penalty": 1.2, "min_p": 0.05, "top_p": 1.0, "exaggeration": 0.5, "cfg_weight": 0.5,
                  "temperature": 0.8, "steps": 10, "max_new_tokens": 1000}
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            raise TypeError(f"generate_batch() got an unexpected keyword argument {unknown[0]!r}")
-        p = {name: each(name, params.get(name, default)) for name, default in known.items()}
-        seeds, voices = each("seeds", seeds), each("voices", voices)
-        conds = [self._voice(None, voices[i], p["exaggeration"][i]) for i in range(n)]
-        generators = [torch.Generator(device=self.device).manual_seed(int(s)) if s is not None else None
-                      for s in seeds]
-        chunks = [self._chunks(t) for t in texts]
-        parts: list[list[Tensor]] = [[] for _ in range(n)]
-        gap = torch.zeros(1, int(CHUNK_GAP_S * self.sr))
-        # Round k speaks every text's k-th chunk: each text's generator is drawn from in its own order, as alone.
-        for k in range(max(len(c) for c in chunks)):
-            group = [i for i in range(n) if k < len(chunks[i])]
-            requests = [self.speech.request(chunks[i][k], conds[i], generator=generators[i], **{
-                name: p[name][i] for name in known if name != "steps"}) for i in group]
-            batch = T3Batch(self.t3, self.speech.matmul)
-            with self.speech._lock:
-                for request in requests:
-                    batch.add(request)
-                while batch.active:
-                    batch.step()
-            tokens = [self.speech.speech_codes(r.tokens) for r in requests]
-            for i, t in zip(group, tokens):
-                if not t:
-                    raise ValueError(f"T3 produced no speech for {chunks[i][k][:40]!r}")
-            with self._lock:
-                wavs = self.s3gen.batch(tokens, [conds[i].gen for i in group], [generators[i] for i in group],
-                                        [p["steps"][i] for i in group])
-            for i, wav in zip(group, wavs):
-                parts[i] += [gap, self._finish(wav)] if k else [self._finish(wav)]
-        return [torch.cat(p, dim=1) for p in parts]
+        p, seeds, voices = per_text(len(texts), params, known, seeds, voices)
+        steps = p.pop("steps")  # S3Gen's; the rest are the T3 request's
+        conds = [self._voice(None, v, e) for v, e in zip(voices, p["exaggeration"])]
+        return speak_together(self, [self._chunks(t) for t in texts], conds, seeds, p, steps)
 
     def _finish(self, wav: Tensor) -> Tensor:
         wav = wav.detach().float().cpu()
@@ -294,6 +256,53 @@ class ChatterboxTTS:
             piece = stream.window(finished=True)
         if piece is not None:
             yield self._finish(piece)
+
+
+def per_text(n: int, params: dict, known: dict, seeds, voices) -> tuple[dict[str, list], list, list]:
+    """``generate_batch``'s arguments, one value per text: each parameter given once for all or as a list of n."""
+    def each(name: str, value) -> list:
+        if isinstance(value, (list, tuple)):
+            if len(value) != n:
+                raise ValueError(f"{name} has {len(value)} values for {n} texts")
+            return list(value)
+        return [value] * n
+
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise TypeError(f"generate_batch() got an unexpected keyword argument {unknown[0]!r}")
+    return ({name: each(name, params.get(name, default)) for name, default in known.items()}, each("seeds", seeds),
+            each("voices", voices))
+
+
+def speak_together(tts, chunks: list[list[str]], conds: list, seeds: list, t3_params: dict[str, list],
+                   steps: list) -> list[Tensor]:
+    """The texts' audio (each text as its chunks), T3 decoding their chunks together and S3Gen making them; each
+    text's audio is what ``generate`` gives it alone (``t3_params``: the T3 request's parameters, a list each)."""
+    n = len(chunks)
+    generators = [torch.Generator(device=tts.device).manual_seed(int(s)) if s is not None else None for s in seeds]
+    parts: list[list[Tensor]] = [[] for _ in range(n)]
+    gap = torch.zeros(1, int(CHUNK_GAP_S * tts.sr))
+    # Round k speaks every text's k-th chunk: each text's generator is drawn from in its own order, as alone.
+    for k in range(max(len(c) for c in chunks)):
+        group = [i for i in range(n) if k < len(chunks[i])]
+        requests = [tts.speech.request(chunks[i][k], conds[i], generator=generators[i],
+                                       **{name: values[i] for name, values in t3_params.items()}) for i in group]
+        batch = tts.speech.new_batch()
+        with tts.speech._lock:
+            for request in requests:
+                batch.add(request)
+            while batch.active:
+                batch.step()
+        tokens = [tts.speech.speech_codes(r.tokens) for r in requests]
+        for i, t in zip(group, tokens):
+            if not t:
+                raise ValueError(f"T3 produced no speech for {chunks[i][k][:40]!r}")
+        with tts._lock:
+            wavs = tts.s3gen.batch(tokens, [conds[i].gen for i in group], [generators[i] for i in group],
+                                   [steps[i] for i in group])
+        for i, wav in zip(group, wavs):
+            parts[i] += [gap, tts._finish(wav)] if k else [tts._finish(wav)]
+    return [torch.cat(p, dim=1) for p in parts]
 
 
 def _watermarker():

@@ -30,10 +30,12 @@ from .model.s3gen.meanflow import MeanFlow
 from .model.s3tokenizer import SAMPLE_RATE as S3_RATE
 from .model.s3tokenizer import S3Tokenizer
 from .model.speech_tokens import REFERENCE_RATE, ReferenceClipError, load_reference, resample
+from .model.rowmatmul import RowMatmul
 from .model.t3_turbo import T3Turbo, T3TurboConfig, TurboSampling
+from .model.t3_turbo_batch import T3TurboBatch, TurboRequest
 from .model.tokenizer_turbo import TurboTokenizer
 from .model.voice_encoder import VoiceEncoder
-from .tts import CHUNK_GAP_S, SAMPLE_RATE, S3Gen, _watermarker
+from .tts import CHUNK_GAP_S, SAMPLE_RATE, S3Gen, _watermarker, per_text, speak_together
 from .tts_stream import TokenStream
 
 log = logging.getLogger(__name__)
@@ -102,7 +104,58 @@ def load_t3(tensors: dict[str, Tensor], device, dtype) -> T3Turbo:
     if tuple(wte.shape) != (cfg.text_vocab, cfg.dim):
         raise CheckpointError(f"{T3_FILE} does not fit the model: tensor tfmr.wte.weight has shape "
                               f"{tuple(wte.shape)}, expected {(cfg.text_vocab, cfg.dim)}")
-    return build(lambda: T3Turbo(cfg), tensors, T3_FILE, device, dtype)
+    t3 = build(lambda: T3Turbo(cfg), tensors, T3_FILE, device, dtype)
+    t3.tfmr.to_linear_layout()  # for row-exact batched decoding (chatterbox.model.gpt2)
+    return t3
+
+
+class TurboSpeechTokens:
+    """Turbo's text-and-voice -> speech-token side, alone or batched: what the worker's batch loop
+    (chatterbox.engines.batch_loop) takes of a model, as SpeechTokenModel is the original's."""
+
+    closing_tokens = (SILENCE_TOKEN,) * SILENCE_TOKENS  # appended to every utterance's codes, as the reference
+
+    def __init__(self, t3: T3Turbo, tokenizer: TurboTokenizer, device: torch.device, max_batch: int = 1):
+        self.t3, self.tokenizer, self.device = t3, tokenizer, torch.device(device)
+        self.matmul = RowMatmul(max(1, max_batch))  # one row per request (no guidance)
+        self._lock = threading.Lock()  # T3 decodes one batch at a time
+
+    def new_batch(self) -> T3TurboBatch:
+        return T3TurboBatch(self.t3, self.matmul)
+
+    def request(self, text: str, conds: Conditionals, *, temperature: float = 0.8, top_k: int = 1000,
+                top_p: float = 0.95, repetition_penalty: float = 1.2, max_new_tokens: int = 1000,
+                seed: int | None = None, generator: torch.Generator | None = None) -> TurboRequest:
+        """The T3 request for a text in a voice, for a batch or alone (``seed`` makes its own generator)."""
+        sampling = TurboSampling(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+                                 repetition_penalty=float(repetition_penalty))
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        return TurboRequest(conds.t3, self.tokenizer(text).to(self.device), sampling=sampling,
+                            max_new_tokens=max_new_tokens, generator=generator)
+
+    def speech_codes(self, tokens: list[int]) -> list[int]:
+        """The tokens S3Gen takes: the speech codes T3 sampled (not the ids past them), then the three silence
+        tokens; nothing when T3 sampled no code."""
+        codes = [t for t in tokens if t < self.t3.cfg.speech_codes]
+        return codes + list(self.closing_tokens) if codes else []
+
+    def generate(self, text: str, conds: Conditionals, **params) -> Iterator[int]:
+        """The tokens S3Gen gets for one chunk of text, yielded as T3 samples them (codes only), then the silence
+        tokens; ``params`` as ``request`` takes."""
+        request = self.request(text, conds, **params)
+        batch = self.new_batch()
+        count = 0
+        with self._lock:
+            batch.add(request)
+            while not request.done:
+                for _, token in batch.step():
+                    if token is not None and token < self.t3.cfg.speech_codes:
+                        count += 1
+                        yield token
+        if not count:
+            raise ValueError(f"T3 produced no speech for {text[:40]!r}")
+        yield from self.closing_tokens
 
 
 class ChatterboxTurboTTS:
@@ -110,16 +163,19 @@ class ChatterboxTurboTTS:
 
     def __init__(self, t3: T3Turbo, tokenizer: TurboTokenizer, ve: VoiceEncoder, s3gen: S3Gen,
                  s3_tokenizer: S3Tokenizer, conds: Conditionals | None, device: torch.device,
-                 watermark: bool = False):
+                 watermark: bool = False, max_batch: int = 1):
         self.t3, self.tokenizer, self.ve, self.s3gen, self.s3_tokenizer = t3, tokenizer, ve, s3gen, s3_tokenizer
+        self.speech = TurboSpeechTokens(t3, tokenizer, device, max_batch)
         self.conds = conds
         self.device = torch.device(device)
         self.watermarker = _watermarker() if watermark else None
-        self._lock = threading.RLock()  # one generation at a time per instance
+        self._lock = threading.Lock()  # S3Gen and the voice encoders, one call at a time
 
     @classmethod
     def from_local(cls, ckpt_dir: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                   watermark: bool = False) -> "ChatterboxTurboTTS":
+                   watermark: bool = False, max_batch: int = 1) -> "ChatterboxTurboTTS":
+        """``max_batch``: how many texts the job system usually decodes together; the decoding step's matmuls are
+        planned for it (chatterbox.model.rowmatmul), alone included."""
         path = resolve_model_dir(ckpt_dir, files=TURBO_FILES)
         device = torch.device(device)
         t3 = load_t3(read_safetensors(path / T3_FILE, device), device, dtype)
@@ -130,7 +186,7 @@ class ChatterboxTurboTTS:
                    torch.float32)
         s3gen, s3_tokenizer = load_s3gen(read_safetensors(path / S3GEN_FILE, device), device, dtype)
         conds = Conditionals.load(path / "conds.pt", device) if (path / "conds.pt").is_file() else None
-        return cls(t3, tokenizer, ve, s3gen, s3_tokenizer, conds, device, watermark)
+        return cls(t3, tokenizer, ve, s3gen, s3_tokenizer, conds, device, watermark, max_batch)
 
     @classmethod
     def from_pretrained(cls, device: str = "cpu", **kwargs) -> "ChatterboxTurboTTS":
@@ -190,28 +246,15 @@ class ChatterboxTurboTTS:
 
     # ---- generation ----------------------------------------------------------------------------------------------
 
-    def speech_tokens(self, text: str, conds: Conditionals, sampling: TurboSampling, max_new_tokens: int = 1000,
-                      generator: torch.Generator | None = None) -> Iterator[int]:
-        """The speech tokens S3Gen gets for one chunk of text, as T3 samples them: codes below 6561 only, then
-        the three silence tokens the reference appends."""
-        text_tokens = self.tokenizer(text).to(self.device)
-        count = 0
-        with self._lock:
-            for token in self.t3.generate(conds.t3, text_tokens, sampling=sampling, max_new_tokens=max_new_tokens,
-                                          generator=generator):
-                if token < self.t3.cfg.speech_codes:
-                    count += 1
-                    yield token
-        if not count:
-            raise ValueError(f"T3 produced no speech for {text[:40]!r}")
-        yield from [SILENCE_TOKEN] * SILENCE_TOKENS
-
-    def _sampling(self, temperature, top_k, top_p, repetition_penalty, cfg_weight, min_p, exaggeration
-                  ) -> TurboSampling:
+    @staticmethod
+    def _sampling(temperature, top_k, top_p, repetition_penalty, cfg_weight, min_p, exaggeration) -> dict:
+        """Turbo's sampling parameters, checked (TurboSampling raises for a bad one before anything runs)."""
         if cfg_weight > 0.0 or exaggeration > 0.0 or min_p > 0.0:
             log.warning("Chatterbox Turbo ignores cfg_weight, min_p and exaggeration")
-        return TurboSampling(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-                             repetition_penalty=float(repetition_penalty))
+        params = {"temperature": float(temperature), "top_k": int(top_k), "top_p": float(top_p),
+                  "repetition_penalty": float(repetition_penalty)}
+        TurboSampling(**params)
+        return params
 
     def generate(self, text: str, repetition_penalty: float = 1.2, min_p: float = 0.0, top_p: float = 0.95,
                  audio_prompt_path=None, exaggeration: float = 0.0, cfg_weight: float = 0.0,
@@ -226,13 +269,24 @@ class ChatterboxTurboTTS:
         generator = torch.Generator(device=self.device).manual_seed(int(seed)) if seed is not None else None
         pieces = []
         for i, chunk in enumerate(self._chunks(text)):
-            tokens = list(self.speech_tokens(chunk, conds, sampling, max_new_tokens, generator))
+            tokens = list(self.speech.generate(chunk, conds, **sampling, max_new_tokens=max_new_tokens,
+                                               generator=generator))
             with self._lock:
                 wav = self._finish(self.s3gen(tokens, conds.gen, generator))
             if i:
                 pieces.append(torch.zeros(1, int(CHUNK_GAP_S * self.sr)))
             pieces.append(wav)
         return torch.cat(pieces, dim=1)
+
+    def generate_batch(self, texts: list[str], *, seeds: list[int | None] | None = None,
+                       voices: list | None = None, **params) -> list[Tensor]:
+        """Many texts at once, T3 decoding them together: one (1, samples) tensor per text, each the very
+        ``generate(text, seed=seed_i, voice=voice_i, **params_i)``. Each of ``temperature``, ``top_k``, ``top_p``,
+        ``repetition_penalty`` and ``max_new_tokens`` is one value for all, or a list with one per text."""
+        known = {"repetition_penalty": 1.2, "top_p": 0.95, "temperature": 0.8, "top_k": 1000, "max_new_tokens": 1000}
+        p, seeds, voices = per_text(len(texts), params, known, seeds, voices)
+        conds = [self._voice(None, v, 0.0, True) for v in voices]
+        return speak_together(self, [self._chunks(t) for t in texts], conds, seeds, p, [None] * len(texts))
 
     def generate_stream(self, text: str, repetition_penalty: float = 1.2, min_p: float = 0.0, top_p: float = 0.95,
                         audio_prompt_path=None, exaggeration: float = 0.0, cfg_weight: float = 0.0,
@@ -251,7 +305,8 @@ class ChatterboxTurboTTS:
             if i:
                 yield torch.zeros(1, int(CHUNK_GAP_S * self.sr))
             stream = TokenStream(self.s3gen, conds.gen, seed + i, None, chunk_tokens, context_tokens)
-            for token in self.speech_tokens(chunk, conds, sampling, max_new_tokens, t3_gen):
+            for token in self.speech.generate(chunk, conds, **sampling, max_new_tokens=max_new_tokens,
+                                              generator=t3_gen):
                 stream.push(token)
                 if stream.ready:
                     with self._lock:

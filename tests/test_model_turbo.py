@@ -224,16 +224,16 @@ def test_tokenizer_files_as_the_reference_reads_them(small_dir):
 def _recording(model, monkeypatch) -> list[list[int]]:
     """Record the speech tokens each chunk hands to S3Gen."""
     seen: list[list[int]] = []
-    original = model.speech_tokens
+    original = model.speech.generate
 
-    def speech_tokens(*args, **kwargs):
+    def generate(*args, **kwargs):
         tokens = []
         seen.append(tokens)
         for token in original(*args, **kwargs):
             tokens.append(token)
             yield token
 
-    monkeypatch.setattr(model, "speech_tokens", speech_tokens)
+    monkeypatch.setattr(model.speech, "generate", generate)
     return seen
 
 

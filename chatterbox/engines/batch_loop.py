@@ -1,5 +1,5 @@
 """One batch loop per model on a device: the Chatterbox requests of every job a worker runs, decoded together
-(the original model's, and the multilingual model's, each request in its own language).
+(the original model's, Turbo's, and the multilingual model's, each request in its own language).
 
 Jobs run in their own threads and hand their requests to the loop; the loop owns the model. Each round it admits
 waiting requests (interactive ones first; book chunks up to ``max_batch``, and an interactive request one beyond it,
@@ -9,8 +9,10 @@ hears it at once), a book chunk's whole utterance once all its tokens are. While
 for its first audio, no book chunk's utterance is made: on one device they would only delay it. A request whose
 reader stopped (a cancelled job) leaves at the next round.
 
-Each request is computed as it is alone (chatterbox.model.t3_batch; S3Gen on its own generator), so its audio is
-``generate_stream``'s (streaming) or ``generate``'s (whole) for the same text, voice, parameters and seed.
+Each request is computed as it is alone (chatterbox.model.t3_batch, t3_turbo_batch; S3Gen on its own generator), so
+its audio is ``generate_stream``'s (streaming) or ``generate``'s (whole) for the same text, voice, parameters and
+seed. The loop takes of a model (``tts``): ``speech`` (``new_batch``, ``request``, ``speech_codes``,
+``closing_tokens``: the T3 side), ``s3gen``, ``_chunks`` and ``_finish``.
 """
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from ..model.t3_batch import T3Batch, T3Request
 from ..tts import CHUNK_GAP_S
 from ..tts_stream import TokenStream
 
@@ -52,7 +53,7 @@ class Request:
     # The loop's state of it:
     chunks: list[str] = field(default_factory=list)
     index: int = 0  # the chunk being spoken
-    t3: T3Request | None = None
+    t3: object = None  # its T3 request (T3Request, TurboRequest)
     tokens: TokenStream | None = None
     generator: torch.Generator | None = None  # a whole utterance's, shared by T3, the flow and HiFT, as generate's
     heard: bool = False  # a piece has gone out
@@ -80,10 +81,10 @@ class Request:
 class BatchLoop:
     def __init__(self, tts, max_batch: int):
         self.tts, self.max_batch = tts, max(1, max_batch)
-        self.batch = T3Batch(tts.t3, tts.speech.matmul)
+        self.batch = tts.speech.new_batch()
         self._cond = threading.Condition()
         self._waiting: list[Request] = []
-        self._speaking: dict[int, Request] = {}  # id(T3Request) -> its request
+        self._speaking: dict[int, Request] = {}  # id(its T3 request) -> the request
         self._whole: list[Request] = []  # tokens all in, waiting for their utterance
         self._thread: threading.Thread | None = None
         self.steps = 0
@@ -168,12 +169,11 @@ class BatchLoop:
             request.tokens = TokenStream(self.tts.s3gen, conds.gen, seed, params.get("steps"))
         elif request.index == 0:
             request.generator = torch.Generator(device=self.tts.device).manual_seed(seed)
-        names = ("exaggeration", "cfg_weight", "temperature", "min_p", "top_p", "repetition_penalty",
-                 "max_new_tokens")
         language = {} if request.language is None else {"language_id": request.language}
+        t3_params = {n: v for n, v in params.items() if n not in ("seed", "steps")}  # those are S3Gen's and ours
         try:
             request.t3 = self.tts.speech.request(request.chunks[request.index], conds, generator=request.generator,
-                                                 **language, **{n: params[n] for n in names if n in params})
+                                                 **language, **t3_params)
             with self.tts.speech._lock:
                 self.batch.add(request.t3)
         except Exception as exc:
@@ -185,6 +185,11 @@ class BatchLoop:
         """The request's chunk has all its tokens."""
         self._speaking.pop(id(request.t3), None)
         if request.stream:
+            if request.tokens.tokens:  # Turbo's silence ends every utterance (none ends no speech: that fails)
+                for token in self.tts.speech.closing_tokens:  # pushed as generate_stream pushes them
+                    request.tokens.push(token)
+                    if request.tokens.ready:
+                        self._window(request, finished=False)
             self._window(request, finished=True)
             self._next_chunk(request)
         else:

@@ -2,9 +2,8 @@
 once per worker and chosen per job.
 
 An engine object speaks for one model and language (``for_model`` makes the view a job asks for); the views of one
-worker share what is loaded (``_Shared``). The original and multilingual models' requests are batched, each model in
-a batch loop of its own (``batch_loop``); Turbo's run one at a time, each in its job's thread (the seam for batching
-it is its ``generate``/``generate_stream``).
+worker share what is loaded (``_Shared``). Each model's requests are batched in a batch loop of its own
+(``batch_loop``): the jobs' threads hand their text to it and read its audio back.
 
 Voices: ``default`` (each model's conds.pt) and every voice of the saved-voice library made for this engine
 (``chatterbox.voices``), by id or by name. The original and Multilingual read a voice's conds.pt (one format);
@@ -33,8 +32,6 @@ DEFAULT_VOICE = "default"
 # chunks are made as whole utterances (generate's audio), no longer window by window.
 CACHE_REVISION = 3
 TURBO_MIN_REFERENCE_S = 5.0  # the reference refuses a shorter clip for Turbo's 15 s conditioning prompt
-CHECK_EVERY_S = 0.5
-BATCHED = ("original", "multilingual")  # the models whose requests a worker decodes together (batch_loop)
 
 
 def weights_present(model_dir: Path) -> bool:
@@ -43,15 +40,14 @@ def weights_present(model_dir: Path) -> bool:
 
 
 class _Shared:
-    """What every view of one worker's Chatterbox engine shares: the loaded models, the original's batch loop, the
-    voice caches and the lock that keeps Turbo to one request at a time."""
+    """What every view of one worker's Chatterbox engine shares: the loaded models, their batch loops and the
+    voice cache."""
 
     def __init__(self, settings, device: str):
         self.settings, self.device = settings, device
         self.tts: dict[str, Any] = {}
         self.loops: dict[str, Any] = {}  # the batch loop of each model that has one (made at its first use)
         self.lock = threading.Lock()
-        self.serial = {name: threading.Lock() for name in MODELS}
         # Recently used saved voices per model, on the device, at most settings.voice_cache_size of them: a saved
         # voice costs what the built-in one does after its first use, and memory does not grow with the voices used.
         self.cache: OrderedDict[tuple[str, str], tuple[float, object]] = OrderedDict()
@@ -183,7 +179,7 @@ class ChatterboxEngine(Engine):
             if name == "turbo":
                 from ..tts_turbo import ChatterboxTurboTTS
 
-                return ChatterboxTurboTTS.from_local(directory, **options)
+                return ChatterboxTurboTTS.from_local(directory, max_batch=max_batch, **options)
             from ..mtl_tts import ChatterboxMultilingualTTS
 
             return ChatterboxMultilingualTTS.from_local(directory, max_batch=max_batch, **options)
@@ -193,7 +189,7 @@ class ChatterboxEngine(Engine):
     @property
     def loop(self):
         """The batch loop every request of this view's model speaks through on this worker (made at its first
-        use); the original and multilingual models have one each."""
+        use); each model has its own."""
         shared, tts = self._shared, self.tts
         with shared.lock:
             if self.model not in shared.loops:
@@ -304,38 +300,10 @@ class ChatterboxEngine(Engine):
         tts = self.tts
         conds = tts.conds if voice == DEFAULT_VOICE else self.conditionals(voice) if isinstance(voice, str) \
             else voice
-        if self.model in BATCHED:
-            from .batch_loop import BULK, INTERACTIVE, Request
+        from .batch_loop import BULK, INTERACTIVE, Request
 
-            request = self.loop.submit(Request(text, conds, self.model_args(params), stream=priority != "bulk",
-                                               priority=BULK if priority == "bulk" else INTERACTIVE,
-                                               language=self.language if self.model == "multilingual" else None))
-            for piece in request.pieces(check):
-                yield piece[0].numpy().astype(np.float32)
-            return
-        yield from self._one_at_a_time(tts, text, conds, params, priority, check)
-
-    def _one_at_a_time(self, tts, text: str, conds, params: Mapping[str, Any], priority: str,
-                       check: Callable[[], None] | None) -> Iterator[np.ndarray]:
-        """Turbo: one request at a time, in the job's thread (its batching is to come); a cancel is heard while it
-        waits for its turn and between pieces."""
-        import torch
-
-        lock = self._shared.serial[self.model]
-        while not lock.acquire(timeout=CHECK_EVERY_S):
-            if check is not None:
-                check()
-        try:
-            args = self.model_args(params)
-            if args.get("seed") is None:
-                args["seed"] = int(torch.randint(0, 2**31 - 1, (1,)))
-            if self.model == "multilingual":
-                args["language_id"] = self.language
-            pieces = [tts.generate(text, voice=conds, **args)] if priority == "bulk" else \
-                tts.generate_stream(text, voice=conds, **args)
-            for piece in pieces:
-                yield piece[0].numpy().astype(np.float32)
-                if check is not None:
-                    check()
-        finally:
-            lock.release()
+        request = self.loop.submit(Request(text, conds, self.model_args(params), stream=priority != "bulk",
+                                           priority=BULK if priority == "bulk" else INTERACTIVE,
+                                           language=self.language if self.model == "multilingual" else None))
+        for piece in request.pieces(check):
+            yield piece[0].numpy().astype(np.float32)

@@ -144,6 +144,11 @@ class SpeechTokenModel:
                          cfg_weight=cfg_weight, sampling=sampling, max_new_tokens=max_new_tokens, generator=generator,
                          alignment=alignment)
 
+    closing_tokens: tuple[int, ...] = ()  # none: the original's utterances end where T3 stops (Turbo's do not)
+
+    def new_batch(self) -> T3Batch:
+        return T3Batch(self.t3, self.matmul)
+
     def speech_codes(self, tokens: list[int]) -> list[int]:
         """The tokens S3Gen takes: T3 may also sample ids past the speech codes (other than stop), which it feeds
         back but which say nothing."""
@@ -153,7 +158,7 @@ class SpeechTokenModel:
         """Speech tokens (0..6560) for text, yielded as T3 samples them (seeded by seed, or drawn from
         generator, else from torch's global generator as the reference does); ``params`` as ``request`` takes."""
         request = self.request(text, conds, **params)
-        batch = T3Batch(self.t3, self.matmul)
+        batch = self.new_batch()
         with self._lock:
             batch.add(request)
             while not request.done:

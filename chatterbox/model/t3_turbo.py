@@ -3,7 +3,7 @@
 The prefill is ``[speaker (1), prompt speech tokens (<= 375), text tokens, start-of-speech]``, each embedded by
 T3's own tables with no position embeddings of its own (GPT-2 adds its learned positions over the whole
 sequence). Unlike the original T3 there is no Perceiver, no exaggeration input, no text start/stop framing and no
-classifier-free guidance: one row, decoded at batch 1.
+classifier-free guidance: one row per request, decoded alone or batched (chatterbox.model.t3_turbo_batch).
 
 Each step, as the reference (``T3.inference_turbo``) does, in its order: temperature, top-k, top-p, then the
 repetition penalty over the tokens generated so far (at the first step, over the start-of-speech token instead),
@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .conds import T3Cond
 from .gpt2 import GPT2, GPT2Config
+from .rowmatmul import RowMatmul
 from .sampling import repetition_penalty, top_p_filter
 
 
@@ -123,46 +124,26 @@ class T3Turbo(nn.Module):
         start = self.speech_emb.weight[self.cfg.start_speech].view(1, 1, -1)
         return torch.cat([self.conditioning(cond), self.text_emb(text_tokens), start], dim=1)
 
-    @torch.inference_mode()
     def generate(self, cond: T3Cond, text_tokens: Tensor, *, sampling: TurboSampling = TurboSampling(),
                  max_new_tokens: int = 1000, generator: torch.Generator | None = None,
-                 on_logits=None) -> Iterator[int]:
-        """Tokens one by one as they are sampled, until stop (not yielded) or ``max_new_tokens`` tokens. Ids of
-        6561 and above can come too (T3 feeds them back as the reference does); they are not speech codes.
+                 on_logits=None, matmul: RowMatmul | None = None) -> Iterator[int]:
+        """Tokens one by one as they are sampled, until stop (not yielded) or ``max_new_tokens`` tokens: a batch of
+        one (chatterbox.model.t3_turbo_batch), so that alone and batched are the same computation. Ids of 6561 and
+        above can come too (T3 feeds them back as the reference does); they are not speech codes.
 
         ``max_new_tokens`` counts every sampled token, the one from the prefill included: the reference's
         ``inference_turbo(max_gen_len=n)`` samples up to n + 1. ``generator``: the draws' source (torch's global
         generator when None, as the reference). ``on_logits(step, logits)`` sees each step's raw logits (1, V).
         """
-        if text_tokens.numel() == 0:
-            raise ValueError("the text is empty: there is nothing to speak")
-        if max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be at least 1")
-        embeds = self.prefill_embeds(cond, text_tokens)  # (1, L, dim)
-        length = embeds.shape[1] + max_new_tokens - 1
-        if length > self.cfg.gpt2.positions:
-            raise ValueError(f"the text and voice prompt take {embeds.shape[1]} of GPT-2's "
-                             f"{self.cfg.gpt2.positions} positions, too many for {max_new_tokens} speech tokens: "
-                             "split the text into shorter chunks")
-        cache = self.tfmr.new_cache(1, length)
-        hidden = self.tfmr(embeds, cache)[:, -1]  # (1, dim)
-        device = embeds.device
-        previous = torch.full((1, 1), self.cfg.start_speech, dtype=torch.long, device=device)
-        generated: list[Tensor] = []
-        for step in range(max_new_tokens):
-            logits = self.speech_head(hidden)  # (1, V)
-            if on_logits is not None:
-                on_logits(step, logits)
-            logits = process_logits(logits, previous, sampling)
-            if step and bool(torch.all(logits == float("-inf"))):  # as the reference: nothing left to draw
-                return
-            probs = torch.softmax(logits, dim=-1)
-            token = torch.multinomial(probs, num_samples=1, generator=generator)  # (1, 1)
-            value = int(token)
-            if value == self.cfg.stop_speech and step:  # the reference feeds back a stop drawn from the prefill
-                return
-            yield value
-            generated.append(token)
-            previous = torch.cat(generated, dim=1)
-            if step + 1 < max_new_tokens:
-                hidden = self.tfmr(self.speech_emb(token), cache)[:, -1]
+        from .t3_turbo_batch import T3TurboBatch, TurboRequest
+
+        if matmul is None:  # one plan per model, probed once
+            matmul = self.__dict__.setdefault("_matmul", RowMatmul())
+        batch = T3TurboBatch(self, matmul)
+        request = TurboRequest(cond, text_tokens.view(-1), sampling=sampling, max_new_tokens=max_new_tokens,
+                               generator=generator, on_logits=on_logits)
+        batch.add(request)
+        while not request.done:
+            for _, token in batch.step():
+                if token is not None:
+                    yield token

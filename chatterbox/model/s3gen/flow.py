@@ -83,8 +83,8 @@ class Flow(nn.Module):
         cond = torch.zeros_like(mu)
         noise = torch.zeros_like(mu)
         for b, it in enumerate(items):
-            cond[b, :, : it.prompt_mels.shape[1]] = it.prompt_mels[0].transpose(0, 1).to(mu.dtype)
-            noise[b, :, : int(frames[b])] = torch.randn((1, mu.shape[1], int(frames[b])), generator=it.generator,
-                                                       device=mu.device, dtype=mu.dtype)[0]
+            n_prompt, n = it.prompt_mels.shape[1], int(frames[b])
+            cond[b, :, :n_prompt] = it.prompt_mels[0].transpose(0, 1).to(mu.dtype)
+            noise[b, :, :n] = self.noise(mu[b:b + 1, :, :n], n_prompt, it.generator)[0]  # as alone: its length
         mels = self.decoder(mu, spks, cond, noise, steps, mask)
         return [mels[b:b + 1, :, it.prompt_mels.shape[1]: int(frames[b])] for b, it in enumerate(items)]

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .decoder import DecoderConfig, Estimator
 from .encoder import EncoderConfig
-from .flow import Flow, FlowInput
+from .flow import Flow
 
 MEANFLOW_STEPS = 2
 
@@ -47,7 +47,8 @@ class MeanFlowDecoder(nn.Module):
 
 
 class MeanFlow(Flow):
-    """``Flow`` with the mean-flow decoder: the same tensor names (``flow.*`` of s3gen_meanflow.safetensors)."""
+    """``Flow`` with the mean-flow decoder: the same tensor names (``flow.*`` of s3gen_meanflow.safetensors), and
+    the same batching (``forward_batch``: padded rows with masks, each row's noise drawn as alone)."""
 
     def __init__(self, encoder: EncoderConfig = EncoderConfig(), decoder: DecoderConfig = meanflow_config()):
         super().__init__(encoder, decoder)
@@ -59,9 +60,3 @@ class MeanFlow(Flow):
         z = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         z[:, :, n_prompt:] = new
         return z
-
-    @torch.inference_mode()
-    def forward_batch(self, items: list[FlowInput], steps: int | None = None, finalize: bool = True) -> list[Tensor]:
-        """One by one (each with its own noise, as alone): two estimator passes make batching worth little."""
-        return [self.forward(it.tokens, it.prompt_tokens, it.prompt_mels, it.xvector, it.generator, steps, finalize)
-                for it in items]
