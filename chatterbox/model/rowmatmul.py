@@ -7,19 +7,29 @@ result depends on nothing but itself. So the rows of a step are computed in chun
 single row is computed beside a row of zeros, and the classes are found by a probe when the model loads (they
 depend on the CPU, the library and the shape), never assumed.
 
-Of the two forms, ``x @ W.T`` is the faster for a few rows (2 guided rows: 77 ms a T3 step against 131 ms) and
-``W @ x.T`` for many (32 rows: 163 ms against 249 ms), so the form is chosen for the rows the batch may hold.
+Which form is faster depends on the machine too: on one 2-core EPYC VM ``x @ W.T`` was the faster for 2 guided rows
+(77 ms a T3 step against 131 ms) and ``W @ x.T`` for 32 (163 ms against 249 ms); on another, with the same torch,
+``W @ x.T`` was faster at every size (Turbo's GPT-2 weights, 2 rows: 96 ms against 164 ms; 16 rows: 159 against
+281). So the plan also times each form, chunked as the batch it is planned for would be, and takes the faster,
+keeping ``x @ W.T`` unless the other saves 30 % (near-equal times would flip the choice between runs, and with it
+the last bits of the output).
 On CUDA there is no such promise to keep (cuBLAS picks kernels by shape) and rows go through as one matmul.
 """
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 PROBE_LIMIT = 64  # rows the probe tries at most
+COST_BYTES = 64 << 20  # weights timed at once, past the CPU's caches (32 MiB of L3 here)
+# Plans made in this process, for every RowMatmul: one model loaded twice (or alone and in a batch through two
+# RowMatmuls) decodes with the same forms, so with the same bits.
+_PLANS: dict[tuple, tuple[str, int]] = {}
+CLEAR_GAIN = 0.7  # the later form is taken only when it takes at most this share of the first one's time
 
 
 def _linear(weight: Tensor, x: Tensor) -> Tensor:
@@ -57,25 +67,45 @@ class RowMatmul:
     def __init__(self, rows: int = 2, exact: bool | None = None):
         self.rows = max(2, rows)
         self.exact = exact
-        self._plans: dict[tuple, tuple[str, int]] = {}
 
     def plan(self, weight: Tensor) -> tuple[str, int]:
         """(form, most rows per chunk) for matmuls with this weight's shape, dtype and device."""
-        key = (tuple(weight.shape), weight.dtype, weight.device)
-        if key not in self._plans:
+        key = (tuple(weight.shape), weight.dtype, weight.device, self.rows)
+        if key not in _PLANS:
             out_features, in_features = weight.shape
-            found = {}
-            for form in FORMS:  # x @ W.T first: the faster while its class covers the batch
-                found[form] = invariant_rows(form, out_features, in_features, weight.dtype, weight.device,
-                                             PROBE_LIMIT)
-                if found[form] >= min(self.rows, PROBE_LIMIT):
-                    break
-            form = max(found, key=lambda f: found[f])
-            if found[form] < 2:
+            classes = {form: invariant_rows(form, out_features, in_features, weight.dtype, weight.device,
+                                            PROBE_LIMIT) for form in FORMS}
+            usable = [form for form in FORMS if classes[form] >= 2]
+            if not usable:
                 raise RuntimeError(f"no matmul form gives rows their own bits for a {tuple(weight.shape)} "
                                    f"{weight.dtype} weight here; batched decoding cannot equal one at a time")
-            self._plans[key] = (form, found[form])
-        return self._plans[key]
+            form = usable[0]
+            if len(usable) > 1:
+                costs = {f: self._cost(f, classes[f], weight) for f in usable}
+                other = min(usable[1:], key=costs.get)
+                if costs[other] <= CLEAR_GAIN * costs[form]:
+                    form = other
+            _PLANS[key] = (form, classes[form])
+        return _PLANS[key]
+
+    def _cost(self, form: str, most: int, weight: Tensor) -> float:
+        """Seconds ``form`` takes for the planned rows, chunked within its class, over copies of the weight that
+        do not fit in the CPU's caches (as a model's weights do not); the median of three runs after a warm-up.
+        Timed on the weight alone, in cache, a choice swung between runs."""
+        copies = max(1, math.ceil(COST_BYTES / (weight.numel() * weight.element_size())))
+        weights = [weight.clone() for _ in range(copies)]
+        x = torch.randn(self.rows, weight.shape[1], generator=torch.Generator(device="cpu").manual_seed(1)).to(
+            weight.device, weight.dtype)
+        size = math.ceil(self.rows / math.ceil(self.rows / most))
+        fn = FORMS[form]
+        times = []
+        for _ in range(4):
+            start = time.perf_counter()
+            for w in weights:
+                for i in range(0, self.rows, size):
+                    self._chunk(fn, w, x[i:i + size])
+            times.append(time.perf_counter() - start)
+        return sorted(times[1:])[1]
 
     def __call__(self, linear: nn.Linear, x: Tensor) -> Tensor:
         exact = self.exact if self.exact is not None else x.device.type == "cpu"
