@@ -219,6 +219,12 @@ def _disturb(stack: Stack, plan: Disturbance, started: float, done: threading.Ev
             for name, at in list(once.items()):
                 if at is None or now < at:
                     continue
+                # A disturbance whose target is not there now (Redis just killed and not yet started again, no
+                # worker up) waits for it: dropped, it once left a chaos run without its Redis pause.
+                target = stack.redis_pid() if name.startswith("redis") else \
+                    stack.worker_pids() if name == "freeze" else True
+                if not target:
+                    continue
                 del once[name]
                 if name == "freeze" and (pids := stack.worker_pids()):
                     victim = rng.choice(pids)
