@@ -102,6 +102,26 @@ def test_the_probe_finds_a_class_of_rows_with_their_own_bits():
             assert torch.equal(matmul(linear, x[:rows]), alone[:rows]), rows
 
 
+@pytest.mark.parametrize("form", ["linear", "transposed", "rowwise"])
+def test_each_form_the_plan_may_take_keeps_each_rows_bits(form, monkeypatch):
+    """The plan takes whichever form it times fastest here: every one of them must give a row its bits alone."""
+    from chatterbox.model import rowmatmul
+
+    linear = torch.nn.Linear(64, 256, bias=True)
+    matmul = RowMatmul(20)
+    most = rowmatmul.PROBE_LIMIT if form == "rowwise" else invariant_rows(form, 256, 64, torch.float32, "cpu", 32)
+    if most < 2:
+        pytest.skip(f"{form} keeps no class of rows for this shape here")
+    monkeypatch.setitem(rowmatmul._PLANS, ((256, 64), torch.float32, torch.device("cpu"), 20), (form, most))
+    x = torch.randn(20, 64)
+    with torch.inference_mode():
+        assert matmul.plan(linear.weight) == (form, most)
+        alone = torch.cat([matmul(linear, x[i:i + 1]) for i in range(20)])
+        for rows in range(1, 21):
+            assert torch.equal(matmul(linear, x[:rows]), alone[:rows]), rows
+        assert torch.allclose(alone, linear(x), atol=1e-5)
+
+
 # -- the whole pipeline: generate_batch against generate ----------------------------------------------------------
 
 def tiny_tts(tmp_path, max_batch: int = 8):

@@ -5,13 +5,14 @@ torch 2.14's CPU kernels (2-core AMD EPYC), ``x @ W.T`` gives each row the same 
 bits for 1 row and for 16 or more; ``W @ x.T`` keeps its bits for 2 to 56 rows. Within one such class a row's
 result depends on nothing but itself. So the rows of a step are computed in chunks that stay inside a class, a
 single row is computed beside a row of zeros, and the classes are found by a probe when the model loads (they
-depend on the CPU, the library and the shape), never assumed.
+depend on the CPU, the library and the shape), never assumed. A third form, a matrix-vector product per row, is
+row-exact by construction: the fastest where steps have one row, and the way out where no class holds two.
 
 Which form is faster depends on the machine too: on one 2-core EPYC VM ``x @ W.T`` was the faster for 2 guided rows
 (77 ms a T3 step against 131 ms) and ``W @ x.T`` for 32 (163 ms against 249 ms); on another, with the same torch,
 ``W @ x.T`` was faster at every size (Turbo's GPT-2 weights, 2 rows: 96 ms against 164 ms; 16 rows: 159 against
 281). So the plan also times each form, chunked as the batch it is planned for would be, and takes the faster,
-keeping ``x @ W.T`` unless the other saves 30 % (near-equal times would flip the choice between runs, and with it
+keeping ``x @ W.T`` unless another saves 30 % (near-equal times would flip the choice between runs, and with it
 the last bits of the output).
 On CUDA there is no such promise to keep (cuBLAS picks kernels by shape) and rows go through as one matmul.
 """
@@ -40,7 +41,15 @@ def _transposed(weight: Tensor, x: Tensor) -> Tensor:
     return torch.mm(weight, x.t()).t()
 
 
+def _rowwise(weight: Tensor, x: Tensor) -> Tensor:
+    return torch.cat([F.linear(x[i:i + 1], weight) for i in range(x.shape[0])])
+
+
+# Chunked forms: a chunk of 2 to (its class) rows gives each row the bits it gets alone. ``rowwise`` (a
+# matrix-vector product per row) is row-exact by construction, and the fastest where a step has a single row
+# (a worker of one unguided Turbo request at a time: 72 ms of matmuls against 96 for two rows here).
 FORMS = {"linear": _linear, "transposed": _transposed}
+ROWWISE = "rowwise"
 
 
 def invariant_rows(form: str, out_features: int, in_features: int, dtype: torch.dtype, device, limit: int) -> int:
@@ -61,11 +70,11 @@ def invariant_rows(form: str, out_features: int, in_features: int, dtype: torch.
 
 class RowMatmul:
     """``matmul(linear, x)``: ``linear(x)`` for x (R, in_features), each row computed as it is alone. ``rows`` is
-    how many rows a step may have (two per guided request): the form is chosen for it, at the first use of each
-    weight shape."""
+    how many rows a step may have (two per guided request, one per Turbo request): the form is chosen for it, at
+    the first use of each weight shape."""
 
     def __init__(self, rows: int = 2, exact: bool | None = None):
-        self.rows = max(2, rows)
+        self.rows = max(1, rows)
         self.exact = exact
 
     def plan(self, weight: Tensor) -> tuple[str, int]:
@@ -75,13 +84,11 @@ class RowMatmul:
             out_features, in_features = weight.shape
             classes = {form: invariant_rows(form, out_features, in_features, weight.dtype, weight.device,
                                             PROBE_LIMIT) for form in FORMS}
-            usable = [form for form in FORMS if classes[form] >= 2]
-            if not usable:
-                raise RuntimeError(f"no matmul form gives rows their own bits for a {tuple(weight.shape)} "
-                                   f"{weight.dtype} weight here; batched decoding cannot equal one at a time")
+            classes[ROWWISE] = PROBE_LIMIT  # any number of rows: each is computed alone
+            usable = [form for form in FORMS if classes[form] >= 2] + [ROWWISE]
+            costs = {f: self._cost(f, classes[f], weight) for f in usable}
             form = usable[0]
             if len(usable) > 1:
-                costs = {f: self._cost(f, classes[f], weight) for f in usable}
                 other = min(usable[1:], key=costs.get)
                 if costs[other] <= CLEAR_GAIN * costs[form]:
                     form = other
@@ -97,7 +104,7 @@ class RowMatmul:
         x = torch.randn(self.rows, weight.shape[1], generator=torch.Generator(device="cpu").manual_seed(1)).to(
             weight.device, weight.dtype)
         size = math.ceil(self.rows / math.ceil(self.rows / most))
-        fn = FORMS[form]
+        fn = _rowwise if form == ROWWISE else FORMS[form]
         times = []
         for _ in range(4):
             start = time.perf_counter()
@@ -112,7 +119,11 @@ class RowMatmul:
         if not exact:
             return linear(x)
         form, most = self.plan(linear.weight)
-        fn, rows = FORMS[form], x.shape[0]
+        rows = x.shape[0]
+        if form == ROWWISE:
+            out = _rowwise(linear.weight, x)
+            return (out + linear.bias if linear.bias is not None else out).contiguous()
+        fn = FORMS[form]
         size = math.ceil(rows / math.ceil(rows / most))  # chunks of even size, within the class
         out = torch.cat([self._chunk(fn, linear.weight, x[i:i + size]) for i in range(0, rows, size)])
         if linear.bias is not None:
@@ -121,6 +132,6 @@ class RowMatmul:
 
     @staticmethod
     def _chunk(fn, weight: Tensor, x: Tensor) -> Tensor:
-        if x.shape[0] == 1:  # a lone row takes another kernel (a matrix-vector product): give it a row of zeros
+        if x.shape[0] == 1 and fn is not _rowwise:  # a lone row takes another kernel (a matrix-vector product): give it a row of zeros
             return fn(weight, torch.cat([x, torch.zeros_like(x)]))[:1]
         return fn(weight, x)
