@@ -180,6 +180,21 @@ def flower() -> None:
     os.execv(sys.executable, argv)
 
 
+@main.command("redis")
+def redis_command() -> None:
+    """Run the embedded Redis in the foreground, for a service manager (`up` runs it itself): 127.0.0.1 only, the
+    password of CHATTERBOX_REDIS_PASSWORD or the data directory's generated one, an append-only file."""
+    from . import redis_server
+
+    settings = _server_settings()
+    if settings.redis_url:
+        raise CliError("REDIS_URL is set: the system uses that Redis, not an embedded one", EXIT_USAGE)
+    password = settings_mod.embedded_redis_password(settings)
+    settings.redis_dir.mkdir(parents=True, exist_ok=True)
+    args = redis_server.server_args(settings.redis_port, settings.redis_dir, password, settings.redis_maxmemory_mb)
+    os.execv(args[0], args)
+
+
 # -- talking to a running server ------------------------------------------------------------------------------------
 
 def server_options(f: F) -> F:
@@ -678,6 +693,49 @@ def keys_revoke(id_or_name: str) -> None:
     """Revoke a key by id or name; requests with it are refused at once."""
     key = _key_store().revoke(id_or_name)
     click.echo(f"revoked key {key.id} ({key.name})")
+
+
+# -- deployment -----------------------------------------------------------------------------------------------------
+
+@main.group()
+def deploy() -> None:
+    """Files to run chatterbox-jobs as services on a server."""
+
+
+@deploy.command("systemd")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("systemd-units"),
+              show_default=True, help="directory to write the units to")
+@click.option("--gpus", default=None, help="GPU indices, comma-separated, or 'cpu' (default: the GPUs found here)")
+@click.option("--user", default=None, help="the user the services run as (default: root)")
+@click.option("--env-file", type=Path, default=Path("/etc/chatterbox/chatterbox.env"), show_default=True,
+              help="the environment file with the settings")
+@click.option("--redis/--no-redis", "with_redis", default=None,
+              help="a unit for the embedded Redis (default: unless REDIS_URL is set)")
+@click.option("--no-flower", is_flag=True, help="no Flower unit")
+@click.option("--worker-memory", default="32G", show_default=True, help="each worker's MemoryMax")
+def deploy_systemd(output: Path, gpus: str | None, user: str | None, env_file: Path, with_redis: bool | None,
+                   no_flower: bool, worker_memory: str) -> None:
+    """Write systemd units for this machine: a target, one worker per GPU, web, Flower and Redis."""
+    from workers.devices import visible_gpus
+
+    from .deploy import SystemdOptions, systemd_units, write_units
+
+    settings = _settings()
+    if gpus is None:
+        found = visible_gpus(settings)
+    else:
+        found = [] if gpus.strip() == "cpu" else [g.strip() for g in gpus.split(",") if g.strip()]
+        if not all(g.isdigit() for g in found):
+            raise CliError(f"--gpus takes indices such as 0,1 (or 'cpu'), not {gpus!r}", EXIT_USAGE)
+    options = SystemdOptions(python=sys.executable, workdir=Path(__file__).resolve().parent.parent,
+                             env_file=env_file.absolute(), user=user, gpus=found,
+                             redis=not settings.redis_url if with_redis is None else with_redis,
+                             flower=not no_flower, worker_memory=worker_memory)
+    for path in write_units(output, systemd_units(options)):
+        click.echo(f"wrote {path}")
+    click.echo(f"\nworkers: {', '.join(f'GPU {g}' for g in found) or 'one on the CPU'}; settings from {env_file}")
+    click.echo(f"install: sudo cp {output}/* /etc/systemd/system/ && sudo systemctl daemon-reload && "
+               "sudo systemctl enable --now chatterbox-backend.target")
 
 
 # -- retention ------------------------------------------------------------------------------------------------------

@@ -1,11 +1,10 @@
 """Behind a reverse proxy: the forwarded scheme, host and client address are believed only with
-CHATTERBOX_PROXY_HOPS, and README.md's nginx block, run by a real nginx with TLS in front of a real system, carries
-REST, websockets and streamed audio."""
+CHATTERBOX_PROXY_HOPS, and deploy/nginx/chatterbox.conf, run by a real nginx with TLS in front of a real system,
+carries REST, websockets and streamed audio."""
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import ssl
@@ -66,13 +65,10 @@ def test_failed_authentications_are_counted_per_forwarded_client(edge):
     assert get("203.0.113.6").status_code == 200  # another client, through the same proxy
 
 
-# -- README.md's nginx block, for real -------------------------------------------------------------------------------
+# -- deploy/nginx/chatterbox.conf, for real --------------------------------------------------------------------------
 
-def readme_nginx_block() -> str:
-    text = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```nginx\n(.*?)```", text, re.S)
-    assert len(blocks) == 1, "README.md has one nginx block"
-    return blocks[0]
+def nginx_conf() -> str:
+    return (ROOT / "deploy" / "nginx" / "chatterbox.conf").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +84,11 @@ def nginx(edge, tmp_path_factory):
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    port = free_port()
-    block = (readme_nginx_block()
+    port, plain = free_port(), free_port()
+    block = (nginx_conf()
              .replace("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;")
+             .replace("listen 80;", f"listen 127.0.0.1:{plain};")
+             .replace("return 301 https://$host$request_uri;", f"return 301 https://$host:{port}$request_uri;")
              .replace("tts.example.org.pem", "x").replace("/etc/ssl/certs/x", str(cert))
              .replace("/etc/ssl/private/tts.example.org.key", str(key))
              .replace("server_name tts.example.org;", "server_name localhost;")
@@ -115,12 +113,14 @@ def nginx(edge, tmp_path_factory):
             return False
 
     wait_until(answers, 30, 0.1, "nginx")
+    redirect = requests.get(f"http://localhost:{plain}/health", allow_redirects=False, timeout=5)
+    assert redirect.status_code == 301 and redirect.headers["Location"] == base + "/health"
     yield base
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(10)
 
 
-def test_the_readme_nginx_setup_carries_rest_websockets_and_streamed_audio(edge, nginx):
+def test_the_nginx_config_carries_rest_websockets_and_streamed_audio(edge, nginx):
     auth = {"Authorization": f"Bearer {edge.api_key}"}
     sent = requests.post(nginx + "/synthesize", json={"text": "Through nginx. Over TLS."}, headers=auth, verify=False,
                          timeout=30)
