@@ -200,8 +200,4 @@ class T3(nn.Module):
         request = T3Request(cond, text_tokens, cfg_weight=cfg_weight, sampling=sampling,
                             max_new_tokens=max_new_tokens, generator=generator, on_logits=on_logits,
                             alignment=self.cfg.can_align if alignment is None else alignment)
-        batch.add(request)
-        while not request.done:
-            for _, token in batch.step():
-                if token is not None:
-                    yield token
+        yield from batch.alone(request)

@@ -10,6 +10,7 @@ alone and batched give the same tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -53,18 +54,44 @@ class T3Request:
         return 2 if self.guided else 1
 
 
-class T3Batch:
-    """The requests T3 is decoding together. ``add`` prefills a request; ``step`` gives every active request its
-    next token (or finishes it)."""
+class DecodingBatch:
+    """What T3's batches share (this one and Turbo's, chatterbox.model.t3_turbo_batch): the active requests and
+    their rows, dropping one, retiring the finished, and running one request alone."""
 
     def __init__(self, t3, matmul: RowMatmul | None = None):
         self.t3 = t3
         self.matmul = matmul or RowMatmul()
-        self.active: list[T3Request] = []
+        self.active: list = []
 
     @property
     def rows(self) -> int:
         return sum(r.rows for r in self.active)
+
+    def remove(self, request) -> None:
+        """Drop a request before it is done (cancelled): its slot and cache are free at once."""
+        request.done = True
+        request.cache = request.hidden = None
+        self.active = [r for r in self.active if r is not request]
+
+    def _retire(self, going: list) -> None:
+        """After a step: the finished requests' caches freed, the others kept in order."""
+        for request in self.active:
+            if request.done:
+                request.cache = request.hidden = None
+        self.active = going
+
+    def alone(self, request) -> Iterator[int]:
+        """One request decoded by itself (what ``generate`` is): its tokens as they are drawn."""
+        self.add(request)
+        while not request.done:
+            for _, token in self.step():
+                if token is not None:
+                    yield token
+
+
+class T3Batch(DecodingBatch):
+    """The requests T3 is decoding together. ``add`` prefills a request; ``step`` gives every active request its
+    next token (or finishes it)."""
 
     @torch.inference_mode()
     def add(self, request: T3Request) -> None:
@@ -86,12 +113,6 @@ class T3Batch:
         request.hidden = t3.tfmr(embeds, request.cache)[:, -1]
         request.generated = torch.tensor([[cfg.start_speech]], device=embeds.device)
         self.active.append(request)
-
-    def remove(self, request: T3Request) -> None:
-        """Drop a request before it is done (cancelled): its slot and cache are free at once."""
-        request.done = True
-        request.cache = request.hidden = None
-        self.active = [r for r in self.active if r is not request]
 
     @torch.inference_mode()
     def step(self) -> list[tuple[T3Request, int | None]]:
@@ -128,10 +149,7 @@ class T3Batch:
                 request.done = True
                 continue
             going.append(request)
-        for request in self.active:
-            if request.done:
-                request.cache = request.hidden = None
-        self.active = going
+        self._retire(going)
         if going:
             positions = [len(r.tokens) for r in going]
             emb = torch.cat([(t3.speech_emb(r.generated[:, -1:]) + t3.speech_pos_emb(p, 1))[0].expand(r.rows, -1)

@@ -142,8 +142,4 @@ class T3Turbo(nn.Module):
         batch = T3TurboBatch(self, matmul)
         request = TurboRequest(cond, text_tokens.view(-1), sampling=sampling, max_new_tokens=max_new_tokens,
                                generator=generator, on_logits=on_logits)
-        batch.add(request)
-        while not request.done:
-            for _, token in batch.step():
-                if token is not None:
-                    yield token
+        yield from batch.alone(request)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .conds import T3Cond
 from .llama import KVCache
-from .rowmatmul import RowMatmul
+from .t3_batch import DecodingBatch
 from .t3_turbo import TurboSampling, process_logits
 
 # Positions a request's cache is made with past its prefill; it doubles when they run out.
@@ -39,18 +39,9 @@ class TurboRequest:
     guided = False
 
 
-class T3TurboBatch:
+class T3TurboBatch(DecodingBatch):
     """The Turbo requests T3 is decoding together: ``add`` prefills one, ``step`` gives every active request its
     next token (or finishes it). The same interface as T3Batch, so one batch loop drives either."""
-
-    def __init__(self, t3, matmul: RowMatmul | None = None):
-        self.t3 = t3
-        self.matmul = matmul or RowMatmul()
-        self.active: list[TurboRequest] = []
-
-    @property
-    def rows(self) -> int:
-        return len(self.active)
 
     @torch.inference_mode()
     def add(self, request: TurboRequest) -> None:
@@ -68,12 +59,6 @@ class T3TurboBatch:
         request.cache = t3.tfmr.new_cache(length, reserve=embeds.shape[1] + CACHE_RESERVE)
         request.hidden = t3.tfmr(embeds, request.cache)[:, -1]
         self.active.append(request)
-
-    def remove(self, request: TurboRequest) -> None:
-        """Drop a request before it is done (cancelled): its slot and cache are free at once."""
-        request.done = True
-        request.cache = request.hidden = None
-        self.active = [r for r in self.active if r is not request]
 
     @torch.inference_mode()
     def step(self) -> list[tuple[TurboRequest, int | None]]:
@@ -111,10 +96,7 @@ class T3TurboBatch:
                 request.done = True
                 continue
             going.append(request)
-        for request in self.active:
-            if request.done:
-                request.cache = request.hidden = None
-        self.active = going
+        self._retire(going)
         if going:
             ids = torch.tensor([r.tokens[-1] for r in going], device=logits.device)
             hidden = t3.tfmr.decode(t3.speech_emb(ids), [r.cache for r in going], self.matmul)  # (R, dim)
