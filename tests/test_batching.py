@@ -214,34 +214,31 @@ def loop_params(i: int) -> dict:
             "max_new_tokens": 35 + 5 * i}
 
 
-def test_the_batch_loop_gives_each_request_its_audio_alone(tmp_path):
+def assert_each_job_hears_its_audio_alone(tts, texts: list[str], voices: list, params, bulk: set[int],
+                                          timeout_s: float = 120) -> None:
+    """All but the last job submitted to one batch loop at once, the last once the batch is running; streaming jobs
+    must hear generate_stream's pieces, bulk ones generate's whole utterance, bit for bit (``params(i)``: job i's)."""
     import threading
 
     from chatterbox.engines.batch_loop import BULK, BatchLoop, Request
 
-    tts = tiny_tts(tmp_path, max_batch=4)
-    texts = ["Hello there.", "The second job, a little longer.", "Third.", "A book's chunk, made whole.",
-             "Another chunk of the book.", "The last one, late."]
-    voices = [tiny_voice(i % 3) for i in range(len(texts))]
-    bulk = {3, 4}
     loop = BatchLoop(tts, max_batch=4)
     heard: dict[int, list] = {}
 
     def job(i: int) -> None:
-        request = Request(texts[i], voices[i], loop_params(i), stream=i not in bulk,
-                          priority=BULK if i in bulk else 0)
+        request = Request(texts[i], voices[i], params(i), stream=i not in bulk, priority=BULK if i in bulk else 0)
         heard[i] = list(loop.submit(request).pieces())
 
-    threads = [threading.Thread(target=job, args=(i,)) for i in range(5)]
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(len(texts) - 1)]
     for t in threads:
         t.start()
-    wait_until(lambda: loop.steps >= 6, 30, 0.01, "a few steps")  # the last one joins a running batch
-    threads.append(threading.Thread(target=job, args=(5,)))
+    wait_until(lambda: loop.steps >= 6, timeout_s / 2, 0.01, "a few steps")  # the last one joins a running batch
+    threads.append(threading.Thread(target=job, args=(len(texts) - 1,)))
     threads[-1].start()
     for t in threads:
-        t.join(120)
+        t.join(timeout_s)
     for i, text in enumerate(texts):
-        p = loop_params(i)
+        p = params(i)
         kwargs = {k: v for k, v in p.items() if k != "seed"}
         if i in bulk:
             alone = [tts.generate(text, voice=voices[i], seed=p["seed"], **kwargs)]
@@ -250,6 +247,13 @@ def test_the_batch_loop_gives_each_request_its_audio_alone(tmp_path):
         assert [x.shape for x in heard[i]] == [x.shape for x in alone], i
         assert all(torch.equal(a, b) for a, b in zip(heard[i], alone)), i
     assert loop.occupancy()["active"] == 0 and loop.most >= 3  # they really ran together
+
+
+def test_the_batch_loop_gives_each_request_its_audio_alone(tmp_path):
+    texts = ["Hello there.", "The second job, a little longer.", "Third.", "A book's chunk, made whole.",
+             "Another chunk of the book.", "The last one, late."]
+    assert_each_job_hears_its_audio_alone(tiny_tts(tmp_path, max_batch=4), texts,
+                                          [tiny_voice(i % 3) for i in range(len(texts))], loop_params, bulk={3, 4})
 
 
 def test_a_reader_that_stops_leaves_the_batch_and_spares_the_others(tmp_path):

@@ -4,19 +4,16 @@ the same seed, whatever its companions and whenever it joined, and the worker's 
 blocks)."""
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
 
-from chatterbox.engines.batch_loop import BULK, BatchLoop, Request
 from chatterbox.model.random_checkpoint import random_conds
 from chatterbox.model.conds import Conditionals
 from chatterbox.model.t3_turbo import TurboSampling
 from chatterbox.model.t3_turbo_batch import T3TurboBatch, TurboRequest
 from chatterbox.tts_turbo import SILENCE_TOKEN, ChatterboxTurboTTS
 
-from .conftest import wait_until
+from .test_batching import assert_each_job_hears_its_audio_alone
 
 
 @pytest.fixture(scope="module")
@@ -99,33 +96,8 @@ def test_the_batch_loop_gives_each_turbo_request_its_audio_alone(turbo):
     included), whoever they ran beside and whenever they joined."""
     texts = ["Hello there.", "The second job [chuckle], a little longer.", "Third.", "A book's chunk, made whole.",
              "Another chunk of the book.", "The last one, late."]
-    voices = [voice(i % 3) for i in range(len(texts))]
-    bulk = {3, 4}
-    loop = BatchLoop(turbo, max_batch=4)
-    heard: dict[int, list] = {}
-
-    def job(i: int) -> None:
-        request = Request(texts[i], voices[i], params(i), stream=i not in bulk, priority=BULK if i in bulk else 0)
-        heard[i] = list(loop.submit(request).pieces())
-
-    threads = [threading.Thread(target=job, args=(i,)) for i in range(5)]
-    for t in threads:
-        t.start()
-    wait_until(lambda: loop.steps >= 6, 60, 0.01, "a few steps")  # the last one joins a running batch
-    threads.append(threading.Thread(target=job, args=(5,)))
-    threads[-1].start()
-    for t in threads:
-        t.join(180)
-    for i, text in enumerate(texts):
-        p = params(i)
-        kwargs = {k: v for k, v in p.items() if k != "seed"}
-        if i in bulk:
-            alone = [turbo.generate(text, voice=voices[i], seed=p["seed"], **kwargs)]
-        else:
-            alone = list(turbo.generate_stream(text, voice=voices[i], seed=p["seed"], **kwargs))
-        assert [x.shape for x in heard[i]] == [x.shape for x in alone], i
-        assert all(torch.equal(a, b) for a, b in zip(heard[i], alone)), i
-    assert loop.occupancy()["active"] == 0 and loop.most >= 3  # they really ran together
+    assert_each_job_hears_its_audio_alone(turbo, texts, [voice(i % 3) for i in range(len(texts))], params,
+                                          bulk={3, 4}, timeout_s=180)
 
 
 def test_every_turbo_utterance_ends_in_its_silence_tokens(turbo):

@@ -110,3 +110,14 @@ def test_the_redis_unit_runs_the_embedded_redis_in_the_foreground(tmp_path):
         proc.wait(20)
     refused = cli("redis", env={"REDIS_URL": f"redis://127.0.0.1:{port}/0", "CHATTERBOX_DATA_DIR": str(tmp_path)})
     assert refused.returncode == 2 and "REDIS_URL is set" in refused.stderr
+
+
+def test_the_environment_file_and_memory_limit_reach_every_unit(tmp_path):
+    out = tmp_path / "units"
+    made = cli("deploy", "systemd", "-o", str(out), "--gpus", "0", "--env-file", "/srv/tts/settings.env",
+               "--worker-memory", "12G")
+    assert made.returncode == 0, made.stderr
+    for path in out.glob("*.service"):
+        assert "EnvironmentFile=-/srv/tts/settings.env\n" in path.read_text(), path.name
+    assert "MemoryMax=12G\n" in (out / "chatterbox-worker@.service").read_text()
+    assert "MemoryMax=12G" not in (out / "chatterbox-web.service").read_text()

@@ -80,6 +80,19 @@ class DecodingBatch:
                 request.cache = request.hidden = None
         self.active = going
 
+    @staticmethod
+    def _take(request, token: int | None, out: list) -> bool:
+        """A request's drawn token (None: it stopped) into ``out``; whether the request goes on (it stops at its
+        max_new_tokens-th token too)."""
+        if token is not None:
+            request.tokens.append(token)
+            out.append((request, token))
+            if len(request.tokens) < request.max_new_tokens:
+                return True
+        out.append((request, None))
+        request.done = True
+        return False
+
     def alone(self, request) -> Iterator[int]:
         """One request decoded by itself (what ``generate`` is): its tokens as they are drawn."""
         self.add(request)
@@ -138,17 +151,9 @@ class T3Batch(DecodingBatch):
                 rows = request.guard(rows, int(request.generated[0, -1]))
             token = sample(rows, request.generated, request.sampling, request.generator)  # (1, 1)
             request.generated = torch.cat([request.generated, token], dim=1)
-            if int(token.item()) == cfg.stop_speech:
-                out.append((request, None))
-                request.done = True
-                continue
-            request.tokens.append(int(token.item()))
-            out.append((request, int(token.item())))
-            if len(request.tokens) == request.max_new_tokens:
-                out.append((request, None))
-                request.done = True
-                continue
-            going.append(request)
+            value = int(token.item())
+            if self._take(request, None if value == cfg.stop_speech else value, out):
+                going.append(request)
         self._retire(going)
         if going:
             positions = [len(r.tokens) for r in going]

@@ -85,17 +85,8 @@ class T3TurboBatch(DecodingBatch):
                 token = int(torch.multinomial(probs, num_samples=1, generator=request.generator))
                 if token == cfg.stop_speech and step:  # the reference feeds back a stop drawn from the prefill
                     token = None
-            if token is None:
-                out.append((request, None))
-                request.done = True
-                continue
-            request.tokens.append(token)
-            out.append((request, token))
-            if len(request.tokens) == request.max_new_tokens:
-                out.append((request, None))
-                request.done = True
-                continue
-            going.append(request)
+            if self._take(request, token, out):
+                going.append(request)
         self._retire(going)
         if going:
             ids = torch.tensor([r.tokens[-1] for r in going], device=logits.device)
