@@ -51,6 +51,8 @@ class Settings:
     # Chatterbox requests one worker decodes together (interactive jobs and book chunks); 1: one at a time. Piper
     # runs up to one job per core.
     max_batch: int = 8
+    # On a GPU, T3's decoding step runs as CUDA graphs (chatterbox.model.t3_slots); 0: its kernels one by one.
+    cuda_graphs: bool = True
 
     # Text limits: the API refuses text over max_text_chars; jobs synthesize chunk_chars at a time.
     max_text_chars: int = 5000

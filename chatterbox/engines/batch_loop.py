@@ -118,10 +118,15 @@ class BatchLoop:
                     self._cond.wait()
                 self._waiting.sort(key=lambda r: (r.priority, r.submitted_at))
                 admitted, active = [], len(self._speaking)
+                # On a GPU the batch has KV slots for a full batch, sized to the device's memory: a request is
+                # admitted while two rows (a guided request's) are free.
+                room = getattr(self.batch, "free_rows", None)
                 for request in self._waiting:
-                    if active < self.max_batch + (INTERACTIVE_EXTRA if request.priority == INTERACTIVE else 0):
+                    if active < self.max_batch + (INTERACTIVE_EXTRA if request.priority == INTERACTIVE else 0) \
+                            and (room is None or room >= 2):
                         admitted.append(request)
                         active += 1
+                        room = None if room is None else room - 2
                 self._waiting = [r for r in self._waiting if r not in admitted]
             try:
                 self._round(admitted)
@@ -150,7 +155,10 @@ class BatchLoop:
                     if request.tokens.ready:
                         self._window(request, finished=False)
         if self._whole and not any(r.stream and not r.heard for r in self._speaking.values()):
-            self._utterance(self._whole.pop(0))
+            # S3Gen takes the finished chunks together on a GPU; on a CPU one at a time (S3Gen.batch says why),
+            # so that the next round's T3 step is not held back by all of them.
+            n = 1 if self.tts.device.type == "cpu" else self.max_batch
+            self._utterances([self._whole.pop(0) for _ in range(min(n, len(self._whole)))])
         active = list(self._speaking.values())
         self.most = max(self.most, len(active))
         with self._cond:
@@ -205,19 +213,28 @@ class BatchLoop:
         if piece is not None:
             self._send(request, piece)
 
-    def _utterance(self, request: Request) -> None:
-        tokens = self.tts.speech.speech_codes(request.t3.tokens)
-        try:
-            if not tokens:
-                raise ValueError(f"T3 produced no speech for {request.chunks[request.index][:40]!r}")
-            with self.tts._lock:
-                wav = self.tts.s3gen.batch([tokens], [request.conds.gen], [request.generator],
-                                           [request.params.get("steps")])[0]
-        except Exception as exc:
-            self._fail(request, exc)
+    def _utterances(self, requests: list[Request]) -> None:
+        """Whole chunks' audio, made together (S3Gen.batch); each as generate makes it."""
+        ready = []
+        for request in requests:
+            if self.tts.speech.speech_codes(request.t3.tokens):
+                ready.append(request)
+            else:
+                self._fail(request, ValueError(f"T3 produced no speech for {request.chunks[request.index][:40]!r}"))
+        if not ready:
             return
-        self._send(request, wav)
-        self._next_chunk(request)
+        try:
+            with self.tts._lock:
+                wavs = self.tts.s3gen.batch([self.tts.speech.speech_codes(r.t3.tokens) for r in ready],
+                                            [r.conds.gen for r in ready], [r.generator for r in ready],
+                                            [r.params.get("steps") for r in ready])
+        except Exception as exc:
+            for request in ready:
+                self._fail(request, exc)
+            return
+        for request, wav in zip(ready, wavs):
+            self._send(request, wav)
+            self._next_chunk(request)
 
     def _next_chunk(self, request: Request) -> None:
         if request.index + 1 < len(request.chunks) and not request.cancelled.is_set():

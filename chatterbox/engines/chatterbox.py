@@ -175,14 +175,18 @@ class ChatterboxEngine(Engine):
             if name == "original":
                 from ..tts import ChatterboxTTS
 
-                return ChatterboxTTS.from_local(directory, max_batch=max_batch, **options)
-            if name == "turbo":
+                tts = ChatterboxTTS.from_local(directory, max_batch=max_batch, **options)
+            elif name == "turbo":
                 from ..tts_turbo import ChatterboxTurboTTS
 
-                return ChatterboxTurboTTS.from_local(directory, max_batch=max_batch, **options)
-            from ..mtl_tts import ChatterboxMultilingualTTS
+                tts = ChatterboxTurboTTS.from_local(directory, max_batch=max_batch, **options)
+            else:
+                from ..mtl_tts import ChatterboxMultilingualTTS
 
-            return ChatterboxMultilingualTTS.from_local(directory, max_batch=max_batch, **options)
+                tts = ChatterboxMultilingualTTS.from_local(directory, max_batch=max_batch, **options)
+            if hasattr(tts.speech, "cuda_graphs"):  # Llama's T3 (the original's and Multilingual's)
+                tts.speech.cuda_graphs = self.settings.cuda_graphs
+            return tts
         except (ValueError, RuntimeError, OSError, KeyError) as exc:
             raise EngineUnavailable(f"cannot load the Chatterbox {name} model from {directory}: {exc}") from exc
 

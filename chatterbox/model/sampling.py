@@ -66,3 +66,33 @@ def sample(logits: Tensor, generated: Tensor, params: SamplingParams, generator:
     """One token per row: (B, V) guided logits -> (B, 1) ids."""
     probs = torch.softmax(process_logits(logits, generated, params), dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+def sample_rows(logits: Tensor, seen: Tensor, params: list[SamplingParams],
+                generators: list[torch.Generator | None]) -> Tensor:
+    """``sample`` for many requests in one set of kernels: guided logits (N, V), ``seen`` (N, V) the ids each
+    request has generated -> (N,) ids, row i drawn from generators[i] as ``sample`` would draw it.
+
+    The same floats as ``sample``, element by element: the penalty applies where an id was generated (what the
+    gather and scatter do), and the draw is torch.multinomial's for one sample, argmax(p / q) with q ~ Exp(1) from
+    the request's generator, over a row of the same size."""
+    def column(values: list[float]) -> Tensor:
+        return torch.tensor(values, dtype=logits.dtype, device=logits.device)[:, None]
+
+    penalty = column([p.repetition_penalty for p in params])
+    logits = torch.where(seen, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
+    logits = logits / column([p.temperature for p in params])
+    probs = torch.softmax(logits, dim=-1)
+    remove = probs < column([p.min_p for p in params]) * probs.amax(dim=-1, keepdim=True)
+    logits = logits.masked_fill(remove, float("-inf"))
+    if any(p.top_p < 1.0 for p in params):  # at 1.0 it removes only ids of probability 0: nothing changes
+        sorted_logits, sorted_idx = torch.sort(logits, descending=False)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        remove_sorted = cumulative <= (1 - column([p.top_p for p in params]))
+        remove_sorted[..., -1:] = False
+        logits = logits.masked_fill(remove_sorted.scatter(1, sorted_idx, remove_sorted), float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    q = torch.empty_like(probs)
+    for i, generator in enumerate(generators):
+        q[i:i + 1].exponential_(1, generator=generator)
+    return (probs / q).argmax(dim=-1)

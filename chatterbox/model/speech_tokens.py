@@ -17,6 +17,7 @@ from .rowmatmul import RowMatmul
 from .sampling import SamplingParams
 from .t3 import T3, T3Config
 from .t3_batch import T3Batch, T3Request
+from .t3_slots import SLOT_POSITIONS, SlotBatch, SlotStep
 from .tokenizer import TextTokenizer
 from .voice_encoder import VoiceEncoder
 
@@ -78,7 +79,13 @@ class SpeechTokenModel:
         # One plan for every decoding step of this model, alone or batched: what makes them equal. Planned for
         # max_batch guided requests (two rows each).
         self.matmul = RowMatmul(2 * max(1, max_batch))
+        self.max_batch = max(1, max_batch)
         self._lock = threading.Lock()
+        # On a GPU, batches decode in fixed KV slots with the step as CUDA graphs (chatterbox.model.t3_slots),
+        # made at the first batch; cuda_graphs=False keeps the slots and runs the step's kernels one by one.
+        self.cuda_graphs = True
+        self.slots: SlotStep | None = None
+        self._slots_lock = threading.Lock()
 
     @classmethod
     def from_local(cls, path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32,
@@ -146,7 +153,18 @@ class SpeechTokenModel:
 
     closing_tokens: tuple[int, ...] = ()  # none: the original's utterances end where T3 stops (Turbo's do not)
 
+    def use_slots(self, graphs: bool = True, positions: int = SLOT_POSITIONS) -> SlotStep:
+        """Decode batches in fixed KV slots for max_batch guided requests (what a GPU does by itself; on the CPU
+        for tests, without graphs)."""
+        self.slots = SlotStep.sized(self.t3, 2 * self.max_batch, positions, graphs)
+        return self.slots
+
     def new_batch(self) -> T3Batch:
+        with self._slots_lock:
+            if self.slots is None and self.device.type == "cuda":
+                self.use_slots(self.cuda_graphs)
+        if self.slots is not None:
+            return SlotBatch(self.t3, self.matmul, self.slots)
         return T3Batch(self.t3, self.matmul)
 
     def speech_codes(self, tokens: list[int]) -> list[int]:

@@ -70,15 +70,18 @@ class DecodingBatch:
     def remove(self, request) -> None:
         """Drop a request before it is done (cancelled): its slot and cache are free at once."""
         request.done = True
-        request.cache = request.hidden = None
+        self._release(request)
         self.active = [r for r in self.active if r is not request]
 
     def _retire(self, going: list) -> None:
         """After a step: the finished requests' caches freed, the others kept in order."""
         for request in self.active:
             if request.done:
-                request.cache = request.hidden = None
+                self._release(request)
         self.active = going
+
+    def _release(self, request) -> None:
+        request.cache = request.hidden = None
 
     @staticmethod
     def _take(request, token: int | None, out: list) -> bool:
@@ -113,8 +116,7 @@ class T3Batch(DecodingBatch):
         if not 0 < request.max_new_tokens <= cfg.max_new_tokens:
             raise ValueError(f"max_new_tokens must be between 1 and {cfg.max_new_tokens}")
         embeds = t3.prefill_embeds(request.cond, request.text_tokens, request.guided)  # (rows, L, dim)
-        request.cache = KVCache(cfg.llama, embeds.shape[0], embeds.shape[1] + request.max_new_tokens,
-                                embeds.device, embeds.dtype, reserve=embeds.shape[1] + CACHE_RESERVE)
+        request.cache = self._cache_for(request, embeds.shape[1])
         if request.alignment:
             if not cfg.can_align:
                 raise ValueError(f"the alignment guard needs T3 layers {sorted({l for l, _ in cfg.alignment_heads})}"
@@ -127,18 +129,32 @@ class T3Batch(DecodingBatch):
         request.generated = torch.tensor([[cfg.start_speech]], device=embeds.device)
         self.active.append(request)
 
+    def _cache_for(self, request: T3Request, prefill: int):
+        """A KV cache for the request's rows, its prefill and every token it may draw."""
+        w = self.t3.speech_emb.weight
+        return KVCache(self.t3.cfg.llama, request.rows, prefill + request.max_new_tokens, w.device, w.dtype,
+                       reserve=prefill + CACHE_RESERVE)
+
     @torch.inference_mode()
     def step(self) -> list[tuple[T3Request, int | None]]:
         """One token for every active request: (request, token), or (request, None) for one that just finished
         (it sampled the stop token, or reached max_new_tokens after its last token)."""
         if not self.active:
             return []
-        t3, cfg = self.t3, self.t3.cfg
-        logits = self.matmul(t3.speech_head, torch.cat([r.hidden for r in self.active])).float()  # (R, V)
         out: list[tuple[T3Request, int | None]] = []
+        going = self._draw(self.active, out)
+        self._retire(going)
+        if going:
+            self._decode(going)
+        return out
+
+    def _draw(self, requests: list[T3Request], out: list) -> list[T3Request]:
+        """Each request's next token (into ``out``, as _take puts it); the requests that go on."""
+        t3, cfg = self.t3, self.t3.cfg
+        logits = self.matmul(t3.speech_head, torch.cat([r.hidden for r in requests])).float()  # (R, V)
         going: list[T3Request] = []
         start = 0
-        for request in self.active:
+        for request in requests:
             rows = logits[start:start + request.rows]
             start += request.rows
             if request.guided:
@@ -154,14 +170,16 @@ class T3Batch(DecodingBatch):
             value = int(token.item())
             if self._take(request, None if value == cfg.stop_speech else value, out):
                 going.append(request)
-        self._retire(going)
-        if going:
-            positions = [len(r.tokens) for r in going]
-            emb = torch.cat([(t3.speech_emb(r.generated[:, -1:]) + t3.speech_pos_emb(p, 1))[0].expand(r.rows, -1)
-                             for r, p in zip(going, positions)])  # (R, dim)
-            hidden = t3.tfmr.decode(emb, [r.cache for r in going], self.matmul)
-            start = 0
-            for request in going:
-                request.hidden = hidden[start:start + request.rows]
-                start += request.rows
-        return out
+        return going
+
+    def _decode(self, going: list[T3Request]) -> None:
+        """The next position of each request that goes on: its ``hidden`` for the next step."""
+        t3 = self.t3
+        positions = [len(r.tokens) for r in going]
+        emb = torch.cat([(t3.speech_emb(r.generated[:, -1:]) + t3.speech_pos_emb(p, 1))[0].expand(r.rows, -1)
+                         for r, p in zip(going, positions)])  # (R, dim)
+        hidden = t3.tfmr.decode(emb, [r.cache for r in going], self.matmul)
+        start = 0
+        for request in going:
+            request.hidden = hidden[start:start + request.rows]
+            start += request.rows
