@@ -1,12 +1,14 @@
 """Every Celery setting, read from chatterbox.settings so that web, workers and Flower agree."""
 from kombu import Exchange, Queue
 
-from chatterbox import settings as _settings
+from chatterbox import redis_client as _redis_client, settings as _settings
 
 _s = _settings.load()
 
-broker_url = _s.broker_url
-result_backend = _s.broker_url
+# A sentinel:// REDIS_URL becomes the form Celery reads (one sentinel:// URL per Sentinel) and the master's name
+# and the Sentinels' options in the transport options below; a redis:// one is used as it is.
+broker_url, _sentinel_options = _redis_client.celery_broker(_s.broker_url, socket_timeout_s=3)
+result_backend = broker_url
 broker_connection_retry_on_startup = True
 broker_connection_timeout = 3
 # One visibility timeout for every process: a worker re-delivers an unacknowledged message only after this,
@@ -14,8 +16,8 @@ broker_connection_timeout = 3
 # "priority": a worker always takes from the first non-empty queue in its list (interactive, bulk, its own), so a
 # short request waits at most for the chunk a worker is on, never behind a book (the default is round robin).
 broker_transport_options = {"visibility_timeout": _s.visibility_timeout_s, "socket_connect_timeout": 3,
-                            "queue_order_strategy": "priority"}
-result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout_s}
+                            "queue_order_strategy": "priority", **_sentinel_options}
+result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout_s, **_sentinel_options}
 result_expires = _s.retention_s or None  # results, like job records, are kept for the retention period
 redis_socket_connect_timeout = 3
 # Fail fast when Redis is down instead of blocking a web request for long.

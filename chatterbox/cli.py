@@ -40,6 +40,8 @@ Exit codes:
   {EXIT_AUTH}  authentication failed (401: missing, wrong or revoked API key)
   {EXIT_NOT_FOUND}  not found (404)
   {EXIT_REFUSED}  request refused (other 4xx: bad input, conflict, rate limited)
+  The serving commands (up, worker, web, flower, redis) exit {EXIT_UNREACHABLE} on a bad setting: misconfigured,
+  which systemd and `up` do not restart.
 """
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,8 +65,14 @@ def _settings() -> settings_mod.Settings:
 def _server_settings() -> settings_mod.Settings:
     """The settings of a serving process (up, worker, web, Flower), which from here on writes files for this user
     only: uploads, voices, outputs, books and secrets hold other people's words and keys. The data directory itself
-    is closed to others too, for what an older version left readable in it."""
-    settings = _settings()
+    is closed to others too, for what an older version left readable in it. A bad setting exits with the code
+    systemd and the supervisor do not restart (workers.supervisor.EXIT_CONFIG_ERROR): it would fail again."""
+    from workers.supervisor import EXIT_CONFIG_ERROR
+
+    try:
+        settings = settings_mod.load()
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_CONFIG_ERROR)
     os.umask(0o077)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -123,7 +131,7 @@ def worker(gpu: str | None, name: str | None, loglevel: str) -> None:
     from .engines import choose_engine
 
     settings = _server_settings()
-    spec = WorkerSpec(name or (f"gpu{gpu}" if gpu is not None else "cpu"), gpu)
+    spec = WorkerSpec(name or (f"gpu{gpu}" if gpu is not None else "cpu"), gpu, settings.host_name)
     os.environ.update(spec.env())  # before anything can initialise CUDA
     from tasks import app, worker_concurrency
 
@@ -646,11 +654,10 @@ def redis_errors(f: F) -> F:
 
 
 def _key_store():  # -> KeyStore; imported lazily with redis
-    import redis
-
+    from . import redis_client
     from .keys import KeyStore
 
-    client = redis.Redis.from_url(_settings().broker_url, decode_responses=True, socket_connect_timeout=5,
+    client = redis_client.connect(_settings().broker_url, decode_responses=True, socket_connect_timeout=5,
                                   socket_timeout=10)
     return KeyStore(client)
 
@@ -712,9 +719,10 @@ def deploy() -> None:
 @click.option("--redis/--no-redis", "with_redis", default=None,
               help="a unit for the embedded Redis (default: unless REDIS_URL is set)")
 @click.option("--no-flower", is_flag=True, help="no Flower unit")
+@click.option("--no-web", is_flag=True, help="no web app unit (a machine that only adds workers: deploy/multi-host.md)")
 @click.option("--worker-memory", default="32G", show_default=True, help="each worker's MemoryMax")
 def deploy_systemd(output: Path, gpus: str | None, user: str | None, env_file: Path, with_redis: bool | None,
-                   no_flower: bool, worker_memory: str) -> None:
+                   no_flower: bool, no_web: bool, worker_memory: str) -> None:
     """Write systemd units for this machine: a target, one worker per GPU, web, Flower and Redis."""
     from workers.devices import visible_gpus
 
@@ -730,7 +738,7 @@ def deploy_systemd(output: Path, gpus: str | None, user: str | None, env_file: P
     options = SystemdOptions(python=sys.executable, workdir=Path(__file__).resolve().parent.parent,
                              env_file=env_file.absolute(), user=user, gpus=found,
                              redis=not settings.redis_url if with_redis is None else with_redis,
-                             flower=not no_flower, worker_memory=worker_memory)
+                             flower=not no_flower, web=not no_web, worker_memory=worker_memory)
     for path in write_units(output, systemd_units(options)):
         click.echo(f"wrote {path}")
     click.echo(f"\nworkers: {', '.join(f'GPU {g}' for g in found) or 'one on the CPU'}; settings from {env_file}")

@@ -31,6 +31,7 @@ class SystemdOptions:
     gpus: list[str] = field(default_factory=list)  # [] for one CPU worker
     redis: bool = True  # the embedded Redis as a unit of its own
     flower: bool = True
+    web: bool = True  # False on a machine that only adds workers to a system served elsewhere (deploy/multi-host.md)
     # Limits: the worker's memory holds its models and batches (a full-size original model in fp32 is ~3 GB of
     # host memory while loading, its batch loop's caches more); the web app holds websockets and uploads.
     worker_memory: str = "32G"
@@ -96,12 +97,14 @@ def systemd_units(opts: SystemdOptions) -> dict[str, str]:
             opts, "chatterbox-jobs worker on the CPU", "worker", after=redis_unit, memory=opts.worker_memory,
             identifier="chatterbox-worker-cpu", extra=worker_extra)
         workers = ["chatterbox-worker-cpu.service"]
-    units["chatterbox-web.service"] = _service(
-        opts, "chatterbox-jobs web app and API", "web", after=redis_unit, memory=opts.web_memory,
-        identifier="chatterbox-web",
-        # Each open websocket takes two descriptors; the app raises its soft limit to this hard one.
-        extra=["LimitNOFILE=65536", "TimeoutStopSec=30"])
-    services = [*redis_unit, *workers, "chatterbox-web.service"]
+    services = [*redis_unit, *workers]
+    if opts.web:
+        units["chatterbox-web.service"] = _service(
+            opts, "chatterbox-jobs web app and API", "web", after=redis_unit, memory=opts.web_memory,
+            identifier="chatterbox-web",
+            # Each open websocket takes two descriptors; the app raises its soft limit to this hard one.
+            extra=["LimitNOFILE=65536", "TimeoutStopSec=30"])
+        services.append("chatterbox-web.service")
     if opts.flower:
         units["chatterbox-flower.service"] = _service(
             opts, "Flower for chatterbox-jobs' queues and workers", "flower", after=redis_unit,
@@ -150,6 +153,11 @@ TTS_ENGINE=auto
 # CHATTERBOX_MAX_BATCH=8
 # Another Redis instead of the embedded one (then: chatterbox deploy systemd --no-redis):
 # REDIS_URL=redis://:password@redis.internal:6379/0
+# or the master that Redis Sentinels point to (the quotes keep a shell from cutting at ';'; deploy/multi-host.md):
+# REDIS_URL="sentinel://:password@sentinel1:26379;sentinel2:26379;sentinel3:26379/0?master_name=mymaster"
+# More than one machine (deploy/multi-host.md): the data directory on shared storage, mounted at the same path on
+# each, and this machine's name in its workers' names (default: its host name).
+# CHATTERBOX_HOST_NAME=gpu-box-2
 # Behind nginx (deploy/nginx/): the number of proxies in front, whose forwarded headers are believed.
 CHATTERBOX_PROXY_HOPS=1
 CHATTERBOX_WEB_HOST=127.0.0.1

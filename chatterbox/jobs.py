@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import redis
 
+from . import redis_client
 from .leases import FENCE_LUA, Lease, LeaseLost, is_lease_lost
 from .settings import Settings
 
@@ -197,9 +198,7 @@ class JobStore:
     def __init__(self, client: redis.Redis, settings: Settings):
         self.r = client  # decode_responses=True
         # The same server for bytes (audio pieces), with as many connections as the first (the web app sizes it).
-        self.raw = redis.Redis(connection_pool=redis.ConnectionPool(
-            **{**client.connection_pool.connection_kwargs, "decode_responses": False},
-            max_connections=client.connection_pool.max_connections))
+        self.raw = redis_client.sibling(client, decode_responses=False)
         self.settings = settings
         self._emit = self.r.register_script(_EMIT_LUA)
         self._hset = self.r.register_script(_HSET_LUA)
@@ -217,7 +216,7 @@ class JobStore:
         options = dict(decode_responses=True, socket_connect_timeout=2, socket_timeout=10,
                        health_check_interval=15, retry_on_timeout=True)
         options.update(kwargs)
-        return cls(redis.Redis.from_url(settings.broker_url, **options), settings)
+        return cls(redis_client.connect(settings.broker_url, **options), settings)
 
     # -- records --------------------------------------------------------------------------------------------
     def create(self, job_id: str, *, text: str, voice: str, format: str, params: dict, engine: str,

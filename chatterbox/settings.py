@@ -39,6 +39,9 @@ class Settings:
     models: str = ""
     default_model: str = ""  # the model of a job that names none; empty: original, else the first one held
     devices: str = "auto"  # auto | cpu | comma-separated GPU indices ("0,1")
+    # This machine's name in its workers' names (gpu0@<host_name>, as Celery, Flower, /health and each job's
+    # `worker` show them); empty: the host name. Set it where machines share a host name (cloned VMs).
+    host_name: str = ""
     # CPU workers `up` starts where no GPU is used; more than one keeps a book going while one restarts, and lets
     # several share a many-core machine (give each its CHATTERBOX_THREADS).
     cpu_workers: int = 1
@@ -216,12 +219,20 @@ def embedded_redis_password(settings: Settings) -> str:
 
 def redact_url(url: str) -> str:
     """A URL fit for logs and error messages: any user and password replaced by ***. The password may hold '@'
-    itself: the host is what follows the last one."""
+    itself: the host is what follows the last one. A Sentinel URL's hosts, joined by ';', are each redacted, and so
+    is its ``sentinel_password=`` option."""
+    if ";" in url and url.lower().startswith("sentinel://"):
+        return ";".join(redact_url(part) for part in url.split(";"))
     scheme, sep, rest = url.partition("://")
+    if not sep:  # a later Sentinel of a list, written without its scheme: "host:26379"
+        scheme, rest = "", url
+    rest, question, query = rest.partition("?")
     netloc, slash, path = rest.partition("/")
-    if "@" not in netloc:
-        return url
-    return f"{scheme}{sep}***@{netloc.rpartition('@')[2]}{slash}{path}"
+    if "@" in netloc:
+        netloc = f"***@{netloc.rpartition('@')[2]}"
+    query = "&".join("sentinel_password=***" if option.startswith("sentinel_password=") else option
+                     for option in query.split("&")) if question else ""
+    return f"{scheme}{sep}{netloc}{slash}{path}{question}{query}"
 
 
 def _convert(kind: Any, raw: str, name: str) -> Any:
@@ -281,6 +292,13 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
                              f"{name!r}")
     if settings.tts_engine not in ("auto", "piper", "chatterbox"):
         raise ValueError(f"TTS_ENGINE must be auto, piper or chatterbox, not {settings.tts_engine!r}")
+    if settings.redis_url:
+        from .redis_client import check_url
+
+        check_url(settings.redis_url)  # a Sentinel URL without its master's name, say: said at start, not at a job
+    if any(c in settings.host_name for c in "@:/ \t\n"):
+        raise ValueError(f"CHATTERBOX_HOST_NAME names this machine in worker names (gpu0@NAME): no '@', ':', '/' or "
+                         f"spaces, not {settings.host_name!r}")
     return settings
 
 

@@ -14,10 +14,13 @@ from chatterbox.settings import Settings
 class WorkerSpec:
     name: str  # gpu0, gpu1, ... or cpu; also the worker's own queue
     gpu: str | None  # the physical GPU index, None for the CPU worker
+    host: str = ""  # the machine's name in the worker's (CHATTERBOX_HOST_NAME); empty: its host name
 
     @property
     def hostname(self) -> str:
-        return f"{self.name}@{socket.gethostname()}"
+        # The machine is in every worker's name: workers of several machines share one Redis, and Flower, /health
+        # and each job's `worker` must say which machine did what.
+        return f"{self.name}@{self.host or socket.gethostname()}"
 
     @property
     def device(self) -> str:
@@ -55,5 +58,6 @@ def worker_specs(settings: Settings, environ: dict[str, str] | None = None) -> l
     gpus = visible_gpus(settings, environ)
     if not gpus:
         # Each its own queue (cpu, cpu1, cpu2, ...) and Celery node name.
-        return [WorkerSpec("cpu" if i == 0 else f"cpu{i}", None) for i in range(max(1, settings.cpu_workers))]
-    return [WorkerSpec(f"gpu{index}", index) for index in gpus]
+        return [WorkerSpec("cpu" if i == 0 else f"cpu{i}", None, settings.host_name)
+                for i in range(max(1, settings.cpu_workers))]
+    return [WorkerSpec(f"gpu{index}", index, settings.host_name) for index in gpus]

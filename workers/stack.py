@@ -9,7 +9,7 @@ import urllib.request
 
 import redis
 
-from chatterbox import redis_server
+from chatterbox import redis_client, redis_server
 from chatterbox.cli import flower_credentials
 from chatterbox.engines import choose_engine
 from chatterbox.settings import Settings, embedded_redis_password, redact_url, to_env
@@ -39,7 +39,7 @@ def _wait_http(url: str, timeout: float = 30.0):
 def _answers(url: str) -> bool:
     """Whether a Redis (any server, with a password or not) listens where the embedded one would."""
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
+        redis_client.connect(url, socket_connect_timeout=0.5).ping()
     except redis.exceptions.AuthenticationError:
         return True  # a server with another password: an AuthenticationError is a ConnectionError too
     except redis.exceptions.ConnectionError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -251,20 +252,26 @@ def save_plan(settings: Settings, plan: Plan) -> Path:
                         json.dumps(plan.to_json(), ensure_ascii=False).encode())
 
 
-_plans: dict[str, tuple[float, Plan]] = {}
+_plans: dict[str, tuple[tuple[int, int], Plan]] = {}
 
 
 def load_plan(settings: Settings, job_id: str) -> Plan:
     """The plan of a book, cached per process until its file changes."""
     path = book_dir(settings, job_id) / "plan.json"
-    mtime = path.stat().st_mtime_ns
-    cached = _plans.get(job_id)
-    if cached and cached[0] == mtime:
-        return cached[1]
-    plan = Plan.from_json(json.loads(path.read_text()))
+    # Opened, not only stat'ed: on NFS, open() is what asks the server (close-to-open consistency), so a plan that
+    # another machine has just replaced (a chunk regenerated) is seen at once, where a stat may answer from the
+    # attribute cache for seconds. Every save is a new file renamed over the old: its inode tells them apart even
+    # within one tick of the clock.
+    with path.open("rb") as f:
+        stat = os.fstat(f.fileno())
+        stamp = (stat.st_ino, stat.st_mtime_ns)
+        cached = _plans.get(job_id)
+        if cached and cached[0] == stamp:
+            return cached[1]
+        plan = Plan.from_json(json.loads(f.read()))
     if len(_plans) > 16:
         _plans.clear()
-    _plans[job_id] = (mtime, plan)
+    _plans[job_id] = (stamp, plan)
     return plan
 
 
