@@ -161,7 +161,8 @@ class SpeechTokenModel:
 
     def new_batch(self) -> T3Batch:
         with self._slots_lock:
-            if self.slots is None and self.device.type == "cuda":
+            # Not for the multilingual model: its alignment guard reads attention the graph does not keep.
+            if self.slots is None and self.device.type == "cuda" and not self.t3.cfg.can_align:
                 self.use_slots(self.cuda_graphs)
         if self.slots is not None:
             return SlotBatch(self.t3, self.matmul, self.slots)
