@@ -38,8 +38,9 @@ class WorkerState:
 
     def __init__(self, hostname: str | None = None):
         self.settings = settings_mod.load()
-        self.device = os.environ.get("CHATTERBOX_WORKER_DEVICE", "cpu")
-        self.queue = os.environ.get("CHATTERBOX_WORKER_QUEUE", "cpu")  # this device's own queue
+        # Put in this process's environment by `chatterbox worker` before it imported this module (and CUDA).
+        self.device = self.settings.worker_device
+        self.queue = self.settings.worker_queue  # this device's own queue
         self.hostname = hostname or f"worker@{socket.gethostname()}"
         self.instance = f"{self.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # Its connections carry its name: when the process dies they close, and the others see it at once.

@@ -9,7 +9,6 @@ import functools
 import json
 import logging
 import os
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -85,21 +84,11 @@ def _server_settings() -> settings_mod.Settings:
 @click.group(epilog=EXIT_CODES_HELP)
 def main() -> None:
     """Chatterbox text to speech: a Redis/Celery job system with a web API."""
-    logging.basicConfig(level=os.environ.get("CHATTERBOX_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def flower_credentials(settings: settings_mod.Settings) -> tuple[str, str]:
-    """Flower's basic-auth user and password: from settings, else generated once and kept in the data dir."""
-    user = settings.flower_user
-    password = settings.flower_password or settings_mod.secret_file(
-        settings.data_dir / "flower-password", lambda: secrets.token_urlsafe(12).encode()).decode().strip()
-    # Flower reads "user:password" pairs separated by commas (tornado's list option): a comma would cut the password
-    # in two, and a colon in the user would move the rest of it into the password.
-    if ":" in user or "," in user or "," in password:
-        raise CliError("CHATTERBOX_FLOWER_USER may not contain ':' or ',', nor CHATTERBOX_FLOWER_PASSWORD ','",
-                       EXIT_USAGE)
-    return user, password
+    try:
+        level = settings_mod.load().log_level.upper()
+    except ValueError:  # said by the command, which loads the settings again: with its exit code, if it needs them
+        level = "INFO"
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @main.command()
@@ -132,7 +121,9 @@ def worker(gpu: str | None, name: str | None, loglevel: str) -> None:
 
     settings = _server_settings()
     spec = WorkerSpec(name or (f"gpu{gpu}" if gpu is not None else "cpu"), gpu, settings.host_name)
-    os.environ.update(spec.env())  # before anything can initialise CUDA
+    # Into this process's environment before anything can initialise CUDA (CUDA_VISIBLE_DEVICES), and before tasks
+    # loads the settings again: its worker_device and worker_queue are this worker's.
+    os.environ.update(spec.env())
     from tasks import app, worker_concurrency
 
     threads = worker_concurrency(settings, choose_engine(settings)[0])
@@ -181,7 +172,7 @@ def _no_control_socket() -> list[str]:
 def flower() -> None:
     """Serve Flower behind basic auth."""
     settings = _server_settings()
-    user, password = flower_credentials(settings)
+    user, password = settings_mod.flower_credentials(settings)
     os.environ["FLOWER_BASIC_AUTH"] = f"{user}:{password}"  # not on the command line, where ps would show it
     argv = [sys.executable, "-m", "celery", "-A", "tasks", "flower", f"--address={settings.flower_host}",
             f"--port={settings.flower_port}", "--persistent=False"]
@@ -206,10 +197,10 @@ def redis_command() -> None:
 # -- talking to a running server ------------------------------------------------------------------------------------
 
 def server_options(f: F) -> F:
-    """--server and --key, with their environment variables, on every command that talks to the web app."""
-    f = click.option("--key", envvar="CHATTERBOX_API_KEY", default=None, metavar="KEY",
-                     help="API key [env: CHATTERBOX_API_KEY]")(f)
-    f = click.option("--server", envvar="CHATTERBOX_SERVER", default=None, metavar="URL",
+    """--server and --key on every command that talks to the web app; without them, the settings' server and
+    api_key (CHATTERBOX_SERVER, CHATTERBOX_API_KEY)."""
+    f = click.option("--key", default=None, metavar="KEY", help="API key [env: CHATTERBOX_API_KEY]")(f)
+    f = click.option("--server", default=None, metavar="URL",
                      help="the web app [env: CHATTERBOX_SERVER; default: the local one from the settings]")(f)
     return f
 
@@ -217,11 +208,10 @@ def server_options(f: F) -> F:
 def _client(server: str | None, key: str | None) -> "Client":
     from web.client import Client
 
-    if not server:
-        settings = _settings()
-        server = f"http://{settings.web_host}:{settings.web_port}"
+    settings = _settings()
+    server = server or settings.server or f"http://{settings.web_host}:{settings.web_port}"
     try:
-        return Client(server, api_key=key or None)
+        return Client(server, api_key=key or settings.api_key)
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE)
 
@@ -645,7 +635,9 @@ def redis_errors(f: F) -> F:
         try:
             return f(*args, **kwargs)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            where = settings_mod.redact_url(_settings().broker_url)
+            from .redis_client import redact_url
+
+            where = redact_url(_settings().broker_url)
             raise CliError(f"cannot reach Redis at {where} ({exc}); is `chatterbox up` running, or REDIS_URL set?",
                            EXIT_UNREACHABLE)
         except ApiKeyError as exc:

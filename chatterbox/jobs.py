@@ -4,12 +4,19 @@ A job is a Redis hash. Its events go to a per-job Redis Stream (bounded, expirin
 replays from, and are also published on a per-job channel so that live followers wake at once (web/fanout.py).
 Followers always read the stream after the last id they delivered, so a dropped pub/sub message never loses or
 repeats an event. Running work is held under leases (leases.py) that fence every write a worker makes for it.
+
+Jobs are indexed in sorted sets by creation time: everyone's and each owner's, all of them, by status and by kind,
+and those that ended lately by when they ended. The scripts that change a record move its index entries in the same
+step, so a page of a listing is read from one index at the cost of the page (JobStore.page), and /stats reads only
+the last hour's jobs. Purging a job deletes its keys by name (no walk of the keyspace) and every entry it has.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +31,21 @@ RUNNING_SET = f"{PREFIX}:jobs:running"
 JOB_INDEX = f"{PREFIX}:jobs"
 STATUSES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")  # only books pause
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+KINDS = ("synthesize", "clone", "audiobook")  # a record without a kind is a synthesis (older records)
 FINAL_EVENTS = frozenset({"done", "error"})
+# Every owner whose indices exist (owner_part: "-" for no key): a record that expired leaves its id in indices that
+# only its owner's name finds, and its record no longer says whose it was.
+OWNERS = f"{PREFIX}:jobs:owners"
+# The indices' layout: "2" added the status, kind and finished indices to the time and owner ones. A store that
+# finds another value builds them from the records once (JobStore.ensure_indexed).
+INDEX_VERSION_KEY = f"{PREFIX}:jobs:index-version"
+INDEX_VERSION = "2"
+REINDEX_LOCK = f"{PREFIX}:jobs:reindexing"  # held by the one process that builds them; the others wait for it
+# How long a job stays in the finished index (/stats reads the last hour of it): past that it is trimmed away.
+FINISHED_KEEP_S = 2 * 3600
+# ?q= and ?voice= cannot be answered from an index: at most this many of the newest jobs of a listing are read to
+# answer them (total_exact is false when there were more).
+SEARCH_WINDOW = 20_000
 
 _INT_FIELDS = {"attempt", "max_attempts", "chunks_total", "chunks_done", "sample_rate", "text_chars",
                "chapters_total", "chapters_done", "run_done_at_start", "pieces"}
@@ -32,6 +53,40 @@ _FLOAT_FIELDS = {"created_at", "started_at", "finished_at", "progress", "duratio
                  "queued_s", "total_s", "rtf", "first_chunk_s", "audio_s", "run_started_at", "activity_at",
                  "plan_s", "assembly_s", "synth_s_done"}
 _JSON_FIELDS = {"params"}
+
+
+def _lua_list(values) -> str:
+    return "{" + ", ".join(f"'{v}'" for v in values) + "}"
+
+
+# The indices of a job, as the scripts that change its record keep them: sorted sets scored by its creation time
+# (everyone's and its owner's, by status and by kind), and the finished index, scored by when it ended. Their names
+# are made here from the record's owner and status, which only the script reads atomically; status_index(),
+# kind_index() and finished_index() below make the same names. A status change and its index move are one step,
+# so a listing by status is never out of step with the records.
+_INDEX_LUA = """
+local P = '$P'
+local STATUSES = $STATUSES
+local KINDS = $KINDS
+local function owner_part(owner) if (not owner) or owner == '' then return '-' end return owner end
+local function status_keys(owner, status)
+  return {P .. ':jobs:status:' .. status, P .. ':owner:' .. owner_part(owner) .. ':status:' .. status}
+end
+local function finished_keys(owner)
+  return {P .. ':jobs:finished', P .. ':owner:' .. owner_part(owner) .. ':finished'}
+end
+local function terminal(status) return status == 'succeeded' or status == 'failed' or status == 'cancelled' end
+local function move_status(job, id, old, new)
+  if old == new then return end
+  local owner, created = unpack(redis.call('HMGET', job, 'owner', 'created_at'))
+  if old then for _, k in ipairs(status_keys(owner, old)) do redis.call('ZREM', k, id) end end
+  if new then
+    created = created or redis.call('ZSCORE', P .. ':jobs', id) or '0'
+    for _, k in ipairs(status_keys(owner, new)) do redis.call('ZADD', k, created, id) end
+  end
+  if not terminal(new) then for _, k in ipairs(finished_keys(owner)) do redis.call('ZREM', k, id) end end
+end
+""".replace("$P", PREFIX).replace("$STATUSES", _lua_list(STATUSES)).replace("$KINDS", _lua_list(KINDS))
 
 # Append to the stream, keep it bounded and expiring, and publish, as one atomic step so that the order of
 # publications is the order of the stream. Fenced (leases.py): KEYS[1] the holder's hash, ARGV[1:2] field and holder.
@@ -43,6 +98,13 @@ return id
 """
 # Fenced writes of a holder: fields of a record, a number added to one, an audio piece (kept while the job runs).
 _HSET_LUA = FENCE_LUA + "redis.call('HSET', KEYS[2], unpack(ARGV, 3))\nreturn 1"
+# The same, for writes that change the status (ARGV[3] the job's id): its indices move with it.
+_HSET_STATUS_LUA = FENCE_LUA + _INDEX_LUA + """
+local old = redis.call('HGET', KEYS[2], 'status')
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+if old then move_status(KEYS[2], ARGV[3], old, redis.call('HGET', KEYS[2], 'status')) end
+return 1
+"""
 _INCR_LUA = FENCE_LUA + "return redis.call('HINCRBYFLOAT', KEYS[2], ARGV[3], ARGV[4])"
 _CHECK_LUA = FENCE_LUA + "return 1"
 # A piece: its audio and the text chunk it speaks (t:<index>), and the count in the record (KEYS[3]), which is what
@@ -57,7 +119,7 @@ return 1
 # Claim a job for a worker under a new lease. KEYS: the job, its lease key, the running set. ARGV: job id, attempt,
 # token, now, worker, instance, lease TTL (ms). A running job whose lease key still lives has a live holder; one whose
 # key expired is taken over (its old holder's writes are then refused).
-_CLAIM_LUA = """
+_CLAIM_LUA = _INDEX_LUA + """
 local status, attempt, cancel = unpack(redis.call('HMGET', KEYS[1], 'status', 'attempt', 'cancel_requested'))
 if not status then return 'missing' end
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 'finished' end
@@ -66,6 +128,7 @@ if status == 'running' and redis.call('EXISTS', KEYS[2]) == 1 then return 'dupli
 if cancel == '1' then return 'cancelled' end
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[4], 'worker', ARGV[5], 'worker_instance', ARGV[6],
            'lease', ARGV[3])
+move_status(KEYS[1], ARGV[1], status, 'running')
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[7])
 redis.call('SADD', KEYS[3], ARGV[1])
 return 'claimed'
@@ -74,13 +137,20 @@ return 'claimed'
 # Move a job to a terminal status once, and append its final event, in one step: a job never ends without saying
 # so on its stream. KEYS: the job, the running set, its events, its channel, its lease key, its audio pieces.
 # ARGV: job id, the holder's token ('' unfenced), the status it must have ('' any), the record's TTL (0: none),
-# the pieces' TTL, the stream's bound and TTL, the final event, then field/value pairs.
-_FINISH_LUA = """
+# the pieces' TTL, the stream's bound and TTL, the final event, the new status, the time it ended, then field/value
+# pairs. It enters the finished index (/stats), which keeps FINISHED_KEEP_S of them.
+_FINISH_LUA = _INDEX_LUA + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if (not status) or status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 0 end
 if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'lease') ~= ARGV[2] then return redis.error_reply('LEASE_LOST') end
 if ARGV[3] ~= '' and status ~= ARGV[3] then return 0 end
-redis.call('HSET', KEYS[1], 'lease', '', unpack(ARGV, 9))
+redis.call('HSET', KEYS[1], 'lease', '', unpack(ARGV, 11))
+move_status(KEYS[1], ARGV[1], status, ARGV[9])
+for _, k in ipairs(finished_keys(redis.call('HGET', KEYS[1], 'owner'))) do
+  redis.call('ZADD', k, ARGV[10], ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. (tonumber(ARGV[10]) - $KEEP))
+  redis.call('EXPIRE', k, $KEEP)
+end
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[5])
 if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) else redis.call('PERSIST', KEYS[1]) end
@@ -89,16 +159,17 @@ local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'e', ARGV[8]
 redis.call('EXPIRE', KEYS[3], ARGV[7])
 redis.call('PUBLISH', KEYS[4], id .. ' ' .. ARGV[8])
 return 1
-"""
+""".replace("$KEEP", str(FINISHED_KEEP_S))
 
 
 # Admit a job into its owner's active set, counting the owner's unfinished jobs first, and (for a new job) write its
 # record, all in one step: two submissions at once cannot both take the last place, and a job is never in the set
 # without its record (which the count would take for an expired one). KEYS: the job, its owner's active set, the
-# job index, the owner's index. ARGV: the cap (0: none), the job key prefix, the job id, the time, "new" for a new
-# record (else an existing one, reopened), then field/value pairs to set. Answers -1 when admitted, else how many are
-# active. An unfinished record never expires (the retention sweeper and finish() give finished ones their time).
-_ADMIT_LUA = """
+# job index, the owner's index, the kind's index and the owner's, the set of owners. ARGV: the cap (0: none), the
+# job key prefix, the job id, the time, "new" for a new record (else an existing one, reopened), the owner, then
+# field/value pairs to set. Answers -1 when admitted, else how many are active. An unfinished record never expires
+# (the retention sweeper and finish() give finished ones their time).
+_ADMIT_LUA = _INDEX_LUA + """
 local limit = tonumber(ARGV[1])
 if limit > 0 then
   local active = 0
@@ -112,15 +183,152 @@ if limit > 0 then
   end
   if active >= limit then return active end
 end
-if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
+local old = redis.call('HGET', KEYS[1], 'status')
+if #ARGV > 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 7)) end
 redis.call('PERSIST', KEYS[1])
 if ARGV[5] == 'new' then
-  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
-  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
+  for i = 3, 6 do redis.call('ZADD', KEYS[i], ARGV[4], ARGV[3]) end
+  redis.call('SADD', KEYS[7], owner_part(ARGV[6]))
 end
+move_status(KEYS[1], ARGV[3], old, redis.call('HGET', KEYS[1], 'status'))
 redis.call('SADD', KEYS[2], ARGV[3])
 return -1
 """
+
+# Forget a job in Redis wholly: its keys (KEYS: the record, its book's in-flight items, then the rest), the lease
+# keys of those items, and every index it may be in. ARGV: its id, and its owner when the record is gone ('*': not
+# known, so every owner's indices). Purging a job and dropping one whose record expired both come here.
+_FORGET_LUA = _INDEX_LUA + """
+local id = ARGV[1]
+local owner = redis.call('HGET', KEYS[1], 'owner')
+local owners
+if owner then owners = {owner_part(owner)}
+elseif ARGV[2] ~= '*' then owners = {owner_part(ARGV[2])}
+else owners = redis.call('SMEMBERS', P .. ':jobs:owners') end
+for _, item in ipairs(redis.call('HKEYS', KEYS[2])) do
+  redis.call('DEL', P .. ':job:' .. id .. ':book:lease:' .. item)
+end
+redis.call('DEL', unpack(KEYS))
+local scopes = {P .. ':jobs'}
+for _, o in ipairs(owners) do
+  table.insert(scopes, P .. ':owner:' .. o)
+  redis.call('SREM', P .. ':owner:' .. o .. ':active', id)
+end
+for i, scope in ipairs(scopes) do
+  redis.call('ZREM', i == 1 and scope or scope .. ':jobs', id)
+  redis.call('ZREM', scope .. ':finished', id)
+  for _, s in ipairs(STATUSES) do redis.call('ZREM', scope .. ':status:' .. s, id) end
+  for _, k in ipairs(KINDS) do redis.call('ZREM', scope .. ':kind:' .. k, id) end
+end
+redis.call('SREM', P .. ':jobs:running', id)
+redis.call('SREM', P .. ':books:active', id)
+redis.call('SREM', P .. ':jobs:requeue', id)
+return 1
+"""
+
+# Read a stretch of a listing's index and judge each job against the filters that no index answers, in Redis, so
+# that neither the records nor the ids of matches off the page cross the network (20,000 jobs read from Python took
+# seconds). KEYS[1]: the index. ARGV: the newest score of the listing (ranks are counted below it, so jobs created
+# meanwhile shift nothing), the rank to start at, how many to read, the page's first match position and the one
+# past its last, relative to this stretch, the status ('' any), the kind ('' any), the number of voices, the voices,
+# then the words (lower case). Answers how many it read, how many surely matched, then a triple for each job Python
+# must see: its id; '' (it matches), its text (Python judges the words) or '-' (its record is gone); and how many
+# sure matches came before it. Lua lower-cases ASCII only; Python, as the API promises, lower-cases everything, and
+# only two characters become ASCII letters in its lower case (U+212A KELVIN SIGN, U+0130 I WITH DOT ABOVE): a text
+# with either, or any text where a word is beyond ASCII, is judged in Python; an ASCII word found in Lua's lower
+# case is found in Python's too. A sure match is sent only if its position, whatever Python finds of the texts
+# before it, may fall on the page.
+_SCAN_LUA = """
+local base = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], '+inf')
+local first = base + tonumber(ARGV[2])
+local ids = redis.call('ZREVRANGE', KEYS[1], first, first + tonumber(ARGV[3]) - 1)
+local lo, hi = tonumber(ARGV[4]), tonumber(ARGV[5])
+local status, kind, nvoices = ARGV[6], ARGV[7], tonumber(ARGV[8])
+local voices, words, ascii = {}, {}, true
+for i = 9, 8 + nvoices do voices[ARGV[i]] = true end
+for i = 9 + nvoices, #ARGV do
+  table.insert(words, ARGV[i])
+  if string.find(ARGV[i], '[\\128-\\255]') then ascii = false end
+end
+local out, sure, unsure = {#ids, 0}, 0, 0
+for _, id in ipairs(ids) do
+  local s, k, v, t = unpack(redis.call('HMGET', '$P:job:' .. id, 'status', kind ~= '' and 'kind' or 'id',
+                                       nvoices > 0 and 'voice' or 'id', #words > 0 and 'text' or 'id'))
+  local verdict = nil
+  if not s then verdict = '-'
+  elseif (status == '' or s == status) and (kind == '' or (k or 'synthesize') == kind)
+      and (nvoices == 0 or voices[v or '']) then
+    t = t or ''
+    if #words == 0 then verdict = ''
+    elseif not ascii then verdict = t
+    else
+      local lower = string.lower(t)
+      verdict = ''
+      for _, w in ipairs(words) do
+        if not string.find(lower, w, 1, true) then verdict = nil break end
+      end
+      if not verdict and (string.find(t, '\\226\\132\\170', 1, true) or string.find(t, '\\196\\176', 1, true)) then
+        verdict = t
+      end
+    end
+  end
+  if verdict == '' then
+    if sure + unsure >= lo and sure < hi then
+      table.insert(out, id) table.insert(out, '') table.insert(out, sure)
+    end
+    sure = sure + 1
+  elseif verdict then
+    table.insert(out, id) table.insert(out, verdict) table.insert(out, sure)
+    if verdict ~= '-' then unsure = unsure + 1 end
+  end
+end
+out[2] = sure
+return out
+""".replace("$P", PREFIX)
+
+# Build the indices of version 2 for jobs recorded before them (ARGV: the earliest end the finished index keeps,
+# then job ids): each job is put in its status', kind's and owner's indices and taken out of the other statuses', in
+# one step per batch, so that a job changing status meanwhile is indexed by its status of now. Answers the ids whose
+# record is gone (the caller forgets them once it knows every owner).
+_REINDEX_LUA = _INDEX_LUA + """
+local gone = {}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local job = P .. ':job:' .. id
+  local status, owner, kind, created, finished = unpack(redis.call('HMGET', job, 'status', 'owner', 'kind',
+                                                                   'created_at', 'finished_at'))
+  if not status then
+    table.insert(gone, id)
+  else
+    local o = owner_part(owner)
+    if (not kind) or kind == '' then kind = 'synthesize' end
+    created = created or redis.call('ZSCORE', P .. ':jobs', id) or '0'
+    redis.call('SADD', P .. ':jobs:owners', o)
+    redis.call('ZADD', P .. ':jobs', 'NX', created, id)
+    redis.call('ZADD', P .. ':owner:' .. o .. ':jobs', 'NX', created, id)
+    for _, s in ipairs(STATUSES) do
+      if s ~= status then for _, k in ipairs(status_keys(owner, s)) do redis.call('ZREM', k, id) end end
+    end
+    for _, k in ipairs(status_keys(owner, status)) do redis.call('ZADD', k, created, id) end
+    redis.call('ZADD', P .. ':jobs:kind:' .. kind, created, id)
+    redis.call('ZADD', P .. ':owner:' .. o .. ':kind:' .. kind, created, id)
+    if terminal(status) and finished and finished ~= '' and tonumber(finished) >= tonumber(ARGV[1]) then
+      for _, k in ipairs(finished_keys(owner)) do redis.call('ZADD', k, finished, id) end
+    end
+  end
+end
+return gone
+"""
+
+
+@dataclass
+class Page:
+    """A page of a listing: its jobs, newest first, and how many match in all."""
+
+    jobs: list[dict]
+    total: int
+    exact: bool = True  # false: ``total`` counts the matches among the newest SEARCH_WINDOW jobs only
+    examined: int = 0  # records read to find them, beyond the page's own (0: the page came from an index)
 
 
 class QueueFull(Exception):
@@ -158,9 +366,36 @@ def owner_index(owner: str) -> str:
     return f"{PREFIX}:owner:{owner or '-'}:jobs"
 
 
+def time_index(owner: str | None = None) -> str:
+    """Everyone's jobs (owner None), or one owner's, by creation time."""
+    return JOB_INDEX if owner is None else owner_index(owner)
+
+
+def status_index(status: str, owner: str | None = None) -> str:
+    """The jobs in one status, everyone's or one owner's, by creation time (the scripts' status_keys)."""
+    scope = JOB_INDEX if owner is None else f"{PREFIX}:owner:{owner or '-'}"
+    return f"{scope}:status:{status}"
+
+
+def kind_index(kind: str, owner: str | None = None) -> str:
+    """The jobs of one kind (KINDS), everyone's or one owner's, by creation time."""
+    scope = JOB_INDEX if owner is None else f"{PREFIX}:owner:{owner or '-'}"
+    return f"{scope}:kind:{kind}"
+
+
+def finished_index(owner: str | None = None) -> str:
+    """The jobs that ended in the last FINISHED_KEEP_S, everyone's or one owner's, by when they ended."""
+    scope = JOB_INDEX if owner is None else f"{PREFIX}:owner:{owner or '-'}"
+    return f"{scope}:finished"
+
+
 def owner_active(owner: str) -> str:
     """One owner's jobs that may still be unfinished (the cap on queued jobs counts them)."""
     return f"{PREFIX}:owner:{owner or '-'}:active"
+
+
+# The parts of an audiobook's work state, each a key beside its job record (chatterbox.books.state works them).
+BOOK_PARTS = ("pending", "inflight", "done", "failures", "renders", "chapters")
 
 
 def book_key(job_id: str, part: str) -> str:
@@ -208,6 +443,11 @@ class JobStore:
         self._claim = self.r.register_script(_CLAIM_LUA)
         self._finish = self.r.register_script(_FINISH_LUA)
         self._admit = self.r.register_script(_ADMIT_LUA)
+        self._hset_status = self.r.register_script(_HSET_STATUS_LUA)
+        self._forget = self.r.register_script(_FORGET_LUA)
+        self._reindex = self.r.register_script(_REINDEX_LUA)
+        self._scan = self.r.register_script(_SCAN_LUA)
+        self._indexed = False  # ensure_indexed() has found (or made) the indices of INDEX_VERSION
 
     @classmethod
     def connect(cls, settings: Settings, **kwargs: Any) -> "JobStore":
@@ -228,22 +468,25 @@ class JobStore:
             "created_at": now, "progress": 0.0, "chunks_total": 0, "chunks_done": 0, "attempt": 1,
             "max_attempts": self.settings.max_attempts,
         }
-        self._admit_job(job_id, extra.get("owner") or "", record, now=now, new=True)
+        self._admit_job(job_id, extra.get("owner") or "", kind, record, now=now, new=True)
         self.emit(job_id, "progress", status="queued", progress=0.0)
         return self.get(job_id)
 
     def reopen(self, job_id: str, **fields: Any) -> None:
         """Make a finished or paused job unfinished again (a book resumed or regenerated), counted against its
         owner's cap like a new job; raises QueueFull."""
-        owner = self.r.hget(job_key(job_id), "owner") or ""
-        self._admit_job(job_id, owner, {k: _encode(v) for k, v in fields.items()}, now=time.time(), new=False)
+        owner, kind = self.r.hmget(job_key(job_id), "owner", "kind")
+        self._admit_job(job_id, owner or "", kind or "synthesize", {k: _encode(v) for k, v in fields.items()},
+                        now=time.time(), new=False)
 
-    def _admit_job(self, job_id: str, owner: str, fields: dict, now: float, new: bool) -> None:
+    def _admit_job(self, job_id: str, owner: str, kind: str, fields: dict, now: float, new: bool) -> None:
         # Jobs sent through Celery belong to no key, and no key's cap counts them.
         limit = self.settings.max_queued_jobs if owner else 0
         pairs = [str(_encode(x)) for item in fields.items() for x in item]
-        active = self._admit(keys=[job_key(job_id), owner_active(owner), JOB_INDEX, owner_index(owner)],
-                             args=[max(0, limit), job_key(""), job_id, now, "new" if new else "reopen", *pairs])
+        active = self._admit(keys=[job_key(job_id), owner_active(owner), JOB_INDEX, owner_index(owner),
+                                   kind_index(kind), kind_index(kind, owner), OWNERS],
+                             args=[max(0, limit), job_key(""), job_id, now, "new" if new else "reopen", owner,
+                                   *pairs])
         if int(active) >= 0:
             raise QueueFull(int(active), limit)
 
@@ -252,9 +495,13 @@ class JobStore:
         return _decode(raw) if raw else None
 
     def update(self, job_id: str, fence: Lease | None = None, **fields: Any) -> None:
-        """Set fields of a record; with ``fence``, only while that lease holds (else LeaseLost)."""
+        """Set fields of a record; with ``fence``, only while that lease holds (else LeaseLost). A new status moves
+        the job's indices with it."""
         pairs = [_encode(x) for item in fields.items() for x in item]
-        self._fenced(self._hset, fence, [job_key(job_id)], pairs)
+        if "status" in fields:
+            self._fenced(self._hset_status, fence, [job_key(job_id)], [job_id, *pairs])
+        else:
+            self._fenced(self._hset, fence, [job_key(job_id)], pairs)
 
     def add(self, job_id: str, field: str, amount: float, fence: Lease | None = None) -> float:
         """Add to a numeric field of a job; returns the new value."""
@@ -275,62 +522,170 @@ class JobStore:
                 raise LeaseLost(f"{fence.job_id} {fence.item}".strip()) from None
             raise
 
+    # -- listing: pages from the indices ---------------------------------------------------------------------
     def recent(self, limit: int = 50, owner: str | None = None, kind: str | None = None) -> list[dict]:
         """Newest jobs first: everyone's, or one owner's (an API key id; "" for jobs sent through Celery)."""
-        index = JOB_INDEX if owner is None else owner_index(owner)
-        jobs: list[dict] = []
-        start, page = 0, max(limit, 50)
-        while len(jobs) < limit:
-            ids = self.r.zrevrange(index, start, start + page - 1)
-            if not ids:
+        return self.page(owner=owner, kind=kind, limit=limit).jobs
+
+    def page(self, owner: str | None = None, status: str | None = None, kind: str | None = None,
+             text: str | None = None, voices: frozenset[str] | set[str] | None = None, offset: int = 0,
+             limit: int = 50, window: int = SEARCH_WINDOW) -> "Page":
+        """One page of the jobs matching the filters, newest first, and how many match (``text``: words that must
+        all be in the text, any case; ``voices``: the job's voice is one of these).
+
+        Owner, status and kind alone (or owner with one of the others) are one index: the page is read from it at
+        its offset, its size is the total, and the cost is the page's. Status with kind, ``text`` and ``voices``
+        are read from the narrowest index that applies, newest first, up to ``window`` jobs (their status, kind,
+        voice and text only), counting matches as they go; where the index holds more, the total counts the
+        matches among those ``window`` (``exact`` false)."""
+        self.ensure_indexed()
+        if status and status not in STATUSES or kind and kind not in KINDS:
+            return Page([], 0)
+        words = text.lower().split() if text else []
+        if not words and not voices and not (status and kind):
+            index = status_index(status, owner) if status else kind_index(kind, owner) if kind else time_index(owner)
+            return self._index_page(index, owner, offset, limit)
+        return self._scan_page(owner, status, kind, words, voices, offset, limit, window)
+
+    def _index_page(self, index: str, owner: str | None, offset: int, limit: int) -> "Page":
+        for _ in range(3):
+            p = self.r.pipeline()  # MULTI: the total and the page as of one moment
+            p.zcard(index)
+            p.zrevrange(index, offset, offset + limit - 1)
+            total, ids = p.execute()
+            records = self.records(ids)
+            gone = [job_id for job_id, job in zip(ids, records) if job is None]
+            for job_id in gone:  # expired since the last sweep: out of every index, and the page read again
+                self.purge(job_id, owner)
+            if not gone:
                 break
-            start += page
-            for job_id in ids:
-                job = self.get(job_id)
-                if job is None:  # expired record: drop it from the index too
-                    self.r.zrem(index, job_id)
-                elif kind is None or job.get("kind") == kind:
-                    jobs.append(job)
-        return jobs[:limit]
+        return Page([job for job in records if job is not None], int(total) - len(gone))
 
-    def search(self, owner: str | None = None, status: str | None = None, kind: str | None = None,
-               text: str | None = None, since: float | None = None,
-               voices: frozenset[str] | set[str] | None = None) -> list[dict]:
-        """Every job matching the filters, newest first (``text``: lower-case words that must be in the text;
-        ``voices``: the job's voice is one of these)."""
-        index = JOB_INDEX if owner is None else owner_index(owner)
-        ids = self.r.zrevrangebyscore(index, "+inf", since if since is not None else "-inf")
-        words = text.split() if text else []
-        found = []
-        for start in range(0, len(ids), 200):
-            p = self.r.pipeline()
-            for job_id in ids[start:start + 200]:
-                p.hgetall(job_key(job_id))
-            for job_id, raw in zip(ids[start:start + 200], p.execute()):
-                if not raw:
-                    self.r.zrem(index, job_id)  # expired
-                    continue
-                job = _decode(raw)
-                if status and job["status"] != status or kind and job.get("kind", "synthesize") != kind:
-                    continue
-                if voices and job.get("voice", "") not in voices:
-                    continue
-                if words and not all(w in job.get("text", "").lower() for w in words):
-                    continue
-                found.append(job)
-        return found
+    def _scan_page(self, owner: str | None, status: str | None, kind: str | None, words: list[str],
+                   voices: frozenset[str] | set[str] | None, offset: int, limit: int, window: int) -> "Page":
+        candidates = [time_index(owner)] + ([status_index(status, owner)] if status else []) + \
+            ([kind_index(kind, owner)] if kind else [])
+        p = self.r.pipeline(transaction=False)
+        for index in candidates:
+            p.zcard(index)
+        index = min(zip(p.execute(), candidates))[1]
+        top = self.r.zrevrange(index, 0, 0, withscores=True)
+        if not top:
+            return Page([], 0)
+        matched, examined, found, gone = 0, 0, [], []
+        exhausted = False
+        voices = sorted(voices or ())
+        while examined < window:
+            batch = min(500, window - examined)  # a short step at a time: Redis serves others between them
+            reply = self._scan(keys=[index], args=[repr(top[0][1]), examined, batch, offset - matched,
+                                                   offset + limit - matched, status or "", kind or "", len(voices),
+                                                   *voices, *words])
+            read, sure, rest = int(reply[0]), int(reply[1]), reply[2:]
+            judged = 0  # matches Python found among the texts it judged, so far in this stretch
+            for job_id, verdict, before in zip(rest[::3], rest[1::3], rest[2::3]):
+                if verdict == "-":
+                    gone.append(job_id)
+                elif verdict == "" or all(w in verdict.lower() for w in words):
+                    if offset <= matched + int(before) + judged < offset + limit:
+                        found.append(job_id)
+                    judged += verdict != ""
+            matched += sure + judged
+            examined += read
+            if read < batch:
+                exhausted = True
+                break
+        if not exhausted:
+            exhausted = self.r.zcount(index, "-inf", top[0][1]) <= examined
+        for job_id in gone:
+            self.purge(job_id, owner)
+        jobs = [job for job in self.records(found) if job is not None]
+        return Page(jobs, matched, exact=exhausted, examined=examined)
 
-    def purge(self, job_id: str, owner: str = "") -> None:
-        """Remove a job's record, events, audio pieces and work state from Redis (its files: retention.py)."""
-        keys = [job_key(job_id), events_key(job_id), *self.r.scan_iter(match=f"{job_key(job_id)}:*", count=1000)]
-        p = self.r.pipeline()
-        p.delete(*keys)
-        p.zrem(JOB_INDEX, job_id)
-        p.zrem(owner_index(owner), job_id)
-        p.srem(owner_active(owner), job_id)
-        p.srem(RUNNING_SET, job_id)
-        p.srem(BOOKS_ACTIVE, job_id)
-        p.execute()
+    def records(self, ids: list[str]) -> list[dict | None]:
+        """The records of these jobs, in one round trip (None for each that is gone)."""
+        p = self.r.pipeline(transaction=False)
+        for job_id in ids:
+            p.hgetall(job_key(job_id))
+        return [_decode(raw) if raw else None for raw in p.execute()] if ids else []
+
+    def finished_since(self, since: float, owner: str | None = None) -> list[dict]:
+        """The jobs that ended since ``since`` (at most FINISHED_KEEP_S ago), oldest first: id, status,
+        finished_at and duration_s of each. Reads only those jobs."""
+        self.ensure_indexed()
+        ids = self.r.zrangebyscore(finished_index(owner), since, "+inf")
+        p = self.r.pipeline(transaction=False)
+        for job_id in ids:
+            p.hmget(job_key(job_id), ["status", "finished_at", "duration_s"])
+        ended = []
+        for job_id, (status, finished, duration) in zip(ids, p.execute() if ids else []):
+            if status in TERMINAL and finished:
+                ended.append({"id": job_id, "status": status, "finished_at": float(finished),
+                              "duration_s": float(duration or 0.0)})
+        return ended
+
+    def status_counts(self, owner: str | None = None) -> dict[str, int]:
+        """How many jobs are on record in each status, everyone's or one owner's (the indices' sizes)."""
+        self.ensure_indexed()
+        p = self.r.pipeline(transaction=False)
+        for status in STATUSES:
+            p.zcard(status_index(status, owner))
+        return dict(zip(STATUSES, map(int, p.execute())))
+
+    # -- the indices' upkeep --------------------------------------------------------------------------------
+    def purge(self, job_id: str, owner: str | None = None) -> None:
+        """Remove a job from Redis: its record, events, audio pieces, work state and every index entry (its files:
+        retention.py). ``owner`` serves only where the record is gone (None: not known, so every owner's)."""
+        keys = [job_key(job_id), book_key(job_id, "inflight"), events_key(job_id), pieces_key(job_id),
+                lease_key(job_id), *(book_key(job_id, part) for part in BOOK_PARTS if part != "inflight")]
+        self._forget(keys=keys, args=[job_id, "*" if owner is None else owner])
+
+    def ensure_indexed(self, wait_s: float = 300.0) -> None:
+        """Build the indices once where the records predate them (the first listing after an upgrade does it: 10 s
+        for 100,000 jobs on a 2-core VM, bench/job_listing.py). One process builds them; a listing elsewhere
+        meanwhile waits for it, and takes over if it died (its lock runs out)."""
+        deadline = time.monotonic() + wait_s
+        while not self._indexed:
+            if self.r.get(INDEX_VERSION_KEY) == INDEX_VERSION:
+                self._indexed = True
+            elif self.r.set(REINDEX_LOCK, os.getpid(), nx=True, ex=30):
+                try:
+                    self.reindex(lock=REINDEX_LOCK)
+                finally:
+                    self.r.delete(REINDEX_LOCK)
+            elif time.monotonic() > deadline:
+                raise TimeoutError("another process has been building the job indices for too long")
+            else:
+                time.sleep(0.2)
+
+    def reindex(self, lock: str | None = None) -> int:
+        """Put every job on record in the indices of its owner, status and kind (and the finished index, if it
+        ended within FINISHED_KEEP_S), and forget index entries whose record is gone. Safe beside running work
+        and beside another reindex: each batch is one atomic step that indexes a job as it is then. Returns the
+        jobs indexed. ``lock``: a key whose TTL is renewed as batches are done (ensure_indexed's)."""
+        prefix, suffix = f"{PREFIX}:owner:", ":jobs"
+        # One walk of the keyspace, once: the owners that the indices of version 1 had (with no list of them).
+        for key in self.r.scan_iter(match=owner_index("*"), count=1000):
+            self.r.sadd(OWNERS, key[len(prefix):-len(suffix)])
+        cutoff = time.time() - FINISHED_KEEP_S
+        seen: set[str] = set()
+        gone: set[str] = set()
+        for index in [JOB_INDEX, *(f"{prefix}{o}{suffix}" for o in sorted(self.r.smembers(OWNERS)))]:
+            batch: list[str] = []
+            for job_id, _ in self.r.zscan_iter(index, count=500):
+                if job_id not in seen:
+                    seen.add(job_id)
+                    batch.append(job_id)
+                if len(batch) == 500:
+                    gone.update(self._reindex(args=[cutoff, *batch]))
+                    batch = []
+                    if lock:
+                        self.r.expire(lock, 30)
+            if batch:
+                gone.update(self._reindex(args=[cutoff, *batch]))
+        for job_id in gone:  # every owner is known now: their indices lose these too
+            self.purge(job_id)
+        self.r.set(INDEX_VERSION_KEY, INDEX_VERSION)
+        return len(seen) - len(gone)
 
     # -- running: claims, leases, the end -------------------------------------------------------------------
     def claim(self, job_id: str, attempt: int, worker: str, instance: str) -> tuple[str, Lease | None]:
@@ -390,7 +745,7 @@ class JobStore:
                           pieces_key(job_id)],
                     args=[job_id, fence.token if fence else "", only_if or "", self.finished_ttl_s,
                           self.settings.piece_ttl_s, self.settings.event_maxlen, self.settings.event_ttl_s, body,
-                          *pairs])
+                          status, values["finished_at"], *pairs])
 
     @property
     def finished_ttl_s(self) -> int:
@@ -523,8 +878,10 @@ class JobStore:
                     p.srem(RUNNING_SET, job_id)
                     p.delete(lease_key(job_id))
                     # Progress stays: the next attempt resumes after the last whole text chunk (synthesis.run_job).
-                    p.hset(key, mapping={"status": "queued", "attempt": attempt + 1, "last_error": reason,
-                                         "lease": ""})
+                    requeued = {"status": "queued", "attempt": attempt + 1, "last_error": reason, "lease": ""}
+                    pairs = [x for item in requeued.items() for x in item]
+                    # Unfenced (the lease is gone): KEYS[1] the record, ARGV[1:2] empty; its indices move with it.
+                    self._hset_status(keys=[key, key], args=["", "", job_id, *pairs], client=p)
                     p.sadd(REQUEUE_OUTBOX, job_id)
                     body = json.dumps({"type": "progress", "job_id": job_id, "ts": round(time.time(), 3),
                                        "status": "queued", "progress": job.get("progress", 0.0),

@@ -76,7 +76,7 @@ def check_url(url: str) -> None:
     scheme = url.strip().partition("://")[0].lower() if "://" in url else ""
     if scheme not in SCHEMES:
         raise ValueError(f"REDIS_URL must start with redis://, rediss:// (TLS), unix:// or sentinel://, not "
-                         f"{_shown(url)!r}")
+                         f"{redact_url(url)!r}")
     if scheme == "sentinel":
         parse_sentinel_url(url)
 
@@ -84,7 +84,7 @@ def check_url(url: str) -> None:
 def parse_sentinel_url(url: str) -> SentinelUrl:
     """Read a ``sentinel://`` URL (the module's docstring has its form); ValueError says what is wrong with it."""
     def bad(problem: str) -> ValueError:
-        return ValueError(f"REDIS_URL {_shown(url)!r}: {problem} (the form is {_EXAMPLE})")
+        return ValueError(f"REDIS_URL {redact_url(url)!r}: {problem} (the form is {_EXAMPLE})")
 
     text = url.strip()
     if not is_sentinel(text):
@@ -113,9 +113,9 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
             parts = urlsplit("//" + part)
             host, port = parts.hostname, parts.port
         except ValueError as exc:
-            raise bad(f"{_shown(part)!r} is not HOST[:PORT] ({exc})") from None
+            raise bad(f"{redact_url(part)!r} is not HOST[:PORT] ({exc})") from None
         if not host:
-            raise bad(f"{_shown(part)!r} names no host")
+            raise bad(f"{redact_url(part)!r} names no host")
         if parts.username is not None or parts.password is not None:
             credentials.add((unquote(parts.username) if parts.username else None,
                              unquote(parts.password) if parts.password is not None else None))
@@ -136,11 +136,22 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
                        sentinel_password=options.get("sentinel_password") or None)
 
 
-def _shown(url: str) -> str:
-    """The URL with its secrets replaced by ***, fit for an error message."""
-    from .settings import redact_url
-
-    return redact_url(url)
+def redact_url(url: str) -> str:
+    """A URL fit for logs and error messages: any user and password replaced by ***. The password may hold '@'
+    itself: the host is what follows the last one. A Sentinel URL's hosts, joined by ';', are each redacted, and so
+    is its ``sentinel_password=`` option."""
+    if ";" in url and url.lower().startswith("sentinel://"):
+        return ";".join(redact_url(part) for part in url.split(";"))
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # a later Sentinel of a list, written without its scheme: "host:26379"
+        scheme, rest = "", url
+    rest, question, query = rest.partition("?")
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        netloc = f"***@{netloc.rpartition('@')[2]}"
+    query = "&".join("sentinel_password=***" if option.startswith("sentinel_password=") else option
+                     for option in query.split("&")) if question else ""
+    return f"{scheme}{sep}{netloc}{slash}{path}{question}{query}"
 
 
 def connect(url: str, **options: Any) -> "redis.Redis":

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .jobs import BOOKS_ACTIVE, JOB_INDEX, PREFIX, TERMINAL, JobStore, job_key, uploads_of
+from .jobs import BOOKS_ACTIVE, JOB_INDEX, PREFIX, TERMINAL, JobStore, kind_index, uploads_of
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,16 +87,20 @@ def sweep(store: JobStore, now: float | None = None, dry_run: bool = False) -> S
         return report
     now = time.time() if now is None else now
     cutoff = now - settings.retention_s
-    r = store.r
+    store.ensure_indexed()
     # Finished jobs: a job ends after it was created, so only those created before the cutoff can qualify.
-    for job_id in r.zrangebyscore(JOB_INDEX, "-inf", cutoff):
-        job = store.get(job_id)
-        if job is None:
-            r.zrem(JOB_INDEX, job_id)  # its record expired: its files, if any are left, are orphans (below)
-        elif job["status"] in TERMINAL and float(job.get("finished_at") or job["created_at"]) < cutoff:
-            report.jobs += 1
-            report.deleted.append(job_id)
-            report.bytes += sum(_size(p) for p in job_files(settings, job)) if dry_run else delete_job(store, job)
+    ids = store.r.zrangebyscore(JOB_INDEX, "-inf", cutoff)
+    for start in range(0, len(ids), 500):
+        for job_id, job in zip(ids[start:start + 500], store.records(ids[start:start + 500])):
+            if job is None:
+                # Its record expired (no sweep ran for a day past the retention): out of every index, whoever's it
+                # was; its files, if any are left, are orphans (below).
+                if not dry_run:
+                    store.purge(job_id)
+            elif job["status"] in TERMINAL and float(job.get("finished_at") or job["created_at"]) < cutoff:
+                report.jobs += 1
+                report.deleted.append(job_id)
+                report.bytes += sum(_size(p) for p in job_files(settings, job)) if dry_run else delete_job(store, job)
     _sweep_orphans(store, cutoff, now, report)
     _sweep_chunks(store, cutoff, report)
     report.seconds = round(time.monotonic() - started, 3)
@@ -158,10 +162,7 @@ def _chunks_in_use(store: JobStore) -> set[str]:
     from .books.plan import book_dir, load_plan
 
     keys: set[str] = set()
-    ids = set(store.r.smembers(BOOKS_ACTIVE))
-    for job_id in store.r.zrange(JOB_INDEX, 0, -1):
-        if store.r.hget(job_key(job_id), "kind") == "audiobook":
-            ids.add(job_id)
+    ids = set(store.r.smembers(BOOKS_ACTIVE)) | set(store.r.zrange(kind_index("audiobook"), 0, -1))
     for job_id in ids:
         if (book_dir(store.settings, job_id) / "plan.json").is_file():
             try:

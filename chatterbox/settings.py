@@ -3,12 +3,15 @@
 Every process (web, workers, Flower, the CLI, Celery's own config) reads its settings here, so that a value set
 once in the environment is seen the same way everywhere. Each field can be set with ``CHATTERBOX_<FIELD>``
 (upper case); ``REDIS_URL`` and ``TTS_ENGINE`` are also read without the prefix because they are the names
-people already use for those two.
+people already use for those two. ``load()`` checks every value (numbers against RANGES): a bad one stops a process
+at its start, naming the variable, rather than failing a request later.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -127,6 +130,18 @@ class Settings:
     flower_user: str = "admin"
     flower_password: str | None = None  # None: generated once and kept in <data_dir>/flower-password
 
+    # The log level of every `chatterbox` command (a Celery worker's own log: `chatterbox worker --loglevel`).
+    log_level: str = "INFO"  # DEBUG | INFO | WARNING | ERROR | CRITICAL, in any case
+
+    # Set by `chatterbox worker` for itself, with CUDA_VISIBLE_DEVICES, before anything can initialise CUDA (not by
+    # hand): the device its engine runs on (each GPU worker sees only its own GPU: cuda:0) and its own queue.
+    worker_device: str = "cpu"
+    worker_queue: str = "cpu"
+
+    # Client side: the server the CLI's commands (and web.client.Client) talk to, and the API key they send.
+    server: str = ""  # empty: the local one, http://<web_host>:<web_port> (Client: http://127.0.0.1:5000)
+    api_key: str | None = None
+
     @property
     def broker_url(self) -> str:
         if self.redis_url:
@@ -208,6 +223,16 @@ def secret_file(path: Path, make: Callable[[], bytes]) -> bytes:
     return secret
 
 
+def flower_credentials(settings: Settings) -> tuple[str, str]:
+    """Flower's basic-auth user and password: from settings, else generated once and kept in the data directory
+    (load() has refused a user or password that Flower would cut; a generated one has no ',')."""
+    import secrets
+
+    password = settings.flower_password or secret_file(
+        settings.data_dir / "flower-password", lambda: secrets.token_urlsafe(12).encode()).decode().strip()
+    return settings.flower_user, password
+
+
 def embedded_redis_password(settings: Settings) -> str:
     """The password the embedded Redis is started with: CHATTERBOX_REDIS_PASSWORD, else the generated one."""
     if settings.redis_password:
@@ -215,24 +240,6 @@ def embedded_redis_password(settings: Settings) -> str:
     import secrets
 
     return secret_file(settings.redis_password_file, lambda: secrets.token_hex(24).encode()).decode().strip()
-
-
-def redact_url(url: str) -> str:
-    """A URL fit for logs and error messages: any user and password replaced by ***. The password may hold '@'
-    itself: the host is what follows the last one. A Sentinel URL's hosts, joined by ';', are each redacted, and so
-    is its ``sentinel_password=`` option."""
-    if ";" in url and url.lower().startswith("sentinel://"):
-        return ";".join(redact_url(part) for part in url.split(";"))
-    scheme, sep, rest = url.partition("://")
-    if not sep:  # a later Sentinel of a list, written without its scheme: "host:26379"
-        scheme, rest = "", url
-    rest, question, query = rest.partition("?")
-    netloc, slash, path = rest.partition("/")
-    if "@" in netloc:
-        netloc = f"***@{netloc.rpartition('@')[2]}"
-    query = "&".join("sentinel_password=***" if option.startswith("sentinel_password=") else option
-                     for option in query.split("&")) if question else ""
-    return f"{scheme}{sep}{netloc}{slash}{path}{question}{query}"
 
 
 def _convert(kind: Any, raw: str, name: str) -> Any:
@@ -255,6 +262,68 @@ def _convert(kind: Any, raw: str, name: str) -> Any:
 
 _PATHS = ("data_dir", "model_dir", "turbo_dir", "multilingual_dir", "whisper_model")
 MODEL_NAMES = ("original", "turbo", "multilingual")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_WORKER_DEVICE = re.compile(r"cpu|cuda(?::\d+)?")
+
+# The one table of what every number may be: (lowest, highest), None for no bound above. Each bound is where a value
+# beyond it would break something later (or means nothing); 0 where 0 means "off" or "none" in the field's comment.
+# Floats must be finite too: int(inf) raises and NaN passes no comparison.
+RANGES: dict[str, tuple[float, float | None]] = {
+    "redis_port": (1, 65535),
+    "web_port": (1, 65535),
+    "flower_port": (1, 65535),
+    "cpu_workers": (1, 256),
+    "voice_cache_size": (1, None),
+    # A generation's own cap (max_new_tokens=1000: 40 s of speech); a preview is a few seconds.
+    "preview_max_tokens": (1, 1000),
+    "max_upload_mb": (1, None),
+    "threads": (0, None),
+    "max_batch": (1, 256),  # each a thread of the worker and rows of its decoding step
+    "max_text_chars": (1, None),
+    # chatterbox.text.chunk_text refuses fewer than 20 characters. Chatterbox's models cap it at their own length
+    # (chatterbox.engines.models: 300, Turbo 200); Piper takes what is set, up to a whole request's text.
+    "chunk_chars": (20, 5000),
+    "chunk_gap_s": (0, 10),
+    "book_max_mb": (1, None),
+    "book_pause_sentence_s": (0, 60),
+    "book_pause_paragraph_s": (0, 60),
+    "book_pause_chapter_s": (0, 60),
+    # Quieter than -70 LUFS is R128's silence gate; louder than -5 the limiter would flatten every peak.
+    "book_loudness_lufs": (-70, -5),
+    "book_quality_retries": (0, 100),
+    "book_chunk_attempts": (1, 100),
+    "book_part_max_minutes": (0, None),  # 0: never split
+    "book_parse_timeout_s": (1, None),
+    # No task may run longer (Redis hands it to another worker): below a minute, a chunk still being synthesized on
+    # a slow CPU could be run twice at once.
+    "visibility_timeout_s": (60, None),
+    "max_attempts": (1, 100),
+    "retention_days": (0, None),  # 0: keep everything
+    "sweep_interval_s": (0, None),  # 0: no sweeps
+    "event_ttl_s": (1, None),  # 0 would make Redis delete a job's events as they are written
+    "event_maxlen": (1, None),
+    "piece_ttl_s": (1, None),
+    "redis_maxmemory_mb": (0, None),  # 0: no cap
+    "heartbeat_interval_s": (0.05, None),  # 0 would spin the heartbeat thread
+    "heartbeat_ttl_s": (1, None),
+    "rate_limit_per_minute": (0, None),  # 0: no limit
+    "max_queued_jobs": (0, None),  # 0: no cap
+    "max_body_kb": (1, None),
+    "auth_failures_per_minute": (0, None),  # 0: no limit
+    "proxy_hops": (0, None),
+    "web_threads": (1, None),
+    "wait_timeout_s": (1, None),
+}
+
+
+def _check_range(name: str, value: Any) -> None:
+    low, high = RANGES[name]
+    variable = f"CHATTERBOX_{name.upper()}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{variable} must be a number, not {value!r}")
+    if not (math.isfinite(value) and low <= value and (high is None or value <= high)):
+        allowed = f"from {low:g} to {high:g}" if high is not None else f"{low:g} or more"
+        raise ValueError(f"{variable} must be {allowed}, not {value!r}")
 
 
 def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -276,6 +345,8 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
             raise ValueError(f"unknown setting {key!r}")
         values[key] = Path(value) if key in _PATHS and value is not None else value
     settings = Settings(**values)
+    for name in RANGES:
+        _check_range(name, getattr(settings, name))
     if settings.model_dtype not in ("float32", "bfloat16"):
         raise ValueError(f"CHATTERBOX_MODEL_DTYPE must be float32 or bfloat16, not {settings.model_dtype!r}")
     if settings.book_format not in ("mp3", "ogg"):
@@ -283,15 +354,21 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
     if settings.book_asr not in ("auto", "pocketsphinx", "faster-whisper", "off"):
         raise ValueError(f"CHATTERBOX_BOOK_ASR must be auto, pocketsphinx, faster-whisper or off, not "
                          f"{settings.book_asr!r}")
-    if not 0 <= settings.book_part_max_minutes < float("inf"):  # NaN fails too
-        raise ValueError(f"CHATTERBOX_BOOK_PART_MAX_MINUTES must be 0 (never split) or a number of minutes, not "
-                         f"{settings.book_part_max_minutes!r}")
     for name in settings.model_names + ((settings.default_model,) if settings.default_model else ()):
         if name not in MODEL_NAMES:
             raise ValueError(f"CHATTERBOX_MODELS and CHATTERBOX_DEFAULT_MODEL name {', '.join(MODEL_NAMES)}, not "
                              f"{name!r}")
     if settings.tts_engine not in ("auto", "piper", "chatterbox"):
         raise ValueError(f"TTS_ENGINE must be auto, piper or chatterbox, not {settings.tts_engine!r}")
+    if settings.log_level.upper() not in LOG_LEVELS:
+        raise ValueError(f"CHATTERBOX_LOG_LEVEL must be {', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]}, not "
+                         f"{settings.log_level!r}")
+    if not _WORKER_DEVICE.fullmatch(settings.worker_device):
+        raise ValueError(f"CHATTERBOX_WORKER_DEVICE must be cpu, cuda or cuda:N, not {settings.worker_device!r}")
+    # Flower reads "user:password" pairs separated by commas (tornado's list option): a comma would cut the password
+    # in two, and a colon in the user would move the rest of it into the password.
+    if ":" in settings.flower_user or "," in settings.flower_user or "," in (settings.flower_password or ""):
+        raise ValueError("CHATTERBOX_FLOWER_USER may not contain ':' or ',', nor CHATTERBOX_FLOWER_PASSWORD ','")
     if settings.redis_url:
         from .redis_client import check_url
 

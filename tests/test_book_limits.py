@@ -15,7 +15,8 @@ import pytest
 import requests
 
 from chatterbox.books.isolated import parse_isolated
-from chatterbox.books.reader import BookError, book_from_chapters, book_from_text, read_book
+from chatterbox.books.reader import book_from_chapters, book_from_text, read_book
+from chatterbox.books.sections import BookError
 from tests.books import epub_files, make_epub, make_markdown_book, zip_epub
 
 WORDS = "the boats came home before sun was up and their lanterns swung over dark water like slow stars".split()

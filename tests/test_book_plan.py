@@ -7,7 +7,8 @@ import pytest
 
 from chatterbox.access import SYSTEM
 from chatterbox.books.plan import bump_revision, chunk_key, load_plan, make_plan, save_plan
-from chatterbox.books.reader import BookError, book_from_chapters
+from chatterbox.books.reader import book_from_chapters
+from chatterbox.books.sections import BookError
 from chatterbox.engines import create_engine
 from chatterbox.engines.piper import PiperEngine
 from chatterbox.quality import expected_duration

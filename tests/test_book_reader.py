@@ -7,8 +7,9 @@ from io import BytesIO
 
 import pytest
 
-from chatterbox.books.reader import (FORMATS, Book, BookError, Chapter, book_from_chapters, book_from_text,
-                                     is_speakable, read_book)
+from chatterbox.books.reader import (FORMATS, Book, Chapter, book_from_chapters, book_from_text, is_speakable,
+                                     read_book)
+from chatterbox.books.sections import BookError
 from tests.books import (CHAPTERS, COVER_TEXT, NOTE, epub_files, make_drm_epub, make_epub, make_font_obfuscated_epub,
                          make_markdown_book, zip_epub)
 

@@ -18,7 +18,8 @@ import requests
 from chatterbox import audio, redis_client, redis_server
 from chatterbox.books.state import BookStore
 from chatterbox.jobs import PREFIX, job_key
-from chatterbox.settings import load, redact_url
+from chatterbox.redis_client import redact_url
+from chatterbox.settings import load
 from workers.supervisor import EXIT_CONFIG_ERROR
 from tests.books import make_epub
 from tests.test_books import check_complete, fresh_chapters, submit_epub, wait_book

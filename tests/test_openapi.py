@@ -159,7 +159,7 @@ def collection_document() -> dict:
     is its own test (schemathesis' lazy fixture loader needs pytest internals that pytest 9 no longer has). The
     paths do not depend on the server's state, so it lists the same ones as the live server's."""
     from chatterbox.settings import load
-    from web import Services
+    from web.common import Services
     from web.openapi import build_document
 
     return build_document(Services(load({"tts_engine": "piper", "redis_url": "redis://127.0.0.1:9/0",

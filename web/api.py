@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import redis
 from flask import Blueprint, Flask, abort, redirect, request, send_file, url_for
@@ -15,19 +13,13 @@ from chatterbox import audio, jobs, retention
 from chatterbox.engines import InvalidRequest
 from chatterbox.synthesis import parse_request
 
-from . import REDIS_ERRORS, error_response, redis_down_response, redis_refusal_response, services
 from .auth import caller
+from .common import (REDIS_ERRORS, error_response, keep_upload, links, redis_down_response, redis_refusal_response,
+                     services, upload_path, voice_error)
 
 bp = Blueprint("api", __name__)
 
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def links(job_id: str) -> dict:
-    return {"status_url": url_for("api.job_status", job_id=job_id),
-            # a path, like the others: werkzeug would make it absolute with a ws:// scheme that a proxy may not keep
-            "events_url": urlsplit(url_for("events.job_events", job_id=job_id)).path,
-            "audio_url": url_for("api.job_audio", job_id=job_id)}
 
 
 def job_or_404(job_id: str) -> dict:
@@ -79,8 +71,6 @@ def _multipart_request():
 
     from chatterbox.voices import VoiceError, prepare_reference
 
-    from .voices import voice_error
-
     svc = services()
     upload = request.files.get("audio_prompt")
     if upload is None:
@@ -102,20 +92,6 @@ def _multipart_request():
         exc.field = "audio_prompt"
         return voice_error(exc), None
     return body, data
-
-
-def upload_path(settings, job_id: str) -> Path:
-    return (settings.uploads_dir / f"{job_id}.audio").resolve()
-
-
-def keep_upload(job_id: str, data: bytes) -> None:
-    """The clip of a job just created, kept for the worker that runs it (atomically, readable by this user only);
-    written after the job was admitted, so that a refused job leaves no file behind."""
-    try:
-        audio.write_atomic(upload_path(services().settings, job_id), data)
-    except OSError as exc:
-        services().store.finish(job_id, "failed", error=f"the upload could not be stored: {exc}")
-        abort(error_response(503, f"the upload could not be stored: {exc.strerror or exc}", "storage_unavailable"))
 
 
 def wait_for(job_id: str):
@@ -146,7 +122,9 @@ def _whole(name: str, default: int, low: int, high: int) -> int:
 @bp.get("/jobs")
 def list_jobs():
     """Newest first, a page at a time: ?limit= (at most 500), ?offset=, and filters ?status=, ?kind=, ?voice= (an
-    id, or a saved voice's name) and ?q= (words in the text)."""
+    id, or a saved voice's name) and ?q= (words in the text). Owner, status and kind come from Redis' indices at
+    the cost of the page; ?voice=, ?q= (and status with kind) read up to jobs.SEARCH_WINDOW of the newest jobs,
+    and say ``total_exact`` false when there were more (then ``total`` counts the matches among those)."""
     from .auth import owner_filter
 
     limit, offset = _whole("limit", 50, 1, 500), _whole("offset", 0, 0, 10**7)
@@ -154,11 +132,11 @@ def list_jobs():
     if status and status not in jobs.STATUSES:
         return error_response(400, f"status must be one of {', '.join(jobs.STATUSES)}", "invalid_value", "status")
     voice = (request.args.get("voice") or "").strip()
-    found = services().store.search(owner=owner_filter(), status=status or None, kind=kind or None, text=q or None,
-                                    voices=_voice_names(voice) if voice else None)
-    page = found[offset:offset + limit]
+    page = services().store.page(owner=owner_filter(), status=status or None, kind=kind or None, text=q or None,
+                                 voices=_voice_names(voice) if voice else None, offset=offset, limit=limit)
     return {"jobs": [{**jobs.public_view(j), "text_preview": j.get("text", "")[:200], **links(j["id"])}
-                     for j in page], "total": len(found), "offset": offset, "limit": limit}
+                     for j in page.jobs], "total": page.total, "total_exact": page.exact, "offset": offset,
+            "limit": limit}
 
 
 def _voice_names(voice: str) -> set[str]:
@@ -244,23 +222,22 @@ def storage():
 @bp.get("/stats")
 def stats():
     """Throughput over the last hour, in 5-minute buckets: jobs finished and audio made (the key's own jobs, or
-    everyone's for an admin key), with the queue lengths."""
+    everyone's for an admin key), with the queue lengths and the jobs on record per status. Reads only the jobs
+    that ended in the hour (the finished index) and the status indices' sizes, never the whole history."""
     from .auth import owner_filter
 
     now = time.time()
+    store = services().store
     buckets = [{"start": now - 3600 + i * 300, "jobs": 0, "failed": 0, "audio_s": 0.0} for i in range(12)]
-    for job in services().store.search(owner=owner_filter(), since=now - 3600):
-        finished = job.get("finished_at")
-        if not finished or finished < now - 3600:
-            continue
-        bucket = buckets[min(11, int((finished - (now - 3600)) // 300))]
+    for job in store.finished_since(now - 3600, owner=owner_filter()):
+        bucket = buckets[min(11, int((job["finished_at"] - (now - 3600)) // 300))]
         bucket["jobs"] += 1
         bucket["failed"] += job["status"] == "failed"
-        bucket["audio_s"] = round(bucket["audio_s"] + float(job.get("duration_s") or 0.0), 2)
-    r = services().store.r
+        bucket["audio_s"] = round(bucket["audio_s"] + job["duration_s"], 2)
     return {"window_s": 3600, "buckets": buckets, "jobs": sum(b["jobs"] for b in buckets),
             "audio_s": round(sum(b["audio_s"] for b in buckets), 2),
-            "queues": {name: r.llen(name) for name in ("interactive", "bulk")}}
+            "queues": {name: store.r.llen(name) for name in ("interactive", "bulk")},
+            "statuses": store.status_counts(owner=owner_filter())}
 
 
 @bp.post("/synthesize/plan")

@@ -20,7 +20,7 @@ from chatterbox.access import Caller
 from chatterbox.keys import ApiKey, KeyStore
 from chatterbox.limits import RateLimiter
 
-from . import error_response, services
+from .common import error_response, services
 
 # Open to anyone: the health check (which then says nothing about jobs or users), sign-in, the API description.
 PUBLIC = {"api.health", "pages.login", "pages.login_submit", "pages.logout", "static", "docs.openapi",

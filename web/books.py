@@ -9,13 +9,14 @@ from flask import Blueprint, abort, request, send_file, url_for
 from chatterbox.books import control
 from chatterbox.books.plan import book_dir, cached_chunk, chunk_paths, load_plan
 from chatterbox.books.state import BookStore
-from chatterbox.books.reader import Book, BookError
+from chatterbox.books.reader import Book
+from chatterbox.books.sections import BookError
 from chatterbox.books.isolated import parse_isolated
 from chatterbox.engines import InvalidRequest
 
-from . import error_response, services
-from .api import JOB_ID, truthy, links
+from .api import JOB_ID, truthy
 from .auth import caller, owner_filter
+from .common import error_response, links, services
 
 bp = Blueprint("books", __name__)
 

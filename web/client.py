@@ -221,8 +221,9 @@ class EventStream(Iterator[dict]):
 class Client:
     """The REST API and job events of one chatterbox-jobs server.
 
-    ``base_url`` defaults to ``$CHATTERBOX_SERVER`` (else http://127.0.0.1:5000), ``api_key`` to
-    ``$CHATTERBOX_API_KEY``; with a key, every request and websocket handshake carries ``Authorization: Bearer``.
+    ``base_url`` defaults to the settings' server, ``$CHATTERBOX_SERVER`` (else http://127.0.0.1:5000), ``api_key``
+    to their api_key, ``$CHATTERBOX_API_KEY``; with a key, every request and websocket handshake carries
+    ``Authorization: Bearer``.
     ``websockets=False`` makes ``wait`` poll the job instead of following its events.
     Errors are raised as ``ApiError`` and its subclasses, carrying the server's message.
     """
@@ -230,11 +231,19 @@ class Client:
     def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 30, *,
                  websockets: bool = True):
         self.websockets = websockets  # False: wait() polls (for proxies that do not pass websockets)
-        self.base_url = (base_url or os.environ.get("CHATTERBOX_SERVER") or DEFAULT_SERVER).rstrip("/")
+        if base_url is None or api_key is None:
+            # chatterbox.settings needs nothing beyond the standard library: this module stays free of the server's
+            # dependencies.
+            from chatterbox.settings import load
+
+            configured = load()
+            base_url = base_url or configured.server
+            api_key = api_key if api_key is not None else configured.api_key
+        self.base_url = (base_url or DEFAULT_SERVER).rstrip("/")
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"{self.base_url!r} is not a server URL like http://127.0.0.1:5000")
-        self.api_key = api_key if api_key is not None else (os.environ.get("CHATTERBOX_API_KEY") or None)
+        self.api_key = api_key or None
         self.timeout = timeout
         self.session = requests.Session()
         # Sent with each request rather than as a session default, so that it is visibly part of every call.

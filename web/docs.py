@@ -5,7 +5,7 @@ import json
 
 from flask import Blueprint, current_app, render_template
 
-from . import services
+from .common import services
 from .openapi import build_document
 
 bp = Blueprint("docs", __name__)

@@ -12,8 +12,8 @@ from wsproto.frame_protocol import CloseReason
 
 from chatterbox.jobs import parse_event_id
 
-from . import REDIS_ERRORS, error_response, services
 from .api import job_or_404
+from .common import REDIS_ERRORS, error_response, services
 
 log = logging.getLogger(__name__)
 sock = Sock()

@@ -25,8 +25,8 @@ from chatterbox.engines import Engine, InvalidRequest
 from chatterbox.streaming import CONTENT_TYPES, StreamEncoder, wav_samples
 from chatterbox.synthesis import SynthesisRequest, parse_request
 
-from . import REDIS_ERRORS, Services, error_response, services
 from .auth import caller
+from .common import REDIS_ERRORS, Services, error_response, services
 from .fanout import Fanout
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ from chatterbox.settings import Settings
 from chatterbox.streaming import CONTENT_TYPES as SPEECH_TYPES, OUTPUT_RATE
 from chatterbox.voices import MAX_TAGS, NAME as VOICE_NAME
 
-from . import Services, openai_api
+from . import openai_api
+from .common import Services
 
 Schema = dict[str, Any]
 
@@ -475,7 +476,9 @@ def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
                               [*JOB_REQUIRED, *LINKS, "text_preview"])),
             "total": integer("jobs that match the filters, on every page", minimum=0),
             "offset": integer(minimum=0), "limit": integer(minimum=1, maximum=500),
-        }, ["jobs", "total", "offset", "limit"]),
+            "total_exact": {"type": "boolean", "description": "false when a `q` or `voice` search read its limit "
+                                                             "(the newest 20,000 jobs) and `total` counts only those"},
+        }, ["jobs", "total", "offset", "limit", "total_exact"]),
         "Purged": obj({"job_id": string(), "deleted": {"type": "boolean", "enum": [True]}}, ["job_id", "deleted"]),
         "Stats": obj({
             "window_s": integer("the window: the last hour"),
@@ -486,7 +489,9 @@ def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
             "jobs": integer(minimum=0), "audio_s": number(minimum=0),
             "queues": obj({"interactive": integer(minimum=0), "bulk": integer(minimum=0)}, ["interactive", "bulk"],
                           description="messages waiting in the Celery queues"),
-        }, ["window_s", "buckets", "jobs", "audio_s", "queues"]),
+            "statuses": obj({status: integer(minimum=0) for status in jobs.STATUSES}, list(jobs.STATUSES),
+                            description="jobs on record in each status"),
+        }, ["window_s", "buckets", "jobs", "audio_s", "queues", "statuses"]),
         "Storage": obj({
             "retention_days": number("finished work is deleted this long after it ended (0: kept for ever)",
                                      minimum=0),

@@ -6,7 +6,8 @@ import secrets
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
-from . import auth, error_response, services
+from . import auth
+from .common import error_response, services
 from .events import check_request
 
 bp = Blueprint("pages", __name__)

@@ -1,15 +1,13 @@
 """Voices: clone jobs (``POST /voice-clone``) and the saved-voice library."""
 from __future__ import annotations
 
-
 from flask import Blueprint, request, send_file
 
 from chatterbox import jobs
 from chatterbox.voices import VoiceError, VoiceLibrary, clone_request, prepare_reference
 
-from . import error_response, services
-from .api import keep_upload, links, upload_path
 from .auth import caller
+from .common import error_response, keep_upload, links, services, upload_path, voice_error
 
 bp = Blueprint("voices", __name__)
 
@@ -18,11 +16,6 @@ UPLOAD_FIELDS = ("file", "audio")
 
 def library() -> VoiceLibrary:
     return VoiceLibrary(services().settings.voices_dir)
-
-
-def voice_error(exc: VoiceError):
-    status = {"unknown_voice": 404, "not_found": 404, "duplicate_name": 409, "forbidden": 403}.get(exc.code, 400)
-    return error_response(status, exc.message, exc.code, exc.field)
 
 
 @bp.post("/voice-clone")

@@ -28,6 +28,7 @@ class WorkerSpec:
         return "cuda:0" if self.gpu is not None else "cpu"
 
     def env(self) -> dict[str, str]:
+        # The worker's own settings (worker_device, worker_queue), read by tasks once they are in its environment.
         env = {"CHATTERBOX_WORKER_DEVICE": self.device, "CHATTERBOX_WORKER_QUEUE": self.name}
         # An empty CUDA_VISIBLE_DEVICES hides every GPU from the CPU worker, so nothing lands on one by accident.
         env["CUDA_VISIBLE_DEVICES"] = self.gpu if self.gpu is not None else ""

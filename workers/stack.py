@@ -10,9 +10,8 @@ import urllib.request
 import redis
 
 from chatterbox import redis_client, redis_server
-from chatterbox.cli import flower_credentials
 from chatterbox.engines import choose_engine
-from chatterbox.settings import Settings, embedded_redis_password, redact_url, to_env
+from chatterbox.settings import Settings, embedded_redis_password, flower_credentials, to_env
 
 from .devices import worker_specs
 from .supervisor import Service
@@ -78,7 +77,7 @@ def build_stack(settings: Settings, flower: bool = True) -> tuple[list[Service],
         embedded = f"  (embedded: password in {secret}, AOF in {settings.redis_dir})"
     lines = ["", "chatterbox-jobs is starting",
              f"  dashboard and API  {web_url}",
-             f"  redis              {redact_url(settings.redis_url)}{embedded}",
+             f"  redis              {redis_client.redact_url(settings.redis_url)}{embedded}",
              f"  workers            {', '.join(s.name for s in specs)}",
              f"  engine             {choose_engine(settings)[1]}",
              f"  data               {settings.data_dir.resolve()}"]

@@ -18,7 +18,7 @@ from bs4 import BeautifulSoup, NavigableString, Tag, XMLParsedAsHTMLWarning
 from bs4.element import CData
 from lxml import etree
 
-from chatterbox.books.reader import BookError, Section, clean_text
+from .sections import BookError, Section, clean_text
 
 __all__ = ["read_epub", "is_epub"]
 

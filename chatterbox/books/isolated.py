@@ -15,7 +15,8 @@ import time
 import traceback
 from typing import Any
 
-from chatterbox.books.reader import Book, BookError, book_from_chapters, book_from_text, read_book
+from chatterbox.books.reader import Book, book_from_chapters, book_from_text, read_book
+from chatterbox.books.sections import BookError
 
 __all__ = ["parse_isolated", "KINDS", "MEMORY_LIMIT"]
 

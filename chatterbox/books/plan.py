@@ -19,7 +19,8 @@ from ..engines import Engine
 from ..quality import expected_duration
 from ..settings import Settings
 from ..text import TextError, chunk_text
-from .reader import Book, BookError
+from .reader import Book
+from .sections import BookError
 
 PLAN_VERSION = 1
 SEED_LIMIT = 2**31  # the engines' seed range is [0, 2**31 - 1]

@@ -4,24 +4,18 @@ from __future__ import annotations
 import codecs
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from charset_normalizer import from_bytes
 from markdown_it import MarkdownIt
 
-__all__ = ["BookError", "Chapter", "Book", "FORMATS", "read_book", "book_from_text", "book_from_chapters",
+from .sections import BookError, Section, clean_text
+
+__all__ = ["Chapter", "Book", "FORMATS", "read_book", "book_from_text", "book_from_chapters",
            "is_speakable"]
 
 FORMATS = ("txt", "md", "epub")
 _EXTENSIONS = {".txt": "txt", ".text": "txt", ".md": "md", ".markdown": "md", ".epub": "epub"}
-
-
-class BookError(ValueError):
-    """A book that cannot be read; .message is shown to the user, .code is machine-readable, .field names the input."""
-
-    def __init__(self, message: str, code: str, field: str = "file"):
-        super().__init__(message)
-        self.message, self.code, self.field = message, code, field
 
 
 @dataclass
@@ -56,27 +50,8 @@ class Book:
                 "chars": sum(c["chars"] for c in chapters), "chapters": chapters}
 
 
-@dataclass
-class Section:
-    """A chapter in the making (shared with the EPUB reader): title None means "the book's title"."""
-    title: str | None
-    paragraphs: list[str] = field(default_factory=list)
-    is_part: bool = False  # a part/book/volume heading: folded into the next chapter's title when it has no text
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# Text clean-up shared by every format.
-
-# Soft hyphens, zero-width characters and BOMs, and U+FFFD (what undecodable bytes became): nothing to say.
-_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff\ufffd"), None)
-_SPACES = re.compile(r"\s+")  # Unicode-aware: NBSP, thin spaces and line separators become one space
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def clean_text(text: str) -> str:
-    """One line of speakable text: invisible characters removed, whitespace collapsed; quotes are left alone."""
-    return _CONTROL.sub("", _SPACES.sub(" ", text.translate(_INVISIBLE))).strip()
-
+# Text clean-up shared by every format (clean_text: sections.py).
 
 def is_speakable(text: str) -> bool:
     """True when the text has at least one letter or digit (in any script)."""
@@ -466,7 +441,7 @@ def _format_of(data: bytes, filename: str, label: str, requested: str | None) ->
             raise BookError(f"{label}: {extension} files are not supported; upload a book as "
                             f"{', '.join(_EXTENSIONS)}", "unsupported_format")
         return _EXTENSIONS[extension]
-    from chatterbox.books.epub import is_epub  # see read_book
+    from .epub import is_epub  # see read_book
 
     return "epub" if is_epub(data) else "txt"
 
@@ -496,7 +471,8 @@ def read_book(data: bytes, filename: str = "", *, max_bytes: int | None = None, 
     if not data.strip():
         raise BookError(f"{label} is empty", "empty_book")
     if source_format == "epub":
-        from chatterbox.books.epub import read_epub  # imported here: the EPUB reader itself builds on this module
+        # Imported here: the web app reads books in child processes (isolated.py) and need not load bs4 and lxml.
+        from .epub import read_epub
 
         meta, sections, cover, cover_type = read_epub(data, label)
         return _make_book(meta, sections, "epub", fallback_title=title_from_filename(name), label=label,

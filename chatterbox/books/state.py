@@ -17,10 +17,9 @@ import time
 import uuid
 from typing import Iterable
 
-from ..jobs import BOOKS_ACTIVE, JobStore, book_key, job_key
+from ..jobs import BOOK_PARTS as PARTS, BOOKS_ACTIVE, JobStore, book_key, job_key
 from ..leases import FENCE_LUA, Lease
 
-PARTS = ("pending", "inflight", "done", "failures", "renders", "chapters")
 
 # Whether an item is already waiting, in flight or done (KEYS: pending, inflight, done, chapters). A duplicate in
 # pending (a reconcile racing a retry) is skipped when taken, so it can never be made twice at once.

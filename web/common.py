@@ -1,0 +1,120 @@
+"""What the web app's modules share: the services of the app, the one error shape, Redis' failures as answers, and
+the links, uploads and voice errors of the API and the voice routes.
+
+A module of its own, below the routes' modules, so that they import it rather than the package or each other.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import redis
+from flask import abort, jsonify, url_for
+
+from chatterbox import audio, settings as settings_mod
+from chatterbox.engines import choose_engine, create_engine
+from chatterbox.jobs import JobStore
+from chatterbox.redis_client import redact_url
+from chatterbox.voices import VoiceError
+
+
+class Services:
+    """What the request handlers share: settings, the job store, the fan-out of job events to their followers, an
+    engine object for validation (never loaded here: the workers synthesize) and the task that runs a job."""
+
+    def __init__(self, settings: settings_mod.Settings):
+        from .fanout import Fanout
+
+        self.settings = settings
+        # redis-py's pool refuses connection 101 ("Too many connections", a 503): 150 websockets opened at once hit
+        # it (measured). A thread uses one connection at a time (gunicorn's threads, a pump thread per streamed
+        # speech response, the event listener), and the pool only grows as far as they need at once.
+        self.store = JobStore.connect(settings, socket_timeout=5, max_connections=2 * settings.web_threads + 4)
+        self.fanout = Fanout(self.store)
+        self.engine_name, self.engine_reason = choose_engine(settings)
+        self.engine = create_engine(settings, "cpu", self.engine_name)
+        if hasattr(self.engine, "_shared"):  # a job may ask only for a model some worker holds
+            self.engine._shared.availability = self.models_held
+
+    def models_held(self) -> list[str]:
+        """The Chatterbox models the workers hold that have loaded theirs; before any has, those whose files are
+        here (or CHATTERBOX_MODELS names): a job sent while the first worker starts is queued, not refused."""
+        from chatterbox.engines.models import MODELS, configured_models
+
+        try:
+            workers = [w for w in self.store.workers() if w.get("model_loaded")]
+        except REDIS_ERRORS:
+            workers = []
+        if not workers:
+            return configured_models(self.settings)
+        held = {m for w in workers for m in w.get("models") or []}
+        return [name for name in MODELS if name in held]
+
+    def enqueue(self, job_id: str, attempt: int = 1) -> None:
+        from tasks import synthesize  # Celery's app reads the same settings through celeryconfig
+
+        synthesize.apply_async(kwargs={"job_id": job_id, "attempt": attempt}, task_id=job_id)
+
+
+def services() -> Services:
+    from flask import current_app
+
+    return current_app.extensions["chatterbox"]
+
+
+def error_response(status: int, message: str, code: str, param: str | None = None):
+    """The one error shape of the API (the same as OpenAI's): {"error": {"message", "type", "param", "code"}}."""
+    kind = "invalid_request_error" if 400 <= status < 500 else "server_error"
+    response = jsonify(error={"message": message, "type": kind, "param": param, "code": code})
+    response.status_code = status
+    return response
+
+
+def redis_down_response(exc: Exception):
+    url = redact_url(services().settings.broker_url)
+    return error_response(503, f"Redis is not reachable at {url} ({exc}); jobs cannot be queued or read until it is "
+                          "back", "redis_unavailable")
+
+
+# Redis answering, but refusing writes: out of memory (maxmemory), a failed snapshot or AOF write (a full disk:
+# MISCONF), a replica. The service is unavailable until the operator acts; nothing in the request is at fault. In a
+# script's error the code comes after the script's name ("... @user_script: 15: -OOM command not allowed ...").
+REFUSAL = re.compile(r"(?:^|[\s-])((?:MISCONF|OOM|READONLY|NOREPLICAS|MASTERDOWN|LOADING)\b[^.]*)")
+
+
+def redis_refusal_response(exc: redis.exceptions.ResponseError):
+    found = REFUSAL.search(str(exc))
+    if found is None:
+        raise exc  # a fault of ours, not of Redis' state: a 500 and a traceback in the log
+    return error_response(503, f"Redis refuses to store anything right now ({found.group(1).strip()}); retry once "
+                          "its operator has made room", "redis_refuses_writes")
+
+
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
+
+
+def links(job_id: str) -> dict:
+    return {"status_url": url_for("api.job_status", job_id=job_id),
+            # a path, like the others: werkzeug would make it absolute with a ws:// scheme that a proxy may not keep
+            "events_url": urlsplit(url_for("events.job_events", job_id=job_id)).path,
+            "audio_url": url_for("api.job_audio", job_id=job_id)}
+
+
+def upload_path(settings: settings_mod.Settings, job_id: str) -> Path:
+    return (settings.uploads_dir / f"{job_id}.audio").resolve()
+
+
+def keep_upload(job_id: str, data: bytes) -> None:
+    """The clip of a job just created, kept for the worker that runs it (atomically, readable by this user only);
+    written after the job was admitted, so that a refused job leaves no file behind."""
+    try:
+        audio.write_atomic(upload_path(services().settings, job_id), data)
+    except OSError as exc:
+        services().store.finish(job_id, "failed", error=f"the upload could not be stored: {exc}")
+        abort(error_response(503, f"the upload could not be stored: {exc.strerror or exc}", "storage_unavailable"))
+
+
+def voice_error(exc: VoiceError):
+    status = {"unknown_voice": 404, "not_found": 404, "duplicate_name": 409, "forbidden": 403}.get(exc.code, 400)
+    return error_response(status, exc.message, exc.code, exc.field)
