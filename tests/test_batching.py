@@ -48,6 +48,19 @@ def request(spec: dict) -> T3Request:
                      max_new_tokens=spec["max_new_tokens"], generator=torch.Generator().manual_seed(spec["seed"]))
 
 
+def decode_joining(batch, requests: list, join_at: list[int]) -> int:
+    """Decode the requests in one batch, each joining at its step, until all are done; the most decoded at once."""
+    step, most = 0, 0
+    while step <= max(join_at) or batch.active:
+        for r, join in zip(requests, join_at):
+            if join == step:
+                batch.add(r)
+        most = max(most, len(batch.active))
+        batch.step()
+        step += 1
+    return most
+
+
 @pytest.mark.parametrize("rows", [2, 32], ids=["plan-for-one", "plan-for-a-batch"])
 def test_t3_batched_tokens_are_the_tokens_alone(rows):
     model = tiny_t3()
@@ -58,15 +71,7 @@ def test_t3_batched_tokens_are_the_tokens_alone(rows):
     assert all(alone) and len({tuple(t) for t in alone}) == len(alone)  # all different: the test means something
     batch = T3Batch(model, matmul)
     requests = [request(s) for s in SPECS]
-    step, most = 0, 0
-    while step <= max(JOIN_AT) or batch.active:
-        for r, join in zip(requests, JOIN_AT):
-            if join == step:
-                batch.add(r)
-        most = max(most, len(batch.active))
-        batch.step()
-        step += 1
-    assert most >= 4  # requests really ran together
+    assert decode_joining(batch, requests, JOIN_AT) >= 4  # requests really ran together
     assert [r.tokens for r in requests] == alone
 
 

@@ -13,7 +13,7 @@ from chatterbox.model.t3_turbo import TurboSampling
 from chatterbox.model.t3_turbo_batch import T3TurboBatch, TurboRequest
 from chatterbox.tts_turbo import SILENCE_TOKEN, ChatterboxTurboTTS
 
-from .test_batching import assert_each_job_hears_its_audio_alone
+from .test_batching import assert_each_job_hears_its_audio_alone, decode_joining
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +47,7 @@ def test_t3_batched_tokens_are_the_tokens_alone(turbo):
     assert all(alone) and len({tuple(t) for t in alone}) == len(alone)  # all different: the test means something
     batch = T3TurboBatch(turbo.t3, turbo.speech.matmul)
     requests = [make_request(turbo, i) for i in range(len(TEXTS))]
-    step, most = 0, 0
-    while step <= max(JOIN_AT) or batch.active:
-        for r, join in zip(requests, JOIN_AT):
-            if join == step:
-                batch.add(r)
-        most = max(most, len(batch.active))
-        batch.step()
-        step += 1
-    assert most >= 4  # requests really ran together
+    assert decode_joining(batch, requests, JOIN_AT) >= 4  # requests really ran together
     assert [r.tokens for r in requests] == alone
 
 

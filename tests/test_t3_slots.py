@@ -11,31 +11,19 @@ from chatterbox.model.sampling import SamplingParams, sample, sample_rows
 from chatterbox.model.t3_batch import T3Batch
 from chatterbox.model.t3_slots import SlotBatch, SlotStep, SlotView
 
-from .test_batching import JOIN_AT, SPECS, request
+from .test_batching import JOIN_AT, SPECS, decode_joining, request
 from .test_model_t3 import tiny_t3
-
-
-def run(batch, requests, join_at) -> int:
-    step, most = 0, 0
-    while step <= max(join_at) or batch.active:
-        for r, join in zip(requests, join_at):
-            if join == step:
-                batch.add(r)
-        most = max(most, len(batch.active))
-        batch.step()
-        step += 1
-    return most
 
 
 def test_slot_decoding_gives_each_request_the_tokens_of_the_plain_batch():
     model = tiny_t3()
     matmul = RowMatmul(2, exact=False)  # the GPU's matmuls: every row at once, as the slot step does them
     plain = [request(s) for s in SPECS]
-    run(T3Batch(model, matmul), plain, JOIN_AT)
+    decode_joining(T3Batch(model, matmul), plain, JOIN_AT)
     slots = SlotStep(model, slots=12, positions=128, graphs=False)
     fixed = [request(s) for s in SPECS]
     batch = SlotBatch(model, matmul, slots)
-    most = run(batch, fixed, JOIN_AT)
+    most = decode_joining(batch, fixed, JOIN_AT)
     assert most >= 4 and len({tuple(r.tokens) for r in plain}) == len(plain)  # together, and all different
     assert [r.tokens for r in fixed] == [r.tokens for r in plain]
     assert slots.cache.free_rows == 12  # every finished request gave its slots back
@@ -67,7 +55,7 @@ def test_requests_that_do_not_fit_a_slot_decode_beside_those_that_do():
     model = tiny_t3()
     matmul = RowMatmul(2, exact=False)
     plain = [request(s) for s in SPECS]
-    run(T3Batch(model, matmul), plain, JOIN_AT)
+    decode_joining(T3Batch(model, matmul), plain, JOIN_AT)
     slots = SlotStep(model, slots=5, positions=60, graphs=False)  # room for two guided requests of 60 positions
     fixed = [request(s) for s in SPECS]
     batch = SlotBatch(model, matmul, slots)
@@ -79,7 +67,7 @@ def test_requests_that_do_not_fit_a_slot_decode_beside_those_that_do():
         kinds.append(isinstance(r.cache, SlotView))
 
     batch.add = add
-    run(batch, fixed, JOIN_AT)
+    decode_joining(batch, fixed, JOIN_AT)
     assert True in kinds and False in kinds  # both ways ran in one batch
     assert [r.tokens for r in fixed] == [r.tokens for r in plain]
     assert slots.cache.free_rows == 5
