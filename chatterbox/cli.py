@@ -743,14 +743,20 @@ def deploy_systemd(output: Path, gpus: str | None, user: str | None, env_file: P
 @main.command()
 @click.option("--dry-run", is_flag=True, help="say what would be deleted, delete nothing")
 @click.option("--json", "as_json", is_flag=True, help="print the figures as JSON")
+@click.option("--reindex", is_flag=True, help="first rebuild the job indices from the records (after workers of an "
+                                              "older version ran beside newer ones)")
 @redis_errors
-def gc(dry_run: bool, as_json: bool) -> None:
+def gc(dry_run: bool, as_json: bool, reindex: bool) -> None:
     """Delete what is past CHATTERBOX_RETENTION_DAYS now (finished jobs with their files, unused cached chunks,
     files no job claims), and show what is kept: jobs, disk per folder, Redis memory and AOF."""
     from . import retention
     from .jobs import JobStore
 
     store = JobStore.connect(_settings(), socket_timeout=60)
+    if reindex:
+        indexed = store.reindex()
+        if not as_json:
+            click.echo(f"reindexed {indexed} jobs")
     report = retention.sweep(store, dry_run=dry_run)
     kept = retention.usage(store)
     if as_json:

@@ -421,3 +421,25 @@ def test_jobs_and_stats_through_the_web_app(web):
     body = client.get("/jobs", query_string={"status": "succeeded"}, headers=as_alice).get_json()
     assert gone not in [j["id"] for j in body["jobs"]] and body["total"] == len(brute(store, alice, "succeeded"))
     assert client.get("/stats", headers=as_alice).get_json()["statuses"]["succeeded"] == body["total"]
+
+
+def test_gc_reindex_repairs_what_an_older_worker_left(store):
+    """Workers of the version before the status indices, still running beside newer ones during an upgrade, claim
+    jobs without moving them between status indices: `chatterbox gc --reindex` puts every job where it is now."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    ids = populate(store, 12)
+    store.ensure_indexed()  # (a fresh Redis: the first listing would build them from the records as they are)
+    for job_id in ids[:4]:  # claimed the old way: the record says running, the indices still say queued
+        store.r.hset(job_key(job_id), "status", "running")
+    assert {j["id"] for j in store.page(status="running").jobs} != set(ids[:4])
+    env = {**os.environ, "REDIS_URL": store.settings.redis_url, "CHATTERBOX_DATA_DIR": str(store.settings.data_dir)}
+    out = subprocess.run([sys.executable, "-m", "chatterbox", "gc", "--reindex", "--dry-run"], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "reindexed 12 jobs" in out.stdout
+    assert {j["id"] for j in store.page(status="running").jobs} == set(ids[:4])
+    check(store)
