@@ -220,6 +220,15 @@ def result_of(job: dict, settings: settings_mod.Settings) -> dict:
     out = jobs.public_view(job)
     if job.get("output"):
         out["audio_path"] = str((settings.outputs_dir / job["output"]).resolve())
+    if job.get("words_file"):  # the word timestamps, as GET /jobs/<id>/words gives them
+        from chatterbox import align
+
+        path = (settings.outputs_dir / job["words_file"]).resolve()
+        out["words_path"] = str(path)
+        try:
+            out.update(align.read(path))
+        except (OSError, ValueError):
+            pass  # purged or swept since: the path says where they were
     return out
 
 

@@ -178,12 +178,14 @@ def silence(seconds: float, sample_rate: int) -> np.ndarray:
     return np.zeros(max(0, int(round(seconds * sample_rate))), dtype=np.float32)
 
 
-def concat(chunks: list[np.ndarray], sample_rate: int, gap_seconds: float = 0.0) -> np.ndarray:
-    """Join chunks with gap_seconds of silence between them (not before the first or after the last)."""
-    gap = silence(gap_seconds, sample_rate)
+def concat(chunks: list[np.ndarray], sample_rate: int, gap_seconds: float = 0.0,
+           gaps: list[float] | None = None) -> np.ndarray:
+    """Join chunks with gap_seconds of silence between them (not before the first or after the last); ``gaps``:
+    the silence after each chunk instead (a pause the text asked for)."""
     parts: list[np.ndarray] = []
     for i, chunk in enumerate(chunks):
-        if i and gap.size:
+        gap = silence(gap_seconds if gaps is None else gaps[i - 1], sample_rate) if i else None
+        if gap is not None and gap.size:
             parts.append(gap)
         parts.append(_mono(chunk))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)

@@ -410,6 +410,11 @@ REQUEUE_OUTBOX = f"{PREFIX}:jobs:requeue"
 BOOKS_WATCHDOG = f"{PREFIX}:books:watchdog"
 
 
+def lexicon_key(owner: str) -> str:
+    """One owner's pronunciation lexicon (chatterbox.lexicon): a hash of term -> entry ("-": no key's)."""
+    return f"{PREFIX}:owner:{owner or '-'}:lexicon"
+
+
 def worker_key(instance: str) -> str:
     return f"{PREFIX}:worker:{instance}"
 

@@ -48,6 +48,8 @@ def job_files(settings: Settings, job: dict) -> list[Path]:
         paths.append(settings.books_dir / job["id"])
     if job.get("output") and job.get("kind") != "audiobook":
         paths.append(settings.outputs_dir / job["output"])
+    if job.get("words_file"):  # a synthesis' word timestamps (chatterbox/align.py)
+        paths.append(settings.outputs_dir / job["words_file"])
     return paths + uploads_of(job, settings)
 
 

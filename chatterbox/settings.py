@@ -62,6 +62,8 @@ class Settings:
 
     # Text limits: the API refuses text over max_text_chars; jobs synthesize chunk_chars at a time.
     max_text_chars: int = 5000
+    # Pronunciation lexicon (chatterbox/lexicon.py): the most entries one key (or one book) may have.
+    lexicon_max_entries: int = 1000
     chunk_chars: int = 300
     chunk_gap_s: float = 0.2
 
@@ -280,6 +282,8 @@ RANGES: dict[str, tuple[float, float | None]] = {
     "threads": (0, None),
     "max_batch": (1, 256),  # each a thread of the worker and rows of its decoding step
     "max_text_chars": (1, None),
+    # Every job of a key reads its whole lexicon and matches it with one pattern: a bound keeps that cheap.
+    "lexicon_max_entries": (1, 100_000),
     # chatterbox.text.chunk_text refuses fewer than 20 characters. Chatterbox's models cap it at their own length
     # (chatterbox.engines.models: 300, Turbo 200); Piper takes what is set, up to a whole request's text.
     "chunk_chars": (20, 5000),

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from . import audio
+from . import align, audio, lexicon as lexicon_mod, markup
 from .access import Caller
 from .engines import Engine, InvalidRequest
 from .jobs import JobStore
@@ -55,12 +55,19 @@ def parse_request(body: Any, engine: Engine, settings: Settings, caller: Caller)
         raise InvalidRequest("text", f"text must be a string, not {type(text).__name__}", "invalid_type")
     if not text.strip():
         raise InvalidRequest("text", "text is empty", "text_empty")
-    if len(text) > settings.max_text_chars:
-        raise InvalidRequest("text", f"text is {len(text)} characters long; the limit is {settings.max_text_chars} "
+    if len(text) > 4 * settings.max_text_chars:  # the markup's own share has a bound too
+        raise InvalidRequest("text", f"text is {len(text)} characters long with its markup; the limit is "
+                             f"{settings.max_text_chars} spoken characters (CHATTERBOX_MAX_TEXT_CHARS)", "text_too_long")
+    try:
+        spoken = markup.spoken_text(text)
+    except markup.MarkupError as exc:
+        raise InvalidRequest("text", str(exc), "invalid_markup") from None
+    if len(spoken) > settings.max_text_chars:
+        raise InvalidRequest("text", f"text is {len(spoken)} characters long; the limit is {settings.max_text_chars} "
                              "(CHATTERBOX_MAX_TEXT_CHARS); split it or submit it as an audiobook", "text_too_long")
     engine = engine.for_model(body.get("model"), body.get("language"))
     try:
-        engine.chunks(text, settings)
+        speech_plan(engine, text, {}, settings)
     except TextError as exc:
         raise InvalidRequest("text", str(exc), "text_empty") from None
     fmt = body.get("format") or "wav"
@@ -73,11 +80,55 @@ def parse_request(body: Any, engine: Engine, settings: Settings, caller: Caller)
                             language=engine.language)
 
 
+@dataclass(frozen=True)
+class Spoken:
+    """A chunk a job speaks at once: its text, the silence after it, and the engine's parameters for it."""
+    text: str
+    gap_s: float
+    params: dict
+
+
+def speech_plan(engine: Engine, text: str, params: dict, settings: Settings,
+                lexicon: list[lexicon_mod.Entry] | None = None) -> list[Spoken]:
+    """The chunks of a text (plain, with [pause:...] tags, or SSML: chatterbox.markup) in order. The gap after a
+    chunk is the pause the text asks for there, else CHATTERBOX_CHUNK_GAP_S; a <prosody rate> changes the engine's
+    own speed where it has one (Piper's length_scale) and nothing where it has none. The ``lexicon``'s entries
+    (chatterbox.lexicon) respell words in each segment's text, after the markup is read (never inside a tag) and
+    before it is normalized and chunked, so the chunks hold the text as spoken. Raises MarkupError, or TextError
+    when nothing is left to say."""
+    compiled = lexicon_mod.Compiled(lexicon) if lexicon else None
+    plan: list[Spoken] = []
+    refused: TextError | None = None
+    for segment in markup.parse(text):
+        try:
+            chunks = engine.chunks(lexicon_mod.apply(segment.text, compiled), settings)
+        except TextError as exc:  # a segment of punctuation alone between two pauses: its pause still counts
+            chunks, refused = [], refused or exc
+        spoken = _at_rate(engine, params, segment.rate)
+        plan += [Spoken(chunk, settings.chunk_gap_s, spoken) for chunk in chunks]
+        if plan and segment.pause_s:  # the pause asked for, instead of the usual gap
+            plan[-1] = Spoken(plan[-1].text, segment.pause_s, plan[-1].params)
+    if not plan:
+        raise refused or TextError("the text has nothing to speak")
+    return plan
+
+
+def _at_rate(engine: Engine, params: dict, rate: float) -> dict:
+    if rate == 1.0:
+        return params
+    for param in engine.params:
+        if param.name == "length_scale":  # speaking time: the inverse of the rate
+            base = float(params.get("length_scale", param.default))
+            return {**params, "length_scale": min(param.maximum, max(param.minimum, base / rate))}
+    return params
+
+
 def synthesize_text(engine: Engine, text: str, voice: str, params: dict, settings: Settings) -> np.ndarray:
     """A whole text in this process, without a job: chunked and joined as a job joins them."""
-    parts = [np.concatenate(list(engine.stream(chunk, voice, params)) or [np.zeros(0, dtype=np.float32)])
-             for chunk in engine.chunks(text, settings)]
-    return audio.concat(parts, engine.sample_rate, settings.chunk_gap_s)
+    plan = speech_plan(engine, text, params, settings)
+    parts = [np.concatenate(list(engine.stream(s.text, voice, s.params)) or [np.zeros(0, dtype=np.float32)])
+             for s in plan]
+    return audio.concat(parts, engine.sample_rate, gaps=[s.gap_s for s in plan])
 
 
 def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings, lease: Lease) -> dict:
@@ -92,11 +143,12 @@ def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings, le
     job = store.get(job_id)
     assert job is not None, job_id
     engine = engine.for_model(job.get("model") or None, job.get("language") or None)
-    chunks = engine.chunks(job["text"], settings)
     rate = engine.sample_rate
     params = _with_seed(engine, job["params"])
     if params is not job["params"]:  # chosen once, so that a later attempt makes the same audio
         store.update(job_id, fence=lease, params=params)
+    plan = speech_plan(engine, job["text"], params, settings, _lexicon(store, job, settings, lease))
+    chunks = [s.text for s in plan]
     start, sent = _resume(store, job, len(chunks))
     audio_index = int(job.get("pieces") or 0)  # the next index no listener has been sent
     store.update(job_id, fence=lease, chunks_total=len(chunks), sample_rate=rate,
@@ -113,6 +165,8 @@ def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings, le
     parts: list[np.ndarray] = [np.concatenate(sent[i]) if sent[i] else np.zeros(0, np.float32) for i in range(start)]
     synth_s = float(job.get("synth_s_done") or 0.0)
     first_chunk_s = job.get("first_chunk_s")
+    # Word timestamps (chatterbox/align.py): each chunk is aligned once its audio is complete.
+    words = align.JobWords(markup.spoken_text(job["text"]), chunks, rate, [s.gap_s for s in plan], engine.language)
 
     def cancelled() -> None:
         if store.cancel_requested(job_id):
@@ -123,7 +177,7 @@ def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings, le
         pieces = list(sent.get(index, []))
         heard = len(pieces)  # pieces of this chunk an earlier attempt sent: made again (same audio), not re-sent
         started = time.perf_counter()
-        for n, piece in enumerate(engine.stream(chunk, voice, params, check=cancelled)):
+        for n, piece in enumerate(engine.stream(chunk, voice, plan[index].params, check=cancelled)):
             synth_s += time.perf_counter() - started
             if n >= heard:
                 pieces.append(piece)
@@ -138,6 +192,7 @@ def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings, le
             started = time.perf_counter()
         synth_s += time.perf_counter() - started
         parts.append(np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32))
+        store.emit(job_id, "words", fence=lease, text_index=index, words=words.add(index, parts))
         progress = (index + 1) / len(chunks)
         store.update(job_id, fence=lease, chunks_done=index + 1, progress=progress, synth_s_done=round(synth_s, 4),
                      first_chunk_s=round(first_chunk_s, 4) if first_chunk_s is not None else None)
@@ -145,7 +200,7 @@ def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings, le
                    chunks_total=len(chunks))
         if store.cancel_requested(job_id) and index + 1 < len(chunks):
             raise JobCancelled()
-    samples = audio.concat(parts, rate, settings.chunk_gap_s)
+    samples = audio.concat(parts, rate, gaps=[s.gap_s for s in plan])
     if not samples.size or audio.is_silent(samples):
         raise RuntimeError(f"the {engine.name} engine produced no audible speech for this text")
     started = time.perf_counter()
@@ -153,12 +208,24 @@ def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings, le
     encode_s = time.perf_counter() - started
     store.check(lease)  # the file is not in Redis: a holder that lost the job must not write it
     path = audio.write_atomic(settings.outputs_dir / f"{job_id}.{job['format']}", data)
+    words_path = words.write(settings.outputs_dir / f"{job_id}.words.json", parts)
     duration = len(samples) / rate
-    store.finish(job_id, "succeeded", fence=lease, output=path.name, duration_s=round(duration, 3),
+    store.finish(job_id, "succeeded", fence=lease, output=path.name, words_file=words_path.name,
+                 duration_s=round(duration, 3),
                  synth_s=round(synth_s, 4), encode_s=round(encode_s, 4), rtf=round(synth_s / duration, 4),
                  first_chunk_s=round(first_chunk_s, 4) if first_chunk_s is not None else None,
                  total_s=round(time.time() - job["created_at"], 4))
     return store.get(job_id)
+
+
+def _lexicon(store: JobStore, job: dict, settings: Settings, lease: Lease) -> list[lexicon_mod.Entry]:
+    """The job owner's lexicon as it was when the job first ran, kept in its record: a later attempt (resuming
+    after its worker died) speaks the same words as the first, whatever the owner changed meanwhile."""
+    if "lexicon" in job:
+        return lexicon_mod.loads(job["lexicon"])
+    entries = lexicon_mod.Lexicon(store.r, job.get("owner") or "", settings.lexicon_max_entries).entries()
+    store.update(job["id"], fence=lease, lexicon=lexicon_mod.dumps(entries))
+    return entries
 
 
 def _with_seed(engine: Engine, params: dict) -> dict:

@@ -22,7 +22,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         n = settings.proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
 
-    from . import api, auth, books, docs, events, openai_api, pages, voices
+    from . import api, auth, books, docs, events, lexicon, openai_api, pages, voices
 
     events.init_app(app)  # before authentication: websockets take turns to be authenticated and accepted
     with app.app_context():
@@ -34,6 +34,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(docs.bp)
     app.register_blueprint(voices.bp)
+    app.register_blueprint(lexicon.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(events.bp)
     api.register_error_handlers(app)

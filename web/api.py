@@ -9,7 +9,7 @@ from flask import Blueprint, Flask, abort, redirect, request, send_file, url_for
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from chatterbox import audio, jobs, retention
+from chatterbox import align, audio, jobs, retention, subtitles
 from chatterbox.engines import InvalidRequest
 from chatterbox.synthesis import parse_request
 
@@ -62,7 +62,8 @@ def submit():
         raise
     if truthy(request.args.get("wait")):
         return wait_for(job_id)
-    return {"job_id": job_id, "status": "queued", **links(job_id)}, 202, {"Location": links(job_id)["status_url"]}
+    return ({"job_id": job_id, "status": "queued", **links(job_id, "synthesize")}, 202,
+            {"Location": links(job_id)["status_url"]})
 
 
 def _multipart_request():
@@ -107,7 +108,7 @@ def wait_for(job_id: str):
         return error_response(500, f"job {job_id} failed: {job.get('error', 'unknown error')}", "job_failed")
     if job["status"] == "cancelled":
         return error_response(409, f"job {job_id} was cancelled", "job_cancelled")
-    body = {"job_id": job_id, "status": job["status"], **links(job_id),
+    body = {"job_id": job_id, "status": job["status"], **links(job_id, "synthesize"),
             "message": f"still {job['status']} after {svc.settings.wait_timeout_s:.0f} s; follow status_url"}
     return body, 202
 
@@ -134,7 +135,8 @@ def list_jobs():
     voice = (request.args.get("voice") or "").strip()
     page = services().store.page(owner=owner_filter(), status=status or None, kind=kind or None, text=q or None,
                                  voices=_voice_names(voice) if voice else None, offset=offset, limit=limit)
-    return {"jobs": [{**jobs.public_view(j), "text_preview": j.get("text", "")[:200], **links(j["id"])}
+    return {"jobs": [{**jobs.public_view(j), "text_preview": j.get("text", "")[:200],
+                      **links(j["id"], j.get("kind") or "synthesize")}
                      for j in page.jobs], "total": page.total, "total_exact": page.exact, "offset": offset,
             "limit": limit}
 
@@ -152,7 +154,7 @@ def _voice_names(voice: str) -> set[str]:
 @bp.get("/jobs/<job_id>")
 def job_status(job_id: str):
     job = job_or_404(job_id)
-    out = {**jobs.public_view(job), **links(job_id)}
+    out = {**jobs.public_view(job), **links(job_id, job.get("kind") or "synthesize")}
     if truthy(request.args.get("text")):
         out["text"] = job["text"]
     return out
@@ -181,6 +183,49 @@ def job_audio(job_id: str):
     if wanted != job["format"] and job.get("kind") != "audiobook":
         return _transcoded(job, wanted)
     return _send_audio(job)
+
+
+def _words_of(job_id: str) -> dict:
+    """A finished synthesis' word timestamps, or the error response that says why there are none (aborted)."""
+    job = job_or_404(job_id)
+    if job.get("kind") not in (None, "", "synthesize"):
+        abort(error_response(404, f"job {job_id} is a {job['kind']} job; only syntheses have word timestamps",
+                             "words_not_found"))
+    if job["status"] != "succeeded":
+        abort(error_response(409, f"job {job_id} is {job['status']}; its words exist only once it has succeeded",
+                             "words_not_ready"))
+    path = (services().settings.outputs_dir / (job.get("words_file") or f"{job_id}.words.json")).resolve()
+    try:
+        return align.read(path)
+    except FileNotFoundError:  # purged, swept, or made before jobs had word timestamps
+        abort(error_response(410, f"the word timestamps of job {job_id} are not on disk", "words_gone"))
+
+
+@bp.get("/jobs/<job_id>/words")
+def job_words(job_id: str):
+    return _words_of(job_id)
+
+
+@bp.get("/jobs/<job_id>/subtitles")
+def job_subtitles(job_id: str):
+    """The job's words as subtitles: ?format=srt (default) or vtt; ?words=N: at most N words a cue, else a
+    sentence a cue."""
+    fmt = (request.args.get("format") or "srt").lower()
+    if fmt not in subtitles.FORMATS:
+        return error_response(400, f"unknown subtitle format {fmt!r}; choose one of {', '.join(subtitles.FORMATS)}",
+                              "unknown_format", "format")
+    max_words = None
+    if request.args.get("words") is not None:
+        raw = request.args["words"]
+        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+            return error_response(400, f"words must be a whole number from 1 to 1000, not {raw!r}", "invalid_value",
+                                  "words")
+        max_words = int(raw)
+    body = subtitles.render(_words_of(job_id)["words"], fmt, max_words)
+    headers = {"Content-Type": f"{subtitles.FORMATS[fmt]}; charset=utf-8"}
+    if truthy(request.args.get("download")):
+        headers["Content-Disposition"] = f'attachment; filename="{job_id}.{fmt}"'
+    return body, 200, headers
 
 
 def _transcoded(job: dict, fmt: str):
@@ -244,7 +289,11 @@ def stats():
 def plan_text():
     """How a text would be chunked for a model and language, without synthesizing it (the dashboard shows it as
     one types)."""
+    from chatterbox import markup
+    from chatterbox.synthesis import speech_plan
     from chatterbox.text import TextError
+
+    from .lexicon import caller_entries
 
     body = request.get_json(silent=True)
     text = body.get("text") if isinstance(body, dict) else None
@@ -253,11 +302,16 @@ def plan_text():
     settings = services().settings
     engine = services().engine.for_model(body.get("model"), body.get("language"))
     try:
-        chunks = engine.chunks(text, settings) if text.strip() else []
+        # The chunks as the caller's jobs speak them: its pronunciation lexicon applied (chatterbox.lexicon).
+        plan = speech_plan(engine, text, {}, settings, caller_entries()) if text.strip() else []
+        chars = len(markup.spoken_text(text))
+    except markup.MarkupError as exc:
+        return error_response(400, str(exc), "invalid_markup", "text")
     except TextError as exc:
         return error_response(400, str(exc), "text_empty", "text")
-    return {"chunks": chunks, "chars": len(text), "max_chars": settings.max_text_chars,
-            "chunk_chars": engine.max_chars(settings), "model": engine.model, "language": engine.language}
+    return {"chunks": [s.text for s in plan], "pauses_s": [s.gap_s for s in plan[:-1]], "chars": chars,
+            "max_chars": settings.max_text_chars, "chunk_chars": engine.max_chars(settings), "model": engine.model,
+            "language": engine.language}
 
 
 def _send_audio(job: dict):

@@ -479,6 +479,26 @@ class Client:
         with _FilePart(data, "voice.voice") as part:
             return self._json("POST", "/voices/import", files={"file": part}, params={"name": name} if name else None)
 
+    # -- the pronunciation lexicon -----------------------------------------------------------------------------
+    def lexicon(self) -> list[dict]:
+        """This key's lexicon entries (``term``, ``say``, ``case_sensitive``, ...), by term."""
+        return self._json("GET", "/lexicon")["entries"]
+
+    def set_lexicon_entry(self, term: str, say: str, case_sensitive: bool = False) -> dict:
+        """Say ``term`` (a whole word) as ``say`` in this key's jobs; the stored entry."""
+        return self._json("PUT", f"/lexicon/{_seg(term)}", json={"say": say, "case_sensitive": case_sensitive})
+
+    def remove_lexicon_entry(self, term: str) -> dict:
+        return self._json("DELETE", f"/lexicon/{_seg(term)}")
+
+    def replace_lexicon(self, entries: list[dict]) -> list[dict]:
+        """The whole lexicon at once (each entry ``term``, ``say``, optional ``case_sensitive``): all or nothing."""
+        return self._json("PUT", "/lexicon", json={"entries": entries})["entries"]
+
+    def preview_lexicon(self, text: str) -> str:
+        """``text`` as this key's jobs would say it (the lexicon applied)."""
+        return self._json("POST", "/lexicon/preview", json={"text": text})["text"]
+
     # -- audiobooks --------------------------------------------------------------------------------------------
     def parse_book(self, file: FileInput | None = None, text: str | None = None,
                    source_format: str | None = None) -> dict:

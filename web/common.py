@@ -94,11 +94,16 @@ def redis_refusal_response(exc: redis.exceptions.ResponseError):
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
 
 
-def links(job_id: str) -> dict:
-    return {"status_url": url_for("api.job_status", job_id=job_id),
-            # a path, like the others: werkzeug would make it absolute with a ws:// scheme that a proxy may not keep
-            "events_url": urlsplit(url_for("events.job_events", job_id=job_id)).path,
-            "audio_url": url_for("api.job_audio", job_id=job_id)}
+def links(job_id: str, kind: str | None = None) -> dict:
+    """A job's links; a synthesis' (``kind`` "synthesize") also its word timestamps and subtitles."""
+    out = {"status_url": url_for("api.job_status", job_id=job_id),
+           # a path, like the others: werkzeug would make it absolute with a ws:// scheme that a proxy may not keep
+           "events_url": urlsplit(url_for("events.job_events", job_id=job_id)).path,
+           "audio_url": url_for("api.job_audio", job_id=job_id)}
+    if kind == "synthesize":
+        out.update(words_url=url_for("api.job_words", job_id=job_id),
+                   subtitles_url=url_for("api.job_subtitles", job_id=job_id))
+    return out
 
 
 def upload_path(settings: settings_mod.Settings, job_id: str) -> Path:

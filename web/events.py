@@ -75,6 +75,9 @@ def job_events(ws, job_id: str):
                 event["url"] = url_for("api.job_chunk", job_id=job_id, index=event["index"])
             elif event["type"] == "done":
                 event["audio_url"] = url_for("api.job_audio", job_id=job_id)
+                if event.get("kind", "synthesize") == "synthesize" and event.get("status") == "succeeded":
+                    event["words_url"] = url_for("api.job_words", job_id=job_id)
+                    event["subtitles_url"] = url_for("api.job_subtitles", job_id=job_id)
             ws.send(json.dumps(event))
     except REDIS_ERRORS as exc:
         # After the handshake an HTTP error response would land in the middle of the websocket's frames (clients

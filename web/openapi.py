@@ -40,6 +40,7 @@ TAGS = [
     {"name": "Engine", "description": "What the engine offers: voices, parameters with their ranges, formats."},
     {"name": "Voices", "description": "Cloned voices: clone jobs and the saved-voice library."},
     {"name": "Audiobooks", "description": "A whole book in; a file per chapter and an M4B with chapter markers out."},
+    {"name": "Lexicon", "description": "How words are said: each key's respellings, applied to its jobs' text."},
     {"name": "OpenAI-compatible", "description": "OpenAI's speech API shape, so OpenAI clients can point here."},
     {"name": "Service", "description": "Health, this document, and signing in to the dashboard."},
 ]
@@ -222,6 +223,7 @@ def build_document(svc: Services) -> dict:
     _synthesis_and_jobs(paths, settings, described)
     _voices(paths)
     _audiobooks(paths)
+    _lexicon(paths, settings)
     _openai(paths)
     _service(paths)
     return {
@@ -392,6 +394,9 @@ JOB_REQUIRED = ("id", "kind", "status", "progress", "format", "params", "engine"
 LINKS = {"status_url": string("`GET` this for the job's record"),
          "events_url": string("the job's websocket (a path)"),
          "audio_url": string("the finished audio")}
+# A synthesis' own links (not a clone's or a book's): its word timestamps and subtitles.
+WORD_LINKS = {"words_url": string("a synthesis': its word timestamps, once it has succeeded"),
+              "subtitles_url": string("a synthesis': its subtitles (SRT, or `?format=vtt`)")}
 BOOK_LINKS = {**LINKS, "book_url": string("`GET` this for the book's state"), "m4b_url": string("the whole book")}
 
 
@@ -448,7 +453,9 @@ def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
             "param": "params.length_scale", "code": "out_of_range"}}),
         "EngineParams": params,
         "SynthesizeRequest": obj({
-            "text": string("what to say; it must contain a letter or digit", minLength=1,
+            "text": string("what to say; it must contain a letter or digit. Plain text may hold pauses "
+                           "(`[pause:0.5s]`); a text that starts with `<speak>` is SSML (speak, p, s, break, sub, "
+                           "say-as, prosody, phoneme). The limit counts the spoken characters", minLength=1,
                            maxLength=settings.max_text_chars),
             "voice": nullable(string(voice_help)),
             "format": nullable(string("the audio format (`ogg`: Opus)", enum=list(audio.FORMATS), default="wav")),
@@ -465,14 +472,21 @@ def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
             "audio_prompt": string("the reference clip of the one-off voice (any common audio format, 5 to 60 s of "
                                    "speech); it is not kept", format="binary"),
         }, ["text", "audio_prompt"], closed=True),
-        "JobLinks": obj({"job_id": string(), "status": string(enum=["queued"]), **LINKS},
+        "JobLinks": obj({"job_id": string(), "status": string(enum=["queued"]), **LINKS, **WORD_LINKS},
                         ["job_id", "status", *LINKS]),
-        "WaitPending": obj({"job_id": string(), "status": string(enum=["queued", "running"]), **LINKS,
+        "WaitPending": obj({"job_id": string(), "status": string(enum=["queued", "running"]), **LINKS, **WORD_LINKS,
                             "message": string("how long it waited")}, ["job_id", "status", *LINKS, "message"]),
         "Job": obj(job, JOB_REQUIRED),
-        "JobDetail": obj({**job, **LINKS, "text": string("with `?text=1`: the text")}, [*JOB_REQUIRED, *LINKS]),
+        "JobDetail": obj({**job, **LINKS, **WORD_LINKS, "text": string("with `?text=1`: the text")},
+                         [*JOB_REQUIRED, *LINKS]),
+        "Words": obj({
+            "words": array(obj({"word": string("as written in the text, punctuation included (`$5`, `3rd`, `May.`)"),
+                                "start": number("seconds into the job's audio", minimum=0),
+                                "end": number("seconds into the job's audio", minimum=0)}, ["word", "start", "end"])),
+            "aligned": boolean("whether speech recognition aligned them; false: spread over the speech by length"),
+        }, ["words", "aligned"]),
         "JobList": obj({
-            "jobs": array(obj({**job, **LINKS, "text_preview": string("the text's first 200 characters")},
+            "jobs": array(obj({**job, **LINKS, **WORD_LINKS, "text_preview": string("the text's first 200 characters")},
                               [*JOB_REQUIRED, *LINKS, "text_preview"])),
             "total": integer("jobs that match the filters, on every page", minimum=0),
             "offset": integer(minimum=0), "limit": integer(minimum=1, maximum=500),
@@ -517,7 +531,10 @@ def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
         "PlanRequest": obj({"text": string("the text to split")}, ["text"]),
         "TextPlan": obj({
             "chunks": array(string(), "the sentence-aligned chunks it would be synthesized in (none for blank text)"),
-            "chars": integer(minimum=0), "max_chars": integer("the longest text one job takes", minimum=1),
+            "pauses_s": array(number(minimum=0), "the silence after each chunk but the last: a [pause:...] or SSML "
+                                                 "<break> where the text asks for one, else the usual gap"),
+            "chars": integer("the spoken characters (markup not counted)", minimum=0),
+            "max_chars": integer("the longest text one job takes", minimum=1),
             "chunk_chars": integer("the longest chunk", minimum=1),
         }, ["chunks", "chars", "max_chars", "chunk_chars"]),
         "CancelResult": obj({"job_id": string(), "status": string(enum=["cancelled", "running"]),
@@ -666,7 +683,7 @@ def _synthesis_and_jobs(paths: _Paths, settings: Settings, described: dict) -> N
                 # anyOf: a still-queued WaitPending is also a valid JobLinks
                 "content": json_content({"anyOf": [ref("JobLinks"), ref("WaitPending")]})},
         "400": err("invalid request: the error names the field (`param`), e.g. `text_too_long`, "
-                   "`unknown_format`, `out_of_range`, `unknown_field`, `cloning_unavailable`"),
+                   "`invalid_markup`, `unknown_format`, `out_of_range`, `unknown_field`, `cloning_unavailable`"),
         "404": UNKNOWN_VOICE,
         "409": err("with `?wait=1`: the job was cancelled meanwhile (`job_cancelled`)"),
         "410": err("with `?wait=1`: the audio is no longer on disk (`audio_gone`)"),
@@ -683,8 +700,8 @@ def _synthesis_and_jobs(paths: _Paths, settings: Settings, described: dict) -> N
         creates_job=True)
     paths.add("post", "/synthesize/plan", "planText", "Synthesis", "How a text would be chunked", {
         "200": ok("the chunks; nothing is synthesized or queued", ref("TextPlan")),
-        "400": err("no JSON object with a string `text` (`missing_field`), or nothing speakable in it "
-                   "(`text_empty`)"),
+        "400": err("no JSON object with a string `text` (`missing_field`), nothing speakable in it "
+                   "(`text_empty`), or its pauses or SSML are wrong (`invalid_markup`, naming the element)"),
     }, body={"required": True, "content": json_content(ref("PlanRequest"), {"text": "Hello there. How are you?"})})
     paths.add("get", "/jobs", "listJobs", "Jobs", "Jobs, newest first, a page at a time", {
         "200": ok("this key's jobs (every job for an admin key) that match the filters", ref("JobList")),
@@ -733,6 +750,24 @@ def _synthesis_and_jobs(paths: _Paths, settings: Settings, described: dict) -> N
     }, parameters=[job_id_param(), download_param(),
                    query_param("format", "another of the formats to have it in, any case (not for audiobooks)",
                                string(enum=list(audio.FORMATS)), "ogg")])
+    paths.add("get", "/jobs/{job_id}/words", "getJobWords", "Jobs", "A finished synthesis' word timestamps", {
+        "200": ok("every word of the text as written, in order, with its time in the audio", ref("Words")),
+        "404": err("no such job (`job_not_found`), or another key's; not a synthesis (`words_not_found`)"),
+        "409": err("the job has not succeeded (`words_not_ready`)"),
+        "410": err("the word timestamps are no longer on disk (`words_gone`)"),
+    }, parameters=[job_id_param()])
+    paths.add("get", "/jobs/{job_id}/subtitles", "getJobSubtitles", "Jobs", "A finished synthesis' subtitles", {
+        "200": binary("SRT (`00:00:01,234 --> ...`) or WebVTT (`WEBVTT`, `00:00:01.234 --> ...`): a sentence a cue, "
+                      "or at most `?words=` words", ["application/x-subrip", "text/vtt"]),
+        "400": err("an unknown `format` (`unknown_format`), or `words` not a whole number from 1 to 1000 "
+                   "(`invalid_value`)"),
+        "404": err("no such job (`job_not_found`), or another key's; not a synthesis (`words_not_found`)"),
+        "409": err("the job has not succeeded (`words_not_ready`)"),
+        "410": err("the word timestamps are no longer on disk (`words_gone`)"),
+    }, parameters=[job_id_param(), download_param(),
+                   query_param("format", "`srt` (default) or `vtt`, any case", string(enum=["srt", "vtt"]), "vtt"),
+                   query_param("words", "at most this many words a cue (default: a sentence a cue)",
+                               integer(minimum=1, maximum=1000), 7)])
     paths.add("get", "/jobs/{job_id}/chunks/{index}", "getJobChunk", "Jobs", "One audio chunk as soon as it is made", {
         "200": binary("the chunk's WAV", ["audio/wav"], {"Cache-Control": header("`max-age=3600`")}),
         "404": err("no such job (`job_not_found`), or no such chunk yet or any more (`chunk_not_found`)"),
@@ -918,6 +953,72 @@ def _service(paths: _Paths) -> None:
         "302": {"description": "signed out: the session cookie is cleared, and the browser is sent to the sign-in page",
                 "headers": {"Location": header("the sign-in page", required=True)}},
     }, public=True, redis=False)
+
+
+# -- the pronunciation lexicon (web/lexicon.py) ---------------------------------------------------------------------
+
+def _lexicon(paths: _Paths, settings: Settings) -> None:
+    from chatterbox.lexicon import KINDS, MAX_SAY, MAX_TERM
+
+    entry = obj({"term": string("matched as a whole word", minLength=1, maxLength=MAX_TERM),
+                 "say": string("what is said in its place", minLength=1, maxLength=MAX_SAY),
+                 "case_sensitive": boolean("match the term's case exactly (else any case)"),
+                 "kind": string(enum=list(KINDS)),
+                 "updated_at": number("when it was last set (Unix time)")},
+                ["term", "say", "case_sensitive", "kind", "updated_at"])
+    entry_request = obj({"say": string("what to say instead (1 to 200 characters, no line breaks)", minLength=1,
+                                       maxLength=MAX_SAY),
+                         "case_sensitive": boolean("match the term's case exactly; default false"),
+                         "kind": string("`respell` (the default); `phonemes` is refused (`unsupported_kind`): no "
+                                        "engine takes phonemes for a part of a text yet", enum=["respell", "phonemes"]),
+                         "term": string("the path's term, if given at all")}, ["say"], closed=True,
+                        example={"say": "Win", "case_sensitive": False})
+    owner = query_param("owner", "admin keys: another key's lexicon by its id (`-`: the jobs that belong to no key)",
+                        string())
+    term = path_param("term", "the term, as stored (case and all)", string(minLength=1, maxLength=MAX_TERM), "Nguyen")
+    bad_owner = err("`owner` names another key's lexicon and this is not an admin key (`forbidden`)")
+    listing = obj({"entries": array(entry), "max_entries": integer("CHATTERBOX_LEXICON_MAX_ENTRIES")},
+                  ["entries", "max_entries"])
+    paths.add("get", "/lexicon", "listLexicon", "Lexicon", "The key's pronunciation lexicon", {
+        "200": ok("every entry, by term", listing), "403": bad_owner,
+    }, parameters=[owner], description="Entries respell whole words (any case unless `case_sensitive`; the longest "
+                                       "term first) in the text of every job of the key, before it is normalized "
+                                       "and chunked. A job speaks by the lexicon as it was when it started.")
+    paths.add("put", "/lexicon", "replaceLexicon", "Lexicon", "Replace the whole lexicon (an import)", {
+        "200": ok("the lexicon now", obj({"entries": array(entry)}, ["entries"])),
+        "400": err("not `{\"entries\": [...]}` (`invalid_body`), or an entry at fault, named as `entries[i].say`"),
+        "403": bad_owner,
+        "409": err(f"more entries than a lexicon may have (`too_many_entries`, {settings.lexicon_max_entries})"),
+    }, parameters=[owner], body={"required": True, "content": json_content(obj({"entries": array(obj({
+        "term": string(minLength=1, maxLength=MAX_TERM), "say": string(minLength=1, maxLength=MAX_SAY),
+        "case_sensitive": boolean(), "kind": string(enum=["respell", "phonemes"])}, ["term", "say"], closed=True))},
+        ["entries"]), {"entries": [{"term": "SQL", "say": "sequel", "case_sensitive": True}]})})
+    paths.add("delete", "/lexicon", "clearLexicon", "Lexicon", "Remove every entry", {
+        "200": ok("how many entries there were", obj({"deleted": integer()}, ["deleted"])), "403": bad_owner,
+    }, parameters=[owner])
+    paths.add("get", "/lexicon/{term}", "getLexiconEntry", "Lexicon", "One entry", {
+        "200": ok("the entry", entry), "403": bad_owner, "404": err("no entry for that term (`unknown_term`)"),
+    }, parameters=[term, owner])
+    paths.add("put", "/lexicon/{term}", "setLexiconEntry", "Lexicon", "Set how a term is said", {
+        "200": ok("the entry, replaced", entry), "201": ok("the entry, new", entry),
+        "400": err("a field at fault, named in `param`: an empty or too long `term` or `say`, a line break in one "
+                   "(`missing_field`, `too_long`, `invalid_value`), an unknown field (`unknown_field`), or a "
+                   "`phonemes` entry (`unsupported_kind`)"),
+        "403": bad_owner,
+        "409": err(f"the lexicon is full (`too_many_entries`, {settings.lexicon_max_entries} entries)"),
+    }, parameters=[term, owner], body={"required": True, "content": json_content(entry_request)})
+    paths.add("delete", "/lexicon/{term}", "deleteLexiconEntry", "Lexicon", "Remove an entry", {
+        "200": ok("removed", obj({"term": string(), "deleted": {"type": "boolean", "enum": [True]}},
+                                 ["term", "deleted"])),
+        "403": bad_owner, "404": err("no entry for that term (`unknown_term`)"),
+    }, parameters=[term, owner])
+    paths.add("post", "/lexicon/preview", "previewLexicon", "Lexicon", "A text as the key's jobs would say it", {
+        "200": ok("the text with the lexicon applied (markup left out, before the engine's normalization)",
+                  obj({"text": string(), "changed": boolean("whether any entry applied")}, ["text", "changed"])),
+        "400": err("no text (`missing_field`), too long (`text_too_long`), or bad markup (`invalid_markup`)"),
+        "403": bad_owner,
+    }, parameters=[owner], body={"required": True, "content": json_content(obj({"text": string(minLength=1)},
+                                                                                ["text"]), {"text": "Dr. Nguyen"})})
 
 
 # -- OpenAI-compatible ----------------------------------------------------------------------------------------------

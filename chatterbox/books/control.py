@@ -51,7 +51,11 @@ def submit_book(store: JobStore, engine: Engine, settings: Settings, book: Book,
     voice = engine.check_voice(voice, caller)
     params = engine.validate(params)
     job_id = job_id or new_job_id()
-    plan = make_plan(book, job_id=job_id, engine=engine, voice=voice, params=params, fmt=fmt, settings=settings)
+    from ..lexicon import Lexicon
+
+    entries = Lexicon(store.r, caller.id, settings.lexicon_max_entries).entries()  # the owner's, as of now
+    plan = make_plan(book, job_id=job_id, engine=engine, voice=voice, params=params, fmt=fmt, settings=settings,
+                     lexicon=entries)
     folder = book_dir(settings, job_id)
     if book.cover and book.cover_type in _COVER_EXT:
         audio.write_atomic(folder / f"cover.{_COVER_EXT[book.cover_type]}", book.cover)

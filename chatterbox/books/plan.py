@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..audio import write_atomic
 from ..engines import Engine
+from ..lexicon import Compiled, Entry
 from ..quality import expected_duration
 from ..settings import Settings
 from ..text import TextError, chunk_text
@@ -138,10 +139,13 @@ def _paragraph_chunks(paragraph: str, max_chars: int, language: str = "en") -> l
 
 
 def make_plan(book: Book, *, job_id: str, engine: Engine, voice: str, params: dict, fmt: str,
-              settings: Settings) -> Plan:
+              settings: Settings, lexicon: list[Entry] | None = None) -> Plan:
     """Split every chapter into chunks of at most ``settings.chunk_chars`` characters, whole sentences where they
     fit, never across a paragraph; a chapter longer than ``settings.book_part_max_minutes`` into parts at paragraph
-    boundaries. Raises BookError when a chapter has nothing to say."""
+    boundaries. The owner's ``lexicon`` respells words before the text is chunked, so each chunk's text, and its
+    cache key, is the text as spoken: a book submitted again after an entry changed makes again only the chunks
+    whose text the change touched. Raises BookError when a chapter has nothing to say."""
+    respell = Compiled(lexicon or []).apply
     model = engine.model_version(voice)
     rate = engine.sample_rate
     max_chars, language = engine.max_chars(settings), engine.language
@@ -161,11 +165,11 @@ def make_plan(book: Book, *, job_id: str, engine: Engine, voice: str, params: di
     for number, chapter in enumerate(book.chapters):
         heading: list[tuple[str, str]] = []  # (text, break) of each chunk
         if settings.book_speak_titles and chapter.title.strip():
-            heading = [(piece, "paragraph") for piece in _paragraph_chunks(_as_sentence(chapter.title),
+            heading = [(piece, "paragraph") for piece in _paragraph_chunks(respell(_as_sentence(chapter.title)),
                                                                           max_chars, language)]
         paragraphs: list[list[tuple[str, str]]] = []
         for paragraph in chapter.paragraphs:
-            pieces = _paragraph_chunks(paragraph, max_chars, language)
+            pieces = _paragraph_chunks(respell(paragraph), max_chars, language)
             if pieces:
                 paragraphs.append([(piece, "paragraph" if i == len(pieces) - 1 else "sentence")
                                    for i, piece in enumerate(pieces)])
