@@ -13,6 +13,7 @@ the last hour's jobs. Purging a job deletes its keys by name (no walk of the key
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -25,6 +26,8 @@ import redis
 from . import redis_client
 from .leases import FENCE_LUA, Lease, LeaseLost, is_lease_lost
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 PREFIX = "cbx"
 RUNNING_SET = f"{PREFIX}:jobs:running"
@@ -552,12 +555,24 @@ class JobStore:
             return self._index_page(index, owner, offset, limit)
         return self._scan_page(owner, status, kind, words, voices, offset, limit, window)
 
+    def _count_and_page(self, index: str, offset: int, limit: int) -> tuple[int, list[str]]:
+        p = self.r.pipeline()  # MULTI: the total and the page as of one moment
+        p.zcard(index)
+        p.zrevrange(index, offset, offset + limit - 1)
+        try:
+            return tuple(p.execute())
+        except redis.exceptions.ResponseError as exc:
+            if redis_client.refusal(exc) is None:
+                raise
+        # Redis out of memory refuses every MULTI: reading still works, the two answers a moment apart.
+        p = self.r.pipeline(transaction=False)
+        p.zcard(index)
+        p.zrevrange(index, offset, offset + limit - 1)
+        return tuple(p.execute())
+
     def _index_page(self, index: str, owner: str | None, offset: int, limit: int) -> "Page":
         for _ in range(3):
-            p = self.r.pipeline()  # MULTI: the total and the page as of one moment
-            p.zcard(index)
-            p.zrevrange(index, offset, offset + limit - 1)
-            total, ids = p.execute()
+            total, ids = self._count_and_page(index, offset, limit)
             records = self.records(ids)
             gone = [job_id for job_id, job in zip(ids, records) if job is None]
             for job_id in gone:  # expired since the last sweep: out of every index, and the page read again
@@ -652,12 +667,24 @@ class JobStore:
         while not self._indexed:
             if self.r.get(INDEX_VERSION_KEY) == INDEX_VERSION:
                 self._indexed = True
-            elif self.r.set(REINDEX_LOCK, os.getpid(), nx=True, ex=30):
-                try:
-                    self.reindex(lock=REINDEX_LOCK)
-                finally:
-                    self.r.delete(REINDEX_LOCK)
-            elif time.monotonic() > deadline:
+                continue
+            try:
+                taken = self.r.set(REINDEX_LOCK, os.getpid(), nx=True, ex=30)
+                if taken:
+                    try:
+                        self.reindex(lock=REINDEX_LOCK)
+                    finally:
+                        self.r.delete(REINDEX_LOCK)
+            except redis.exceptions.ResponseError as exc:
+                if redis_client.refusal(exc) is None:
+                    raise
+                # Redis refuses writes (out of memory, a full disk): reading must still work, from the indices there
+                # are (time and owner always); the build is tried again at the next listing.
+                log.warning("cannot build the job indices while Redis refuses writes (%s)", redis_client.refusal(exc))
+                return
+            if taken:
+                continue
+            if time.monotonic() > deadline:
                 raise TimeoutError("another process has been building the job indices for too long")
             else:
                 time.sleep(0.2)

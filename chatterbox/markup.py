@@ -46,7 +46,9 @@ def parse(text: str) -> list[Segment]:
 
 
 def spoken_text(text: str) -> str:
-    """What is said, without the markup (what the text limits count)."""
+    """What is said, without the markup (what the text limits count); a text without markup as it is."""
+    if not is_ssml(text) and not _PAUSE.search(text):
+        return text
     return " ".join(s.text for s in parse(text) if s.text.strip())
 
 

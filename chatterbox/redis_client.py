@@ -19,6 +19,8 @@ the URL and options of the same server, so that the web app, the workers, Flower
 """
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -203,3 +205,21 @@ def celery_broker(url: str, socket_timeout_s: float) -> tuple[str, dict[str, Any
         return url, {}
     where = parse_sentinel_url(url)
     return where.celery_url(), where.transport_options(socket_timeout_s)
+
+
+# Redis answering, but refusing writes: out of memory (maxmemory), a failed snapshot or AOF write (a full disk:
+# MISCONF), a replica. The service is unavailable until the operator acts; nothing in the request is at fault. In a
+# script's error the code comes after the script's name ("... @user_script: 15: -OOM command not allowed ...").
+REFUSAL = re.compile(r"(?:^|[\s-])((?:MISCONF|OOM|READONLY|NOREPLICAS|MASTERDOWN|LOADING)\b[^.]*)")
+
+
+def refusal(exc: Exception) -> str | None:
+    """The reason Redis gives for refusing a write ("OOM command not allowed ..."), or None for other errors.
+    redis-py strips the code off the errors it has a class for."""
+    import redis
+
+    for kind, code in ((redis.exceptions.OutOfMemoryError, "OOM"), (redis.exceptions.ReadOnlyError, "READONLY")):
+        if isinstance(exc, kind):
+            return f"{code} {exc}"
+    found = REFUSAL.search(str(exc))
+    return found.group(1).strip() if found else None

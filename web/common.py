@@ -5,7 +5,6 @@ A module of its own, below the routes' modules, so that they import it rather th
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,7 +14,7 @@ from flask import abort, jsonify, url_for
 from chatterbox import audio, settings as settings_mod
 from chatterbox.engines import choose_engine, create_engine
 from chatterbox.jobs import JobStore
-from chatterbox.redis_client import redact_url
+from chatterbox.redis_client import redact_url, refusal
 from chatterbox.voices import VoiceError
 
 
@@ -77,18 +76,13 @@ def redis_down_response(exc: Exception):
                           "back", "redis_unavailable")
 
 
-# Redis answering, but refusing writes: out of memory (maxmemory), a failed snapshot or AOF write (a full disk:
-# MISCONF), a replica. The service is unavailable until the operator acts; nothing in the request is at fault. In a
-# script's error the code comes after the script's name ("... @user_script: 15: -OOM command not allowed ...").
-REFUSAL = re.compile(r"(?:^|[\s-])((?:MISCONF|OOM|READONLY|NOREPLICAS|MASTERDOWN|LOADING)\b[^.]*)")
-
-
 def redis_refusal_response(exc: redis.exceptions.ResponseError):
-    found = REFUSAL.search(str(exc))
-    if found is None:
+    """A 503 for Redis refusing writes (chatterbox.redis_client.refusal): the operator must act, not the client."""
+    reason = refusal(exc)
+    if reason is None:
         raise exc  # a fault of ours, not of Redis' state: a 500 and a traceback in the log
-    return error_response(503, f"Redis refuses to store anything right now ({found.group(1).strip()}); retry once "
-                          "its operator has made room", "redis_refuses_writes")
+    return error_response(503, f"Redis refuses to store anything right now ({reason}); retry once its operator has "
+                          "made room", "redis_refuses_writes")
 
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
