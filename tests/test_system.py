@@ -90,7 +90,12 @@ def test_websocket_events_in_order_then_resume(live):
     events = ws_events(live.ws_url + job["events_url"])
     types = [e["type"] for e in events]
     assert types[0] == "progress" and types[-1] == "done"
-    assert all(t in ("progress", "chunk", "done", "error") for t in types)
+    assert all(t in ("progress", "chunk", "words", "done", "error") for t in types)
+    # each text chunk's words come once its audio has all gone out, before the next chunk's audio
+    for i, event in enumerate(events):
+        if event["type"] == "words":
+            before = [e for e in events[:i] if e["type"] == "chunk"]
+            assert before and before[-1]["text_index"] == event["text_index"] and event["words"]
     ids = [tuple(map(int, e["id"].split("-"))) for e in events]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     progress = [e["progress"] for e in events if e["type"] == "progress"]
