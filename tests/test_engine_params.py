@@ -164,3 +164,13 @@ def test_multilingual_requests_are_decoded_together_as_each_alone(engines):
     for code in views:
         assert np.array_equal(alone[code], together[code]), code
     assert not np.array_equal(alone["de"][:2000], alone["fr"][:2000])
+
+
+@pytest.mark.parametrize("graphs", [True, False])
+def test_cuda_graphs_setting_reaches_the_model(tmp_path, random_checkpoint, graphs):
+    """CHATTERBOX_CUDA_GRAPHS acts only on a GPU (chatterbox.model.t3_slots), but it must reach the model here too."""
+    settings = load({"data_dir": tmp_path, "model_dir": random_checkpoint, "models": "original",
+                     "cuda_graphs": graphs}, environ={})
+    engine = create_engine(settings, "cpu", "chatterbox")
+    engine.load()
+    assert engine.tts.speech.cuda_graphs is graphs
