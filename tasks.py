@@ -385,11 +385,12 @@ def audiobook_work(job_id: str) -> None:
 def audiobook(self, text: str | None = None, file: str | None = None, format: str | None = None,
               voice: str | None = None, params: dict | None = None, title: str = "", chapters: list | None = None,
               source_format: str | None = None, job_id: str | None = None, model: str | None = None,
-              language: str | None = None) -> dict:
+              language: str | None = None, lexicon: list | None = None) -> dict:
     """Submit a book from other programs: ``text`` (plain or Markdown with source_format="md"), a ``file`` path the
     worker can read (.txt, .md, .epub), or reviewed ``chapters`` ([{"title", "text"}]); ``model`` and ``language``
-    as a synthesis job's (a book in another language than English names it, or its EPUB does). Returns the queued
-    job's record at once; follow it like any job (its events, GET /audiobooks/<id>)."""
+    as a synthesis job's (a book in another language than English names it, or its EPUB does); ``lexicon``: the
+    book's own pronunciation entries, as POST /audiobooks takes them. Returns the queued job's record at once;
+    follow it like any job (its events, GET /audiobooks/<id>)."""
     from chatterbox.books import control, reader
 
     state = worker_state()
@@ -411,5 +412,5 @@ def audiobook(self, text: str | None = None, file: str | None = None, format: st
     job, _ = control.submit_book(state.store, state.engine, state.settings, book, voice=voice, fmt=format,
                                  params=params, source="celery", send_tokens=send_book_tokens, caller=SYSTEM,
                                  job_id=job_id or self.request.id, original=original, model=model,
-                                 language=language)
+                                 language=language, lexicon=lexicon)
     return jobs.public_view(job)

@@ -26,7 +26,8 @@ import numpy as np
 from .audio import write_atomic
 from .quality import ASR_RATE, _resample, speech_activity
 
-__all__ = ["Word", "plan", "spoken_words", "align_chunk", "chunk_offset", "JobWords"]
+__all__ = ["Word", "Timing", "plan", "spoken_words", "time_chunk", "place_words", "align_chunk", "chunk_offset",
+           "JobWords"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,17 @@ ChunkPlan = list[tuple[str, list[int]]]
 
 
 def spoken_words(text: str) -> list[str]:
-    """Lowercase words of normalized text as a recognizer's dictionary spells them (hyphens split)."""
+    """Lowercase words of normalized text as a recognizer's dictionary spells them (hyphens split). A phoneme token
+    (chatterbox.text: a word Piper is given as IPA) is one word, its IPA between slashes ("/ˈaɪpiːeɪ/"), which the
+    aligner knows by its phones (_ipa_phones) and plan() matches to the user's word like any other respelling."""
+    if "\u27e6" in text:
+        from .text import PHONEME_TOKEN
+
+        words, at = [], 0
+        for token in PHONEME_TOKEN.finditer(text):
+            words += spoken_words(text[at:token.start()]) + ["/" + "".join(token.group(1).split()) + "/"]
+            at = token.end()
+        return words + spoken_words(text[at:])
     return _SPOKEN_RE.findall(text.lower().replace("\u2019", "'").replace("-", " "))
 
 
@@ -133,11 +144,37 @@ class _Aligner:
             decoder = cls._get()
             if decoder.lookup_word(word) is not None:
                 return True
-            phones = _guess_phones(word)
+            phones = _ipa_phones(word[1:-1]) if word.startswith("/") else _guess_phones(word)
             if not phones:
                 return False
             decoder.add_word(word, " ".join(phones), True)
             return True
+
+
+# IPA (as espeak-ng writes English, two symbols first) -> ARPAbet phones of the en-us model, for a word Piper was
+# given as phonemes; stress, length and other marks are left out, as is what has no English phone.
+_IPA_PHONES = {"aɪ": "AY", "aʊ": "AW", "ɔɪ": "OY", "eɪ": "EY", "oʊ": "OW", "əʊ": "OW", "tʃ": "CH", "dʒ": "JH",
+               "ɑ": "AA", "ɒ": "AA", "a": "AA", "æ": "AE", "ʌ": "AH", "ə": "AH", "ɐ": "AH", "ɔ": "AO", "o": "OW",
+               "e": "EH", "ɛ": "EH", "ɪ": "IH", "ᵻ": "IH", "ɨ": "IH", "i": "IY", "ʊ": "UH", "u": "UW", "ɚ": "ER",
+               "ɝ": "ER", "ɜ": "ER", "b": "B", "d": "D", "ð": "DH", "f": "F", "ɡ": "G", "g": "G", "h": "HH",
+               "j": "Y", "k": "K", "l": "L", "ɫ": "L", "m": "M", "n": "N", "ŋ": "NG", "p": "P", "ɹ": "R", "r": "R",
+               "ɾ": "D", "s": "S", "ʃ": "SH", "t": "T", "θ": "TH", "v": "V", "w": "W", "z": "Z", "ʒ": "ZH",
+               "x": "K", "ç": "HH"}
+
+
+def _ipa_phones(ipa: str) -> list[str]:
+    """ARPAbet phones for IPA; [] when none of it is an English phone."""
+    phones: list[str] = []
+    i = 0
+    while i < len(ipa):
+        if ipa[i:i + 2] in _IPA_PHONES:
+            phones.append(_IPA_PHONES[ipa[i:i + 2]])
+            i += 2
+            continue
+        if ipa[i] in _IPA_PHONES:
+            phones.append(_IPA_PHONES[ipa[i]])
+        i += 1
+    return phones
 
 
 # Letters (digraphs first) -> ARPAbet phones of the en-us model: crude, but close enough in length and manner.
@@ -175,29 +212,59 @@ def _speech_span(samples: np.ndarray, rate: int) -> tuple[float, float]:
     return float(active[0]) * 0.02, min(duration, float(active[-1] + 1) * 0.02)
 
 
-def align_chunk(samples: np.ndarray, rate: int, chunk: str, words: ChunkPlan,
-                language: str = "en") -> tuple[list[Word], bool]:
-    """Times (seconds into ``samples``) for a chunk's user words, and whether the recognizer aligned them."""
+@dataclass
+class Timing:
+    """A chunk's spoken words timed against its audio: what alignment learns, independent of the user's wording
+    (a book keeps it with the chunk's cached audio, whose key hashes only the spoken text)."""
+
+    spans: dict[int, tuple[float, float]]  # spoken word index -> (start, end) in seconds of the chunk's audio
+    speech: tuple[float, float]  # where speech starts and ends in it
+    aligned: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"spans": {str(i): [round(a, 3), round(b, 3)] for i, (a, b) in self.spans.items()},
+                "speech": [round(self.speech[0], 3), round(self.speech[1], 3)], "aligned": self.aligned}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Timing":
+        return cls({int(i): (float(a), float(b)) for i, (a, b) in data["spans"].items()},
+                   (float(data["speech"][0]), float(data["speech"][1])), bool(data["aligned"]))
+
+
+def time_chunk(samples: np.ndarray, rate: int, chunk: str, language: str = "en") -> Timing:
+    """Time the spoken words of ``chunk`` in ``samples`` (its audio alone); unaligned: no spans, the speech span."""
     samples = np.asarray(samples, dtype=np.float32).reshape(-1)
     span = _speech_span(samples, rate)
-    timed: dict[int, tuple[float, float]] = {}  # spoken word index -> (start, end)
-    aligned = False
-    if language in ALIGN_LANGUAGES and words and samples.size:
+    if language in ALIGN_LANGUAGES and samples.size:
         try:
             spoken = spoken_words(chunk)
             known = [i for i, w in enumerate(spoken) if _Aligner.ensure(w)]
             times = _Aligner.align(samples, rate, [spoken[i] for i in known]) if known else None
             if times is not None:
                 duration = len(samples) / float(rate)  # the last frame may run past the end
-                timed = {i: (min(a, duration), min(b, duration)) for i, (a, b) in zip(known, times)}
-                aligned = True
+                return Timing({i: (min(a, duration), min(b, duration)) for i, (a, b) in zip(known, times)}, span,
+                              True)
         except Exception:  # never the job's failure: the words are spread over the speech instead
             log.warning("alignment failed for chunk %r; timing its words proportionally", chunk[:60], exc_info=True)
+    return Timing({}, span, False)
+
+
+def place_words(words: ChunkPlan, timing: Timing) -> list[Word]:
+    """The user's words of one chunk, each spanning its spoken words' times (untimed ones filled between)."""
     spans: list[tuple[float, float] | None] = []
     for _, indices in words:
-        got = [timed[i] for i in indices if i in timed]
+        got = [timing.spans[i] for i in indices if i in timing.spans]
         spans.append((min(s for s, _ in got), max(e for _, e in got)) if got else None)
-    return _fill(words, spans, span), aligned
+    return _fill(words, spans, timing.speech)
+
+
+def align_chunk(samples: np.ndarray, rate: int, chunk: str, words: ChunkPlan,
+                language: str = "en") -> tuple[list[Word], bool]:
+    """Times (seconds into ``samples``) for a chunk's user words, and whether the recognizer aligned them."""
+    if not words:
+        return [], False
+    timing = time_chunk(samples, rate, chunk, language)
+    return place_words(words, timing), timing.aligned
 
 
 def _fill(words: ChunkPlan, spans: list[tuple[float, float] | None], span: tuple[float, float]) -> list[Word]:

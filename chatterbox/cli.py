@@ -473,20 +473,29 @@ def jobs_cancel(job_id: str, server: str | None, key: str | None) -> None:
               help="chapter files (default: the server's CHATTERBOX_BOOK_FORMAT)")
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="an engine parameter")
 @click.option("-m", "--model", default=None, help="the Chatterbox model (default: the book's language decides)")
+@click.option("--lexicon", "lexicon_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="the book's own pronunciation entries, a JSON file: a list of {term, say, case_sensitive} or "
+                   "{\"entries\": [...]} (as the lexicon page exports it); they win over the key's own")
 @click.option("--no-wait", is_flag=True, help="print the book's job id and exit once it is queued")
 @click.option("--progress/--no-progress", default=None, help="show a progress bar (default: when stderr is a terminal)")
 @server_options
 @remote_errors
 def book(file: Path, output: Path | None, title: str | None, author: str | None, language: str | None,
-         voice: str | None, fmt: str | None, params: tuple[str, ...], model: str | None, no_wait: bool,
-         progress: bool | None, server: str | None, key: str | None) -> None:
+         voice: str | None, fmt: str | None, params: tuple[str, ...], model: str | None, lexicon_file: Path | None,
+         no_wait: bool, progress: bool | None, server: str | None, key: str | None) -> None:
     """Read FILE (.txt, .md or .epub) as an audiobook: submit it, follow it, download the M4B and chapters.
 
     The paths written are printed on standard output. `chatterbox books ...` manages books afterwards.
     """
+    entries = None
+    if lexicon_file is not None:
+        try:
+            entries = json.loads(lexicon_file.read_text(encoding="utf-8-sig"))
+        except ValueError as exc:
+            raise CliError(f"{lexicon_file}: not JSON ({exc})", EXIT_USAGE) from None
     client = _client(server, key)
     submitted = client.submit_book(file=file, title=title, author=author, language=language, voice=voice,
-                                   format=fmt, params=_parse_params(params) or None, model=model)
+                                   format=fmt, params=_parse_params(params) or None, model=model, lexicon=entries)
     job_id = submitted["job_id"]
     if no_wait:
         click.echo(job_id)
@@ -626,7 +635,8 @@ def books_download(book_id: str, output: Path, progress: bool | None, server: st
 
 @main.group(epilog=EXIT_CODES_HELP)
 def lexicon() -> None:
-    """How words are said in this key's jobs: whole-word respellings ("Nguyen" -> "Win")."""
+    """How words are said in this key's jobs: whole-word respellings ("Nguyen" -> "Win"), or phonemes (IPA, which
+    Piper says; other engines say the respelling, else the word as written)."""
 
 
 @lexicon.command("list")
@@ -639,20 +649,38 @@ def lexicon_list(as_json: bool, server: str | None, key: str | None) -> None:
     if as_json:
         click.echo(json.dumps(items, indent=2))
         return
+    if any(e.get("phonemes") for e in items):
+        _table([[e["term"], e["say"], e.get("phonemes", ""), "yes" if e["case_sensitive"] else "no"] for e in items],
+               ["TERM", "SAY", "PHONEMES", "CASE-SENSITIVE"])
+        return
     _table([[e["term"], e["say"], "yes" if e["case_sensitive"] else "no"] for e in items],
            ["TERM", "SAY", "CASE-SENSITIVE"])
 
 
 @lexicon.command("set")
 @click.argument("term")
-@click.argument("say")
+@click.argument("say", required=False)
+@click.option("--phonemes", default=None, metavar="IPA", help="say TERM by these phonemes (IPA, e.g. ˈaɪpiːeɪ) "
+              "where the engine takes phonemes (Piper); SAY, if given, is then what other engines say")
 @click.option("--case-sensitive", is_flag=True, help="match TERM's case exactly (default: any case)")
 @server_options
 @remote_errors
-def lexicon_set(term: str, say: str, case_sensitive: bool, server: str | None, key: str | None) -> None:
-    """Say TERM (a whole word, or words) as SAY."""
-    entry = _client(server, key).set_lexicon_entry(term, say, case_sensitive)
-    click.echo(f"{entry['term']} -> {entry['say']}{' (case-sensitive)' if entry['case_sensitive'] else ''}")
+def lexicon_set(term: str, say: str | None, phonemes: str | None, case_sensitive: bool, server: str | None,
+                key: str | None) -> None:
+    """Say TERM (a whole word, or words) as SAY, or by --phonemes."""
+    from urllib.parse import quote
+
+    client = _client(server, key)
+    if phonemes is None:
+        if say is None:
+            raise CliError("say how TERM is said: SAY, or --phonemes IPA", EXIT_USAGE)
+        entry = client.set_lexicon_entry(term, say, case_sensitive)
+    else:
+        body = {"phonemes": phonemes, "case_sensitive": case_sensitive, **({"say": say} if say else {})}
+        entry = client.request("PUT", f"/lexicon/{quote(term, safe='')}", json=body).json()
+    said = f"/{entry['phonemes']}/" + (f" (else {entry['say']})" if entry["say"] else "") \
+        if entry.get("phonemes") else entry["say"]
+    click.echo(f"{entry['term']} -> {said}{' (case-sensitive)' if entry['case_sensitive'] else ''}")
 
 
 @lexicon.command("remove")
@@ -665,7 +693,7 @@ def lexicon_remove(term: str, server: str | None, key: str | None) -> None:
     click.echo(f"removed {term}")
 
 
-CSV_HEADER = ["term", "say", "case_sensitive"]
+CSV_HEADER = ["term", "say", "case_sensitive", "phonemes"]  # phonemes: only where an entry has them
 
 
 @lexicon.command("import")
@@ -675,8 +703,8 @@ CSV_HEADER = ["term", "say", "case_sensitive"]
 @server_options
 @remote_errors
 def lexicon_import(file: Path, replace: bool, server: str | None, key: str | None) -> None:
-    """Entries from a CSV file: term,say[,case_sensitive] a row (a header row of those names is optional), stored
-    all at once or not at all."""
+    """Entries from a CSV file: term,say[,case_sensitive[,phonemes]] a row (a header row of those names is
+    optional), stored all at once or not at all. A row with phonemes (IPA) is a phoneme entry; its say may be empty."""
     import csv
 
     rows = [row for row in csv.reader(file.read_text(encoding="utf-8-sig").splitlines()) if row and any(row)]
@@ -690,10 +718,12 @@ def lexicon_import(file: Path, replace: bool, server: str | None, key: str | Non
         if flag not in ("", "0", "1", "true", "false", "yes", "no"):
             raise CliError(f"{file}: row {number}: case_sensitive is true or false, not {row[2]!r}", EXIT_USAGE)
         entries[row[0].strip()] = {"term": row[0].strip(), "say": row[1].strip(),
-                                   "case_sensitive": flag in ("1", "true", "yes")}
+                                   "case_sensitive": flag in ("1", "true", "yes"),
+                                   **({"phonemes": row[3].strip()} if len(row) > 3 and row[3].strip() else {})}
     client = _client(server, key)
     if not replace:  # the file's entries win over the lexicon's own of the same term
-        kept = {e["term"]: {"term": e["term"], "say": e["say"], "case_sensitive": e["case_sensitive"]}
+        kept = {e["term"]: {"term": e["term"], "say": e["say"], "case_sensitive": e["case_sensitive"],
+                            **({"phonemes": e["phonemes"]} if e.get("phonemes") else {})}
                 for e in client.lexicon()}
         entries = {**kept, **entries}
     stored = client.replace_lexicon(list(entries.values()))
@@ -710,9 +740,12 @@ def lexicon_export(server: str | None, key: str | None) -> None:
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    for e in _client(server, key).lexicon():
-        writer.writerow([e["term"], e["say"], "true" if e["case_sensitive"] else "false"])
+    items = _client(server, key).lexicon()
+    columns = 4 if any(e.get("phonemes") for e in items) else 3
+    writer.writerow(CSV_HEADER[:columns])
+    for e in items:
+        writer.writerow([e["term"], e["say"], "true" if e["case_sensitive"] else "false",
+                         e.get("phonemes", "")][:columns])
     click.echo(out.getvalue(), nl=False)
 
 

@@ -6,31 +6,38 @@ says otherwise, and a longer term wins over a shorter one where both would match
 York"). Terms may hold punctuation ("C++", "Dr.", ".NET"): a term matches where no letter or digit is glued to its
 either end, which is what a word boundary means for them.
 
-It is applied in the text front end, before normalization and chunking: ``speech_plan`` applies it to each segment's
-text after the markup is parsed, so SSML tags and attributes are never touched and the chunks (and a book chunk's
-cache key, which hashes its text) hold the text as spoken.
+An entry of kind "phonemes" gives the term's IPA instead ("IPA" -> "ˈaɪpiːeɪ"), for an engine that reads phonemes
+(Piper): each symbol is checked against the Piper voice's phoneme_id_map when the entry is stored (LexiconError
+``unknown_phoneme`` naming the symbols it lacks), and the term becomes a phoneme token of the text front end
+(chatterbox.text), which reaches Piper intact as a raw ``[[ ]]`` block. An engine that takes no phonemes (Chatterbox)
+says the entry's ``say`` where it has one (a respelling for such engines), else the term as written.
 
-Phoneme entries (IPA for Piper, which reads ``[[ ... ]]`` blocks of phonemes) are not taken yet: the normalizer and
-the chunker would have to carry such blocks through untouched, and Chatterbox has no way to take phonemes at all.
-They are refused with ``unsupported_kind``, saying so.
+It is applied in the text front end, before normalization and chunking: ``speech_plan`` applies it to each segment's
+text after the markup is parsed, so SSML tags and attributes (and the phoneme tokens SSML made) are never touched and
+the chunks (and a book chunk's cache key, which hashes its text) hold the text as spoken.
 
 Entries live in Redis, one hash per owner (chatterbox.jobs.lexicon_key): term -> JSON of the rest.
 """
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
-from dataclasses import asdict, dataclass
-from typing import Iterable
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Iterable
 
 import redis
 
 from .jobs import lexicon_key
+from .text import PHONEME_OPEN, PHONEME_TOKEN, without_phoneme_marks
 
-KINDS = ("respell",)
+log = logging.getLogger(__name__)
+
+KINDS = ("respell", "phonemes")
 MAX_TERM = 100
 MAX_SAY = 200
+MAX_PHONEMES = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
 
@@ -45,13 +52,18 @@ class LexiconError(ValueError):
 @dataclass(frozen=True)
 class Entry:
     term: str
-    say: str
+    say: str  # a respelling; for a phoneme entry, what engines without phonemes say ("": the term as written)
     case_sensitive: bool = False
     kind: str = "respell"
     updated_at: float = 0.0
+    phonemes: str = ""  # IPA (kind "phonemes")
 
     def public(self) -> dict:
-        return asdict(self)
+        """As the API shows it: a respelling without ``phonemes`` (its shape as it always was)."""
+        out = asdict(self)
+        if not self.phonemes:
+            del out["phonemes"]
+        return out
 
 
 def _text(value: object, field: str, limit: int) -> str:
@@ -68,43 +80,68 @@ def _text(value: object, field: str, limit: int) -> str:
 
 
 def entry(term: object, body: object) -> Entry:
-    """An entry from a request: the term (from the path) and ``{"say", "case_sensitive", "kind"}``; raises
+    """An entry from a request: the term (from the path) and ``{"say", "case_sensitive", "kind"}``, or
+    ``{"phonemes", "say" (optional), "case_sensitive"}`` for kind "phonemes" (which ``phonemes`` implies); raises
     LexiconError naming the field at fault."""
     if not isinstance(body, dict):
-        raise LexiconError("send a JSON object with say (and case_sensitive, kind)", "invalid_body", "body")
-    unknown = sorted(set(body) - {"say", "case_sensitive", "kind", "term"})
+        raise LexiconError("send a JSON object with say (and case_sensitive, kind), or phonemes",
+                           "invalid_body", "body")
+    unknown = sorted(set(body) - {"say", "case_sensitive", "kind", "term", "phonemes"})
     if unknown:
-        raise LexiconError(f"unknown field {unknown[0]!r}; known fields: say, case_sensitive, kind", "unknown_field",
-                           unknown[0])
+        raise LexiconError(f"unknown field {unknown[0]!r}; known fields: say, phonemes, case_sensitive, kind",
+                           "unknown_field", unknown[0])
     term = _text(term, "term", MAX_TERM)
     if body.get("term") is not None and body["term"] != term:
         raise LexiconError("the body's term differs from the path's", "invalid_value", "term")
-    kind = body.get("kind", "respell")
-    if kind == "phonemes":
-        raise LexiconError("phoneme entries are not supported yet: no engine here takes phonemes for a part of a "
-                           "text (Piper's [[ ]] blocks would not survive the text front end); respell the word "
-                           "instead (kind \"respell\")", "unsupported_kind", "kind")
+    has_phonemes = body.get("phonemes") not in (None, "")
+    kind = body.get("kind", "phonemes" if has_phonemes else "respell")
     if kind not in KINDS:
         raise LexiconError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}", "invalid_value", "kind")
-    if "say" not in body:
-        raise LexiconError("say is required: how the term is to be said", "missing_field", "say")
-    say = _text(body["say"], "say", MAX_SAY)
     case_sensitive = body.get("case_sensitive", False)
     if not isinstance(case_sensitive, bool):
         raise LexiconError("case_sensitive must be true or false", "invalid_type", "case_sensitive")
+    if kind == "phonemes":
+        if "phonemes" not in body or body["phonemes"] is None:
+            raise LexiconError("phonemes is required: the term's IPA as Piper reads it (e.g. \"ˈaɪpiːeɪ\")",
+                               "missing_field", "phonemes")
+        phonemes = _phonemes(_text(body["phonemes"], "phonemes", MAX_PHONEMES))
+        say = body.get("say")
+        say = "" if say is None or say == "" else _text(say, "say", MAX_SAY)  # optional: for other engines
+        return Entry(term, say, case_sensitive, kind, phonemes=phonemes)
+    if has_phonemes:
+        raise LexiconError("a respelling has no phonemes: leave kind out (or make it \"phonemes\") for an entry "
+                           "of phonemes", "invalid_value", "phonemes")
+    if "say" not in body:
+        raise LexiconError("say is required: how the term is to be said", "missing_field", "say")
+    say = _text(body["say"], "say", MAX_SAY)
     return Entry(term, say, case_sensitive, kind)
+
+
+def _phonemes(value: str) -> str:
+    """IPA checked against the Piper voice (its phoneme_id_map, read once from the installed voice's config)."""
+    from .engines.piper import check_phonemes
+
+    try:
+        return check_phonemes(value)
+    except ValueError as exc:
+        raise LexiconError(f"phonemes: {exc}", "unknown_phoneme", "phonemes") from None
 
 
 # -- applying -------------------------------------------------------------------------------------------------------
 
 class Compiled:
     """Entries made into one pattern, so that a text is read once whatever their number, and a word that one entry
-    replaced is never replaced again by another."""
+    replaced is never replaced again by another.
 
-    def __init__(self, entries: Iterable[Entry]):
+    ``phonemes``: the engine's phoneme_token (chatterbox.engines.piper) where it reads phonemes; then a phoneme
+    entry's term becomes a phoneme token. Without it (Chatterbox) the entry's ``say`` is said, or the term as
+    written where it has none."""
+
+    def __init__(self, entries: Iterable[Entry], phonemes: Callable[[str], str] | None = None):
         entries = list(entries)
-        self.exact = {e.term: e.say for e in entries if e.case_sensitive}
-        self.folded = {e.term.casefold(): e.say for e in entries if not e.case_sensitive}
+        said = {e: _said(e, phonemes) for e in entries}
+        self.exact = {e.term: said[e] for e in entries if e.case_sensitive}
+        self.folded = {e.term.casefold(): said[e] for e in entries if not e.case_sensitive}
         # Longest first (regex alternation takes the first that matches); at one length a case-sensitive entry
         # first, so that "US" (exact) wins over "us" (any case) where the text says "US".
         ordered = sorted(entries, key=lambda e: (-len(e.term), not e.case_sensitive, e.term))
@@ -113,31 +150,72 @@ class Compiled:
 
     def _say(self, match: re.Match) -> str:
         found = match.group(0)
-        if found in self.exact:
-            return self.exact[found]
-        return self.folded.get(found.casefold(), found)
+        said = self.exact[found] if found in self.exact else self.folded.get(found.casefold())
+        return found if said is None else said
 
     def apply(self, text: str) -> str:
-        return self.pattern.sub(self._say, text) if self.pattern is not None else text
+        if self.pattern is None:
+            return text
+        if PHONEME_OPEN not in text:
+            return self.pattern.sub(self._say, text)
+        # Phoneme tokens (SSML <phoneme> made them) are phonemes, not words: only the text around them is read.
+        out, at = [], 0
+        for token in PHONEME_TOKEN.finditer(text):
+            out += [self.pattern.sub(self._say, text[at:token.start()]), token.group(0)]
+            at = token.end()
+        out.append(self.pattern.sub(self._say, text[at:]))
+        return "".join(out)
 
 
-def apply(text: str, entries: Iterable[Entry] | Compiled | None) -> str:
-    """``text`` with every entry's term said its way: whole words, longest term first, case as each entry says."""
+def _said(e: Entry, phonemes: Callable[[str], str] | None) -> str | None:
+    """What an entry's term becomes: a respelling, a phoneme token, or None (the term as written)."""
+    if e.kind == "phonemes" and e.phonemes and phonemes is not None:
+        try:
+            return phonemes(e.phonemes)
+        except ValueError as exc:  # checked when stored, but a voice may know fewer symbols than the one checked
+            log.warning("lexicon entry %r: %s; saying it as engines without phonemes do", e.term, exc)
+    return without_phoneme_marks(e.say) or None
+
+
+def apply(text: str, entries: Iterable[Entry] | Compiled | None,
+          phonemes: Callable[[str], str] | None = None) -> str:
+    """``text`` with every entry's term said its way: whole words, longest term first, case as each entry says;
+    phoneme entries as Compiled says (``phonemes``: the engine's phoneme_token, where it reads phonemes)."""
     if entries is None:
         return text
-    compiled = entries if isinstance(entries, Compiled) else Compiled(entries)
+    compiled = entries if isinstance(entries, Compiled) else Compiled(entries, phonemes)
     return compiled.apply(text)
 
 
 # -- snapshots (what a job speaks by) --------------------------------------------------------------------------------
 
 def dumps(entries: Iterable[Entry]) -> str:
-    """A lexicon as a job's record keeps it: a later attempt speaks by the same entries, whatever changed since."""
-    return json.dumps([[e.term, e.say, e.case_sensitive] for e in entries], separators=(",", ":"))
+    """A lexicon as a job's record keeps it: a later attempt speaks by the same entries, whatever changed since.
+    [term, say, case_sensitive], and the phonemes fourth for a phoneme entry."""
+    return json.dumps([[e.term, e.say, e.case_sensitive, *([e.phonemes] if e.phonemes else [])] for e in entries],
+                      separators=(",", ":"))
 
 
 def loads(raw: str | None) -> list[Entry]:
-    return [Entry(term, say, bool(cs)) for term, say, cs in json.loads(raw)] if raw else []
+    out = []
+    for term, say, cs, *rest in json.loads(raw) if raw else []:
+        phonemes = rest[0] if rest else ""
+        out.append(Entry(term, say, bool(cs), "phonemes" if phonemes else "respell", phonemes=phonemes))
+    return out
+
+
+def _stored(e: Entry) -> str:
+    """An entry's value in the owner's hash (the term is its field)."""
+    data = {"say": e.say, "case_sensitive": e.case_sensitive, "kind": e.kind, "updated_at": e.updated_at}
+    if e.phonemes:
+        data["phonemes"] = e.phonemes
+    return json.dumps(data)
+
+
+def _read(term: str, raw: str) -> Entry:
+    data = json.loads(raw)
+    return Entry(term, data.get("say") or "", bool(data.get("case_sensitive")), data.get("kind", "respell"),
+                 float(data.get("updated_at") or 0), data.get("phonemes") or "")
 
 
 # -- storage ----------------------------------------------------------------------------------------------------------
@@ -150,27 +228,20 @@ class Lexicon:
         self.key = lexicon_key(owner)
 
     def entries(self) -> list[Entry]:
-        out = []
-        for term, raw in self.r.hgetall(self.key).items():
-            data = json.loads(raw)
-            out.append(Entry(term, data["say"], bool(data.get("case_sensitive")), data.get("kind", "respell"),
-                             float(data.get("updated_at") or 0)))
+        out = [_read(term, raw) for term, raw in self.r.hgetall(self.key).items()]
         return sorted(out, key=lambda e: (e.term.casefold(), e.term))
 
     def get(self, term: str) -> Entry:
         raw = self.r.hget(self.key, term)
         if raw is not None:
-            data = json.loads(raw)
-            return Entry(term, data["say"], bool(data.get("case_sensitive")), data.get("kind", "respell"),
-                         float(data.get("updated_at") or 0))
+            return _read(term, raw)
         raise LexiconError(f"no lexicon entry for {term!r}", "unknown_term", "term", 404)
 
     def put(self, new: Entry) -> tuple[Entry, bool]:
         """Store an entry (replacing one of the same term); (the entry, whether it is new). Refuses one past the
         limit (CHATTERBOX_LEXICON_MAX_ENTRIES)."""
-        stored = Entry(new.term, new.say, new.case_sensitive, new.kind, time.time())
-        value = json.dumps({"say": stored.say, "case_sensitive": stored.case_sensitive, "kind": stored.kind,
-                            "updated_at": stored.updated_at})
+        stored = replace(new, updated_at=time.time())
+        value = _stored(stored)
         # WATCH: two requests at once must not both take the last place.
         with self.r.pipeline() as p:
             while True:
@@ -198,12 +269,11 @@ class Lexicon:
             raise LexiconError(f"{len(entries)} entries are more than a lexicon may have ({self.max_entries}, "
                                "CHATTERBOX_LEXICON_MAX_ENTRIES)", "too_many_entries", "entries", 409)
         now = time.time()
-        stored = [Entry(e.term, e.say, e.case_sensitive, e.kind, now) for e in entries]
+        stored = [replace(e, updated_at=now) for e in entries]
         p = self.r.pipeline(transaction=True)
         p.delete(self.key)
         if stored:
-            p.hset(self.key, mapping={e.term: json.dumps({"say": e.say, "case_sensitive": e.case_sensitive,
-                                                          "kind": e.kind, "updated_at": now}) for e in stored})
+            p.hset(self.key, mapping={e.term: _stored(e) for e in stored})
         p.execute()
         return sorted(stored, key=lambda e: (e.term.casefold(), e.term))
 

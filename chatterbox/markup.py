@@ -2,9 +2,14 @@
 
 Plain text may hold ``[pause:0.5s]`` (or ``[pause:300ms]``); a text that starts with ``<speak`` is SSML, of which
 these elements are understood: ``<speak>``, ``<p>``, ``<s>``, ``<break time= strength=>``, ``<sub alias=>``,
-``<say-as interpret-as="characters|cardinal|ordinal|date|telephone">``, ``<prosody rate=>`` and ``<phoneme ph=>``
-(spoken as its text: no engine here takes phonemes from a job yet). Any other element is an error naming it. The
-parser is a real XML parser with entities, DTDs and the network off (a text is someone's input).
+``<say-as interpret-as="characters|cardinal|ordinal|date|telephone">``, ``<prosody rate=>`` and ``<phoneme
+alphabet="ipa" ph=>``. Any other element is an error naming it. The parser is a real XML parser with entities, DTDs
+and the network off (a text is someone's input).
+
+``<phoneme>``: its alphabet is IPA (the attribute may be left out; any other is an error naming it). Parsed for an
+engine that reads phonemes (``parse(text, phonemes=engine.phoneme_token)``: Piper), the element becomes a phoneme
+token of its ``ph`` (chatterbox.text), a symbol the voice lacks being an error naming it; for any other engine, and
+wherever only the words count (``spoken_text``, the lexicon's preview), its text is said.
 
 A segment is text spoken at one rate, and the silence after it; the job chunks each segment's text as it chunks
 plain text, so sentences and limits work as before.
@@ -13,6 +18,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
+
+from .text import without_phoneme_marks
 
 MAX_PAUSE_S = 10.0
 PARAGRAPH_PAUSE_S = 0.75  # after </p>: a little over the gap between chunks, as a reader breathes between paragraphs
@@ -39,9 +47,10 @@ def is_ssml(text: str) -> bool:
     return text.lstrip().startswith(("<speak", "<?xml", "<!DOCTYPE"))
 
 
-def parse(text: str) -> list[Segment]:
-    """The segments of a text: SSML if it starts with <speak>, else plain text with [pause:...] tags."""
-    segments = _ssml(text) if is_ssml(text) else _plain(text)
+def parse(text: str, phonemes: Callable[[str], str] | None = None) -> list[Segment]:
+    """The segments of a text: SSML if it starts with <speak>, else plain text with [pause:...] tags. ``phonemes``:
+    the engine's phoneme_token where it reads phonemes (then <phoneme> is said by its ph), else None (its text)."""
+    segments = _ssml(text, phonemes) if is_ssml(text) else _plain(text)
     return _merged(segments)
 
 
@@ -66,9 +75,10 @@ def duration(value: str, what: str) -> float:
 def _plain(text: str) -> list[Segment]:
     segments, start = [], 0
     for match in _PAUSE.finditer(text):
-        segments.append(Segment(text[start:match.start()], duration(match.group(1), f"[pause:{match.group(1)}]")))
+        segments.append(Segment(without_phoneme_marks(text[start:match.start()]),
+                                duration(match.group(1), f"[pause:{match.group(1)}]")))
         start = match.end()
-    segments.append(Segment(text[start:]))
+    segments.append(Segment(without_phoneme_marks(text[start:])))
     return segments
 
 
@@ -87,7 +97,7 @@ def _merged(segments: list[Segment]) -> list[Segment]:
 
 # -- SSML ------------------------------------------------------------------------------------------------------------
 
-def _ssml(text: str) -> list[Segment]:
+def _ssml(text: str, phonemes: Callable[[str], str] | None = None) -> list[Segment]:
     from lxml import etree
 
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
@@ -100,7 +110,7 @@ def _ssml(text: str) -> list[Segment]:
         raise MarkupError("SSML may not have a DOCTYPE (no DTDs or entities)")
     if _name(root) != "speak":
         raise MarkupError(f"SSML must have <speak> at its root, not <{_name(root)}>")
-    walker = _Walker()
+    walker = _Walker(phonemes)
     walker.element(root, 1.0)
     walker.end(0.0)
     return walker.segments
@@ -114,12 +124,14 @@ def _name(element) -> str:
 
 
 class _Walker:
-    def __init__(self):
+    def __init__(self, phonemes: Callable[[str], str] | None = None):
         self.segments: list[Segment] = []
         self.words: list[str] = []
         self.rate = 1.0
+        self.phonemes = phonemes
 
-    def say(self, text: str | None, rate: float) -> None:
+    def say(self, text: str | None, rate: float, token: bool = False) -> None:
+        """Words of the text (any phoneme marks of its own made plain brackets), or a phoneme token of ours."""
         if not text or not text.strip():
             if text and self.words:
                 self.words.append(" ")
@@ -127,7 +139,7 @@ class _Walker:
         if rate != self.rate and "".join(self.words).strip():
             self.end(0.0)
         self.rate = rate
-        self.words.append(text)
+        self.words.append(text if token else without_phoneme_marks(text))
 
     def end(self, pause: float) -> None:
         self.segments.append(Segment("".join(self.words), pause, self.rate))
@@ -179,9 +191,21 @@ class _Walker:
         self.say(alias, rate)
 
     def _phoneme(self, el, rate: float) -> None:
-        if el.get("ph") is None:
+        ph = el.get("ph")
+        if ph is None or not ph.strip():
             raise MarkupError("<phoneme> needs ph=\"...\"")
-        self.say("".join(el.itertext()), rate)
+        alphabet = el.get("alphabet", "ipa")
+        if alphabet.strip().lower() != "ipa":
+            raise MarkupError(f"<phoneme alphabet> must be ipa (the International Phonetic Alphabet), not "
+                              f"{alphabet!r}")
+        if self.phonemes is None:  # an engine without phonemes: the words
+            self.say("".join(el.itertext()), rate)
+            return
+        try:
+            token = self.phonemes(ph)
+        except ValueError as exc:
+            raise MarkupError(f"<phoneme ph={ph!r}>: {exc}") from None
+        self.say(token, rate, token=True)
 
     def _prosody(self, el, rate: float) -> None:
         value = el.get("rate")

@@ -30,11 +30,17 @@ def sentence_ends(words: list[str]) -> list[bool]:
     return ends
 
 
-def cues(words: list[dict], max_words: int | None = None) -> list[tuple[float, float, str]]:
-    """(start, end, text) per cue: a sentence each, split into cues of at most ``max_words`` words when given."""
+def cues(words: list[dict], max_words: int | None = None,
+         breaks: Iterable[int] = ()) -> list[tuple[float, float, str]]:
+    """(start, end, text) per cue: a sentence each, split into cues of at most ``max_words`` words when given. A cue
+    also ends at each word index in ``breaks`` (a heading or a paragraph that ends without punctuation)."""
     out: list[tuple[float, float, str]] = []
     current: list[dict] = []
-    for word, end in zip(words, sentence_ends([w["word"] for w in words])):
+    ends = sentence_ends([w["word"] for w in words])
+    for i in breaks:
+        if 0 <= i < len(ends):
+            ends[i] = True
+    for word, end in zip(words, ends):
         current.append(word)
         if end or (max_words and len(current) >= max_words):
             out.append((current[0]["start"], current[-1]["end"], " ".join(w["word"] for w in current)))
@@ -67,7 +73,7 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def render(words: list[dict], fmt: str, max_words: int | None = None) -> str:
+def render(words: list[dict], fmt: str, max_words: int | None = None, breaks: Iterable[int] = ()) -> str:
     """Subtitles in ``fmt`` (a key of FORMATS) for a job's words."""
-    items = cues(words, max_words)
+    items = cues(words, max_words, breaks)
     return srt(items) if fmt == "srt" else vtt(items)

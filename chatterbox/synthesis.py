@@ -68,6 +68,8 @@ def parse_request(body: Any, engine: Engine, settings: Settings, caller: Caller)
     engine = engine.for_model(body.get("model"), body.get("language"))
     try:
         speech_plan(engine, text, {}, settings)
+    except markup.MarkupError as exc:  # what only the engine can check: <phoneme ph> symbols the voice lacks
+        raise InvalidRequest("text", str(exc), "invalid_markup") from None
     except TextError as exc:
         raise InvalidRequest("text", str(exc), "text_empty") from None
     fmt = body.get("format") or "wav"
@@ -94,12 +96,18 @@ def speech_plan(engine: Engine, text: str, params: dict, settings: Settings,
     chunk is the pause the text asks for there, else CHATTERBOX_CHUNK_GAP_S; a <prosody rate> changes the engine's
     own speed where it has one (Piper's length_scale) and nothing where it has none. The ``lexicon``'s entries
     (chatterbox.lexicon) respell words in each segment's text, after the markup is read (never inside a tag) and
-    before it is normalized and chunked, so the chunks hold the text as spoken. Raises MarkupError, or TextError
-    when nothing is left to say."""
-    compiled = lexicon_mod.Compiled(lexicon) if lexicon else None
+    before it is normalized and chunked, so the chunks hold the text as spoken.
+
+    Phonemes (a lexicon entry's, SSML <phoneme>'s) are said as phonemes by an engine that reads them, one with a
+    ``phoneme_token`` method (Piper): they become phoneme tokens (chatterbox.text), which the chunks carry intact
+    to the engine. Any other engine says the words instead (the <phoneme> element's text; the entry's ``say``, else
+    its term as written). Raises MarkupError (also for a <phoneme ph> symbol the engine lacks), or TextError when
+    nothing is left to say."""
+    phonemes = getattr(engine, "phoneme_token", None)
+    compiled = lexicon_mod.Compiled(lexicon, phonemes) if lexicon else None
     plan: list[Spoken] = []
     refused: TextError | None = None
-    for segment in markup.parse(text):
+    for segment in markup.parse(text, phonemes):
         try:
             chunks = engine.chunks(lexicon_mod.apply(segment.text, compiled), settings)
         except TextError as exc:  # a segment of punctuation alone between two pauses: its pause still counts

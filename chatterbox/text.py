@@ -1,11 +1,16 @@
-"""Text for speech: normalization (numbers, abbreviations, punctuation) and sentence-aligned chunking."""
+"""Text for speech: normalization (numbers, abbreviations, punctuation) and sentence-aligned chunking.
+
+A word given as phonemes (a lexicon entry's IPA, or SSML ``<phoneme>``, for an engine that reads phonemes: Piper) is
+carried through both as a phoneme token, ``⟦ˈaɪpiːeɪ⟧`` (see "Phoneme tokens" below): never normalized, never split.
+"""
 from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Callable
 
 __all__ = ["TextError", "normalize", "split_sentences", "chunk_text", "number_to_words", "ordinal_to_words",
-           "year_to_words"]
+           "year_to_words", "PHONEME_TOKEN", "phoneme_token", "without_phoneme_marks"]
 
 
 class TextError(ValueError):
@@ -219,6 +224,70 @@ def _spaced_number(m: re.Match) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Phoneme tokens
+#
+# A word to be said by its phonemes travels through the front end (markup, lexicon, normalize, chunk_text) as a token
+# of our own, "⟦" + IPA + "⟧" (U+27E6 and U+27E7), which the engine that reads phonemes resolves at the very end: Piper
+# makes it one of its raw "[[ ]]" blocks (chatterbox.engines.piper.piper_text). Why not "[[ ]]" itself all the way:
+# "[[...]]" is ordinary text too (wiki links, code, a book's markup), and Piper would take any of it for phonemes; a
+# mark of our own tells the front end's checked phonemes from whatever a text holds. markup.parse turns the marks in
+# a user's own text into plain brackets, so in a job only the front end writes tokens, and the Piper engine writes a
+# text's own "[[" and "]]" apart before it makes the tokens into blocks. The mark is visible on purpose: the chunk
+# plan and the chunk events show "Say ⟦ˈaɪpiːeɪ⟧ now." rather than characters nobody can see.
+#
+# normalize() and chunk_text() hide each token behind a placeholder of two private-use characters (plane 15), which
+# no rule matches (not a letter, digit, space or punctuation), and put it back at the end: its phonemes are never
+# normalized (NFKC alone would make "ʰ" an "h"), a "." or "," among them never ends a sentence or a clause, and a
+# token is never cut, not even one longer than a chunk may be (it is then a chunk of its own). The chunker counts a
+# token as the characters it is (its phonemes and two marks), much as a word of that many letters.
+
+PHONEME_OPEN, PHONEME_CLOSE = "\u27e6", "\u27e7"
+PHONEME_TOKEN = re.compile("\u27e6([^\u27e6\u27e7]+)\u27e7")
+_MARKS_AS_BRACKETS = str.maketrans({PHONEME_OPEN: "[", PHONEME_CLOSE: "]"})
+_PLACEHOLDER = re.compile("[\U000f0000-\U000f0fff][\U000f1000-\U000f1fff]")
+_PLACEHOLDER_CHAR = re.compile("[\U000f0000-\U000f1fff]")
+
+
+def phoneme_token(phonemes: str) -> str:
+    """The token that carries ``phonemes`` through the text front end: their IPA in NFD (espeak-ng's own form, which
+    Piper's voices learned from: "ç" as "c" and a cedilla) with single spaces. Check the symbols first (the engine's
+    own phoneme_token does)."""
+    ph = " ".join(unicodedata.normalize("NFD", phonemes).split())
+    if not ph or PHONEME_OPEN in ph or PHONEME_CLOSE in ph:
+        raise ValueError(f"no phonemes to carry in {phonemes!r}")
+    return PHONEME_OPEN + ph + PHONEME_CLOSE
+
+
+def without_phoneme_marks(text: str) -> str:
+    """A user's text with any ⟦ ⟧ of its own as plain brackets: only the front end writes phoneme tokens."""
+    if PHONEME_OPEN in text or PHONEME_CLOSE in text:
+        return text.translate(_MARKS_AS_BRACKETS)
+    return text
+
+
+def _hide_tokens(text: str) -> tuple[str, list[str]]:
+    """``text`` with each phoneme token replaced by a placeholder, and the tokens (in placeholder order)."""
+    if PHONEME_OPEN not in text:
+        return text, []
+    text = _PLACEHOLDER_CHAR.sub("", text)  # none of the text's own may pass for a placeholder
+    tokens: list[str] = []
+
+    def hide(m: re.Match) -> str:
+        i = len(tokens)
+        tokens.append(m.group(0))
+        return chr(0xF0000 + (i >> 12)) + chr(0xF1000 + (i & 0xFFF))
+
+    return PHONEME_TOKEN.sub(hide, text), tokens
+
+
+def _show_tokens(text: str, tokens: list[str]) -> str:
+    if not tokens:
+        return text
+    return _PLACEHOLDER.sub(lambda m: tokens[(ord(m.group(0)[0]) - 0xF0000) << 12 | (ord(m.group(0)[1]) - 0xF1000)],
+                            text)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Normalization
 
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
@@ -236,12 +305,14 @@ def normalize(text: str) -> str:
         raise TypeError(f"text must be a string, not {type(text).__name__}")
     if not text.strip():
         raise TextError("text is empty")
+    text, tokens = _hide_tokens(text)  # phoneme tokens: untouched, put back at the end
     # Before NFKC, which would make "1½" into "11⁄2".
     text = _FRACTION_RE.sub(lambda m: (m.group(1) + " and " if m.group(1) else " ") + _FRACTIONS[m.group(2)], text)
     text = unicodedata.normalize("NFKC", text).translate(_QUOTES)  # NFKC also turns "…" into "..."
     text = re.sub(r"\s+", " ", text)  # before stripping controls: tabs and newlines are controls too
     if not text.isprintable():  # fast path: the category check per character is the slow part of normalize
-        text = "".join(c for c in text if unicodedata.category(c) not in _UNSPEAKABLE)
+        text = "".join(c for c in text if unicodedata.category(c) not in _UNSPEAKABLE
+                       or (tokens and _PLACEHOLDER_CHAR.match(c)))
     text = re.sub(r"\s*(?:\.\s*){3,}", ", ", text)  # ellipsis: a pause
     text = re.sub(r"(?<=\d)\s*\u2013\s*(?=[$£€]?\d)", " to ", text)  # "1990–2000": a range, not a pause
     text = re.sub(r"\s*[\u2012\u2013\u2014\u2015]\s*|\s+-{1,2}\s+|(?<=\w)--(?=\w)|^-+\s+", ", ", text)  # dashes
@@ -256,7 +327,8 @@ def normalize(text: str) -> str:
     text = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", text)  # pauses that ran into each other
     text = re.sub(r"([!?])\s*,", r"\1", text)  # "Really?..." -> "Really?"
     text = re.sub(r"^[\s,;:]+", "", text).strip()
-    return re.sub(r"[,;:]$", ".", text)  # a trailing pause (an ellipsis at the end) ends the sentence
+    text = re.sub(r"[,;:]$", ".", text)  # a trailing pause (an ellipsis at the end) ends the sentence
+    return _show_tokens(text, tokens)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -297,35 +369,45 @@ def split_sentences(text: str) -> list[str]:
     return [s for s in sentences if s]
 
 
-def _pack(pieces: list[str], max_chars: int) -> list[str]:
-    """Greedily join pieces with spaces into chunks of at most max_chars (each piece already fits)."""
+def _pack(pieces: list[str], max_chars: int, size: Callable[[str], int] = len) -> list[str]:
+    """Greedily join pieces with spaces into chunks of at most max_chars (each piece already fits, but for a phoneme
+    token longer than a chunk); ``size``: a piece's length as spoken text (its phoneme tokens shown)."""
     chunks: list[str] = []
+    sizes: list[int] = []
     for piece in pieces:
-        if chunks and len(chunks[-1]) + 1 + len(piece) <= max_chars:
+        n = size(piece)
+        if chunks and sizes[-1] + 1 + n <= max_chars:
             chunks[-1] += " " + piece
+            sizes[-1] += 1 + n
         else:
             chunks.append(piece)
+            sizes.append(n)
     return chunks
 
 
-def _split_long(sentence: str, max_chars: int) -> list[str]:
-    """Pieces of an over-long sentence: clauses that fit, else words, else (a huge word) slices of it."""
+def _split_long(sentence: str, max_chars: int, size: Callable[[str], int] = len) -> list[str]:
+    """Pieces of an over-long sentence: clauses that fit, else words, else (a huge word) slices of it; a word that
+    holds a (hidden) phoneme token is never sliced."""
     pieces = []
     for clause in re.split(r"(?<=[,;:\u3001\uff0c])\s*", sentence):
-        if len(clause) <= max_chars:
+        if size(clause) <= max_chars:
             pieces.append(clause)
             continue
         for word in clause.split():
-            pieces.extend(word[i:i + max_chars] for i in range(0, len(word), max_chars))
-    return _pack(pieces, max_chars)
+            if size(word) <= max_chars or _PLACEHOLDER.search(word):
+                pieces.append(word)
+            else:
+                pieces.extend(word[i:i + max_chars] for i in range(0, len(word), max_chars))
+    return _pack(pieces, max_chars, size)
 
 
 def chunk_text(text: str, max_chars: int = 300, language: str = "en") -> list[str]:
     """Normalize text and pack whole sentences into chunks of at most max_chars characters (of English: other
     scripts get as many characters as speak about as long, chatterbox.text_languages.chunk_chars_in).
 
-    Over-long sentences are split at clause boundaries, then between words, then inside a word. Raises
-    TextError for empty text (or nothing speakable), ValueError for max_chars < 20.
+    Over-long sentences are split at clause boundaries, then between words, then inside a word; a phoneme token is
+    never split (an over-long one is a chunk of its own) and counts as the characters it is. Raises TextError for
+    empty text (or nothing speakable), ValueError for max_chars < 20.
     """
     from .text_languages import chunk_chars_in, join_sentences, normalize_in, split_sentences_in
 
@@ -335,7 +417,9 @@ def chunk_text(text: str, max_chars: int = 300, language: str = "en") -> list[st
     normalized = normalize_in(text, language)
     if not any(c.isalnum() for c in normalized):
         raise TextError("text has nothing to say: no letters or digits")
+    hidden, tokens = _hide_tokens(normalized)  # a token's "." or "," ends no sentence or clause, its spaces part nothing
+    size: Callable[[str], int] = (lambda piece: len(_show_tokens(piece, tokens))) if tokens else len
     pieces: list[str] = []
-    for sentence in split_sentences_in(normalized, language):
-        pieces.extend([sentence] if len(sentence) <= max_chars else _split_long(sentence, max_chars))
-    return [join_sentences(chunk, language) for chunk in _pack(pieces, max_chars)]
+    for sentence in split_sentences_in(hidden, language):
+        pieces.extend([sentence] if size(sentence) <= max_chars else _split_long(sentence, max_chars, size))
+    return [_show_tokens(join_sentences(chunk, language), tokens) for chunk in _pack(pieces, max_chars, size)]

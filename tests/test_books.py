@@ -319,12 +319,15 @@ def test_books_through_the_celery_api(books_system):
     app.config_from_object(celeryconfig)
     app.conf.broker_url = app.conf.result_backend = system.redis.url
     markdown = make_markdown_book(fresh_chapters("markdown"))  # as the Markdown test sent it, titles aside
-    result = app.send_task("tasks.audiobook", kwargs={"text": markdown, "source_format": "md"})
+    # A book lexicon goes through too (its term is not in this text, so no chunk changes).
+    result = app.send_task("tasks.audiobook", kwargs={"text": markdown, "source_format": "md",
+                                                      "lexicon": [{"term": "Zorblax", "say": "Zor blacks"}]})
     record = result.get(timeout=60)
     assert record["kind"] == "audiobook" and record["status"] in ("queued", "running")
     state = wait_book(system, record["id"])
     assert state["status"] == "succeeded"
     assert len(state["chapters"]) == 3
+    assert [(e["term"], e["say"]) for e in state["lexicon"]] == [("Zorblax", "Zor blacks")]
     # The same chapters were read for an earlier book (only their titles differed): their audio is reused.
     state = check_complete(system, record["id"])
     assert state["from_cache"] >= state["chunks_total"] - 3 and state["synthesized"] <= 3

@@ -56,6 +56,11 @@ def test_review_edit_start_and_download_a_book(live, browser):
     for href in links:
         response = requests.get(href if href.startswith("http") else live.url + href, timeout=10)
         assert response.status_code == 200 and response.headers["Content-Type"].startswith("audio/")
+    # The read-along EPUB and the book's subtitles beside the M4B.
+    for selector, kind in ((".epub", "application/epub+zip"), (".srt", "application/x-subrip")):
+        href = card.locator(selector).get_attribute("href")
+        response = requests.get(live.url + href, timeout=10)
+        assert response.status_code == 200 and response.headers["Content-Type"].startswith(kind), href
     assert page.is_hidden("#review")
     shot(page, "books-page")
     assert errors == []
@@ -142,3 +147,32 @@ def test_phone_in_dark_mode(live, browser):
         shot(page, "books-page-phone-dark")
     finally:
         context.close()
+
+
+def test_a_books_own_pronunciations_from_a_lexicon_file(live, browser, tmp_path):
+    page, errors = books_page(browser, live)
+    page.get_by_label("…or paste the text").fill("Chapter One\n\nThe captain of the Quillip sailed at dawn.")
+    page.get_by_role("button", name="Review chapters").click()
+    page.wait_for_selector("#review:not([hidden])")
+    bad = tmp_path / "bad.json"
+    bad.write_text("Quillip = Quill ip")
+    page.set_input_files("#book-lexicon", str(bad))
+    page.get_by_role("button", name="Start audiobook").click()
+    page.wait_for_function("document.querySelector('#book-lexicon-error').textContent.includes('is not JSON')")
+    # An entry the API refuses is shown at the field, naming the entry.
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text('[{"term": "Quillip"}]')
+    page.set_input_files("#book-lexicon", str(wrong))
+    page.get_by_role("button", name="Start audiobook").click()
+    page.wait_for_function("document.querySelector('#book-lexicon-error').textContent.includes('say')")
+    good = tmp_path / "lexicon.json"
+    good.write_text('{"entries": [{"term": "Quillip", "say": "Quill ip", "case_sensitive": false}]}')
+    page.set_input_files("#book-lexicon", str(good))
+    page.get_by_role("button", name="Start audiobook").click()
+    card = page.locator(".book", has_text="Chapter One").first
+    card.wait_for(timeout=30_000)
+    job_id = card.get_attribute("data-id")
+    book = requests.get(f"{live.url}/audiobooks/{job_id}", params={"text": 1}, timeout=10).json()
+    assert [(e["term"], e["say"]) for e in book["lexicon"]] == [("Quillip", "Quill ip")]
+    assert "Quill ip" in " ".join(c["text"] for c in book["chapters"][0]["chunks"])
+    assert errors == []

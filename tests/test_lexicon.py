@@ -99,7 +99,9 @@ def test_a_snapshot_keeps_the_entries():
     ("ok", {"say": "y" * 201}, "say", "too_long"),
     ("ok", {"say": 3}, "say", "invalid_type"),
     ("ok", {"say": "x", "case_sensitive": "yes"}, "case_sensitive", "invalid_type"),
-    ("ok", {"say": "x", "kind": "phonemes"}, "kind", "unsupported_kind"),
+    ("ok", {"say": "x", "kind": "phonemes"}, "phonemes", "missing_field"),
+    ("ok", {"phonemes": "ˈaɪQ"}, "phonemes", "unknown_phoneme"),
+    ("ok", {"say": "x", "kind": "respell", "phonemes": "ˈaɪ"}, "phonemes", "invalid_value"),
     ("ok", {"say": "x", "kind": "other"}, "kind", "invalid_value"),
     ("ok", {"say": "x", "colour": "red"}, "colour", "unknown_field"),
     ("ok", ["say"], "body", "invalid_body"),
@@ -195,7 +197,7 @@ def test_rest_round_trip_each_key_its_own(live, keys):
 
 
 @pytest.mark.parametrize("path, body, status, field, code", [
-    ("/lexicon/ok", {"say": "x", "kind": "phonemes"}, 400, "kind", "unsupported_kind"),
+    ("/lexicon/ok", {"say": "x", "kind": "phonemes"}, 400, "phonemes", "missing_field"),
     ("/lexicon/ok", {"say": ""}, 400, "say", "missing_field"),
     ("/lexicon/ok", {"case_sensitive": True}, 400, "say", "missing_field"),
     ("/lexicon/ok", {"say": "x", "extra": 1}, 400, "extra", "unknown_field"),

@@ -36,7 +36,7 @@ STEERING = [("post", "/audiobooks/{job_id}/chunks/{index}/regenerate"), ("post",
 # The test's copy of the document keeps generated texts short: a 5000-character text is valid (and documented),
 # but would keep the one Piper worker busy for the rest of the run.
 SHORT_TEXTS = {"SynthesizeRequest": ("text", 40), "SynthesizeForm": ("text", 40), "SpeechRequest": ("input", 40),
-               "BookRequest": ("text", 120)}
+               "CaptionedSpeechRequest": ("input", 40), "BookRequest": ("text", 120)}
 
 
 def auth(system: System) -> dict[str, str]:

@@ -10,7 +10,7 @@ import requests
 
 from tests.conftest import free_port, shot
 
-PAGES = ["/", "/history", "/books", "/voice-library", "/ops"]
+PAGES = ["/", "/history", "/books", "/voice-library", "/pronunciation", "/ops"]
 
 
 

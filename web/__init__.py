@@ -22,7 +22,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         n = settings.proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
 
-    from . import api, auth, books, docs, events, lexicon, openai_api, pages, voices
+    from . import api, auth, books, captioned, docs, events, lexicon, openai_api, pages, voices
 
     events.init_app(app)  # before authentication: websockets take turns to be authenticated and accepted
     with app.app_context():
@@ -32,6 +32,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(books.bp)
     app.register_blueprint(openai_api.bp)
+    app.register_blueprint(captioned.bp)
     app.register_blueprint(docs.bp)
     app.register_blueprint(voices.bp)
     app.register_blueprint(lexicon.bp)

@@ -210,22 +210,31 @@ def job_words(job_id: str):
 def job_subtitles(job_id: str):
     """The job's words as subtitles: ?format=srt (default) or vtt; ?words=N: at most N words a cue, else a
     sentence a cue."""
+    fmt, max_words = subtitle_args()
+    return subtitle_response(_words_of(job_id)["words"], fmt, max_words, job_id)
+
+
+def subtitle_args() -> tuple[str, int | None]:
+    """?format= and ?words= of a subtitles request, or the 400 that names the one at fault (aborted)."""
     fmt = (request.args.get("format") or "srt").lower()
     if fmt not in subtitles.FORMATS:
-        return error_response(400, f"unknown subtitle format {fmt!r}; choose one of {', '.join(subtitles.FORMATS)}",
-                              "unknown_format", "format")
+        abort(error_response(400, f"unknown subtitle format {fmt!r}; choose one of {', '.join(subtitles.FORMATS)}",
+                             "unknown_format", "format"))
     max_words = None
     if request.args.get("words") is not None:
         raw = request.args["words"]
         if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-            return error_response(400, f"words must be a whole number from 1 to 1000, not {raw!r}", "invalid_value",
-                                  "words")
+            abort(error_response(400, f"words must be a whole number from 1 to 1000, not {raw!r}", "invalid_value",
+                                 "words"))
         max_words = int(raw)
-    body = subtitles.render(_words_of(job_id)["words"], fmt, max_words)
+    return fmt, max_words
+
+
+def subtitle_response(words: list[dict], fmt: str, max_words: int | None, name: str, breaks: list[int] = ()):
     headers = {"Content-Type": f"{subtitles.FORMATS[fmt]}; charset=utf-8"}
     if truthy(request.args.get("download")):
-        headers["Content-Disposition"] = f'attachment; filename="{job_id}.{fmt}"'
-    return body, 200, headers
+        headers["Content-Disposition"] = f'attachment; filename="{name}.{fmt}"'
+    return subtitles.render(words, fmt, max_words, breaks), 200, headers
 
 
 def _transcoded(job: dict, fmt: str):

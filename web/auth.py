@@ -25,7 +25,8 @@ from .common import error_response, services
 # Open to anyone: the health check (which then says nothing about jobs or users), sign-in, the API description.
 PUBLIC = {"api.health", "pages.login", "pages.login_submit", "pages.logout", "static", "docs.openapi",
           "docs.docs_page"}
-PAGES = {"pages.index", "pages.voices_page", "pages.books_page", "pages.history_page", "pages.ops_page"}  # HTML: a person is sent to sign in instead
+PAGES = {"pages.index", "pages.voices_page", "pages.books_page", "pages.history_page", "pages.ops_page",
+         "pages.lexicon_page"}  # HTML: a person is sent to sign in instead
 UPLOADS = {"api.submit", "voices.clone", "voices.import_voice"}
 WEBSOCKETS = {"events.job_events"}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, request, send_file, url_for
 
-from chatterbox.books import control
+from chatterbox.books import control, readalong
 from chatterbox.books.plan import book_dir, cached_chunk, chunk_paths, load_plan
 from chatterbox.books.state import BookStore
 from chatterbox.books.reader import Book
@@ -14,14 +14,14 @@ from chatterbox.books.sections import BookError
 from chatterbox.books.isolated import parse_isolated
 from chatterbox.engines import InvalidRequest
 
-from .api import JOB_ID, truthy
+from .api import JOB_ID, subtitle_args, subtitle_response, truthy
 from .auth import caller, owner_filter
 from .common import error_response, links, services
 
 bp = Blueprint("books", __name__)
 
 SUBMIT_FIELDS = ("text", "source_format", "chapters", "title", "author", "language", "voice", "format", "params",
-                 "model")
+                 "model", "lexicon")
 MIME = {"mp3": "audio/mpeg", "ogg": "audio/ogg", "m4a": "audio/mp4", "m4b": "audio/mp4"}
 
 
@@ -48,11 +48,12 @@ def _book_from_request() -> tuple[Book, dict, tuple[str, bytes] | None]:
             raise InvalidRequest("file", "send the book as a multipart file field named 'file' (.txt, .md or .epub), "
                                  "or as JSON with 'text' or 'chapters'", "missing_file")
         options = dict(request.form.items())
-        if "params" in options:
-            try:
-                options["params"] = json.loads(options["params"]) if options["params"] else None
-            except ValueError:
-                raise InvalidRequest("params", "params must be a JSON object", "invalid_json") from None
+        for name, shape in (("params", "a JSON object"), ("lexicon", "a JSON list of entries")):
+            if name in options:
+                try:
+                    options[name] = json.loads(options[name]) if options[name] else None
+                except ValueError:
+                    raise InvalidRequest(name, f"{name} must be {shape}", "invalid_json") from None
         data = upload.read()
         book = parse_isolated("file", data, upload.filename or "", max_bytes=settings.book_max_mb * 1024 * 1024,
                               format=options.get("source_format") or None, timeout_s=settings.book_parse_timeout_s)
@@ -112,7 +113,8 @@ def submit():
         job, plan = control.submit_book(svc.store, svc.engine, svc.settings, book, voice=options.get("voice"),
                                         fmt=options.get("format"), params=options.get("params"), source="rest",
                                         send_tokens=send_tokens, original=original, caller=caller(),
-                                        model=options.get("model"), language=_str(options, "language") or None)
+                                        model=options.get("model"), language=_str(options, "language") or None,
+                                        lexicon=options.get("lexicon"))
     except BookError as exc:
         return book_error(exc)
     body = {"job_id": job["id"], "status": job["status"], "title": plan.title, "chapters": len(plan.chapters),
@@ -122,7 +124,8 @@ def submit():
 
 def book_links(job_id: str) -> dict:
     return {**links(job_id), "book_url": url_for("books.status", job_id=job_id),
-            "m4b_url": url_for("books.m4b", job_id=job_id),
+            "m4b_url": url_for("books.m4b", job_id=job_id), "epub_url": url_for("books.epub", job_id=job_id),
+            "subtitles_url": url_for("books.book_subtitles", job_id=job_id),
             "events_url": urlsplit(url_for("events.job_events", job_id=job_id)).path}
 
 
@@ -152,6 +155,8 @@ def status(job_id: str):
     for chapter in state["chapters"]:
         if chapter.get("file"):
             chapter["url"] = url_for("books.chapter_file", job_id=job_id, index=chapter["index"])
+        if chapter.get("words_file"):
+            chapter["subtitles_url"] = url_for("books.book_subtitles", job_id=job_id, chapter=chapter["index"])
     return {**public_view(job), **state, **book_links(job_id),
             "m4b_ready": job["status"] == "succeeded" and (book_dir(svc.settings, job_id) / "book.m4b").is_file()}
 
@@ -243,6 +248,69 @@ def cover(job_id: str):
     if not found:
         return error_response(404, "this book has no cover", "no_cover")
     return send_file(found[0].resolve(), mimetype="image/png" if found[0].suffix == ".png" else "image/jpeg")
+
+
+@bp.get("/audiobooks/<job_id>/epub")
+def epub(job_id: str):
+    """The read-along EPUB 3: the book's text with its audio, each sentence lit as it is read (Media Overlays)."""
+    job = _book_or_404(job_id)
+    path = book_dir(services().settings, job_id) / "book.epub"
+    if job["status"] != "succeeded" or not path.is_file():
+        return error_response(409, f"book {job_id} is {job['status']}; its read-along EPUB exists once it has "
+                              "succeeded (books made before read-along EPUBs have none)", "epub_not_ready")
+    return send_file(path.resolve(), mimetype="application/epub+zip", conditional=True,
+                     as_attachment=truthy(request.args.get("download")),
+                     download_name=f"{_safe(job.get('title') or job_id)}.epub")
+
+
+def _book_words(job_id: str) -> tuple[list[dict], list[int], str]:
+    """(words, breaks, name) of ?chapter=N in its chapter file's time, or of the whole book in the M4B's; or the error
+    that says why there are none (aborted)."""
+    job = _book_or_404(job_id)
+    svc = services()
+    plan = load_plan(svc.settings, job_id)
+    folder = book_dir(svc.settings, job_id)
+    done = BookStore(svc.store).chapters(job_id)
+    raw = request.args.get("chapter")
+    if raw is not None:
+        if not raw.isdigit() or not 0 <= int(raw) < len(plan.chapters):
+            abort(error_response(400 if not raw.isdigit() else 404,
+                                 f"chapter must be one of 0 to {len(plan.chapters) - 1}, not {raw!r}",
+                                 "chapter_not_found", "chapter"))
+        index = int(raw)
+        info = done.get(index) or {}
+        if not info.get("words_file") or not (folder / "chapters" / info["words_file"]).is_file():
+            abort(error_response(409, f"chapter {index} has no word timestamps yet: they are made when it is "
+                                 "assembled", "words_not_ready"))
+        record = readalong.read_words(folder / "chapters" / info["words_file"])
+        return record["words"], record["breaks"], f"{index + 1:03d}"
+    if job["status"] != "succeeded" or not (folder / "chapters.json").is_file():
+        abort(error_response(409, f"book {job_id} is {job['status']}; the whole book's words exist once it has "
+                             "succeeded (ask for one chapter with ?chapter=N)", "words_not_ready"))
+    records = []
+    for c in plan.chapters:
+        name = (done.get(c.index) or {}).get("words_file")
+        if not name or not (folder / "chapters" / name).is_file():
+            abort(error_response(410, f"chapter {c.index} of book {job_id} has no word timestamps (made before "
+                                 "books had them)", "words_gone"))
+        records.append(readalong.read_words(folder / "chapters" / name))
+    starts = [float(m["start_s"]) for m in json.loads((folder / "chapters.json").read_text())]
+    return *readalong.book_words(records, starts), _safe(job.get("title") or job_id)
+
+
+@bp.get("/audiobooks/<job_id>/words")
+def book_words(job_id: str):
+    """Word timestamps: ?chapter=N in seconds of that chapter's file, else the whole book in seconds of the M4B."""
+    words, _, _ = _book_words(job_id)
+    return {"words": words}
+
+
+@bp.get("/audiobooks/<job_id>/subtitles")
+def book_subtitles(job_id: str):
+    """Subtitles (?format=srt|vtt, ?words=N) of ?chapter=N, or of the whole M4B."""
+    fmt, max_words = subtitle_args()
+    words, breaks, name = _book_words(job_id)
+    return subtitle_response(words, fmt, max_words, name, breaks)
 
 
 def _safe(name: str) -> str:

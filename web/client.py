@@ -508,7 +508,9 @@ class Client:
     def submit_book(self, file: FileInput | None = None, text: str | None = None,
                     chapters: list[dict] | None = None, **options: Any) -> dict:
         """Queue an audiobook from a file (.txt, .md, .epub), ``text`` or reviewed ``chapters``; options: title,
-        author, language, model, voice, format (mp3/ogg), params, source_format. The 202 body."""
+        author, language, model, voice, format (mp3/ogg), params, source_format, and ``lexicon``: the book's own
+        pronunciation entries (``[{"term", "say", "case_sensitive"}, ...]``, as ``replace_lexicon`` takes them),
+        which win over the key's own for the same term. The 202 body."""
         return self._book_request("/audiobooks", file, text, chapters, options)
 
     def _book_request(self, path: str, file: FileInput | None, text: str | None, chapters: list[dict] | None,
@@ -519,7 +521,7 @@ class Client:
         if file is None:
             body = {**options, **({"text": text} if text is not None else {"chapters": chapters})}
             return self._json("POST", path, json=body)
-        form = {k: json.dumps(v) if k == "params" else str(v) for k, v in options.items()}
+        form = {k: json.dumps(v) if k in ("params", "lexicon") else str(v) for k, v in options.items()}
         suffix = options.get("source_format") or "txt"
         with _FilePart(file, f"book.{suffix}") as part:
             return self._json("POST", path, data=form, files={"file": part})

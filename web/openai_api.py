@@ -4,6 +4,10 @@ A speech request is an ordinary job (source "openai": listed in GET /jobs, run b
 response is the job's audio as the worker makes it: a thread follows the job's events and feeds every audio chunk
 into one ffmpeg process (chatterbox.streaming), whose output goes to the client as soon as ffmpeg writes it. A
 client that goes away before the end cancels the job.
+
+The pieces a request goes through (its JSON body, the format, the speed, the voice, the job's synthesis request,
+the job submitted and followed until its first audio) are functions of their own: web/captioned.py (Kokoro's
+POST /dev/captioned_speech) is made of the same ones.
 """
 from __future__ import annotations
 
@@ -14,16 +18,16 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from flask import Blueprint, Response, request, stream_with_context, url_for
+from flask import Blueprint, Response, abort, request, stream_with_context, url_for
 from kombu.exceptions import OperationalError
 
-from chatterbox import audio, jobs
+from chatterbox import audio, jobs, lexicon as lexicon_mod
 from chatterbox.access import SYSTEM, Caller
 from chatterbox.engines import Engine, InvalidRequest
 from chatterbox.streaming import CONTENT_TYPES, StreamEncoder, wav_samples
-from chatterbox.synthesis import SynthesisRequest, parse_request
+from chatterbox.synthesis import SynthesisRequest, parse_request, speech_plan
 
 from .auth import caller
 from .common import REDIS_ERRORS, Services, error_response, services
@@ -92,10 +96,12 @@ def voice_map(setting: str) -> dict[str, str]:
     return mapping
 
 
-def resolve_voice(value: Any, engine: Engine, mapping: dict[str, str], caller: Caller) -> tuple[str, Caller]:
+def resolve_voice(value: Any, engine: Engine, mapping: dict[str, str], caller: Caller,
+                  builtin: Callable[[str], bool] = OPENAI_VOICES.__contains__) -> tuple[str, Caller]:
     """Our voice id for OpenAI's ``voice`` (a mapped or unmapped OpenAI name, one of ours, or {"id": ...}), and
     whose rights it was found with: the caller's, or for a name CHATTERBOX_OPENAI_VOICES maps, the system's (the
-    operator who wrote the mapping gave that voice to every key under that name)."""
+    operator who wrote the mapping gave that voice to every key under that name). ``builtin`` says which other
+    API's voice names (lowercase) speak, unmapped, in the engine's default voice: OpenAI's here."""
     if value is None:
         raise InvalidRequest("voice", f"voice is required: one of OpenAI's voices ({', '.join(sorted(OPENAI_VOICES))}) "
                              "or a voice of GET /voices", "missing_field")
@@ -112,7 +118,7 @@ def resolve_voice(value: Any, engine: Engine, mapping: dict[str, str], caller: C
         except InvalidRequest as exc:
             raise InvalidRequest("voice", f"voice {value!r} is mapped to {mapping[key]!r} by CHATTERBOX_OPENAI_VOICES, "
                                  f"which this engine cannot use: {exc.message}", exc.code) from None
-    if key in OPENAI_VOICES:
+    if builtin(key):
         try:
             return engine.check_voice(value, caller), caller  # a saved voice of ours may carry an OpenAI name
         except InvalidRequest:
@@ -131,14 +137,81 @@ def split_speed(engine: Engine, speed: float) -> tuple[dict, float]:
     return ({"length_scale": scale} if speed != 1.0 else {}), (1.0 if math.isclose(tempo, 1.0) else tempo)
 
 
-def parse_speech(body: Any, svc: Services, caller: Caller) -> SpeechRequest:
-    """Check an OpenAI speech request; raises InvalidRequest naming the field at fault (OpenAI's names)."""
+def json_body() -> Any:
+    """The request's JSON body; aborts with 415 (not JSON) or 400 (not valid JSON) in the one error shape."""
+    if not request.is_json:
+        abort(error_response(415, "send the request as JSON (Content-Type: application/json)",
+                             "unsupported_media_type"))
+    body = request.get_json(silent=True)
+    if body is None:
+        abort(error_response(400, "the request body is not valid JSON", "invalid_json"))
+    return body
+
+
+def check_fields(body: Any, known: tuple[str, ...]) -> None:
+    """A JSON object with none but the ``known`` fields; raises InvalidRequest naming the first other one."""
     if not isinstance(body, dict):
         raise InvalidRequest("body", "the request body must be a JSON object", "invalid_body")
-    unknown = sorted(set(body) - set(SPEECH_FIELDS))
+    unknown = sorted(set(body) - set(known))
     if unknown:
-        raise InvalidRequest(unknown[0], f"unknown field {unknown[0]!r}; known fields: {', '.join(SPEECH_FIELDS)}",
+        raise InvalidRequest(unknown[0], f"unknown field {unknown[0]!r}; known fields: {', '.join(known)}",
                              "unknown_field")
+
+
+def check_format(value: Any, default: str = "mp3") -> str:
+    """``response_format``: one of CONTENT_TYPES, any case (None: ``default``)."""
+    fmt = value or default
+    if not isinstance(fmt, str) or fmt.lower() not in CONTENT_TYPES:
+        raise InvalidRequest("response_format", f"unknown response_format {fmt!r}; choose one of "
+                             f"{', '.join(CONTENT_TYPES)}", "unknown_format")
+    return fmt.lower()
+
+
+def check_number(value: Any, field: str, minimum: float, maximum: float, default: float) -> float:
+    """A JSON number within [minimum, maximum] (None: ``default``); raises InvalidRequest naming ``field``."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidRequest(field, f"{field} must be a number, not {type(value).__name__}", "invalid_type")
+    # Compared as it is: JSON may carry an integer of thousands of digits, which math.isfinite() refuses.
+    if (isinstance(value, float) and not math.isfinite(value)) or not minimum <= value <= maximum:
+        raise InvalidRequest(field, f"{field} must be between {minimum} and {maximum}, not {str(value)[:40]}",
+                             "out_of_range")
+    return float(value)
+
+
+def speech_synthesis(svc: Services, caller: Caller, *, text: Any, voice: Any, fmt: str, speed: float,
+                     model: str | None, language: Any, language_field: str = "language",
+                     builtin: Callable[[str], bool] = OPENAI_VOICES.__contains__) -> tuple[SynthesisRequest, float]:
+    """The job's synthesis request for a speech request of another API (its text is ``input``, its language
+    ``language_field``), and the tempo left for atempo; raises InvalidRequest naming that API's fields. ``model``
+    is our engine's model (engine_model()); ``voice`` goes through resolve_voice()."""
+    def renamed(exc: InvalidRequest) -> InvalidRequest:
+        if exc.field == "text":
+            message = "input" + exc.message[4:] if exc.message.startswith("text") else exc.message
+            return InvalidRequest("input", message, exc.code, exc.status)
+        if exc.field == "language" and language_field != "language":
+            return InvalidRequest(language_field, exc.message, exc.code, exc.status)
+        return exc
+
+    try:
+        engine = svc.engine.for_model(model, language)
+        voice_id, rights = resolve_voice(voice, engine, voice_map(svc.settings.openai_voices), caller, builtin)
+        params, tempo = split_speed(engine, speed)
+        # Our own checks, so that the limits and their messages are those of POST /synthesize.
+        synthesis = parse_request({"text": text, "voice": voice_id, "format": JOB_FORMATS[fmt], "params": params,
+                                   "model": engine.model, "language": engine.language}, engine, svc.settings, rights)
+    except InvalidRequest as exc:
+        out = renamed(exc)
+        if out is exc:
+            raise
+        raise out from None
+    return synthesis, tempo
+
+
+def parse_speech(body: Any, svc: Services, caller: Caller) -> SpeechRequest:
+    """Check an OpenAI speech request; raises InvalidRequest naming the field at fault (OpenAI's names)."""
+    check_fields(body, SPEECH_FIELDS)
     model = body.get("model")
     if model is None:
         raise InvalidRequest("model", "model is required", "missing_field")
@@ -147,18 +220,8 @@ def parse_speech(body: Any, svc: Services, caller: Caller) -> SpeechRequest:
                              "model_not_found")
     if body.get("input") is None:
         raise InvalidRequest("input", "input is required", "missing_field")
-    fmt = body.get("response_format") or "mp3"
-    if not isinstance(fmt, str) or fmt.lower() not in CONTENT_TYPES:
-        raise InvalidRequest("response_format", f"unknown response_format {fmt!r}; choose one of "
-                             f"{', '.join(CONTENT_TYPES)}", "unknown_format")
-    speed = body.get("speed")
-    speed = 1.0 if speed is None else speed
-    if isinstance(speed, bool) or not isinstance(speed, (int, float)):
-        raise InvalidRequest("speed", f"speed must be a number, not {type(speed).__name__}", "invalid_type")
-    # Compared as it is: JSON may carry an integer of thousands of digits, which math.isfinite() refuses.
-    if (isinstance(speed, float) and not math.isfinite(speed)) or not SPEED_MIN <= speed <= SPEED_MAX:
-        raise InvalidRequest("speed", f"speed must be between {SPEED_MIN} and {SPEED_MAX}, not {str(speed)[:40]}",
-                             "out_of_range")
+    fmt = check_format(body.get("response_format"))
+    speed = check_number(body.get("speed"), "speed", SPEED_MIN, SPEED_MAX, 1.0)
     stream_format = body.get("stream_format") or "audio"
     if stream_format not in STREAM_FORMATS:
         raise InvalidRequest("stream_format", f"unknown stream_format {stream_format!r}; choose one of "
@@ -166,21 +229,10 @@ def parse_speech(body: Any, svc: Services, caller: Caller) -> SpeechRequest:
     # Accepted for compatibility and otherwise ignored: no engine here takes a style prompt (see the README).
     if body.get("instructions") is not None and not isinstance(body["instructions"], str):
         raise InvalidRequest("instructions", "instructions must be a string", "invalid_type")
-    engine = svc.engine.for_model(engine_model(svc, model), body.get("language"))
-    voice, rights = resolve_voice(body.get("voice"), engine, voice_map(svc.settings.openai_voices), caller)
-    params, tempo = split_speed(engine, float(speed))
-    try:
-        # Our own checks, so that the limits and their messages are those of POST /synthesize.
-        synthesis = parse_request({"text": body["input"], "voice": voice, "format": JOB_FORMATS[fmt.lower()],
-                                   "params": params, "model": engine.model, "language": engine.language},
-                                  engine, svc.settings, rights)
-    except InvalidRequest as exc:
-        if exc.field != "text":
-            raise
-        raise InvalidRequest("input", "input" + exc.message[4:] if exc.message.startswith("text") else exc.message,
-                             exc.code) from None
-    return SpeechRequest(model=model, response_format=fmt.lower(), stream_format=stream_format, speed=float(speed),
-                         tempo=tempo, synthesis=synthesis)
+    synthesis, tempo = speech_synthesis(svc, caller, text=body["input"], voice=body.get("voice"), fmt=fmt,
+                                        speed=speed, model=engine_model(svc, model), language=body.get("language"))
+    return SpeechRequest(model=model, response_format=fmt, stream_format=stream_format, speed=speed, tempo=tempo,
+                         synthesis=synthesis)
 
 
 def _job_failure(job_id: str, event: dict) -> tuple[int, str, str]:
@@ -190,14 +242,31 @@ def _job_failure(job_id: str, event: dict) -> tuple[int, str, str]:
     return 500, f"job {job_id} failed: {event.get('error') or 'unknown error'}", "job_failed"
 
 
+def planned_gaps(svc: Services, job_id: str) -> Callable[[], list[float]]:
+    """The silence after each text chunk of a job, as its worker plans it (CHATTERBOX_CHUNK_GAP_S, or the pause
+    its text asks for there): from its text and the lexicon its worker took (kept in its record before its first
+    chunk), so that a stream is the job's audio to the sample and its word timestamps fall where they are said."""
+    def gaps() -> list[float]:
+        job = svc.store.get(job_id) or {}
+        engine = svc.engine.for_model(job.get("model") or None, job.get("language") or None)
+        plan = speech_plan(engine, job["text"], {}, svc.settings, lexicon_mod.loads(job.get("lexicon")))
+        return [s.gap_s for s in plan]
+    return gaps
+
+
 class JobAudio:
     """One job's audio while it is made: a thread follows the job's events and feeds each chunk to one encoder;
-    the response body reads what the encoder writes."""
+    the response body reads what the encoder writes. The job's word timestamps (its ``words`` events) are kept
+    too, in seconds of this stream (after the tempo change), for take_words()."""
 
-    def __init__(self, fanout: Fanout, job_id: str, fmt: str, tempo: float, gap_s: float, stall_s: float):
+    def __init__(self, fanout: Fanout, job_id: str, fmt: str, tempo: float, gap_s: float, stall_s: float,
+                 gaps: Callable[[], list[float]] | None = None, gain: float = 1.0):
+        """``gap_s``: the silence between text chunks, unless ``gaps()`` (planned_gaps()) says what each one is;
+        ``gain``: a factor on the samples (clipped at full scale)."""
         self.fanout, self.store = fanout, fanout.store
-        self.job_id, self.format, self.tempo = job_id, fmt, tempo
+        self.job_id, self.format, self.tempo, self.gain = job_id, fmt, tempo, gain
         self.gap_s, self.stall_s = gap_s, stall_s
+        self._plan_gaps, self._gaps = gaps, None  # the job's gaps, asked for once, when the first is needed
         self.encoder: StreamEncoder | None = None  # made with the first chunk, at that chunk's sample rate
         self.failure: tuple[int, str, str] | None = None  # why the job's audio ended early, if it did
         self.fed_all = False  # every chunk of the job went into the encoder
@@ -206,6 +275,9 @@ class JobAudio:
         self._stop = threading.Event()
         self._closed = False
         self._last_event = time.monotonic()
+        self._words: list[dict] = []  # words not yet taken
+        self._words_lock = threading.Lock()
+        self._worded: set[int] = set()  # text chunks whose words came (a run again may repeat a words event)
         self._thread = threading.Thread(target=self._pump, name=f"speech-{job_id[:8]}", daemon=True)
 
     def start(self) -> None:
@@ -213,6 +285,32 @@ class JobAudio:
 
     def wait_started(self, timeout: float) -> bool:
         return self._started.wait(timeout)
+
+    def take_words(self) -> list[dict]:
+        """The words ({"word", "start", "end"}, seconds of this stream) that came since the last call, in order."""
+        with self._words_lock:
+            words, self._words = self._words, []
+        return words
+
+    def _gap(self, text_index: int) -> float:
+        """The silence after text chunk ``text_index``."""
+        if self._gaps is None:
+            self._gaps = []
+            if self._plan_gaps is not None:
+                try:
+                    self._gaps = self._plan_gaps()
+                except Exception:  # the usual gap everywhere: the audio still plays, pauses come out shorter
+                    log.exception("could not plan the gaps of job %s", self.job_id)
+        return self._gaps[text_index] if text_index < len(self._gaps) else self.gap_s
+
+    def _add_words(self, event: dict) -> None:
+        if event["text_index"] in self._worded:
+            return
+        self._worded.add(event["text_index"])
+        words = [{"word": w["word"], "start": round(w["start"] / self.tempo, 3),
+                  "end": round(w["end"] / self.tempo, 3)} for w in event.get("words") or []]
+        with self._words_lock:
+            self._words += words
 
     def _should_stop(self) -> bool:
         # A worker that died while it was the only one is never reaped: do not wait for its job forever.
@@ -233,11 +331,14 @@ class JobAudio:
                     samples, rate = wav_samples(data)
                     if self.encoder is None:
                         self.encoder = StreamEncoder(self.format, rate, self.tempo)
-                    elif event["text_index"] > last_text:  # the silence a job puts between its text chunks
-                        self.encoder.write(audio.silence(self.gap_s * (event["text_index"] - last_text), rate))
-                    self.encoder.write(samples)
+                    # The silence a job puts after each text chunk (before the first, if that one made no audio).
+                    for text_index in range(last_text, event["text_index"]):
+                        self.encoder.write(audio.silence(self._gap(text_index), rate))
+                    self.encoder.write(samples * self.gain if self.gain != 1.0 else samples)
                     last_index, last_text = event["index"], event["text_index"]
                     self._started.set()
+                elif kind == "words":
+                    self._add_words(event)
                 elif kind == "done" or (kind == "progress" and event.get("chunks_total")
                                         and event.get("chunks_done") == event["chunks_total"]):
                     # Every chunk is out: what remains for the worker (its own file) is not for this stream.
@@ -268,8 +369,9 @@ class JobAudio:
                     log.exception("ending the encoder of job %s failed", self.job_id)
             self._started.set()
 
-    def _chunks(self) -> Iterator[bytes]:
-        """The encoded stream as ffmpeg writes it; then records whether it was complete."""
+    def chunks(self) -> Iterator[bytes]:
+        """The encoded stream as ffmpeg writes it; then records whether it was complete (``delivered``, else
+        ``failure``). Every words event of the job has come by its end."""
         assert self.encoder is not None
         # Blocks until ffmpeg writes or ends; 10 ms more gather the packets it writes in a burst.
         while (data := self.encoder.read(linger=0.01)) is not None:
@@ -289,25 +391,29 @@ class JobAudio:
 
     def audio_body(self) -> Iterator[bytes]:
         try:
-            yield from self._chunks()
+            yield from self.chunks()
         finally:
             self.close()
 
     def sse_body(self, input_chars: int) -> Iterator[str]:
         """OpenAI's speech events: speech.audio.delta with base64 audio, then speech.audio.done (or error)."""
         try:
-            for data in self._chunks():
+            for data in self.chunks():
                 yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")})
             if self.delivered:
                 # There is no tokenizer here: input_tokens counts characters, and no tokens are generated.
                 yield _sse({"type": "speech.audio.done",
                             "usage": {"input_tokens": input_chars, "output_tokens": 0, "total_tokens": input_chars}})
             else:
-                _, message, code = self.failure or (500, "the stream ended early", "stream_failed")
-                yield _sse({"type": "error", "error": {"message": message, "type": "server_error", "param": None,
-                                                       "code": code}})
+                yield _sse({"type": "error", "error": self.error()})
         finally:
             self.close()
+
+    def error(self) -> dict:
+        """Why a stream that was not delivered ended, as the ``error`` of the one error shape (for a stream whose
+        status has gone out already)."""
+        _, message, code = self.failure or (500, "the stream ended early", "stream_failed")
+        return {"message": message, "type": "server_error", "param": None, "code": code}
 
     def close(self) -> None:
         """The response is over, read to its end or not: a job whose listener left early is cancelled."""
@@ -331,25 +437,20 @@ def _sse(event: dict) -> str:
     return f"data: {json.dumps(event)}\n\n"
 
 
-@bp.post("/v1/audio/speech")
-def speech():
-    svc = services()
-    if not request.is_json:
-        return error_response(415, "send the request as JSON (Content-Type: application/json)",
-                              "unsupported_media_type")
-    body = request.get_json(silent=True)
-    if body is None:
-        return error_response(400, "the request body is not valid JSON", "invalid_json")
-    req = parse_speech(body, svc, caller())
+def start_speech(svc: Services, synthesis: SynthesisRequest, fmt: str, tempo: float, source: str,
+                 gain: float = 1.0) -> tuple[JobAudio, dict[str, str]]:
+    """Submit a speech job for the caller and follow it until its first audio: its stream, and the headers that
+    name the job (X-Job-Id, X-Job-Url). A job that ends (or stalls) without audio aborts the request with its
+    error. The caller answers with the stream, and must close() it when the answer is over."""
     job_id = jobs.new_job_id()
-    svc.store.create(job_id, engine=svc.engine_name, source="openai", **req.synthesis.as_dict(), owner=caller().id)
+    svc.store.create(job_id, engine=svc.engine_name, source=source, **synthesis.as_dict(), owner=caller().id)
     try:
         svc.enqueue(job_id)
     except OperationalError as exc:
         svc.store.finish(job_id, "failed", error=f"could not be queued: {exc}")
         raise
-    stream = JobAudio(svc.fanout, job_id, req.response_format, req.tempo, svc.settings.chunk_gap_s,
-                      svc.settings.wait_timeout_s)
+    stream = JobAudio(svc.fanout, job_id, fmt, tempo, svc.settings.chunk_gap_s, svc.settings.wait_timeout_s,
+                      gaps=planned_gaps(svc, job_id), gain=gain)
     stream.start()
     headers = {"X-Job-Id": job_id, "X-Job-Url": url_for("api.job_status", job_id=job_id)}
     # The status must be chosen before the first byte: wait for the job's first audio (or its end).
@@ -360,9 +461,17 @@ def speech():
                                                    "job_stalled")
         response = error_response(status, message, code)
         response.headers.update(headers)
-        return response
+        abort(response)
     # Proxies such as nginx would otherwise hold the stream back until their buffer fills.
     headers.update({"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return stream, headers
+
+
+@bp.post("/v1/audio/speech")
+def speech():
+    svc = services()
+    req = parse_speech(json_body(), svc, caller())
+    stream, headers = start_speech(svc, req.synthesis, req.response_format, req.tempo, source="openai")
     if req.stream_format == "sse":
         response = Response(stream_with_context(stream.sse_body(len(req.synthesis.text))),
                             mimetype="text/event-stream", headers=headers)

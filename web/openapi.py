@@ -18,7 +18,7 @@ from chatterbox.settings import Settings
 from chatterbox.streaming import CONTENT_TYPES as SPEECH_TYPES, OUTPUT_RATE
 from chatterbox.voices import MAX_TAGS, NAME as VOICE_NAME
 
-from . import openai_api
+from . import captioned, openai_api
 from .common import Services
 
 Schema = dict[str, Any]
@@ -42,6 +42,7 @@ TAGS = [
     {"name": "Audiobooks", "description": "A whole book in; a file per chapter and an M4B with chapter markers out."},
     {"name": "Lexicon", "description": "How words are said: each key's respellings, applied to its jobs' text."},
     {"name": "OpenAI-compatible", "description": "OpenAI's speech API shape, so OpenAI clients can point here."},
+    {"name": "Kokoro-compatible", "description": "Kokoro-FastAPI's captioned speech: audio with word timestamps."},
     {"name": "Service", "description": "Health, this document, and signing in to the dashboard."},
 ]
 
@@ -356,7 +357,7 @@ def _job_properties() -> dict[str, Schema]:
         "engine": string(enum=list(ENGINES)),
         "model": string("the Chatterbox model that speaks it (left out for Piper)", enum=list(MODELS)),
         "language": string("the language it is spoken in (a code of `GET /engine`'s models)"),
-        "source": string("how it was submitted: `rest`, `openai` or `celery`"),
+        "source": string("how it was submitted: `rest`, `openai`, `captioned` or `celery`"),
         "owner": string("the id of the API key that submitted it (left out for jobs sent through Celery)"),
         "created_at": number("Unix time"),
         "started_at": number("Unix time"),
@@ -397,7 +398,9 @@ LINKS = {"status_url": string("`GET` this for the job's record"),
 # A synthesis' own links (not a clone's or a book's): its word timestamps and subtitles.
 WORD_LINKS = {"words_url": string("a synthesis': its word timestamps, once it has succeeded"),
               "subtitles_url": string("a synthesis': its subtitles (SRT, or `?format=vtt`)")}
-BOOK_LINKS = {**LINKS, "book_url": string("`GET` this for the book's state"), "m4b_url": string("the whole book")}
+BOOK_LINKS = {**LINKS, "book_url": string("`GET` this for the book's state"), "m4b_url": string("the whole book"),
+              "epub_url": string("the read-along EPUB 3, once the book has succeeded"),
+              "subtitles_url": string("the whole book's subtitles over the M4B (`?chapter=N`: one chapter's)")}
 
 
 def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
@@ -419,7 +422,10 @@ def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
         "status": string(enum=list(CHAPTER_STATUSES)), "progress": number(minimum=0, maximum=1),
         "duration_s": number("once assembled"), "file": string("once assembled: the file's name"),
         "lufs": number("once assembled: its loudness"), "url": string("once assembled: its download"),
-        "chunks": array(obj({"index": integer(minimum=0), "text": string(), "done": boolean(),
+        "words_file": string("once assembled: the file of its word timestamps"),
+        "subtitles_url": string("once assembled: its subtitles (`&format=vtt`, `&words=N`)"),
+        "chunks": array(obj({"index": integer(minimum=0), "text": string("what the engine is asked to say"),
+                             "source": string("the same words as the book wrote them"), "done": boolean(),
                              "duration_s": nullable(number())}, ["index", "text", "done", "duration_s"]),
                         "with `?text=1`: every chunk of the chapter"),
     }, ["index", "title", "chunks_done", "chunks_total", "words", "status", "progress"])
@@ -440,6 +446,16 @@ def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
         "format": string("the chapter files' format (`ogg`: Opus); the M4B is always made",
                          enum=list(CHAPTER_FORMATS), default=settings.book_format),
     }
+    from chatterbox.lexicon import KINDS, MAX_SAY, MAX_TERM
+
+    book_entry = obj({"term": string("matched as a whole word", minLength=1, maxLength=MAX_TERM),
+                      "say": string("what is said in its place", minLength=1, maxLength=MAX_SAY),
+                      "case_sensitive": boolean("match the term's case exactly (else any case)"),
+                      "kind": string(enum=list(KINDS))}, ["term"],
+                     description="an entry as `PUT /lexicon` takes it (see Lexicon)")
+    book_lexicon = array(book_entry, "the book's own pronunciation entries, on top of the key's lexicon: a book "
+                         "entry wins over the key's for the same term (in any case). Kept with the book; a bad entry "
+                         "is a 400 naming it (`lexicon[1].say`)", maxItems=settings.lexicon_max_entries)
     return {
         "ErrorDetail": obj({
             "message": string("for people"),
@@ -485,6 +501,12 @@ def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
                                 "end": number("seconds into the job's audio", minimum=0)}, ["word", "start", "end"])),
             "aligned": boolean("whether speech recognition aligned them; false: spread over the speech by length"),
         }, ["words", "aligned"]),
+        "BookWords": obj({
+            "words": array(obj({"word": string("as the book wrote it, punctuation included"),
+                                "start": number("seconds into the chapter's file (`?chapter=N`) or the M4B",
+                                                minimum=0),
+                                "end": number(minimum=0)}, ["word", "start", "end"])),
+        }, ["words"]),
         "JobList": obj({
             "jobs": array(obj({**job, **LINKS, **WORD_LINKS, "text_preview": string("the text's first 200 characters")},
                               [*JOB_REQUIRED, *LINKS, "text_preview"])),
@@ -622,6 +644,7 @@ def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
                                              "`text`", minItems=1),
             **{k: nullable(v) for k, v in book_options.items()},
             "params": ref("EngineParams"),
+            "lexicon": nullable(book_lexicon),
         }, closed=True, description="`text` or `chapters` is required",
             example={"text": "# Chapter One\n\nIt was a quiet morning.", "source_format": "md"}),
         "BookForm": obj({
@@ -630,6 +653,7 @@ def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
             "source_format": string("the file's format, when its name does not say", enum=list(BOOK_FORMATS)),
             **book_options,
             "params": string("the engine's parameters as a JSON object (see `EngineParams`)"),
+            "lexicon": string("the book's own pronunciation entries as a JSON list (see `BookRequest`)"),
         }, ["file"]),
         "BookSubmitted": obj({"job_id": string(), "status": string(
             "`queued`, or already `running` when a worker was quicker than the answer", enum=list(jobs.STATUSES)),
@@ -656,6 +680,7 @@ def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
                             "failed": array(retry, "chunks that never passed (the best attempt is kept)")},
                            ["checked", "retried", "failed"]),
             "synthesized": integer(minimum=0), "from_cache": integer(minimum=0),
+            "lexicon": array(book_entry, "the book's own pronunciation entries, as submitted"),
             "m4b_ready": boolean(),
         }, [*JOB_REQUIRED, *BOOK_LINKS, "plan", "chapters", "chunks_in_flight", "audio_s", "eta_s", "quality",
             "synthesized", "from_cache", "m4b_ready"]),
@@ -853,7 +878,8 @@ def _audiobooks(paths: _Paths) -> None:
                 "`unsupported_format`, `corrupt_epub`, `drm_protected`, `binary_file`, `empty_book`, "
                 "`chapter_empty` (naming the chapter), `invalid_chapters`, `unknown_field`, `too_slow` (reading it "
                 "took over `CHATTERBOX_BOOK_PARSE_TIMEOUT_S`), `parse_failed`, and the synthesis "
-                "options' errors (`unknown_format`, `out_of_range`)")
+                "options' errors (`unknown_format`, `out_of_range`), and a bad `lexicon` entry, named as "
+                "`lexicon[i].say`")
     not_found = err("no such audiobook (`book_not_found`), or another key's")
     book = [job_id_param("audiobook")]
     paths.add("get", "/audiobooks", "listAudiobooks", "Audiobooks", "The audiobooks, newest first", {
@@ -915,6 +941,34 @@ def _audiobooks(paths: _Paths) -> None:
         "200": binary("the M4B (AAC) with chapter markers, title, author and cover", ["audio/mp4"]),
         "404": not_found,
         "409": err("the book has not succeeded (`audio_not_ready`)"),
+    }, parameters=[*book, download_param("`1` or `true`")])
+    chapter_param = query_param("chapter", "one chapter (0-based), in seconds of its file; without it the whole book "
+                                "in seconds of the M4B", integer(minimum=0), 0)
+    paths.add("get", "/audiobooks/{job_id}/words", "getBookWords", "Audiobooks", "Word timestamps of a book", {
+        "200": ok("every word as the book wrote it (spoken titles included), with its time", ref("BookWords")),
+        "400": err("`chapter` is not a number (`chapter_not_found`)"),
+        "404": err("no such audiobook (`book_not_found`) or chapter (`chapter_not_found`)"),
+        "409": err("the chapter is not assembled, or the book has not succeeded (`words_not_ready`)"),
+        "410": err("the book was made before books had word timestamps (`words_gone`)"),
+    }, parameters=[*book, chapter_param])
+    paths.add("get", "/audiobooks/{job_id}/subtitles", "getBookSubtitles", "Audiobooks", "Subtitles of a book", {
+        "200": binary("SRT or WebVTT of a chapter (`?chapter=N`) or the whole M4B: a sentence or a heading a cue, or "
+                      "at most `?words=` words", ["application/x-subrip", "text/vtt"]),
+        "400": err("an unknown `format` (`unknown_format`), `words` out of range (`invalid_value`), or a `chapter` "
+                   "that is not a number (`chapter_not_found`)"),
+        "404": err("no such audiobook (`book_not_found`) or chapter (`chapter_not_found`)"),
+        "409": err("the chapter is not assembled, or the book has not succeeded (`words_not_ready`)"),
+        "410": err("the book was made before books had word timestamps (`words_gone`)"),
+    }, parameters=[*book, chapter_param, download_param(),
+                   query_param("format", "`srt` (default) or `vtt`, any case", string(enum=["srt", "vtt"]), "vtt"),
+                   query_param("words", "at most this many words a cue (default: a sentence a cue)",
+                               integer(minimum=1, maximum=1000), 7)])
+    paths.add("get", "/audiobooks/{job_id}/epub", "getBookEpub", "Audiobooks", "The read-along EPUB 3", {
+        "200": binary("an EPUB 3 of the book's text and chapter audio with Media Overlays: a reading system that "
+                      "supports them (Thorium, Apple Books, Storyteller) lights each sentence as it is read",
+                      ["application/epub+zip"]),
+        "404": not_found,
+        "409": err("the book has not succeeded, or was made before read-along EPUBs (`epub_not_ready`)"),
     }, parameters=[*book, download_param("`1` or `true`")])
     paths.add("get", "/audiobooks/{job_id}/cover", "getCover", "Audiobooks", "The book's cover image", {
         "200": binary("the cover", ["image/png", "image/jpeg"]),
@@ -1047,6 +1101,57 @@ def _openai_schemas(settings: Settings, models: list[str]) -> dict[str, Schema]:
             "language": nullable(string("ours, not OpenAI's: " + LANGUAGE_HELP)),
         }, ["model", "input", "voice"], closed=True,
             example={"model": models[-1], "input": "Hello there.", "voice": "alloy", "response_format": "mp3"}),
+        "CaptionedSpeechRequest": obj({
+            "model": nullable(string("Kokoro's `kokoro` (the default model) or a model of `GET /v1/models`",
+                                     enum=[*models, captioned.KOKORO_MODEL], default=captioned.KOKORO_MODEL)),
+            "input": string("the text to say (plain, with `[pause:1s]`, or SSML); it must contain a letter or digit",
+                            minLength=1, maxLength=settings.max_text_chars),
+            "voice": nullable(string(
+                "OpenAI's or Kokoro's voice names (`af_heart`, `bm_george`, `af_bella+af_sky`): as "
+                "`CHATTERBOX_OPENAI_VOICES` maps them, else the engine's default voice; or a voice of `GET /voices`",
+                default=captioned.DEFAULT_VOICE)),
+            "response_format": nullable(string("as `/v1/audio/speech`'s", enum=list(SPEECH_TYPES), default="mp3")),
+            "speed": nullable(number("as `/v1/audio/speech`'s", minimum=openai_api.SPEED_MIN,
+                                     maximum=openai_api.SPEED_MAX, default=1.0)),
+            "stream": nullable({**boolean("true: newline-delimited JSON, a `CaptionedSpeechResponse` per piece of "
+                                          "audio as it is made; false: one, with the whole file"), "default": True}),
+            "return_timestamps": nullable({**boolean("false: `timestamps` is null (`[]` in each streamed piece)"),
+                                           "default": True}),
+            "return_download_link": nullable({**boolean("true: `X-Download-Path` names the job's own file (in our "
+                                                        "nearest format, without the atempo part of the speed)"),
+                                              "default": False}),
+            "lang_code": nullable(string("Kokoro's language letter (`a`, `b`: English; `e`, `f`, `h`, `i`, `j`, "
+                                         "`p`, `z`) or " + LANGUAGE_HELP)),
+            "volume_multiplier": nullable(number("a factor on the samples, clipped at full scale",
+                                                 minimum=captioned.VOLUME_MIN, maximum=captioned.VOLUME_MAX,
+                                                 default=1.0)),
+            "normalization_options": nullable({**obj({}, description="Kokoro's text options: accepted and ignored "
+                                                     "(text is always normalized, in its language)"),
+                                               "additionalProperties": boolean()}),
+            "allow_voice_tags": nullable({**boolean("only false: one voice speaks the whole input"),
+                                          "enum": [False, None]}),
+            "ssml": nullable(boolean("true: the input must be SSML (`<speak>`), which is read whenever it is")),
+            "voice_aliases": nullable({**obj({}, description="names for voices, any case: `{\"narrator\": "
+                                             "\"joe\"}`, or with a rate that multiplies `speed`: `{\"fast\": "
+                                             "{\"voice\": \"joe\", \"rate\": 1.2}}`"),
+                                       "additionalProperties": {"oneOf": [string(minLength=1), obj({
+                                           "voice": string(minLength=1),
+                                           "rate": nullable(number(minimum=openai_api.SPEED_MIN,
+                                                                   maximum=openai_api.SPEED_MAX))},
+                                           ["voice"], closed=True)]}}),
+        }, ["input"], closed=True, example={"model": "kokoro", "input": "Hello there.", "voice": "af_heart",
+                                            "response_format": "mp3", "stream": False}),
+        "CaptionedSpeechResponse": obj({
+            "audio": string("the audio (streamed: the next piece of one stream; the pieces joined are the file), "
+                            "base64", format="byte"),
+            "audio_format": string("the format's MIME type, as Kokoro names it",
+                                   enum=list(dict.fromkeys(captioned.AUDIO_FORMATS.values()))),
+            "timestamps": nullable(array(ref("WordTimestamp"), "the words, as written, in order (streamed: those "
+                                         "whose times came since the last piece)")),
+        }, ["audio", "audio_format", "timestamps"]),
+        "WordTimestamp": obj({"word": string(), "start_time": number("seconds of the answer's audio", minimum=0),
+                              "end_time": number("seconds of the answer's audio", minimum=0)},
+                             ["word", "start_time", "end_time"]),
         "Model": obj({"id": string(), "object": string(enum=["model"]), "created": integer("Unix time"),
                       "owned_by": string()}, ["id", "object", "created", "owned_by"]),
         "ModelList": obj({"object": string(enum=["list"]), "data": array(ref("Model"))}, ["object", "data"]),
@@ -1077,6 +1182,26 @@ def _openai(paths: _Paths) -> None:
     }, description="A job like `POST /synthesize` (source `openai`), answered with its audio while the worker makes "
                    "it. A client that goes away before the end cancels the job.",
         body={"required": True, "content": json_content(ref("SpeechRequest"))}, creates_job=True)
+    paths.add("post", "/dev/captioned_speech", "createCaptionedSpeech", "Kokoro-compatible",
+              "Text to speech with word timestamps, as Kokoro-FastAPI's", {
+        "200": {"description": "`stream: false`: one `CaptionedSpeechResponse`, the whole file; else (the default) "
+                               "newline-delimited JSON, a `CaptionedSpeechResponse` per piece of audio as it is made; "
+                               "a job that fails on the way ends it with a line in the error shape",
+                "headers": {**job, "X-Download-Path": header("with `return_download_link`: the job's audio URL")},
+                "content": {**json_content(ref("CaptionedSpeechResponse")),
+                            captioned.NDJSON: {"schema": string("CaptionedSpeechResponse objects, one a line")}}},
+        "400": err("invalid request, naming the field (Kokoro's names) in `param`: as `/v1/audio/speech`'s, and "
+                   "`unsupported` (`allow_voice_tags`), `not_ssml`, `unknown_language` (`lang_code`)"),
+        "404": UNKNOWN_VOICE,
+        "409": {**failed, "description": "the job was cancelled before its audio was complete (`job_cancelled`)"},
+        "415": err("not JSON (`unsupported_media_type`)"),
+        "500": {**failed, "description": "the job failed (`job_failed`)"},
+        "504": {**failed, "description": "the job made no progress within `CHATTERBOX_WAIT_TIMEOUT_S` "
+                                         "(`job_stalled`); it was cancelled"},
+    }, description="A job like `/v1/audio/speech`'s (source `captioned`), for clients of Kokoro-FastAPI; the word "
+                   "timestamps are the job's (`GET /jobs/{job_id}/words`), in seconds of the answer's audio. A client "
+                   "that goes away before the end of a stream cancels the job.",
+        body={"required": True, "content": json_content(ref("CaptionedSpeechRequest"))}, creates_job=True)
     paths.add("get", "/v1/models", "listModels", "OpenAI-compatible", "The models, as OpenAI lists them", {
         "200": ok("the active engine under its own name and OpenAI's model names", ref("ModelList")),
     })

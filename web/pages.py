@@ -40,6 +40,12 @@ def history_page():
     return render_template("history.html")
 
 
+# /lexicon itself is the REST list of entries (JSON), as /voices is for the voices page (/voice-library).
+@bp.get("/pronunciation")
+def lexicon_page():
+    return render_template("lexicon.html")
+
+
 @bp.get("/ops")
 def ops_page():
     return render_template("ops.html", flower_url=flower_url(), flower_up=flower_answers())

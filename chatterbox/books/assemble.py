@@ -7,7 +7,7 @@ import re
 import subprocess
 import tempfile
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -56,6 +56,19 @@ class Pauses:
     lead_in_s: float = 0.5  # at the start of each chapter file
 
 
+@dataclass(frozen=True)
+class ChunkPlace:
+    """Where a chunk's audio landed in its chapter file: a time t of the chunk's own audio is at
+    ``start_s + t - trimmed_s`` (for trimmed_s <= t <= trimmed_s + length_s; the rest was silence, cut)."""
+
+    start_s: float  # in the chapter file
+    trimmed_s: float  # silence cut from its front
+    length_s: float  # what was kept
+
+    def at(self, t: float) -> float:
+        return self.start_s + min(max(t - self.trimmed_s, 0.0), self.length_s)
+
+
 @dataclass
 class ChapterFiles:
     """What assemble_chapter wrote."""
@@ -64,6 +77,7 @@ class ChapterFiles:
     part: Path  # the same audio as AAC in an .m4a, the M4B's building block
     duration_s: float  # of the joined samples (before encoding)
     lufs: float  # integrated loudness after normalization
+    chunks: list[ChunkPlace] = field(default_factory=list)  # per chunk, where it is in the chapter file
 
 
 @dataclass
@@ -86,12 +100,19 @@ def trim_silence(samples: np.ndarray, sample_rate: int, threshold_db: float = -4
     Returns a view (no copy); an empty array when nothing reaches the threshold.
     """
     samples = _mono(samples)
+    start, stop = _trim_span(samples, sample_rate, threshold_db, keep_s)
+    return samples[start:stop]
+
+
+def _trim_span(samples: np.ndarray, sample_rate: int, threshold_db: float = -45.0,
+               keep_s: float = 0.03) -> tuple[int, int]:
+    """[start, stop) of what trim_silence keeps of mono ``samples``."""
     loud = np.abs(samples) >= 10.0 ** (threshold_db / 20.0)
     if not loud.any():
-        return samples[:0]
+        return 0, 0
     first, last = int(loud.argmax()), samples.size - 1 - int(loud[::-1].argmax())
     keep = int(round(keep_s * sample_rate))
-    return samples[max(0, first - keep): last + 1 + keep]
+    return max(0, first - keep), min(samples.size, last + 1 + keep)
 
 
 def _k_weighting(sample_rate: int) -> np.ndarray:
@@ -328,10 +349,20 @@ def _gaps(count: int, breaks: list[str], sample_rate: int, pauses: Pauses) -> li
     return [max(0, int(round(gap_s[kind] * sample_rate))) for kind in breaks[:-1]] + [0]
 
 
-def _joined(chunks: Iterable[np.ndarray], gaps: list[int], sample_rate: int) -> Iterator[np.ndarray]:
-    """The joined chapter piece by piece: each chunk trimmed, then the silence that follows it."""
+def _joined(chunks: Iterable[np.ndarray], gaps: list[int], sample_rate: int,
+            placed: list[ChunkPlace] | None = None) -> Iterator[np.ndarray]:
+    """The joined chapter piece by piece: each chunk trimmed, then the silence that follows it. Where each chunk
+    landed is appended to ``placed`` (emptied first), for the word timestamps of the chapter."""
+    if placed is not None:
+        placed.clear()
+    at = 0
     for chunk, gap in zip(chunks, gaps):
-        yield trim_silence(chunk, sample_rate)
+        chunk = _mono(chunk)
+        start, stop = _trim_span(chunk, sample_rate)
+        if placed is not None:
+            placed.append(ChunkPlace(at / sample_rate, start / sample_rate, (stop - start) / sample_rate))
+        yield chunk[start:stop]
+        at += stop - start + gap
         if gap:
             yield np.zeros(gap, np.float32)
 
@@ -413,6 +444,7 @@ def _assemble(chunks: Callable[[], Iterable[np.ndarray]], n_chunks: int, breaks:
     if not 1 <= index <= count:
         raise ValueError(f"chapter index {index} is outside 1..{count}")
     gaps = _gaps(n_chunks, breaks, sample_rate, pauses)
+    placed: list[ChunkPlace] = []
     lead = int(round(pauses.lead_in_s * sample_rate))
     pause = int(round(pauses.chapter_s * sample_rate))
     total = 0
@@ -447,14 +479,16 @@ def _assemble(chunks: Callable[[], Iterable[np.ndarray]], n_chunks: int, breaks:
         args = ["-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0", "-map_metadata", "-1",
                 "-map", "0:a", *codec, *meta, "-f", muxer, str(temps[0]),
                 "-map", "0:a", *_AAC, "-metadata", f"title={title}", "-f", "ipod", str(temps[1])]
-        lufs = _normalized(lambda: _joined(chunks(), gaps, sample_rate), sample_rate, target_lufs, -1.0,
+        lufs = _normalized(lambda: _joined(chunks(), gaps, sample_rate, placed), sample_rate, target_lufs, -1.0,
                            lambda blocks: _run_ffmpeg(args, pcm(blocks)))
         for tmp in temps:
             _fsync(tmp)
         os.replace(temps[0], audio_path)
         os.replace(temps[1], part_path)
     _fsync_dir(out_dir)
-    return ChapterFiles(audio=audio_path, part=part_path, duration_s=total / sample_rate, lufs=lufs)
+    lead_s = lead / sample_rate
+    return ChapterFiles(audio=audio_path, part=part_path, duration_s=total / sample_rate, lufs=lufs,
+                        chunks=[ChunkPlace(p.start_s + lead_s, p.trimmed_s, p.length_s) for p in placed])
 
 
 def assemble_chapter(chunks: list[np.ndarray], breaks: list[str], sample_rate: int, out_dir: Path, *, index: int,

@@ -11,6 +11,7 @@ from .. import audio
 from ..access import Caller
 from ..engines import Engine, InvalidRequest
 from ..jobs import TERMINAL, JobStore, new_job_id
+from ..lexicon import Entry, Lexicon, LexiconError, entry
 from ..settings import Settings
 from .assemble import CHAPTER_FORMATS
 from .plan import Plan, book_dir, bump_revision, load_plan, make_plan, save_plan
@@ -37,11 +38,12 @@ def submit_book(store: JobStore, engine: Engine, settings: Settings, book: Book,
                 fmt: str | None, params: dict | None, source: str, send_tokens: SendTokens,
                 caller: Caller, job_id: str | None = None,
                 original: tuple[str, bytes] | None = None, model: str | None = None,
-                language: str | None = None) -> tuple[dict, Plan]:
+                language: str | None = None, lexicon: object = None) -> tuple[dict, Plan]:
     """Check the request for ``caller`` (its owner), plan the book, store the plan, and queue its work. Raises
     InvalidRequest or BookError before anything is stored. ``model`` and ``language``: as a synthesis job's; a
     book that names its own language (EPUB or front matter) is read in it where a model speaks it, unless the
-    request says otherwise."""
+    request says otherwise. ``lexicon``: the book's own pronunciation entries (as ``PUT /lexicon`` takes them),
+    applied on top of the owner's (a book entry wins over the owner's for the same term) and kept in the plan."""
     started = time.perf_counter()
     fmt = (fmt or settings.book_format).lower() if isinstance(fmt, (str, type(None))) else fmt
     if fmt not in CHAPTER_FORMATS:
@@ -50,12 +52,14 @@ def submit_book(store: JobStore, engine: Engine, settings: Settings, book: Book,
     engine = engine.for_model(model, language if language is not None else book_language(engine, book, model))
     voice = engine.check_voice(voice, caller)
     params = engine.validate(params)
+    own = book_lexicon(lexicon, settings.lexicon_max_entries)
     job_id = job_id or new_job_id()
-    from ..lexicon import Lexicon
-
     entries = Lexicon(store.r, caller.id, settings.lexicon_max_entries).entries()  # the owner's, as of now
     plan = make_plan(book, job_id=job_id, engine=engine, voice=voice, params=params, fmt=fmt, settings=settings,
-                     lexicon=entries)
+                     lexicon=merge_lexicons(entries, own))
+    # Kept with the book: the plan holds every chunk's text as spoken by these entries, so a resumed book or a
+    # regenerated chunk says the same words, whatever the owner's lexicon says later.
+    plan.extra["lexicon"] = [_stored(e) for e in own]
     folder = book_dir(settings, job_id)
     if book.cover and book.cover_type in _COVER_EXT:
         audio.write_atomic(folder / f"cover.{_COVER_EXT[book.cover_type]}", book.cover)
@@ -72,6 +76,49 @@ def submit_book(store: JobStore, engine: Engine, settings: Settings, book: Book,
     BookStore(store).start(job_id, [f"c:{c.index}" for c in plan.chunks])
     send_tokens(job_id, min(WINDOW, len(plan.chunks)))
     return store.get(job_id), plan
+
+
+def book_lexicon(items: object, max_entries: int) -> list[Entry]:
+    """A book's own lexicon from a request: a list of entries shaped as ``PUT /lexicon`` takes them (or that
+    route's ``{"entries": [...]}``), each checked by chatterbox.lexicon's own rules. Raises InvalidRequest naming
+    the entry and its field (``lexicon[2].say``). A later entry of the same term replaces an earlier one."""
+    if items is None:
+        return []
+    if isinstance(items, dict) and set(items) <= {"entries", "max_entries"} and "entries" in items:
+        items = items["entries"]  # what GET /lexicon answers (an export) works as it is
+    if not isinstance(items, list):
+        raise InvalidRequest("lexicon", "lexicon must be a list of entries: [{\"term\", \"say\", "
+                             "\"case_sensitive\"}, ...], as PUT /lexicon takes them", "invalid_type")
+    if len(items) > max_entries:
+        raise InvalidRequest("lexicon", f"the book's lexicon has {len(items)} entries; the most it may have is "
+                             f"{max_entries} (CHATTERBOX_LEXICON_MAX_ENTRIES)", "too_many_entries")
+    found: dict[str, Entry] = {}
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("term") is None:
+            raise InvalidRequest(f"lexicon[{i}].term", f"lexicon entry {i}: term is required: the word (or words) "
+                                 "to say another way", "missing_field")
+        try:
+            new = entry(item.get("term") if isinstance(item, dict) else None, item)
+        except LexiconError as exc:
+            field = f"lexicon[{i}]" if exc.field in (None, "body") else f"lexicon[{i}].{exc.field}"
+            term = item.get("term") if isinstance(item, dict) else None
+            named = f" ({term.strip()!r})" if isinstance(term, str) and term.strip() else ""
+            raise InvalidRequest(field, f"lexicon entry {i}{named}: {exc.message}", exc.code) from None
+        found.pop(new.term, None)
+        found[new.term] = new
+    return list(found.values())
+
+
+def merge_lexicons(owner: list[Entry], book: list[Entry]) -> list[Entry]:
+    """The entries a book is read by: the owner's, less those of a term the book's own entries also have (in any
+    case: a book entry for "nguyen" replaces the owner's "Nguyen"), then the book's."""
+    mine = {e.term.casefold() for e in book}
+    return [e for e in owner if e.term.casefold() not in mine] + list(book)
+
+
+def _stored(e: Entry) -> dict:
+    """An entry as a book keeps it (and as PUT /lexicon takes it back: no timestamp, no empty fields)."""
+    return {k: v for k, v in e.public().items() if k != "updated_at" and v is not None}
 
 
 def book_language(engine: Engine, book: Book, model: str | None) -> str | None:
@@ -189,8 +236,11 @@ def book_state(store: JobStore, settings: Settings, job_id: str, with_text: bool
                 "progress": round(1.0 if info else 0.99 * made / ch.count, 4)}
         if info:
             item.update(duration_s=info["duration_s"], file=info["file"], lufs=info["lufs"])
+            if info.get("words_file"):
+                item["words_file"] = info["words_file"]
         if with_text:
-            item["chunks"] = [{"index": i, "text": plan.chunks[i].text, "done": i in done,
+            item["chunks"] = [{"index": i, "text": plan.chunks[i].text, "source": plan.chunks[i].source,
+                               "done": i in done,
                                "duration_s": done.get(i, {}).get("duration_s")} for i in ch.chunk_range]
         chapters.append(item)
     retried = [{"index": i, "attempts": d["attempts"], "ok": d["ok"], "problems": d.get("problems", [])}
@@ -201,5 +251,6 @@ def book_state(store: JobStore, settings: Settings, job_id: str, with_text: bool
             "eta_s": eta_seconds(job, len(done), total) if job["status"] == "running" else None,
             "quality": {"checked": settings.book_quality_checks, "retried": [r for r in retried if r["ok"]],
                         "failed": [r for r in retried if not r["ok"]]},
+            "lexicon": plan.extra.get("lexicon", []),
             "synthesized": sum(1 for d in done.values() if d.get("synthesized")),
             "from_cache": sum(1 for d in done.values() if not d.get("synthesized"))}

@@ -14,6 +14,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..align import plan as word_plan
 from ..audio import write_atomic
 from ..engines import Engine
 from ..lexicon import Compiled, Entry
@@ -36,6 +37,7 @@ class Chunk:
     params: dict      # the engine parameters for this chunk, seed included where the engine takes one
     key: str          # content key of its audio in the chunk cache
     revision: int = 0  # bumped when a person asks for this chunk again
+    source: str = ""  # the words it says as the book wrote them (subtitles, read-along); "" in older plans
 
 
 @dataclass
@@ -45,6 +47,7 @@ class ChapterPlan:
     first: int        # index of its first chunk
     count: int        # number of its chunks
     words: int
+    heading: int = 0  # how many of its first chunks say its title (0: the title is not spoken in this part)
 
     @property
     def chunk_range(self) -> range:
@@ -145,7 +148,8 @@ def make_plan(book: Book, *, job_id: str, engine: Engine, voice: str, params: di
     boundaries. The owner's ``lexicon`` respells words before the text is chunked, so each chunk's text, and its
     cache key, is the text as spoken: a book submitted again after an entry changed makes again only the chunks
     whose text the change touched. Raises BookError when a chapter has nothing to say."""
-    respell = Compiled(lexicon or []).apply
+    # Phoneme entries reach an engine that reads phonemes (Piper) as phonemes; others say their respelling.
+    respell = Compiled(lexicon or [], getattr(engine, "phoneme_token", None)).apply
     model = engine.model_version(voice)
     rate = engine.sample_rate
     max_chars, language = engine.max_chars(settings), engine.language
@@ -153,42 +157,51 @@ def make_plan(book: Book, *, job_id: str, engine: Engine, voice: str, params: di
     chunks: list[Chunk] = []
     chapters: list[ChapterPlan] = []
 
-    def add(text: str, chapter: int, brk: str) -> None:
+    def add(text: str, chapter: int, brk: str, source: str) -> None:
         p = chunk_params(engine, params, text)
         chunks.append(Chunk(index=len(chunks), chapter=chapter, text=text, brk=brk, params=p,
-                            key=chunk_key(text, voice, engine.name, model, p, rate)))
+                            key=chunk_key(text, voice, engine.name, model, p, rate), source=source))
 
-    def spoken_s(pieces: list[tuple[str, str]]) -> float:
+    def pieces_of(written: str, spoken: str, last_break: str) -> list[tuple[str, str, str]]:
+        """(text, break, source) of each chunk of one paragraph: its words as written shared out to the chunks
+        that say them (chatterbox.align.plan), so that subtitles show "$5" where the engine said "five dollars"."""
+        texts = _paragraph_chunks(spoken, max_chars, language)
+        sources = [" ".join(word for word, _ in chunk) for chunk in word_plan(written, texts, language)] \
+            if texts else []
+        return [(text, last_break if i == len(texts) - 1 else "sentence", source)
+                for i, (text, source) in enumerate(zip(texts, sources))]
+
+    def spoken_s(pieces: list[tuple[str, str, str]]) -> float:
         return sum(expected_duration(text, engine.words_per_minute, normalized=True) + pause_s[brk]
-                   for text, brk in pieces)
+                   for text, brk, _ in pieces)
 
     for number, chapter in enumerate(book.chapters):
-        heading: list[tuple[str, str]] = []  # (text, break) of each chunk
+        heading: list[tuple[str, str, str]] = []  # (text, break, source) of each chunk
         if settings.book_speak_titles and chapter.title.strip():
-            heading = [(piece, "paragraph") for piece in _paragraph_chunks(respell(_as_sentence(chapter.title)),
-                                                                          max_chars, language)]
-        paragraphs: list[list[tuple[str, str]]] = []
+            written = " ".join(chapter.title.split())
+            heading = [(text, "paragraph", source) for text, _, source in
+                       pieces_of(written, respell(_as_sentence(written)), "")]
+        paragraphs: list[list[tuple[str, str, str]]] = []
         for paragraph in chapter.paragraphs:
-            pieces = _paragraph_chunks(respell(paragraph), max_chars, language)
+            pieces = pieces_of(paragraph, respell(paragraph), "paragraph")
             if pieces:
-                paragraphs.append([(piece, "paragraph" if i == len(pieces) - 1 else "sentence")
-                                   for i, piece in enumerate(pieces)])
-        words = [sum(len(text.split()) for text, _ in p) for p in paragraphs]
+                paragraphs.append(pieces)
+        words = [sum(len(text.split()) for text, _, _ in p) for p in paragraphs]
         if not sum(words):
             raise BookError(f"chapter {number + 1} ({chapter.title!r}) has no speakable text", "chapter_empty",
                             f"chapters[{number}]")
         # The title is spoken with the first paragraph, so only the first part says it.
         seconds = [spoken_s(heading) * (i == 0) + spoken_s(p) for i, p in enumerate(paragraphs)]
         starts = _part_starts(seconds, settings.book_part_max_minutes * 60.0)
-        title = chapter.title or f"Chapter {number + 1}"
+        name = chapter.title or f"Chapter {number + 1}"
         for part, (begin, end) in enumerate(zip(starts, [*starts[1:], len(paragraphs)])):
             first = len(chunks)
-            for text, brk in [*(heading if part == 0 else []), *(c for p in paragraphs[begin:end] for c in p)]:
-                add(text, len(chapters), brk)
+            for text, brk, source in [*(heading if part == 0 else []), *(c for p in paragraphs[begin:end] for c in p)]:
+                add(text, len(chapters), brk, source)
             chunks[-1].brk = "chapter"
-            named = title if len(starts) == 1 else f"{title} (part {part + 1} of {len(starts)})"
+            named = name if len(starts) == 1 else f"{name} (part {part + 1} of {len(starts)})"
             chapters.append(ChapterPlan(index=len(chapters), title=named, first=first, count=len(chunks) - first,
-                                        words=sum(words[begin:end])))
+                                        words=sum(words[begin:end]), heading=len(heading) if part == 0 else 0))
     if not chapters:
         raise BookError("the book has no chapters with speakable text", "empty_book")
     assembly = {"sentence_s": settings.book_pause_sentence_s, "paragraph_s": settings.book_pause_paragraph_s,

@@ -18,13 +18,14 @@ from typing import Callable
 
 import numpy as np
 
-from .. import audio
+from .. import align, audio
 from ..engines import Engine, InvalidRequest
 from ..jobs import BOOKS_WATCHDOG, TERMINAL, JobStore
 from ..leases import Lease, LeaseKeeper, LeaseLost
 from ..retention import touch_chunk
 from ..settings import Settings
 from .assemble import Pauses, assemble_chapter_files, assemble_m4b
+from . import epub_readalong, readalong
 from .plan import Chunk, Plan, book_dir, cached_chunk, chunk_paths, load_plan, retry_seed
 from .state import BookStore
 
@@ -206,11 +207,13 @@ class BookRunner:
         if not samples.size:
             raise RuntimeError(f"the {self.engine.name} engine produced no audio for {chunk.text!r}")
         chosen = min(tried, key=lambda t: t["score"])
+        # Its spoken words timed now, while the samples are at hand: the chapter's subtitles and read-along need them.
+        timing = align.time_chunk(samples, self.engine.sample_rate, chunk.text, plan.speech_language or "en")
         report = {"key": chunk.key, "text": chunk.text, "voice": plan.voice, "engine": self.engine.name,
                   "model": plan.model, "params": chunk.params, "sample_rate": self.engine.sample_rate,
                   "duration_s": round(len(samples) / self.engine.sample_rate, 3), "attempts": tried,
                   "chosen": chosen["attempt"], "ok": chosen["ok"], "problems": chosen["problems"],
-                  "quality": quality, "worker": self.worker, "created_at": time.time()}
+                  "quality": quality, "timing": timing.as_dict(), "worker": self.worker, "created_at": time.time()}
         if lease is not None:
             self.books.check(lease)
         wav, meta = chunk_paths(self.settings, chunk.key)
@@ -234,6 +237,14 @@ class BookRunner:
             self._transcriber = make_transcriber(self.settings.book_asr, whisper)
             self._transcriber_made = True
         return self._transcriber
+
+    def _timing(self, plan: Plan, chunk: Chunk) -> align.Timing:
+        """A cached chunk's word timing: from its report, or (made before reports kept it) aligned now."""
+        report = cached_chunk(self.settings, chunk.key) or {}
+        if report.get("timing"):
+            return align.Timing.from_dict(report["timing"])
+        samples, rate = audio.read_wav(chunk_paths(self.settings, chunk.key)[0])
+        return align.time_chunk(samples, rate, chunk.text, plan.speech_language or "en")
 
     # -- assembly ------------------------------------------------------------------------------------------------
     def _chapter(self, job_id: str, plan: Plan, index: int, lease: Lease) -> None:
@@ -260,8 +271,15 @@ class BookRunner:
                                        index=index + 1, count=len(plan.chapters), title=chapter.title,
                                        book_title=plan.title, author=plan.author, fmt=plan.format, pauses=pauses,
                                        target_lufs=plan.assembly["target_lufs"])
+        timings = [self._timing(plan, plan.chunks[i]) for i in chapter.chunk_range]
+        # The read-along plays a core media type: the chapter file where it is MP3, else its AAC part.
+        words = readalong.write_words(files.audio.with_suffix(".words.json"), chapter.title,
+                                      (files.audio if files.audio.suffix == ".mp3" else files.part).name,
+                                      files.duration_s, readalong.chapter_words(plan, chapter, files.chunks, timings),
+                                      readalong.block_ends(plan, chapter), all(t.aligned for t in timings))
         seconds = time.perf_counter() - started
         self.books.set_chapter(lease, index, {"file": files.audio.name, "part": files.part.name,
+                                              "words_file": words.name,
                                               "duration_s": round(files.duration_s, 3),
                                               "lufs": round(files.lufs, 2) if math.isfinite(files.lufs) else None,
                                               "worker": self.worker})
@@ -276,8 +294,10 @@ class BookRunner:
     def _book(self, job_id: str, plan: Plan, lease: Lease) -> None:
         folder = book_dir(self.settings, job_id)
         chapters = self.books.chapters(job_id)
+        # A chapter assembled before its words were kept (an older worker) is assembled again, to have them.
         missing = [c.index for c in plan.chapters
-                   if c.index not in chapters or not (folder / "chapters" / chapters[c.index]["part"]).is_file()]
+                   if c.index not in chapters or not (folder / "chapters" / chapters[c.index]["part"]).is_file()
+                   or not (folder / "chapters" / chapters[c.index].get("words_file", "-")).is_file()]
         if missing:
             self.books.check(lease)
             for i in missing:
@@ -295,6 +315,15 @@ class BookRunner:
                              cover=cover.read_bytes() if cover else None, cover_type=plan.cover_type)
         audio.write_atomic(folder / "chapters.json", json.dumps(
             [{"title": m.title, "start_s": round(m.start_s, 3), "end_s": round(m.end_s, 3)} for m in marks]).encode())
+        lease.check()
+        records = [readalong.read_words(folder / "chapters" / chapters[c.index]["words_file"]) for c in plan.chapters]
+        items = [readalong.EpubChapter(c, folder / "chapters" / r["audio"], r) for c, r in zip(plan.chapters, records)]
+        # A book that came as an EPUB reads along in its own pages where its text still matches them; any other
+        # (or one edited too much before it started) in pages made from its text.
+        original = folder / "source.epub"
+        if not (original.is_file()
+                and epub_readalong.write_from_source(folder / "book.epub", original.read_bytes(), plan, items)):
+            readalong.write_epub(folder / "book.epub", plan, items, cover)
         seconds = time.perf_counter() - started
         self.books.check(lease)  # the book ends once, by the holder of its last item
         assembly_s = self.store.add(job_id, "assembly_s", seconds)

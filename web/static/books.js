@@ -12,10 +12,11 @@ let offline = 0; // book updates in a row that could not reach the server
 
 // -- errors beside what caused them -------------------------------------------------------------------------------
 const FIELDS = { file: "book-file", source_format: "book-file", text: "book-text", title: "book-title",
-                 voice: "book-voice", format: "book-format", model: "book-model" };
+                 voice: "book-voice", format: "book-format", model: "book-model", lexicon: "book-lexicon" };
 
 function slotFor(param) {
   if (!param) return null;
+  if (param.startsWith("lexicon[")) param = "lexicon";  // "lexicon[2].say": the message names the entry
   if (FIELDS[param]) return { field: $(FIELDS[param]), error: $(`${FIELDS[param]}-error`) };
   if (param === "chapters") return { field: $("review-title"), error: $("chapters-error") };
   const match = /^chapters\[(\d+)\]/.exec(param);
@@ -128,16 +129,33 @@ function renumber() {
   });
 }
 
+// The book's own pronunciations: a JSON file as the Lexicon page exports it (or a list of entries).
+async function bookLexicon() {
+  const file = $("book-lexicon").files[0];
+  if (!file) return null;
+  try {
+    return JSON.parse(await file.text());
+  } catch (e) {
+    throw { param: "lexicon", message: `${file.name} is not JSON: export it from the Lexicon page, or write a list of {"term", "say"} entries.` };
+  }
+}
+
 async function start() {
   clearErrors();
   const options = { title: $("book-title").value.trim(), voice: $("book-voice").value, format: $("book-format").value,
                     model: $("book-model").value };
+  try {
+    options.lexicon = await bookLexicon();
+  } catch (e) {
+    showProblem(e);
+    return;
+  }
   let request;
   if (reviewed.file && !reviewed.edited) {
     // Unchanged: send the file itself, so that an EPUB keeps its cover and metadata.
     const form = new FormData();
     form.append("file", reviewed.file);
-    for (const [k, v] of Object.entries(options)) if (v) form.append(k, v);
+    for (const [k, v] of Object.entries(options)) if (v) form.append(k, k === "lexicon" ? JSON.stringify(v) : v);
     request = { body: form };
   } else {
     const chapters = [...$("review-chapters").children].map((li) => ({
@@ -148,6 +166,7 @@ async function start() {
     }
     const body = { chapters, ...options };
     if (!body.model) delete body.model;
+    if (!body.lexicon) delete body.lexicon;
     if (reviewed.book.author) body.author = reviewed.book.author;
     if (reviewed.book.language) body.language = reviewed.book.language;
     request = { headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
@@ -234,7 +253,12 @@ function renderBook(state, { first = false } = {}) {
   if (state.m4b_ready && !downloads.querySelector(".m4b")) {
     const m4b = el("a", { href: `${state.m4b_url}?download=1`, textContent: "Download the M4B", className: "m4b" });
     m4b.setAttribute("aria-label", `Download ${name} as one M4B file with chapters`);
-    downloads.replaceChildren(m4b, el("span", { className: "muted", textContent: " (every chapter, with markers)" }));
+    const epub = el("a", { href: `${state.epub_url}?download=1`, textContent: "Read-along EPUB", className: "epub" });
+    epub.setAttribute("aria-label", `Download ${name} as an EPUB whose text is lit as it is read`);
+    const srt = el("a", { href: `${state.subtitles_url}?download=1`, textContent: "Subtitles", className: "srt" });
+    srt.setAttribute("aria-label", `Download the subtitles of ${name} (SRT, on the M4B's time)`);
+    downloads.replaceChildren(m4b, el("span", { className: "muted", textContent: " (every chapter, with markers) · " }),
+                              epub, " · ", srt);
   } else if (!state.m4b_ready) {
     downloads.replaceChildren();
   }
