@@ -244,14 +244,15 @@ def synthesize(self, text: str | None = None, voice: str | None = None, format: 
     state = worker_state()
     store = state.store
     job_id = job_id or self.request.id or jobs.new_job_id()
-    if store.get(job_id) is None:
+    verdict, lease = store.claim(job_id, attempt, state.hostname, state.instance)  # the web app's record, mostly
+    if verdict == "missing":
         if text is None:
             raise ValueError(f"job {job_id} does not exist and no text was given")
         request = synthesis.parse_request({"text": text, "voice": voice, "format": format, "params": params,
                                            "model": model, "language": language},
                                           state.engine, state.settings, SYSTEM)
         store.create(job_id, engine=state.engine_name, source="celery", **request.as_dict())
-    verdict, lease = store.claim(job_id, attempt, state.hostname, state.instance)
+        verdict, lease = store.claim(job_id, attempt, state.hostname, state.instance)
     if verdict == "cancelled":
         return result_of(store.get(job_id), state.settings)
     if lease is None:
@@ -303,21 +304,21 @@ def clone_voice(self, file: str | None = None, name: str | None = None, descript
     state = worker_state()
     store, library = state.store, voices.VoiceLibrary(state.settings.voices_dir)
     job_id = job_id or self.request.id or jobs.new_job_id()
-    if store.get(job_id) is None:
+    verdict, lease = store.claim(job_id, attempt, state.hostname, state.instance)
+    if verdict == "missing":
         if file is None or name is None:
             raise ValueError(f"job {job_id} does not exist and no file and name were given")
         request = voices.clone_request(name, description, tags, exaggeration, library, owner="")
         store.create(job_id, text=request["name"], voice="", format="wav", engine=state.engine_name,
                      source="celery", kind="clone", params={**request, "upload": str(file), "keep_upload": True})
-    verdict, lease = store.claim(job_id, attempt, state.hostname, state.instance)
+        verdict, lease = store.claim(job_id, attempt, state.hostname, state.instance)
     if lease is None:
         if verdict == "cancelled":
             return result_of(store.get(job_id), state.settings)
         raise Ignore()
     state.keeper.hold(lease)
     token = state.begin(job_id)
-    job = store.get(job_id)
-    request = job["params"]
+    request = lease.record["params"]
     try:
         if not hasattr(state.engine, "clone"):
             raise voices.VoiceError("engine", f"voice cloning needs the chatterbox engine; this worker runs "
@@ -338,7 +339,7 @@ def clone_voice(self, file: str | None = None, name: str | None = None, descript
                                reference_wav=audio.wav_bytes(samples, 24000),
                                sample_wav=audio.wav_bytes(preview, 24000), description=request["description"],
                                tags=request["tags"], reference_seconds=seconds, model="chatterbox-en-0.5b",
-                               job_id=job_id, owner=job.get("owner", ""))
+                               job_id=job_id, owner=lease.record.get("owner", ""))
         store.finish(job_id, "succeeded", fence=lease, voice_id=voice.id, duration_s=round(seconds, 2))
     except LeaseLost:
         log.warning("clone job %s was taken back from this worker; stopped without writing", job_id)

@@ -134,7 +134,9 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[4], 'worker'
 move_status(KEYS[1], ARGV[1], status, 'running')
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[7])
 redis.call('SADD', KEYS[3], ARGV[1])
-return 'claimed'
+local claimed = redis.call('HGETALL', KEYS[1])
+table.insert(claimed, 1, 'claimed')
+return claimed
 """
 
 # Move a job to a terminal status once, and append its final event, in one step: a job never ends without saying
@@ -721,7 +723,8 @@ class JobStore:
 
     # -- running: claims, leases, the end -------------------------------------------------------------------
     def claim(self, job_id: str, attempt: int, worker: str, instance: str) -> tuple[str, Lease | None]:
-        """Mark a job running on this worker under a new lease. Returns ("claimed", lease), or why not and None:
+        """Mark a job running on this worker under a new lease. Returns ("claimed", lease: its ``record`` the job as
+        claimed), or why not and None:
         "missing", "finished", "stale" (a message for another attempt), "duplicate" (a live holder runs it) or
         "cancelled" (and now recorded so)."""
         token = uuid.uuid4().hex
@@ -730,10 +733,12 @@ class JobStore:
                                     int(self.settings.heartbeat_ttl_s * 1000)])
         if verdict == "cancelled":
             self.finish(job_id, "cancelled", error="cancelled before it started")
-        if verdict != "claimed":
+        if not isinstance(verdict, list):
             return verdict, None
-        return verdict, Lease(holder_key=job_key(job_id), field="lease", holder=token, key=lease_key(job_id),
-                              token=token, job_id=job_id)
+        # The record as claimed comes back with the claim: its runner starts from it without reading it again.
+        record = _decode(dict(zip(verdict[1::2], verdict[2::2])))
+        return "claimed", Lease(holder_key=job_key(job_id), field="lease", holder=token, key=lease_key(job_id),
+                                token=token, job_id=job_id, record=record)
 
     def finish(self, job_id: str, status: str, fence: Lease | None = None, only_if: str | None = None,
                **fields: Any) -> bool:

@@ -52,6 +52,7 @@ class Lease:
     item: str = ""  # a book item ("c:12", "a:0", "b"); "" for a whole job
     lost: threading.Event = field(default_factory=threading.Event)
     ended: bool = False  # its holder's own write ended it (the work is done or given back): nothing to renew
+    record: dict | None = None  # a job's record as its claim found it (read in the same step), for its runner
 
     @property
     def fence(self) -> list[str]:

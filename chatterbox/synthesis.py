@@ -148,7 +148,7 @@ def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings, le
     sent an index twice; the file is what was sent. Raises JobCancelled when a cancel request is seen (checked
     before each chunk and between the pieces an engine yields), leaving the caller to record it.
     """
-    job = store.get(job_id)
+    job = lease.record if lease.record is not None and lease.record.get("id") == job_id else store.get(job_id)
     assert job is not None, job_id
     engine = engine.for_model(job.get("model") or None, job.get("language") or None)
     rate = engine.sample_rate

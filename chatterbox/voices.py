@@ -3,6 +3,12 @@ conds.pt format), ``reference.wav`` (the cleaned clip) and ``sample.wav`` (a pre
 
 Ids are generated, never taken from users; names are unique per owner. The directory is shared by every worker and web
 process (a shared volume across machines), so the files are the only state.
+
+Every request names a voice, and finding one by name meant reading every voice's ``meta.json`` (twice: the engine
+lists the caller's voices, then looks the name up). Each process keeps the library read once, with the stamp of
+``<voices>/.generation``, a file every change through this class (create, import, rename, delete) rewrites after it
+is done; a lookup opens that one file (open(), not stat(): on NFS, open is what sees another machine's change at once)
+and reads the voices again only when it differs. A voice directory removed by hand is seen at the next change.
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .access import Caller
@@ -73,6 +79,9 @@ class VoiceLibrary:
     """The voices on disk. Every lookup takes the Caller it is for and finds only the voices that caller may use
     (``chatterbox.access``): another key's voice is as unknown as one that does not exist."""
 
+    # Per directory: (the .generation stamp it was read under, its voices). Shared by every library of a process.
+    _read_under: dict[Path, tuple[tuple, list["Voice"]]] = {}
+
     def __init__(self, directory: Path):
         self.dir = Path(directory)
 
@@ -88,9 +97,38 @@ class VoiceLibrary:
             return None  # a voice being written or removed right now
 
     def all(self) -> list[Voice]:
-        """Every voice, whoever owns it: for the system's own bookkeeping, never for answering a caller."""
+        """Every voice, whoever owns it: for the system's own bookkeeping, never for answering a caller. Copies:
+        what a caller changes in one is not the library's until it is written."""
+        return [replace(v) for v in self._voices()]
+
+    def _voices(self) -> list[Voice]:
+        stamp = self._stamp()
+        cached = self._read_under.get(self.dir)
+        if stamp is not None and cached is not None and cached[0] == stamp:
+            return cached[1]
+        if stamp is None and self.dir.is_dir():
+            self._changed()  # a library from before the stamp: give it one, so that the next lookup is cheap
+            stamp = self._stamp()
+        # Read after the stamp: a change made meanwhile has a newer stamp, and the next lookup reads again.
         found = (self._read(m) for m in sorted(self.dir.glob("v_*/meta.json"))) if self.dir.is_dir() else ()
-        return sorted((v for v in found if v is not None), key=lambda v: v.created_at)
+        voices = sorted((v for v in found if v is not None), key=lambda v: v.created_at)
+        if stamp is not None:
+            self._read_under[self.dir] = (stamp, voices)
+        return voices
+
+    def _stamp(self) -> tuple | None:
+        try:
+            with open(self.dir / ".generation", "rb") as f:
+                stat = os.fstat(f.fileno())
+                return stat.st_ino, stat.st_mtime_ns, f.read(64)
+        except FileNotFoundError:
+            return None
+
+    def _changed(self) -> None:
+        """Say that the library changed: every process reads it again at its next lookup."""
+        tmp = self.dir / f".generation.{uuid.uuid4().hex}"
+        tmp.write_text(uuid.uuid4().hex)
+        os.replace(tmp, self.dir / ".generation")
 
     def list(self, caller: Caller, engine: str | None = None) -> list[Voice]:
         """The voices ``caller`` may use (its own and the shared ones; an admin's: all), oldest first."""
@@ -102,7 +140,7 @@ class VoiceLibrary:
         if not isinstance(key, str) or not key:
             raise _unknown(key)
         if ID.match(key):
-            voice = self._read(self.dir / key / "meta.json")
+            voice = next((replace(v) for v in self._voices() if v.id == key), None)
             if voice is not None and caller.may_use(voice.owner):
                 return voice
             raise _unknown(key)
@@ -157,16 +195,20 @@ class VoiceLibrary:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        self._changed()
         return voice
 
     def _sweep(self, older_than_s: float = 600.0) -> None:
         """Remove what a process killed mid-write or mid-delete left behind (hidden, never listed)."""
         if not self.dir.is_dir():
             return
-        for leftover in list(self.dir.glob(".incoming-*")) + list(self.dir.glob(".deleted-*")):
+        for leftover in [*self.dir.glob(".incoming-*"), *self.dir.glob(".deleted-*"), *self.dir.glob(".generation.*")]:
             try:
                 if time.time() - leftover.stat().st_mtime > older_than_s:
-                    shutil.rmtree(leftover, ignore_errors=True)
+                    if leftover.is_dir():
+                        shutil.rmtree(leftover, ignore_errors=True)
+                    else:
+                        leftover.unlink(missing_ok=True)
             except FileNotFoundError:
                 pass
 
@@ -194,6 +236,7 @@ class VoiceLibrary:
         tmp = meta.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(voice)))
         os.replace(tmp, meta)
+        self._changed()
         return voice
 
     def delete(self, voice_id: str, caller: Caller) -> None:
@@ -201,6 +244,7 @@ class VoiceLibrary:
         # Rename first so that readers never see a voice with files missing.
         doomed = self.dir / f".deleted-{voice_id}-{uuid.uuid4().hex[:6]}"
         os.replace(path, doomed)
+        self._changed()
         shutil.rmtree(doomed, ignore_errors=True)
 
     def export(self, voice_id: str, caller: Caller) -> bytes:

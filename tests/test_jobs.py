@@ -36,6 +36,9 @@ def test_claim_rules(store):
     assert store.claim("j1", 2, "w", "i1") == ("stale", None)
     verdict, lease = store.claim("j1", 1, "w", "i1")
     assert verdict == "claimed" and lease.job_id == "j1" and store.get("j1")["lease"] == lease.token
+    # The record as claimed comes with the lease, decoded as a read would give it: the runner reads it no more.
+    assert lease.record == store.get("j1") and lease.record["status"] == "running" and lease.record["attempt"] == 1
+    assert lease.record["params"] == {"a": 1}
     assert store.claim("j1", 1, "w2", "i2") == ("duplicate", None)  # its lease lives
     assert store.finish("j1", "succeeded", fence=lease)
     assert store.finish("j1", "failed") is False  # terminal stays terminal

@@ -59,9 +59,37 @@ def test_library_lifecycle(tmp_path):
     assert torch.equal(original["t3"]["speaker_emb"], again["t3"]["speaker_emb"])
     assert torch.equal(original["gen"]["prompt_feat"], again["gen"]["prompt_feat"])
     assert back.name == "Storyteller" and back.tags == ["warm"]
-    assert [p.name for p in lib.dir.iterdir()] == [back.id]  # nothing half-written or left over
+    # Nothing half-written or left over (beside the stamp every change rewrites).
+    assert sorted(p.name for p in lib.dir.iterdir()) == [".generation", back.id]
     with pytest.raises(VoiceError, match="not an exported voice"):
         lib.import_(b"\x80\x04garbage")
+
+
+def test_the_library_is_read_once_and_sees_another_process_change_it(tmp_path, monkeypatch):
+    lib = VoiceLibrary(tmp_path / "voices")
+    ids = [lib.create(name=f"Voice {n}", engine="chatterbox", conds=saved_conds(tmp_path), reference_wav=b"RIFF").id
+           for n in range(5)]
+    reads = []
+    real = VoiceLibrary._read
+    monkeypatch.setattr(VoiceLibrary, "_read", lambda self, meta: reads.append(meta) or real(self, meta))
+    assert lib.get("Voice 3", SYSTEM).id == ids[3]
+    assert len(reads) == 5  # the library once, after the last change ...
+    for n in range(5):
+        assert VoiceLibrary(lib.dir).get(f"Voice {n}", SYSTEM).id == ids[n] and lib.get(ids[n], SYSTEM).name
+    assert len(reads) == 5  # ... and not again: every lookup by name or id answered from it
+    # A change made by another process (another worker, another machine on the shared volume) is seen at once.
+    code = ("import sys; from chatterbox.access import SYSTEM; from chatterbox.voices import VoiceLibrary; "
+            "lib = VoiceLibrary(sys.argv[1]); lib.update(sys.argv[2], SYSTEM, name='Renamed'); "
+            "lib.delete(sys.argv[3], SYSTEM)")
+    subprocess.run([sys.executable, "-c", code, str(lib.dir), ids[0], ids[1]], check=True, cwd=ROOT)
+    assert lib.get("Renamed", SYSTEM).id == ids[0]
+    with pytest.raises(VoiceError):
+        lib.get("Voice 0", SYSTEM)
+    with pytest.raises(VoiceError):
+        lib.get(ids[1], SYSTEM)
+    # What a caller changes in a voice it was given is not the library's until it is written.
+    lib.get("Renamed", SYSTEM).name = "Scribbled"
+    assert lib.get(ids[0], SYSTEM).name == "Renamed"
 
 
 def test_reference_checks_on_generated_signals():
@@ -228,7 +256,8 @@ def test_worker_killed_during_a_clone_leaves_one_whole_voice_or_none(cloning):
         assert requests.get(f"{cloning.url}/voices/{final['voice_id']}/sample", timeout=10).status_code == 200
     else:
         assert voices == [] and "stopped while running" in final["error"]
-    leftovers = [p.name for p in (cloning.data / "voices").iterdir() if not p.name.startswith("v_")]
+    leftovers = [p.name for p in (cloning.data / "voices").iterdir()
+                 if not p.name.startswith("v_") and p.name != ".generation"]
     assert all(p.startswith((".incoming-", ".deleted-")) for p in leftovers)  # hidden, swept later
 
 
