@@ -154,6 +154,7 @@ def test_a_books_own_pronunciations_from_a_lexicon_file(live, browser, tmp_path)
     page.get_by_label("…or paste the text").fill("Chapter One\n\nThe captain of the Quillip sailed at dawn.")
     page.get_by_role("button", name="Review chapters").click()
     page.wait_for_selector("#review:not([hidden])")
+    page.get_by_label("Title", exact=True).fill("The Quillip Book")  # its card, among the shared system's books
     bad = tmp_path / "bad.json"
     bad.write_text("Quillip = Quill ip")
     page.set_input_files("#book-lexicon", str(bad))
@@ -169,7 +170,7 @@ def test_a_books_own_pronunciations_from_a_lexicon_file(live, browser, tmp_path)
     good.write_text('{"entries": [{"term": "Quillip", "say": "Quill ip", "case_sensitive": false}]}')
     page.set_input_files("#book-lexicon", str(good))
     page.get_by_role("button", name="Start audiobook").click()
-    card = page.locator(".book", has_text="Chapter One").first
+    card = page.locator(".book", has_text="The Quillip Book")
     card.wait_for(timeout=30_000)
     job_id = card.get_attribute("data-id")
     book = requests.get(f"{live.url}/audiobooks/{job_id}", params={"text": 1}, timeout=10).json()
