@@ -41,24 +41,20 @@ audio, stored uncompressed.
 """
 from __future__ import annotations
 
-import bisect
 import html
 import logging
 import posixpath
 import re
 import time
 import zipfile
-from collections import Counter
-from dataclasses import dataclass, field
-from difflib import SequenceMatcher
 from pathlib import Path
 from urllib.parse import quote, unquote
 
 from lxml import etree
 
+from . import epub_text as et
 from . import readalong
-from .epub import (_BLOCK_TAGS, _NOTE_CLASS, _NOTE_MARK, _PAGE_CLASS, _PAGE_ID, _SKIP_TAGS, _SKIP_TYPES, _Archive,
-                   _check_drm, _local, _numeric_entity, _package)
+from .epub import _Archive, _check_drm, _local, _numeric_entity, _package
 from .plan import Plan
 from .sections import BookError
 
@@ -73,370 +69,6 @@ OPF_NS = "http://www.idpf.org/2007/opf"
 DC_NS = "http://purl.org/dc/elements/1.1/"
 XHTML_TYPE = "application/xhtml+xml"
 
-# Where a <span> may be put around content: inside phrasing elements, and around them.
-_PHRASING = frozenset("a abbr acronym b bdi bdo big br cite code data del dfn em font i ins kbd label mark q s samp "
-                      "small span strike strong sub sup time tt u var wbr".split())
-# Parents a <span> cannot be a child of (text directly inside them is not valid XHTML anyway).
-_NO_SPAN = frozenset("html head table thead tbody tfoot tr colgroup ul ol dl select optgroup datalist".split())
-# Characters the reader removes before splitting into words (sections.clean_text).
-_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff\ufffd"), None)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-_MARKUP = re.compile(
-    r"<!--.*?-->|<!\[CDATA\[.*?\]\]>|<\?.*?\?>|<!DOCTYPE(?:[^\[>]|\[.*?\])*>"
-    r"|<(/?)([^\s/>]+)((?:[^>\"']|\"[^\"]*\"|'[^']*')*?)(/?)>", re.S | re.I)
-_ATTR = re.compile(r"([^\s=]+)\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
-_ENTITY = re.compile(r"&(?:#[xX][0-9a-fA-F]+|#[0-9]+|[A-Za-z][A-Za-z0-9._-]*);")
-_DOCTYPE = re.compile(r"<!DOCTYPE(?:[^\[>]|\[.*?\])*>", re.S | re.I)
-_NAMED = re.compile(r"&([A-Za-z][A-Za-z0-9]*);")
-_NAMED_BYTES = re.compile(rb"&([A-Za-z][A-Za-z0-9]*);")
-_ENCODING = re.compile(rb"^<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._-]+)[\"']")
-
-
-# -- a document as text with positions -------------------------------------------------------------------------
-
-@dataclass(eq=False)
-class _El:
-    name: str  # as written, lowercased (the reader compares qualified names too)
-    attrs: dict[str, str]
-    parent: "_El | None"
-    open_start: int
-    open_end: int
-    close_start: int = -1
-    close_end: int = -1
-    children: list = field(default_factory=list)  # _El and _Text, in order
-    has_text: bool = False  # any non-whitespace text below it
-    skipped: bool = False  # what the reader does not read (set while walking)
-
-    @property
-    def local(self) -> str:
-        return self.name.rsplit(":", 1)[-1]
-
-
-@dataclass(eq=False)
-class _Text:
-    start: int
-    end: int
-    parent: _El
-    cdata: bool = False
-
-
-def _tree(src: str) -> _El:
-    """The elements of a well-formed XML document with their offsets in ``src``; the root is a virtual element."""
-    root = _El("#document", {}, None, 0, 0)
-    current = root
-    last = 0
-
-    def text(start: int, end: int, cdata: bool = False) -> None:
-        if start < end:
-            current.children.append(_Text(start, end, current, cdata))
-            if src[start:end].strip():
-                current.has_text = True
-
-    for m in _MARKUP.finditer(src):
-        text(last, m.start())
-        last = m.end()
-        if m.group(2) is None:
-            if m.group(0).startswith("<![CDATA["):
-                text(m.start(), m.end(), cdata=True)
-            continue
-        if m.group(1):  # an end tag
-            current.close_start, current.close_end = m.start(), m.end()
-            parent = current.parent
-            parent.has_text |= current.has_text
-            current = parent
-            continue
-        attrs = {a.group(1): html.unescape(a.group(2) if a.group(2) is not None else a.group(3))
-                 for a in _ATTR.finditer(m.group(3))}
-        el = _El(m.group(2).lower(), attrs, current, m.start(), m.end())
-        current.children.append(el)
-        if m.group(4):
-            el.close_start = el.close_end = m.end()
-        else:
-            current = el
-    text(last, len(src))
-    root.close_start = root.close_end = len(src)
-    return root
-
-
-def _decoded(src: str, start: int, end: int):
-    """(character, raw start, raw end) of the text src[start:end], its character references decoded."""
-    pos = start
-    for m in _ENTITY.finditer(src, start, end):
-        for i in range(pos, m.start()):
-            yield src[i], i, i + 1
-        yield html.unescape(m.group(0)), m.start(), m.end()
-        pos = m.end()
-    for i in range(pos, end):
-        yield src[i], i, i + 1
-
-
-def _short_text(src: str, el: _El, limit: int) -> str | None:
-    """epub._short_text on this tree: the element's stripped strings joined, or None past ``limit`` characters."""
-    parts: list[str] = []
-    length = 0
-    stack = list(reversed(el.children))
-    while stack:
-        node = stack.pop()
-        if isinstance(node, _El):
-            stack.extend(reversed(node.children))
-            continue
-        raw = src[node.start:node.end]
-        value = raw[9:-3] if node.cdata else html.unescape(raw)
-        if value := value.strip():
-            length += len(value)
-            if length > limit:
-                return None
-            parts.append(value)
-    return "".join(parts)
-
-
-def _skipped(src: str, el: _El) -> bool:
-    """epub._skipped for this tree: what an audiobook does not read aloud."""
-    name, attrs = el.name, el.attrs
-    if name in _SKIP_TAGS or "hidden" in attrs:
-        return True
-    types = " ".join(v for k, v in attrs.items() if k == "role" or k.endswith(":type"))
-    if {t.rsplit(":", 1)[-1].removeprefix("doc-") for t in types.lower().split()} & _SKIP_TYPES:
-        return True
-    classes = attrs.get("class", "")
-    if _NOTE_CLASS.search(classes):
-        return True
-    if (_PAGE_CLASS.search(classes) or _PAGE_ID.fullmatch(attrs.get("id", ""))) \
-            and _short_text(src, el, 12) is not None:
-        return True
-    if name == "sup" and (any(isinstance(c, _El) and c.name == "a" for c in _descendants(el))
-                          or _NOTE_MARK.fullmatch(_short_text(src, el, 12) or "-")):
-        return True
-    return name == "a" and "#" in attrs.get("href", "") and bool(_NOTE_MARK.fullmatch(_short_text(src, el, 12) or "-"))
-
-
-def _descendants(el: _El):
-    stack = list(reversed(el.children))
-    while stack:
-        node = stack.pop()
-        yield node
-        if isinstance(node, _El):
-            stack.extend(reversed(node.children))
-
-
-@dataclass(eq=False)
-class _Token:
-    word: str  # folded
-    doc: int
-    block: int
-    start: tuple[_El, int]  # (parent, offset) before its first character
-    end: tuple[_El, int]  # after its last
-    barrier: bool  # something the reader skips (a note marker, a page number) lies between it and the word before
-
-
-@dataclass(eq=False)
-class _Doc:
-    index: int
-    path: str  # the member in the archive
-    src: str
-    encoding: str
-    root: _El
-    ids: set[str]
-    wraps: list = field(default_factory=list)  # _Piece, in document order
-
-
-def _fold(word: str) -> str:
-    return _CONTROL.sub("", word.translate(_INVISIBLE)).casefold()
-
-
-def _words(doc: _Doc, tokens: list[_Token], block: int) -> int:
-    """Append the document's words in reading order (as epub._document reads them) to tokens; returns the next block
-    number. Words are split at whitespace and block boundaries, not at inline elements."""
-    src = doc.src
-    body = next((el for el in _descendants(doc.root) if isinstance(el, _El) and el.local == "body"), doc.root)
-    chars: list[tuple[str, _El | None, int, int]] = []  # (character, parent, raw start, raw end) of the block
-    _SPACE = (" ", None, 0, 0)
-    _BARRIER = ("", None, -1, -1)  # a skipped element: the words either side of it are not wrapped together
-
-    def flush() -> None:
-        nonlocal block
-        word: list[tuple[str, _El | None, int, int]] = []
-        pending = barrier = False
-        for item in [*chars, _SPACE]:
-            if item is _BARRIER:
-                pending = True
-            elif not item[0].isspace():
-                if not word:
-                    barrier, pending = pending, False
-                word.append(item)
-            elif word:
-                folded = _fold("".join(c for c, *_ in word))
-                if folded:
-                    tokens.append(_Token(folded, doc.index, block, (word[0][1], word[0][2]),
-                                         (word[-1][1], word[-1][3]), barrier))
-                word = []
-        chars.clear()
-        block += 1
-
-    stack: list[tuple[object, bool]] = [(body, False)]
-    while stack:
-        node, leaving = stack.pop()
-        if isinstance(node, _Text):
-            if not node.cdata:
-                chars.extend((c, node.parent, a, b) for c, a, b in _decoded(src, node.start, node.end))
-            continue
-        if leaving:
-            if node.name in _BLOCK_TAGS:
-                flush()
-            continue
-        if node is not body and _skipped(src, node):
-            node.skipped = True
-            chars.append(_BARRIER)
-            continue
-        if node.name == "br":
-            chars.append(_SPACE)
-            continue
-        if node.name in _BLOCK_TAGS:
-            flush()
-        elif node.name in ("td", "th"):
-            chars.append(_SPACE)
-        stack.append((node, True))
-        stack.extend((child, False) for child in reversed(node.children))
-    flush()
-    return block
-
-
-# -- matching the timed words to the text ----------------------------------------------------------------------
-
-def _lis(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The longest run of pairs increasing in both (pairs sorted by the first)."""
-    tails: list[int] = []
-    tail_at: list[int] = []
-    back = [-1] * len(pairs)
-    for k, (_, j) in enumerate(pairs):
-        pos = bisect.bisect_left(tails, j)
-        if pos == len(tails):
-            tails.append(j)
-            tail_at.append(k)
-        else:
-            tails[pos], tail_at[pos] = j, k
-        back[k] = tail_at[pos - 1] if pos else -1
-    out = []
-    k = tail_at[-1] if tail_at else -1
-    while k >= 0:
-        out.append(pairs[k])
-        k = back[k]
-    return out[::-1]
-
-
-def _match(a: list[str], b: list[str]) -> tuple[dict[int, int], int]:
-    """Pairs a index -> b index of two word lists in order (patience anchors, then difflib between them), and how
-    many of them are equal words (a one-for-one replacement pairs its words too, for placing spans)."""
-    pairs: dict[int, int] = {}
-    equal = 0
-    work = [(0, len(a), 0, len(b))]
-    while work:
-        a0, a1, b0, b1 = work.pop()
-        if a0 >= a1 or b0 >= b1:
-            continue
-        if (a1 - a0) * (b1 - b0) > 4_000_000:
-            seg_a, seg_b = Counter(a[a0:a1]), Counter(b[b0:b1])
-            where = {b[j]: j for j in range(b0, b1) if seg_b[b[j]] == 1}
-            anchors = _lis([(i, where[a[i]]) for i in range(a0, a1) if seg_a[a[i]] == 1 and a[i] in where])
-            if anchors:
-                last_i, last_j = a0 - 1, b0 - 1
-                for i, j in anchors:
-                    pairs[i] = j
-                    equal += 1
-                    work.append((last_i + 1, i, last_j + 1, j))
-                    last_i, last_j = i, j
-                work.append((last_i + 1, a1, last_j + 1, b1))
-                continue
-        matcher = SequenceMatcher(None, a[a0:a1], b[b0:b1], autojunk=False)
-        for op, i1, i2, j1, j2 in matcher.get_opcodes():
-            if op == "equal" or (op == "replace" and i2 - i1 == j2 - j1):
-                for k in range(i2 - i1):
-                    pairs[a0 + i1 + k] = b0 + j1 + k
-                equal += (i2 - i1) if op == "equal" else 0
-    return pairs, equal
-
-
-# -- wrapping ------------------------------------------------------------------------------------------------------
-
-@dataclass(eq=False)
-class _Piece:
-    chapter: int  # 0-based
-    sentence: str  # the sentence's id
-    doc: int
-    parent: _El
-    lo: int  # where its <span> opens ...
-    hi: int  # ... and closes, in the document's text
-    begin: float  # its clip
-    end: float = 0.0
-    id: str = ""
-
-
-def _ignorable(src: str, el: _El, lo: int, hi: int) -> bool:
-    """Whether el's content between offsets lo and hi is only whitespace, comments and empty, unskipped elements."""
-    for child in el.children:
-        if isinstance(child, _Text):
-            a, b = max(child.start, lo), min(child.end, hi)
-            if a < b and (child.cdata or src[a:b].strip()):
-                return False
-        elif child.open_start < hi and child.close_end > lo and (child.has_text or child.skipped):
-            return False
-    return True
-
-
-def _phrasing_between(el: _El, lo: int, hi: int) -> bool:
-    """Whether every element inside el between lo and hi (all the way down) may be inside a <span>."""
-    for child in el.children:
-        if isinstance(child, _El) and child.open_start < hi and child.close_end > lo:
-            if child.local not in _PHRASING or child.skipped:
-                return False
-            if not all(isinstance(d, _Text) or (d.local in _PHRASING and not d.skipped) for d in _descendants(child)):
-                return False
-    return True
-
-
-def _ancestors(el: _El) -> list[_El]:
-    out = []
-    while el is not None:
-        out.append(el)
-        el = el.parent
-    return out
-
-
-def _wrap_range(src: str, start: tuple[_El, int], end: tuple[_El, int]) -> list[tuple[_El, int, int]]:
-    """Spans (parent, open at, close at) that together hold the text from start to end: one where it can be."""
-    (ps, rs), (pe, re_) = start, end
-    up_e = set(map(id, _ancestors(pe)))
-    common = next(el for el in _ancestors(ps) if id(el) in up_e)
-    # One span: lift each end up to the common parent over elements that hold nothing else before (after) it.
-    lo, el = rs, ps
-    ok = True
-    while el is not common and ok:
-        ok = el.local in _PHRASING and not el.skipped and _ignorable(src, el, el.open_end, lo)
-        lo, el = el.open_start, el.parent
-    hi, el = re_, pe
-    while el is not common and ok:
-        ok = el.local in _PHRASING and not el.skipped and _ignorable(src, el, hi, el.close_start)
-        hi, el = el.close_end, el.parent
-    if ok and common.local not in _NO_SPAN and _phrasing_between(common, lo, hi):
-        return [(common, lo, hi)]
-    # Several: up from the start to the common parent, across it, and down to the end.
-    out: list[tuple[_El, int, int]] = []
-    lo, el = rs, ps
-    while el is not common:
-        out.append((el, lo, el.close_start))
-        lo, el = el.close_end, el.parent
-    tail: list[tuple[_El, int, int]] = []
-    hi, el = re_, pe
-    while el is not common:
-        tail.append((el, el.open_end, hi))
-        hi, el = el.open_start, el.parent
-    out.append((common, lo, hi))
-    out += reversed(tail)
-    return [(p, a, b) for p, a, b in out if a < b and p.local not in _NO_SPAN and not _ignorable(src, p, a, b)
-            and _phrasing_between(p, a, b)]
-
-
 # -- the package ---------------------------------------------------------------------------------------------------
 
 def _decode(data: bytes) -> tuple[str, str]:
@@ -444,14 +76,14 @@ def _decode(data: bytes) -> tuple[str, str]:
         return data[3:].decode("utf-8"), "utf-8-sig"
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return data.decode("utf-16"), "utf-16"
-    m = _ENCODING.match(data)
+    m = et.ENCODING.match(data)
     encoding = m.group(1).decode().lower() if m else "utf-8"
     return data.decode(encoding), encoding
 
 
 def _numeric(src: str) -> str:
     """HTML's named entities as numeric references (EPUB 3's XHTML has no DTD to name them), as epub.py reads them."""
-    return _NAMED.sub(lambda m: _numeric_entity(_NAMED_BYTES.match(m.group(0).encode())).decode(), src)
+    return et.NAMED.sub(lambda m: _numeric_entity(et.NAMED_BYTES.match(m.group(0).encode())).decode(), src)
 
 
 def _well_formed(src: str) -> bool:
@@ -577,11 +209,11 @@ def _nav_from_ncx(archive: _Archive, ncx_path: str, nav_path: str, title: str, l
             '</nav>\n</body>\n</html>\n')
 
 
-def _properties(src: str, root: _El) -> set[str]:
+def _properties(src: str, root: et.El) -> set[str]:
     """The manifest properties EPUB 3 requires of a content document: scripted, svg, mathml."""
     found = set()
-    for el in _descendants(root):
-        if isinstance(el, _El):
+    for el in et.descendants(root):
+        if isinstance(el, et.El):
             if el.local in ("script", "form"):
                 found.add("scripted")
             elif el.local == "svg":
@@ -632,8 +264,8 @@ def _build(source: bytes, plan: Plan, chapters: list[readalong.EpubChapter]):
             raise _Refused("the original already has media overlays")
         nav_paths = {item.path for item in package.manifest.values() if "nav" in item.properties.split()}
         # The spine's documents, read as epub.py reads them.
-        docs: list[_Doc] = []
-        tokens: list[_Token] = []
+        docs: list[et.Doc] = []
+        tokens: list[et.Token] = []
         block = 0
         for path in package.spine:
             name = archive.find(path)
@@ -646,12 +278,12 @@ def _build(source: bytes, plan: Plan, chapters: list[readalong.EpubChapter]):
             src = _numeric(src)
             if not _well_formed(src):
                 raise _Refused(f"{name} is not well-formed XML")
-            root = _tree(src)
-            ids = {v for el in _descendants(root) if isinstance(el, _El)
+            root = et.tree(src)
+            ids = {v for el in et.descendants(root) if isinstance(el, et.El)
                    for k, v in el.attrs.items() if k in ("id", "xml:id")}
-            doc = _Doc(len(docs), name, src, encoding, root, ids)
+            doc = et.Doc(len(docs), name, src, encoding, root, ids)
             docs.append(doc)
-            block = _words(doc, tokens, block)
+            block = et.read_words(doc, tokens, block)
         # The book's timed words, each with its chapter and sentence.
         timed: list[tuple[int, int, float]] = []  # (chapter, sentence number in the chapter, start)
         folded: list[str] = []
@@ -664,9 +296,9 @@ def _build(source: bytes, plan: Plan, chapters: list[readalong.EpubChapter]):
             for s, sentence in enumerate(said):
                 for _ in sentence.words:
                     timed.append((c, s, float(words[k]["start"])))
-                    folded.append(_fold(words[k]["word"]))
+                    folded.append(et.fold(words[k]["word"]))
                     k += 1
-        pairs, equal = _match(folded, [t.word for t in tokens])
+        pairs, equal = et.match(folded, [t.word for t in tokens])
         if not timed or equal < MIN_MATCHED * len(timed):
             log.info("the original EPUB holds %d of the book's %d words: the read-along is made from the plan",
                      equal, len(timed))
@@ -689,9 +321,9 @@ def _build(source: bytes, plan: Plan, chapters: list[readalong.EpubChapter]):
         return _package_files(archive, package, opf, epub2, docs, chapters, plan)
 
 
-def _pieces(docs: list[_Doc], tokens: list[_Token], timed, pairs: dict[int, int], said_all) -> list[_Piece]:
+def _pieces(docs: list[et.Doc], tokens: list[et.Token], timed, pairs: dict[int, int], said_all) -> list[et.Piece]:
     """Each placed sentence's spans, in reading order, with their nominal clip starts."""
-    pieces: list[_Piece] = []
+    pieces: list[et.Piece] = []
     start = 0
     for c, said in enumerate(said_all):
         for s, sentence in enumerate(said):
@@ -712,18 +344,18 @@ def _pieces(docs: list[_Doc], tokens: list[_Token], timed, pairs: dict[int, int]
             made = 0
             for group in groups:
                 doc = docs[tokens[group[0]].doc]
-                for parent, lo, hi in _wrap_range(doc.src, tokens[group[0]].start, tokens[group[-1]].end):
+                for parent, lo, hi in et.wrap_range(doc.src, tokens[group[0]].start, tokens[group[-1]].end):
                     inside = [d for d in group if lo <= tokens[d].start[1] < hi and d in time_of]
                     if not inside:
                         continue
                     begin = sentence.begin if made == 0 else time_of[inside[0]]
                     made += 1
-                    pieces.append(_Piece(c, sentence.id, doc.index, parent, lo, hi, begin,
+                    pieces.append(et.Piece(c, sentence.id, doc.index, parent, lo, hi, begin,
                                          id=sentence.id if made == 1 else f"{sentence.id}-{made}"))
     return pieces
 
 
-def _clips(pieces: list[_Piece], chapters: list[readalong.EpubChapter]) -> None:
+def _clips(pieces: list[et.Piece], chapters: list[readalong.EpubChapter]) -> None:
     """Each chapter's pieces' clips cover its audio end to end: from its begin to the next piece's (the first from
     0, the last to the end of the file); a piece left with no time of its own is dropped."""
     for c, chapter in enumerate(chapters):
@@ -744,7 +376,7 @@ def _clips(pieces: list[_Piece], chapters: list[readalong.EpubChapter]) -> None:
             piece.end = mine[k + 1].begin if k + 1 < len(mine) else float(chapter.words["duration_s"])
 
 
-def _package_files(archive: _Archive, package, opf: etree._Element, epub2: bool, docs: list[_Doc],
+def _package_files(archive: _Archive, package, opf: etree._Element, epub2: bool, docs: list[et.Doc],
                    chapters: list[readalong.EpubChapter], plan: Plan):
     opf_dir = posixpath.dirname(package.path)
     folded_names = {n.lower() for n in archive.names}
@@ -821,7 +453,7 @@ def _package_files(archive: _Archive, package, opf: etree._Element, epub2: bool,
                 src = _numeric(src)
                 src = _html_doctype(src)
                 replaced[name] = src.encode(encoding if encoding != "utf-8-sig" else "utf-8-sig")
-            props = set(el.get("properties", "").split()) | _properties(src, _tree(src))
+            props = set(el.get("properties", "").split()) | _properties(src, et.tree(src))
             if props:
                 el.set("properties", " ".join(sorted(props)))
         _upgrade_metadata(opf, taken)
@@ -876,7 +508,7 @@ def _package_files(archive: _Archive, package, opf: etree._Element, epub2: bool,
     return files
 
 
-def _nav_from_docs(docs: list[_Doc], nav_path: str, language: str) -> str:
+def _nav_from_docs(docs: list[et.Doc], nav_path: str, language: str) -> str:
     entries = "".join(f'<li><a href="{html.escape(_rel(d.path, posixpath.dirname(nav_path)))}">Part {d.index + 1}'
                       "</a></li>" for d in docs)
     return ('<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE html>\n<html xmlns="http://www.w3.org/1999/xhtml" '
@@ -887,16 +519,16 @@ def _nav_from_docs(docs: list[_Doc], nav_path: str, language: str) -> str:
 
 def _html_doctype(src: str) -> str:
     """EPUB 3's XHTML has the HTML DOCTYPE (or none); EPUB 2's XHTML 1.1 one is replaced."""
-    return _DOCTYPE.sub("<!DOCTYPE html>", src, count=1)
+    return et.DOCTYPE.sub("<!DOCTYPE html>", src, count=1)
 
 
-def _spliced(doc: _Doc, css_href: str, epub2: bool) -> bytes:
+def _spliced(doc: et.Doc, css_href: str, epub2: bool) -> bytes:
     """The document with its sentences' spans and the stylesheet link inserted, every other byte as it was."""
     inserts: list[tuple[int, int, str]] = []  # (offset, 0 closes before 1 opens, text)
     for piece in doc.wraps:
         inserts.append((piece.lo, 1, f'<span id="{html.escape(piece.id)}">'))
         inserts.append((piece.hi, 0, "</span>"))
-    head = next((el for el in _descendants(doc.root) if isinstance(el, _El) and el.local == "head"), None)
+    head = next((el for el in et.descendants(doc.root) if isinstance(el, et.El) and el.local == "head"), None)
     if head is not None and head.close_start > head.open_end:
         inserts.append((head.close_start, 0,
                         f'<link rel="stylesheet" type="text/css" href="{html.escape(css_href)}"/>'))
