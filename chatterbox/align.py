@@ -8,6 +8,10 @@ recognizer's dictionary knows, and every user word gets the span of its spoken w
 word (out of the dictionary, a symbol, a stretch the aligner rejected) share the time between their timed
 neighbours by character length. Alignment never fails a job: without a usable alignment the chunk's words are
 spread over its speech span and marked ``aligned: false``.
+
+An engine that knows how long it made each word (Piper: its phoneme durations, chatterbox/engines/piper.py) times
+its chunks itself: its stream carries a ``timing`` (stream_timing), and the recognizer is not run for that chunk
+(faster, and exact). Such a Timing says ``source: "engine"``; the recognizer's says ``"asr"``.
 """
 from __future__ import annotations
 
@@ -26,8 +30,8 @@ import numpy as np
 from .audio import write_atomic
 from .quality import ASR_RATE, _resample, speech_activity
 
-__all__ = ["Word", "Timing", "plan", "spoken_words", "time_chunk", "place_words", "align_chunk", "chunk_offset",
-           "JobWords"]
+__all__ = ["Word", "Timing", "plan", "spoken_words", "time_chunk", "stream_timing", "place_words", "align_chunk",
+           "chunk_offset", "JobWords"]
 
 log = logging.getLogger(__name__)
 
@@ -220,15 +224,25 @@ class Timing:
     spans: dict[int, tuple[float, float]]  # spoken word index -> (start, end) in seconds of the chunk's audio
     speech: tuple[float, float]  # where speech starts and ends in it
     aligned: bool
+    source: str = "asr"  # who timed the words: "asr" (the recognizer, time_chunk) or "engine" (its own durations)
 
     def as_dict(self) -> dict[str, Any]:
         return {"spans": {str(i): [round(a, 3), round(b, 3)] for i, (a, b) in self.spans.items()},
-                "speech": [round(self.speech[0], 3), round(self.speech[1], 3)], "aligned": self.aligned}
+                "speech": [round(self.speech[0], 3), round(self.speech[1], 3)], "aligned": self.aligned,
+                "source": self.source}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Timing":
         return cls({int(i): (float(a), float(b)) for i, (a, b) in data["spans"].items()},
-                   (float(data["speech"][0]), float(data["speech"][1])), bool(data["aligned"]))
+                   (float(data["speech"][0]), float(data["speech"][1])), bool(data["aligned"]),
+                   str(data.get("source") or "asr"))  # reports from before engines timed words: the recognizer's
+
+
+def stream_timing(stream: Any) -> Timing | None:
+    """The engine's own timing of a chunk it has finished streaming (``engine.stream``'s ``timing``, set once the
+    stream is exhausted), or None: an engine without one (Chatterbox), or words it could not map."""
+    timing = getattr(stream, "timing", None)
+    return timing if isinstance(timing, Timing) else None
 
 
 def time_chunk(samples: np.ndarray, rate: int, chunk: str, language: str = "en") -> Timing:
@@ -258,12 +272,14 @@ def place_words(words: ChunkPlan, timing: Timing) -> list[Word]:
     return _fill(words, spans, timing.speech)
 
 
-def align_chunk(samples: np.ndarray, rate: int, chunk: str, words: ChunkPlan,
-                language: str = "en") -> tuple[list[Word], bool]:
-    """Times (seconds into ``samples``) for a chunk's user words, and whether the recognizer aligned them."""
+def align_chunk(samples: np.ndarray, rate: int, chunk: str, words: ChunkPlan, language: str = "en",
+                timing: Timing | None = None) -> tuple[list[Word], bool]:
+    """Times (seconds into ``samples``) for a chunk's user words, and whether they were aligned: by ``timing``, the
+    engine's own (stream_timing) where it gave one, else by the recognizer."""
     if not words:
         return [], False
-    timing = time_chunk(samples, rate, chunk, language)
+    if timing is None:
+        timing = time_chunk(samples, rate, chunk, language)
     return place_words(words, timing), timing.aligned
 
 
@@ -316,9 +332,11 @@ class JobWords:
         self.words: dict[int, list[Word]] = {}
         self.aligned: dict[int, bool] = {}
 
-    def add(self, index: int, parts: list[np.ndarray]) -> list[dict]:
-        """Align chunk ``index`` (its audio is parts[index], complete); its words in seconds of the final audio."""
-        words, aligned = align_chunk(parts[index], self.rate, self.chunks[index], self.plans[index], self.language)
+    def add(self, index: int, parts: list[np.ndarray], timing: Timing | None = None) -> list[dict]:
+        """Align chunk ``index`` (its audio is parts[index], complete; ``timing``: the engine's own timing of exactly
+        that audio, if it gave one); its words in seconds of the final audio."""
+        words, aligned = align_chunk(parts[index], self.rate, self.chunks[index], self.plans[index], self.language,
+                                     timing)
         offset = chunk_offset(parts, index, self.rate, self.gaps)
         self.words[index] = [Word(w.word, w.start + offset, w.end + offset) for w in words]
         self.aligned[index] = aligned

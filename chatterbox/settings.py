@@ -37,6 +37,9 @@ class Settings:
     turbo_dir: Path | None = None
     # Multilingual's files come in the original's repo, beside its files; default: the original's directory
     multilingual_dir: Path | None = None
+    # Piper's voices as the workers load them, with their phoneme durations as a second output (made once from each
+    # voice's model, 63 MB for the embedded one); default: <data_dir>/models/piper
+    piper_dir: Path | None = None
     # The Chatterbox models a worker loads, comma-separated (original, turbo, multilingual); empty: each one whose
     # files are present. Every worker of one Redis should hold the same ones: jobs are not routed by model.
     models: str = ""
@@ -199,6 +202,10 @@ class Settings:
         return self.multilingual_dir or self.chatterbox_dir
 
     @property
+    def piper_model_dir(self) -> Path:
+        return self.piper_dir or self.data_dir / "models" / "piper"
+
+    @property
     def model_names(self) -> tuple[str, ...]:
         """CHATTERBOX_MODELS as a tuple (empty: every model whose files are present)."""
         return tuple(m.strip() for m in self.models.split(",") if m.strip())
@@ -262,7 +269,7 @@ def _convert(kind: Any, raw: str, name: str) -> Any:
     return raw or None if "None" in text else raw
 
 
-_PATHS = ("data_dir", "model_dir", "turbo_dir", "multilingual_dir", "whisper_model")
+_PATHS = ("data_dir", "model_dir", "turbo_dir", "multilingual_dir", "piper_dir", "whisper_model")
 MODEL_NAMES = ("original", "turbo", "multilingual")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _WORKER_DEVICE = re.compile(r"cpu|cuda(?::\d+)?")

@@ -185,7 +185,8 @@ def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings, le
         pieces = list(sent.get(index, []))
         heard = len(pieces)  # pieces of this chunk an earlier attempt sent: made again (same audio), not re-sent
         started = time.perf_counter()
-        for n, piece in enumerate(engine.stream(chunk, voice, plan[index].params, check=cancelled)):
+        stream = engine.stream(chunk, voice, plan[index].params, check=cancelled)
+        for n, piece in enumerate(stream):
             synth_s += time.perf_counter() - started
             if n >= heard:
                 pieces.append(piece)
@@ -200,7 +201,9 @@ def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings, le
             started = time.perf_counter()
         synth_s += time.perf_counter() - started
         parts.append(np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32))
-        store.emit(job_id, "words", fence=lease, text_index=index, words=words.add(index, parts))
+        # The engine's own timing of its words, where it has one (Piper), and the audio is all this attempt's.
+        timing = align.stream_timing(stream) if not heard else None
+        store.emit(job_id, "words", fence=lease, text_index=index, words=words.add(index, parts, timing))
         progress = (index + 1) / len(chunks)
         store.update(job_id, fence=lease, chunks_done=index + 1, progress=progress, synth_s_done=round(synth_s, 4),
                      first_chunk_s=round(first_chunk_s, 4) if first_chunk_s is not None else None)

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,6 +24,9 @@ from chatterbox.settings import load
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Piper's voice with its phoneme durations (63 MB) is made once for the whole run, not once per test's data directory:
+# every System and every load() of the tests reads this from the environment.
+os.environ.setdefault("CHATTERBOX_PIPER_DIR", str(Path(tempfile.gettempdir()) / f"chatterbox-test-piper-{os.getuid()}"))
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 

@@ -178,14 +178,15 @@ class BookRunner:
         attempts = 1 + (self.settings.book_quality_retries if checks else 0)
         engine = self.engine.for_model(plan.engine_model or None, plan.speech_language or None)
         tried: list[dict] = []
-        best: tuple[float, np.ndarray, dict | None] | None = None
+        best: tuple[float, np.ndarray, dict | None, align.Timing | None] | None = None
         for attempt in range(attempts):
             params = chunk.params
             if attempt and "seed" in params:
                 params = {**params, "seed": retry_seed(int(params["seed"]), attempt)}
             started = time.perf_counter()
             pieces = []
-            for piece in engine.stream(chunk.text, plan.voice, params, priority="bulk"):
+            stream = engine.stream(chunk.text, plan.voice, params, priority="bulk")
+            for piece in stream:
                 if lease is not None:
                     lease.check()  # a worker thawed after its lease ran out stops here, not after the chunk
                 pieces.append(piece)
@@ -199,16 +200,17 @@ class BookRunner:
             tried.append(entry)
             score = quality.score if quality else 0.0
             if best is None or score < best[0]:
-                best = (score, samples, quality.as_dict() if quality else None)
+                best = (score, samples, quality.as_dict() if quality else None, align.stream_timing(stream))
             if entry["ok"]:
                 break
         assert best is not None
-        _, samples, quality = best
+        _, samples, quality, timing = best
         if not samples.size:
             raise RuntimeError(f"the {self.engine.name} engine produced no audio for {chunk.text!r}")
         chosen = min(tried, key=lambda t: t["score"])
         # Its spoken words timed now, while the samples are at hand: the chapter's subtitles and read-along need them.
-        timing = align.time_chunk(samples, self.engine.sample_rate, chunk.text, plan.speech_language or "en")
+        # (The engine's own timing where it gave one: Piper's.)
+        timing = timing or align.time_chunk(samples, self.engine.sample_rate, chunk.text, plan.speech_language or "en")
         report = {"key": chunk.key, "text": chunk.text, "voice": plan.voice, "engine": self.engine.name,
                   "model": plan.model, "params": chunk.params, "sample_rate": self.engine.sample_rate,
                   "duration_s": round(len(samples) / self.engine.sample_rate, 3), "attempts": tried,

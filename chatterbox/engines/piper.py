@@ -9,9 +9,17 @@ one of Piper's raw ``[[ ... ]]`` blocks. Piper splits such a block into single c
 voice's phoneme_id_map, silently dropping (with a logged warning) any it lacks, so the phonemes are checked against
 the embedded voice's map beforehand (``check_phonemes``: the lexicon when an entry is stored, SSML when a job is
 asked for) and a symbol it lacks is refused, named.
+
+Piper also says how long it made each phoneme: its model computes every phoneme's length in audio frames (the
+``w_ceil`` tensor) before it makes the audio. A copy of each voice with that tensor as a second output (what
+``piper.patch_voice_with_alignment`` does; made once with the ``onnx`` package and kept as NAME-SIZE.align.onnx in
+CHATTERBOX_PIPER_DIR, by default ``<data_dir>/models/piper``) is the one loaded: the same weights, speed and memory.
+``stream`` then returns a PiperStream, whose ``timing``, once it is exhausted, holds the chunk's spoken words timed by
+those durations (``word_timing``): job and book words need no recognizer for Piper's chunks (chatterbox/align.py).
 """
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import logging
@@ -19,12 +27,15 @@ import re
 import threading
 import unicodedata
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ..text import PHONEME_TOKEN, phoneme_token
 from .base import Engine, EngineUnavailable, Param
+
+if TYPE_CHECKING:
+    from ..align import Timing
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +111,7 @@ class PiperEngine(Engine):
     def __init__(self, settings, device: str = "cpu"):
         super().__init__(settings, device)
         self._models: dict[str, Any] = {}
+        self._word_phonemes: dict[str, Callable[[str], str]] = {}  # per loaded voice: a word's own phonemes (cached)
         self._lock = threading.Lock()
         self._files = self._find_voices()
 
@@ -160,8 +172,12 @@ class PiperEngine(Engine):
                 # keeps global state: one text at a time through it (the inference itself runs in parallel).
                 phonemize = loaded.phonemize
                 loaded.phonemize = lambda text: _locked(_ESPEAK, phonemize, text)
+                if len(loaded.session.get_outputs()) > 1:  # its phoneme durations: words timed by the engine
+                    self._word_phonemes[voice] = functools.lru_cache(maxsize=16384)(
+                        lambda word: _phoneme_key("".join(p for sentence in loaded.phonemize(word) for p in sentence)))
                 self._models[voice] = loaded
-                log.info("loaded Piper voice %s (%s)", voice, "CUDA" if use_cuda else "CPU")
+                log.info("loaded Piper voice %s (%s%s)", voice, "CUDA" if use_cuda else "CPU",
+                         ", with phoneme durations" if voice in self._word_phonemes else "")
             return self._models[voice]
 
     def _load_voice(self, voice_class, model: Path, config: Path, use_cuda: bool):
@@ -177,9 +193,34 @@ class PiperEngine(Engine):
             options.inter_op_num_threads = 1
         providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})] if use_cuda \
             else ["CPUExecutionProvider"]
-        session = onnxruntime.InferenceSession(str(model), sess_options=options, providers=providers)
+        session = onnxruntime.InferenceSession(str(self._with_durations(model) or model), sess_options=options,
+                                               providers=providers)
         return voice_class(config=PiperConfig.from_dict(json.loads(Path(config).read_text(encoding="utf-8"))),
                            session=session, espeak_data_dir=Path(ESPEAK_DATA_DIR), download_dir=Path.cwd())
+
+    def _with_durations(self, model: Path) -> Path | None:
+        """The voice's model with its phoneme durations as a second output, made once per data directory (a
+        rename makes it appear whole, so workers sharing the directory may race to make it); None where it cannot
+        be made (no onnx package, a model without the tensor, a read-only data directory): the voice is loaded as it
+        is, and its words are timed by the recognizer."""
+        target = self.settings.piper_model_dir / f"{model.stem}-{model.stat().st_size}.align.onnx"
+        if target.is_file():
+            return target
+        try:
+            import onnx
+            from piper.patch_voice_with_alignment import add_alignment_output
+        except ImportError:
+            log.warning("the onnx package is not installed: Piper's words are timed by the recognizer, not the voice")
+            return None
+        try:
+            proto = onnx.load(str(model))
+            add_alignment_output(proto)  # ValueError: no single Ceil tensor, or it is an output already
+            from ..audio import write_atomic
+
+            return write_atomic(target, proto.SerializeToString())
+        except (ValueError, OSError) as exc:
+            log.warning("using Piper voice %s as it is, without phoneme durations: %s", model.name, exc)
+            return None
 
     def phoneme_token(self, phonemes: str) -> str:
         """The text front end's token for a word said by ``phonemes`` (IPA), checked against the embedded voice
@@ -188,14 +229,129 @@ class PiperEngine(Engine):
         return phoneme_token(check_phonemes(phonemes))
 
     def stream(self, text: str, voice: str, params: Mapping[str, Any], priority: str = "interactive",
-               check: Callable[[], None] | None = None) -> Iterator[np.ndarray]:
+               check: Callable[[], None] | None = None) -> "PiperStream":
         # ``check`` is not needed: Piper's pieces are sentences, made in well under a second each.
+        return PiperStream(self, text, voice, params)
+
+
+class PiperStream(Iterator[np.ndarray]):
+    """A chunk's audio, one array per sentence as it is made (what every engine's stream yields), and, once it is
+    exhausted, ``timing``: the chunk's spoken words timed by Piper's own phoneme durations (an align.Timing of
+    source "engine", in seconds of the arrays joined), or None (a voice without durations, words that could not be
+    matched to its phonemes: the recognizer times that chunk)."""
+
+    def __init__(self, engine: PiperEngine, text: str, voice: str, params: Mapping[str, Any]):
+        self.timing: Timing | None = None
+        self.phonemes: list[tuple[str, int, int]] | None = None  # what word_timing was given (bench/align.py)
+        self._run = self._synthesize(engine, text, voice, params)
+
+    def __iter__(self) -> "PiperStream":
+        return self
+
+    def __next__(self) -> np.ndarray:
+        return next(self._run)
+
+    def _synthesize(self, engine: PiperEngine, text: str, voice: str,
+                    params: Mapping[str, Any]) -> Iterator[np.ndarray]:
         from piper import SynthesisConfig
 
-        model = self._model(voice)
-        config = SynthesisConfig(**self.model_args(params))
-        for chunk in model.synthesize(piper_text(text), syn_config=config):  # one chunk per sentence, as it is made
-            yield np.asarray(chunk.audio_float_array, dtype=np.float32)
+        model = engine._model(voice)
+        word_phonemes = engine._word_phonemes.get(voice)
+        config = SynthesisConfig(**engine.model_args(params))
+        phones: list[tuple[str, int, int]] | None = [] if word_phonemes else None
+        offset = 0  # where the sentence starts in the chunk's audio
+        # One AudioChunk per sentence, as it is made; with its phonemes' lengths where the model gives them.
+        durations = {"include_alignments": True} if phones is not None else {}  # (older piper-tts: no such keyword)
+        for chunk in model.synthesize(piper_text(text), syn_config=config, **durations):
+            samples = np.asarray(chunk.audio_float_array, dtype=np.float32)
+            if phones is not None and getattr(chunk, "phoneme_alignments", None) is None:
+                phones = None  # Piper could not match its phonemes to the ids it gave the model: no timing
+            elif phones is not None:
+                at, end = offset, offset + len(samples)  # the lengths add up to the audio's (frames of 256 samples)
+                for alignment in chunk.phoneme_alignments:
+                    phones.append((alignment.phoneme, min(at, end), min(at + int(alignment.num_samples), end)))
+                    at += int(alignment.num_samples)
+            offset += len(samples)
+            yield samples
+        self.phonemes = phones
+        if phones:
+            try:
+                self.timing = word_timing(text, phones, engine.sample_rate, word_phonemes)
+            except Exception:  # never the job's failure: the recognizer times the chunk instead
+                log.warning("could not time chunk %r by Piper's durations", text[:60], exc_info=True)
+
+
+# What the phonemes of a word are compared by: not the stress marks (a word said alone is stressed where in a
+# sentence it may not be), nor what is no sound: spaces, punctuation, and Piper's padding, start and end.
+_UNSOUNDED = frozenset("ˈˌ ") | _NOT_PHONEMES
+
+
+def _sounded(phoneme: str) -> bool:
+    return phoneme not in _UNSOUNDED and not unicodedata.category(phoneme).startswith(("P", "Z"))
+
+
+def _phoneme_key(phonemes: str) -> str:
+    return "".join(p for p in unicodedata.normalize("NFD", phonemes) if _sounded(p))
+
+
+def word_timing(text: str, phones: Sequence[tuple[str, int, int]], rate: int,
+                word_phonemes: Callable[[str], str]) -> "Timing | None":
+    """The spoken words of ``text`` (align.spoken_words) timed by what Piper made of it: ``phones``, its phonemes
+    in order, each (phoneme, first sample, end sample) in the chunk's audio. None where the words cannot be placed.
+
+    espeak-ng writes a sentence's phonemes with a space between words, but not always the text's words: it runs
+    unstressed ones together ("of the" is one word, ʌvðə), says "U.S." as one (jˌuːˈɛs), and "eighty-seven" too.
+    So the words are found by their sounds, not counted: each spoken word's own phonemes (espeak-ng on the word
+    alone; a phoneme token's IPA as given), joined, are matched against the sentence's (difflib, stress and pauses
+    left out), and a word spans the phonemes matched to it, from the first one's start to the last one's end. Where
+    the two differ (a word said otherwise in a sentence: "a" is ˈeɪ alone, ɐ in one) the unmatched stretch is
+    shared out in order. If a word gets no phoneme, or under half of the words' phonemes are matched (the text
+    was said some other way), the chunk gets None and the recognizer times it."""
+    from .. import align
+
+    spoken = align.spoken_words(text)
+    if not spoken:
+        return None
+    ref: list[str] = []  # the words' own phonemes, in order ...
+    owner: list[int] = []  # ... and the spoken word each belongs to
+    for i, word in enumerate(spoken):
+        key = _phoneme_key(word[1:-1]) if len(word) > 2 and word[0] == word[-1] == "/" else word_phonemes(word)
+        ref += key
+        owner += [i] * len(key)
+    said: list[tuple[str, int, int]] = []  # what was said, the stress marks' time given to the sound they mark
+    pending: int | None = None
+    for phoneme, start, end in phones:
+        if phoneme in "ˈˌ":
+            pending = start if pending is None else pending
+            continue
+        if _sounded(phoneme):
+            said.append((phoneme, start if pending is None else pending, end))
+        pending = None
+    if not ref or not said:
+        return None
+    matcher = difflib.SequenceMatcher(None, ref, [p for p, _, _ in said], autojunk=False)
+    who: list[int | None] = [None] * len(said)
+    matched = 0
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            matched += i2 - i1
+            for k in range(j2 - j1):
+                who[j1 + k] = owner[i1 + k]
+        elif op == "replace":  # said otherwise: shared out in order
+            for k in range(j2 - j1):
+                who[j1 + k] = owner[i1 + k * (i2 - i1) // (j2 - j1)]
+        # insert (sounds no word's own phonemes have): left to the words around them; delete: unsaid
+    if matched * 2 < len(ref):
+        return None
+    spans: dict[int, tuple[int, int]] = {}
+    for (_, start, end), w in zip(said, who):
+        if w is not None:
+            first, last = spans.get(w, (start, end))
+            spans[w] = (min(first, start), max(last, end))
+    if len(spans) != len(spoken):
+        return None
+    seconds = {i: (a / rate, b / rate) for i, (a, b) in sorted(spans.items())}
+    return align.Timing(seconds, (seconds[0][0], seconds[len(spoken) - 1][1]), True, "engine")
 
 
 _ESPEAK = threading.Lock()
