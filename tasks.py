@@ -248,9 +248,13 @@ def synthesize(self, text: str | None = None, voice: str | None = None, format: 
     if verdict == "missing":
         if text is None:
             raise ValueError(f"job {job_id} does not exist and no text was given")
+        # Jobs sent through Celery belong to no key: they are spoken by the lexicon of no key ("-" over REST).
+        from chatterbox.lexicon import Lexicon
+
+        entries = Lexicon(store.r, "", state.settings.lexicon_max_entries).entries()
         request = synthesis.parse_request({"text": text, "voice": voice, "format": format, "params": params,
                                            "model": model, "language": language},
-                                          state.engine, state.settings, SYSTEM)
+                                          state.engine, state.settings, SYSTEM, entries)
         store.create(job_id, engine=state.engine_name, source="celery", **request.as_dict())
         verdict, lease = store.claim(job_id, attempt, state.hostname, state.instance)
     if verdict == "cancelled":

@@ -55,7 +55,7 @@ _INT_FIELDS = {"attempt", "max_attempts", "chunks_total", "chunks_done", "sample
 _FLOAT_FIELDS = {"created_at", "started_at", "finished_at", "progress", "duration_s", "synth_s", "encode_s",
                  "queued_s", "total_s", "rtf", "first_chunk_s", "audio_s", "run_started_at", "activity_at",
                  "plan_s", "assembly_s", "synth_s_done"}
-_JSON_FIELDS = {"params"}
+_JSON_FIELDS = {"params", "plan"}  # plan: [[text, gap_s, rate], ...] (chatterbox.synthesis)
 
 
 def _lua_list(values) -> str:

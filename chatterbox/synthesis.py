@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,14 +34,21 @@ class SynthesisRequest:
     params: dict
     model: str = ""  # the Chatterbox model ("" for an engine of one model)
     language: str = "en"
+    # What is said, planned once here and kept with the job: [text, gap after it, prosody rate] per chunk
+    # (Spoken.stored), and the lexicon it was planned with; the worker, a resumed attempt and a stream's gaps all
+    # read this, and the text is never normalized or chunked again.
+    plan: list = field(default_factory=list)
+    lexicon: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def parse_request(body: Any, engine: Engine, settings: Settings, caller: Caller) -> SynthesisRequest:
+def parse_request(body: Any, engine: Engine, settings: Settings, caller: Caller,
+                  lexicon: list[lexicon_mod.Entry] | None = None) -> SynthesisRequest:
     """Check a request against the engine (the model and language it asks for) and the limits, for ``caller``
-    (whose voices it may name); raises InvalidRequest naming the field at fault."""
+    (whose voices it may name), and plan what it says with the owner's ``lexicon``; raises InvalidRequest naming the
+    field at fault."""
     if not isinstance(body, dict):
         raise InvalidRequest("body", "the request body must be a JSON object", "invalid_body")
     unknown = sorted(set(body) - set(REQUEST_FIELDS))
@@ -67,7 +74,7 @@ def parse_request(body: Any, engine: Engine, settings: Settings, caller: Caller)
                              "(CHATTERBOX_MAX_TEXT_CHARS); split it or submit it as an audiobook", "text_too_long")
     engine = engine.for_model(body.get("model"), body.get("language"))
     try:
-        speech_plan(engine, text, {}, settings)
+        plan = speech_plan(engine, text, {}, settings, lexicon)
     except markup.MarkupError as exc:  # what only the engine can check: <phoneme ph> symbols the voice lacks
         raise InvalidRequest("text", str(exc), "invalid_markup") from None
     except TextError as exc:
@@ -79,15 +86,28 @@ def parse_request(body: Any, engine: Engine, settings: Settings, caller: Caller)
     voice = engine.check_voice(body.get("voice"), caller)
     params = engine.validate(body.get("params"))
     return SynthesisRequest(text=text, voice=voice, format=fmt.lower(), params=params, model=engine.model or "",
-                            language=engine.language)
+                            language=engine.language, plan=[s.stored for s in plan],
+                            lexicon=lexicon_mod.dumps(lexicon or []))
 
 
 @dataclass(frozen=True)
 class Spoken:
-    """A chunk a job speaks at once: its text, the silence after it, and the engine's parameters for it."""
+    """A chunk a job speaks at once: its text, the silence after it, and the engine's parameters for it (the job's,
+    at the ``rate`` its <prosody> asks for)."""
     text: str
     gap_s: float
     params: dict
+    rate: float = 1.0
+
+    @property
+    def stored(self) -> list:
+        """As a job's record keeps it: the parameters are the job's, applied again at the rate when it runs."""
+        return [self.text, self.gap_s, self.rate]
+
+
+def stored_plan(engine: Engine, stored: list, params: dict) -> list[Spoken]:
+    """A plan as a job's record keeps it (SynthesisRequest.plan), with the job's parameters."""
+    return [Spoken(text, float(gap), _at_rate(engine, params, float(rate)), float(rate)) for text, gap, rate in stored]
 
 
 def speech_plan(engine: Engine, text: str, params: dict, settings: Settings,
@@ -113,9 +133,9 @@ def speech_plan(engine: Engine, text: str, params: dict, settings: Settings,
         except TextError as exc:  # a segment of punctuation alone between two pauses: its pause still counts
             chunks, refused = [], refused or exc
         spoken = _at_rate(engine, params, segment.rate)
-        plan += [Spoken(chunk, settings.chunk_gap_s, spoken) for chunk in chunks]
+        plan += [Spoken(chunk, settings.chunk_gap_s, spoken, segment.rate) for chunk in chunks]
         if plan and segment.pause_s:  # the pause asked for, instead of the usual gap
-            plan[-1] = Spoken(plan[-1].text, segment.pause_s, plan[-1].params)
+            plan[-1] = Spoken(plan[-1].text, segment.pause_s, plan[-1].params, plan[-1].rate)
     if not plan:
         raise refused or TextError("the text has nothing to speak")
     return plan
@@ -155,7 +175,10 @@ def run_job(engine: Engine, store: JobStore, job_id: str, settings: Settings, le
     params = _with_seed(engine, job["params"])
     if params is not job["params"]:  # chosen once, so that a later attempt makes the same audio
         store.update(job_id, fence=lease, params=params)
-    plan = speech_plan(engine, job["text"], params, settings, _lexicon(store, job, settings, lease))
+    if job.get("plan"):  # planned when it was asked for (chatterbox.synthesis.parse_request)
+        plan = stored_plan(engine, job["plan"], params)
+    else:  # a job queued by an older version: planned now, with its owner's lexicon as it is now
+        plan = speech_plan(engine, job["text"], params, settings, _lexicon(store, job, settings, lease))
     chunks = [s.text for s in plan]
     start, sent = _resume(store, job, len(chunks))
     audio_index = int(job.get("pieces") or 0)  # the next index no listener has been sent

@@ -220,7 +220,7 @@ def chunk_texts(live, job_id: str) -> list[str]:
     return [e["text"] for e in events if e["type"] == "chunk"]
 
 
-def test_a_job_speaks_by_its_owners_lexicon_as_it_was_when_it_started(live, keys):
+def test_a_job_speaks_by_its_owners_lexicon_as_it_was_when_it_was_asked_for(live, keys):
     (alice, _), (bob, _) = keys["alice"], keys["bob"]
     requests.put(live.url + "/lexicon/Nguyen", json={"say": "Win"}, headers=bearer(alice), timeout=10)
     try:
@@ -232,7 +232,9 @@ def test_a_job_speaks_by_its_owners_lexicon_as_it_was_when_it_started(live, keys
             jobs[name] = response.json()["job_id"]
         assert chunk_texts(live, jobs["alice"]) == ["Hello, Doctor Win."]
         assert chunk_texts(live, jobs["bob"]) == ["Hello, Doctor Nguyen."]
-        # The record keeps what the job spoke by, so a later attempt says the same whatever changes meanwhile.
+        # The record keeps what the job spoke by, so a later attempt says the same whatever changes meanwhile:
+        # its plan, made once when it was asked for, and the entries it was made with.
+        assert [text for text, _, _ in live.store.get(jobs["alice"])["plan"]] == ["Hello, Doctor Win."]
         assert loads(live.store.get(jobs["alice"])["lexicon"]) == [Entry("Nguyen", "Win")]
         assert loads(live.store.get(jobs["bob"])["lexicon"]) == []
         a, b = (requests.get(f"{live.url}/jobs/{jobs[n]}/audio", timeout=10).content for n in ("alice", "bob"))
@@ -296,3 +298,29 @@ def test_a_book_chunk_key_holds_the_text_as_spoken_so_an_entry_changes_only_its_
     changed = [c.index for c, d in zip(before.chunks, after.chunks) if c.key != d.key]
     assert changed == [0, 2]  # the title and the paragraph that say the word; the rest are taken from the cache
     assert [c.key for c in plan(None).chunks][1::2] == [c.key for c in before.chunks][1::2]
+
+
+def test_the_worker_speaks_the_plan_kept_with_the_job_and_plans_nothing_again(piper, fresh_redis, tmp_path,
+                                                                              monkeypatch):
+    from chatterbox import synthesis
+    from chatterbox.access import SYSTEM
+    from chatterbox.jobs import JobStore
+
+    engine, settings = piper
+    settings = settings.replace(data_dir=tmp_path)
+    store = JobStore(fresh_redis, settings)
+    request = synthesis.parse_request({"text": "Hello, Doctor Nguyen. [pause:0.7s] Good night."}, engine, settings,
+                                      SYSTEM, [Entry("Nguyen", "Win")])
+    assert request.plan == [["Hello, Doctor Win.", 0.7, 1.0], ["Good night.", settings.chunk_gap_s, 1.0]]
+    store.create("j1", engine="piper", source="test", **request.as_dict())
+    _, lease = store.claim("j1", 1, "w", "i")
+
+    def planned_again(*args, **kwargs):
+        raise AssertionError("the worker planned the text again")
+
+    monkeypatch.setattr(synthesis, "speech_plan", planned_again)
+    job = synthesis.run_job(engine, store, "j1", settings, lease)
+    assert job["status"] == "succeeded" and job["chunks_total"] == 2
+    said = [e["text"] for e in store.events_after("j1") if e["type"] == "chunk"]
+    assert said and set(said) == {"Hello, Doctor Win.", "Good night."}
+

@@ -50,7 +50,9 @@ def submit():
         body = request.get_json(silent=True)
         if body is None:
             return error_response(400, "the request body is not valid JSON", "invalid_json")
-    req = parse_request(body, svc.engine, svc.settings, caller())
+    from .lexicon import caller_entries
+
+    req = parse_request(body, svc.engine, svc.settings, caller(), caller_entries())
     extra = {"audio_prompt": str(upload_path(svc.settings, job_id))} if clip is not None else {}
     svc.store.create(job_id, engine=svc.engine_name, source="rest", owner=caller().id, **req.as_dict(), **extra)
     if clip is not None:

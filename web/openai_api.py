@@ -32,6 +32,7 @@ from chatterbox.synthesis import SynthesisRequest, parse_request, speech_plan
 from .auth import caller
 from .common import REDIS_ERRORS, Services, error_response, services
 from .fanout import Fanout
+from .lexicon import caller_entries
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,8 @@ def speech_synthesis(svc: Services, caller: Caller, *, text: Any, voice: Any, fm
         params, tempo = split_speed(engine, speed)
         # Our own checks, so that the limits and their messages are those of POST /synthesize.
         synthesis = parse_request({"text": text, "voice": voice_id, "format": JOB_FORMATS[fmt], "params": params,
-                                   "model": engine.model, "language": engine.language}, engine, svc.settings, rights)
+                                   "model": engine.model, "language": engine.language}, engine, svc.settings, rights,
+                                  caller_entries())
     except InvalidRequest as exc:
         out = renamed(exc)
         if out is exc:
@@ -243,11 +245,14 @@ def _job_failure(job_id: str, event: dict) -> tuple[int, str, str]:
 
 
 def planned_gaps(svc: Services, job_id: str) -> Callable[[], list[float]]:
-    """The silence after each text chunk of a job, as its worker plans it (CHATTERBOX_CHUNK_GAP_S, or the pause
-    its text asks for there): from its text and the lexicon its worker took (kept in its record before its first
-    chunk), so that a stream is the job's audio to the sample and its word timestamps fall where they are said."""
+    """The silence after each text chunk of a job (CHATTERBOX_CHUNK_GAP_S, or the pause its text asks for there):
+    from the plan kept in its record (a job queued by an older version: planned from its text and the lexicon its
+    worker took), so that a stream is the job's audio to the sample and its word timestamps fall where they are
+    said."""
     def gaps() -> list[float]:
         job = svc.store.get(job_id) or {}
+        if job.get("plan"):  # planned once, when it was asked for
+            return [float(gap) for _, gap, _ in job["plan"]]
         engine = svc.engine.for_model(job.get("model") or None, job.get("language") or None)
         plan = speech_plan(engine, job["text"], {}, svc.settings, lexicon_mod.loads(job.get("lexicon")))
         return [s.gap_s for s in plan]
