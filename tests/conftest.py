@@ -1,6 +1,7 @@
 """Fixtures that start the real thing: the embedded Redis, real worker processes and the web app under gunicorn."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -300,6 +301,33 @@ def system(tmp_path_factory) -> System:
 def live(system: System) -> System:
     system.ensure_worker()
     return system
+
+
+@pytest.fixture(scope="session")
+def piper_engine(tmp_path_factory):
+    """One loaded Piper engine for the tests that call it in their own process: (engine, settings), its data in a
+    directory of its own."""
+    from chatterbox.engines.piper import PiperEngine
+
+    settings = load({"data_dir": str(tmp_path_factory.mktemp("piper")), "tts_engine": "piper"})
+    engine = PiperEngine(settings)
+    engine.load()
+    return engine, settings
+
+
+@contextlib.contextmanager
+def plain_key(system: "System", name: str):
+    """A plain (not admin) key of a test's own, so that its lexicon and jobs touch no other test's: its token;
+    revoked, its lexicon cleared, afterwards."""
+    from chatterbox.keys import KeyStore
+
+    keys = KeyStore(system.store.r)
+    key, token = keys.create(f"{name}-{time.time_ns()}")
+    try:
+        yield token
+    finally:
+        requests.delete(system.url + "/lexicon", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        keys.revoke(key.id)
 
 
 @pytest.fixture(scope="session")

@@ -7,16 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
 
 from chatterbox.books.state import BookStore
-from chatterbox.keys import KeyStore
 from web.client import Client
 
-from .conftest import ROOT, wait_until
+from .conftest import ROOT, plain_key, wait_until
 
 TITLE = "Breakfast"
 PARAGRAPHS = ["We bake Brontar every morning.", "Then we spread Quillip on it.", "Later we walk in the Mireloft."]
@@ -29,11 +27,8 @@ def bearer(token: str) -> dict:
 @pytest.fixture(scope="module")
 def key(system):
     """A plain key of this module's own: its lexicon and books touch no other test's."""
-    keys = KeyStore(system.store.r)
-    made, token = keys.create(f"book-lexicon-{time.time_ns()}")
-    yield token
-    requests.delete(system.url + "/lexicon", headers=bearer(token), timeout=10)
-    keys.revoke(made.id)
+    with plain_key(system, "book-lexicon") as token:
+        yield token
 
 
 def submit(live, token: str, lexicon, paragraphs=PARAGRAPHS, **fields):

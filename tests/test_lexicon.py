@@ -9,10 +9,8 @@ import time
 import pytest
 import requests
 
-from chatterbox.engines import create_engine
 from chatterbox.keys import KeyStore
 from chatterbox.lexicon import Entry, Lexicon, LexiconError, apply, dumps, entry, loads
-from chatterbox.settings import load
 from chatterbox.synthesis import speech_plan
 
 from .conftest import ROOT, ws_events
@@ -56,9 +54,8 @@ def test_no_entries_change_nothing():
 
 
 @pytest.fixture(scope="module")
-def piper():
-    settings = load(environ={"TTS_ENGINE": "piper"})
-    return create_engine(settings, "cpu", "piper"), settings
+def piper(piper_engine):
+    return piper_engine
 
 
 def test_ssml_tags_and_attributes_are_untouched_only_the_text_is_respelled(piper):

@@ -4,13 +4,11 @@ system and a plain key of its own: entries added, listed, edited and deleted, th
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import requests
 
-from chatterbox.keys import KeyStore
-from tests.conftest import horizontal_overflow, shot
+from tests.conftest import horizontal_overflow, plain_key, shot
 
 
 def bearer(token: str) -> dict:
@@ -20,11 +18,8 @@ def bearer(token: str) -> dict:
 @pytest.fixture()
 def own_key(live):
     """A plain key of this test's own (its lexicon changes no other test's jobs), revoked after."""
-    keys = KeyStore(live.store.r)
-    key, token = keys.create(f"lexicon-page-{time.time_ns()}")
-    yield token
-    requests.delete(live.url + "/lexicon", headers=bearer(token), timeout=10)
-    keys.revoke(key.id)
+    with plain_key(live, "lexicon-page") as token:
+        yield token
 
 
 def lexicon_page(browser, live, token: str, **context):

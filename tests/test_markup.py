@@ -51,6 +51,8 @@ def test_ssml_elements():
     ("<speak><say-as interpret-as=\"vehicle\">x</say-as></speak>", "<say-as interpret-as> must be one of"),
     ("<speak><say-as interpret-as=\"cardinal\">many</say-as></speak>", "holds a whole number"),
     ("<speak><phoneme>x</phoneme></speak>", "<phoneme> needs ph"),
+    ('<speak><phoneme ph="">I</phoneme></speak>', "<phoneme> needs ph"),
+    ('<speak><phoneme alphabet="x-sampa" ph="aI">I</phoneme></speak>', "not 'x-sampa'"),  # IPA only, any engine
 ])
 def test_bad_markup_is_refused_naming_the_problem(text, problem):
     with pytest.raises(MarkupError) as info:

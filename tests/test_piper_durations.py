@@ -16,13 +16,8 @@ HOP = 256  # samples per frame of Piper's durations (the voice's hop_length)
 
 
 @pytest.fixture(scope="module")
-def piper(tmp_path_factory):
-    from chatterbox.engines.piper import PiperEngine
-    from chatterbox.settings import load
-
-    settings = load({"data_dir": str(tmp_path_factory.mktemp("durations"))})
-    engine = PiperEngine(settings)
-    engine.load()
+def piper(piper_engine):
+    engine, settings = piper_engine
     params = engine.validate({})
 
     def say(chunk: str) -> tuple[np.ndarray, align.Timing | None, object]:

@@ -16,13 +16,8 @@ from .conftest import ROOT, ws_events
 
 
 @pytest.fixture(scope="module")
-def piper(tmp_path_factory):
-    from chatterbox.engines.piper import PiperEngine
-    from chatterbox.settings import load
-
-    settings = load({"data_dir": str(tmp_path_factory.mktemp("words"))})
-    engine = PiperEngine(settings)
-    engine.load()
+def piper(piper_engine):
+    engine, settings = piper_engine
     params = engine.validate({})
 
     def say(text: str) -> np.ndarray:
