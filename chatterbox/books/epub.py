@@ -20,7 +20,7 @@ from lxml import etree
 
 from .sections import BookError, Section, clean_text
 
-__all__ = ["read_epub", "is_epub"]
+__all__ = ["read_epub", "is_epub", "Archive", "read_package", "check_drm", "local_xpath", "numeric_entity"]
 
 _MAX_MEMBER = 64 * 2**20  # one unpacked document or image; a bigger one is a zip bomb, not a chapter
 # Everything read from one archive, together. English text deflates about 4x here and as XHTML about 4.5x
@@ -40,21 +40,21 @@ _DRM_MESSAGE = ("this EPUB is DRM-protected; remove the protection with the tool
                 "or upload a DRM-free copy")
 
 # What an audiobook does not read aloud: navigation, page numbers, note markers and the notes themselves.
-_BLOCK_TAGS = frozenset("p div h1 h2 h3 h4 h5 h6 li blockquote section article header footer main aside figure "
+BLOCK_TAGS = frozenset("p div h1 h2 h3 h4 h5 h6 li blockquote section article header footer main aside figure "
                         "figcaption table tr caption ul ol dl dt dd pre hr body address center".split())
-_SKIP_TAGS = frozenset("head title nav script style svg math img audio video object iframe noscript template rt rp "
+SKIP_TAGS = frozenset("head title nav script style svg math img audio video object iframe noscript template rt rp "
                        "button input select textarea map".split())
-_SKIP_TYPES = frozenset("pagebreak noteref footnote footnotes endnote endnotes rearnote rearnotes toc landmarks "
+SKIP_TYPES = frozenset("pagebreak noteref footnote footnotes endnote endnotes rearnote rearnotes toc landmarks "
                         "page-list loi lot backlink".split())
-_PAGE_CLASS = re.compile(r"pagenum|page[-_]?number", re.I)
-_NOTE_CLASS = re.compile(r"(?:^|\s)(?:footnotes?|endnotes?|noteref|fnref|footnote-?(?:ref|marker))(?:\s|$)", re.I)
-_PAGE_ID = re.compile(r"(?:page|pg)[_-]?\d+", re.I)
-_NOTE_MARK = re.compile(r"[\[(]?(?:\d{1,3}|[ivx]{1,5}|[*\u2020\u2021\u00a7\u00b6#]{1,3})[\])]?")
+PAGE_CLASS = re.compile(r"pagenum|page[-_]?number", re.I)
+NOTE_CLASS = re.compile(r"(?:^|\s)(?:footnotes?|endnotes?|noteref|fnref|footnote-?(?:ref|marker))(?:\s|$)", re.I)
+PAGE_ID = re.compile(r"(?:page|pg)[_-]?\d+", re.I)
+NOTE_MARK = re.compile(r"[\[(]?(?:\d{1,3}|[ivx]{1,5}|[*\u2020\u2021\u00a7\u00b6#]{1,3})[\])]?")
 _SKIP_TITLES = frozenset(("cover", "title page", "titlepage", "contents", "table of contents", "toc"))
 _FRONT_MATTER_WORDS = 30  # fewer words before the first chapter is a cover or title page, not worth reading
 
 
-def _local(xpath: str) -> str:
+def local_xpath(xpath: str) -> str:
     """"metadata/title" -> a namespace-blind XPath, since EPUBs disagree on prefixes."""
     return "/".join(f"*[local-name()='{step}']" if step not in ("", ".") else step for step in xpath.split("/"))
 
@@ -93,7 +93,7 @@ class _Document:
     link_share: float = 0.0
 
 
-class _Archive:
+class Archive:
     """The ZIP with case-tolerant lookup and size limits; every failure is a corrupt_epub BookError."""
 
     def __init__(self, data: bytes, label: str):
@@ -165,25 +165,25 @@ def _resolve(base: str, href: str) -> tuple[str, str]:
     return posixpath.normpath(path).removeprefix("./"), unquote(fragment)
 
 
-def _check_drm(archive: _Archive) -> None:
+def check_drm(archive: Archive) -> None:
     """DRM (Adobe, Apple, Readium LCP, or encrypted content documents) makes the text unreadable: refuse it."""
     if any(archive.find(name) for name in _DRM_FILES):
         raise BookError(_DRM_MESSAGE, "drm_protected")
     if not archive.find("META-INF/encryption.xml"):
         return
     root = archive.xml("META-INF/encryption.xml", "the encryption list")
-    for data in root.xpath(_local("//EncryptedData")):
-        algorithm = "".join(data.xpath(_local("./EncryptionMethod") + "/@Algorithm"))
-        for uri in data.xpath(_local("./CipherData/CipherReference") + "/@URI"):
+    for data in root.xpath(local_xpath("//EncryptedData")):
+        algorithm = "".join(data.xpath(local_xpath("./EncryptionMethod") + "/@Algorithm"))
+        for uri in data.xpath(local_xpath("./CipherData/CipherReference") + "/@URI"):
             # Obfuscated (or even encrypted) fonts leave the text readable; anything else encrypted does not.
             if algorithm not in _FONT_OBFUSCATION and not _FONT_FILE.search(unquote(uri)):
                 raise BookError(_DRM_MESSAGE, "drm_protected")
 
 
-def _package(archive: _Archive) -> _Package:
+def read_package(archive: Archive) -> _Package:
     container = archive.xml("META-INF/container.xml", "the container file")
-    paths = container.xpath(_local("//rootfile") + "[@media-type='application/oebps-package+xml']/@full-path") \
-        or container.xpath(_local("//rootfile") + "/@full-path")
+    paths = container.xpath(local_xpath("//rootfile") + "[@media-type='application/oebps-package+xml']/@full-path") \
+        or container.xpath(local_xpath("//rootfile") + "/@full-path")
     if not paths:
         raise BookError(f"{archive.label} is not a valid EPUB: META-INF/container.xml names no package document",
                         "corrupt_epub")
@@ -194,31 +194,31 @@ def _package(archive: _Archive) -> _Package:
         return clean_text("".join(node.itertext()))
 
     meta: dict[str, str] = {}
-    if titles := [t for t in map(text, opf.xpath(_local("//metadata/title"))) if t]:
+    if titles := [t for t in map(text, opf.xpath(local_xpath("//metadata/title"))) if t]:
         meta["title"] = titles[0]
     # EPUB 3 gives a creator's role in a <meta refines="#id">, EPUB 2 in an opf:role attribute.
     roles = {"#" + m.get("refines", "").lstrip("#"): text(m)
-             for m in opf.xpath(_local("//metadata/meta") + "[@property='role']")}
+             for m in opf.xpath(local_xpath("//metadata/meta") + "[@property='role']")}
     authors = []
-    for creator in opf.xpath(_local("//metadata/creator")):
+    for creator in opf.xpath(local_xpath("//metadata/creator")):
         role = next((v for k, v in creator.attrib.items() if k.endswith("role")), "") \
             or roles.get(f"#{creator.get('id', '')}", "")
         if text(creator) and role.lower() in ("", "aut"):
             authors.append(text(creator))
     if authors:
         meta["author"] = ", ".join(authors)
-    if languages := [t for t in map(text, opf.xpath(_local("//metadata/language"))) if t]:
+    if languages := [t for t in map(text, opf.xpath(local_xpath("//metadata/language"))) if t]:
         meta["language"] = languages[0]
     manifest = {}
-    for item in opf.xpath(_local("//manifest/item")):
+    for item in opf.xpath(local_xpath("//manifest/item")):
         if item.get("id") and item.get("href"):
             manifest[item.get("id")] = _Item(_resolve(path, item.get("href"))[0], item.get("media-type", ""),
                                              item.get("properties", ""))
-    spine_node = next(iter(opf.xpath(_local("//spine"))), None)
+    spine_node = next(iter(opf.xpath(local_xpath("//spine"))), None)
     # A document the spine names twice is read once: reading it each time, 3,000 mentions of one 180 KB document
     # took 19 s, and of a 64 MB one would unpack gigabytes.
     spine = list(dict.fromkeys(
-        manifest[ref.get("idref")].path for ref in opf.xpath(_local("//spine/itemref"))
+        manifest[ref.get("idref")].path for ref in opf.xpath(local_xpath("//spine/itemref"))
         if ref.get("idref") in manifest and ref.get("linear", "yes") != "no"
         and not manifest[ref.get("idref")].media_type.startswith("image/")))
     if len(spine) > _MAX_SPINE:
@@ -230,13 +230,13 @@ def _package(archive: _Archive) -> _Package:
     if not any(archive.find(p) for p in spine):
         raise BookError(f"{archive.label} is not a valid EPUB: none of the documents in its spine is in the archive",
                         "corrupt_epub")
-    cover = "".join(opf.xpath(_local("//metadata/meta") + "[@name='cover']/@content"))
+    cover = "".join(opf.xpath(local_xpath("//metadata/meta") + "[@name='cover']/@content"))
     return _Package(path, meta, manifest, spine, spine_node.get("toc", "") if spine_node is not None else "", cover)
 
 
 def _soup(data: bytes) -> BeautifulSoup:
     """XHTML parsed as XML (so <span/> stays empty), with HTML's named entities; real tag soup as HTML."""
-    for candidate in (data, re.sub(rb"&([A-Za-z][A-Za-z0-9]*);", _numeric_entity, data)):
+    for candidate in (data, re.sub(rb"&([A-Za-z][A-Za-z0-9]*);", numeric_entity, data)):
         try:
             etree.fromstring(candidate, _xml_parser())
         except etree.XMLSyntaxError:
@@ -247,7 +247,7 @@ def _soup(data: bytes) -> BeautifulSoup:
         return BeautifulSoup(data, "lxml")
 
 
-def _numeric_entity(match: re.Match) -> bytes:
+def numeric_entity(match: re.Match) -> bytes:
     name = match[1].decode()
     if name in ("amp", "lt", "gt", "quot", "apos") or name not in name2codepoint:
         return match[0]
@@ -271,20 +271,20 @@ def _semantic_types(tag: Tag) -> str:
 
 
 def _skipped(tag: Tag, name: str) -> bool:
-    if name in _SKIP_TAGS or tag.has_attr("hidden"):
+    if name in SKIP_TAGS or tag.has_attr("hidden"):
         return True
     types = _semantic_types(tag)
-    if {t.rsplit(":", 1)[-1].removeprefix("doc-") for t in types.lower().split()} & _SKIP_TYPES:
+    if {t.rsplit(":", 1)[-1].removeprefix("doc-") for t in types.lower().split()} & SKIP_TYPES:
         return True
     classes = _attr(tag, "class")
-    if _NOTE_CLASS.search(classes):
+    if NOTE_CLASS.search(classes):
         return True
-    if (_PAGE_CLASS.search(classes) or _PAGE_ID.fullmatch(_attr(tag, "id"))) \
+    if (PAGE_CLASS.search(classes) or PAGE_ID.fullmatch(_attr(tag, "id"))) \
             and _short_text(tag, 12) is not None:  # a page number is short; a page of text wrapped in an id is not
         return True
-    if name == "sup" and (tag.find("a") or _NOTE_MARK.fullmatch(_short_text(tag, 12) or "-")):
+    if name == "sup" and (tag.find("a") or NOTE_MARK.fullmatch(_short_text(tag, 12) or "-")):
         return True
-    return name == "a" and "#" in _attr(tag, "href") and bool(_NOTE_MARK.fullmatch(_short_text(tag, 12) or "-"))
+    return name == "a" and "#" in _attr(tag, "href") and bool(NOTE_MARK.fullmatch(_short_text(tag, 12) or "-"))
 
 
 def _short_text(tag: Tag, limit: int) -> str | None:
@@ -322,7 +322,7 @@ def _document(data: bytes, split_ids: set[str]) -> _Document:
     while stack:
         node, leaving, is_link = stack.pop()
         if leaving:
-            if node.name.lower() in _BLOCK_TAGS:
+            if node.name.lower() in BLOCK_TAGS:
                 flush()
             in_link -= is_link
             continue
@@ -343,7 +343,7 @@ def _document(data: bytes, split_ids: set[str]) -> _Document:
         if name == "br":
             buffer.append(" ")
             continue
-        if name in _BLOCK_TAGS:
+        if name in BLOCK_TAGS:
             flush()
         elif name in ("td", "th"):
             buffer.append(" ")
@@ -358,7 +358,7 @@ def _document(data: bytes, split_ids: set[str]) -> _Document:
     return doc
 
 
-def _toc(archive: _Archive, package: _Package) -> list[_Entry]:
+def _toc(archive: Archive, package: _Package) -> list[_Entry]:
     """Table-of-contents entries: the EPUB 3 nav document, else the EPUB 2 NCX."""
     entries: list[_Entry] = []
     nav = next((item for item in package.manifest.values() if "nav" in item.properties.split()), None)
@@ -378,7 +378,7 @@ def _toc(archive: _Archive, package: _Package) -> list[_Entry]:
             except etree.XMLSyntaxError:
                 root = None
             if root is not None:
-                for nav_map in root.xpath(_local("//navMap")):
+                for nav_map in root.xpath(local_xpath("//navMap")):
                     _ncx_entries(nav_map, ncx.path, entries, archive.label)
     return entries
 
@@ -420,21 +420,21 @@ def _nav_entries(ol: Tag, base: str, out: list[_Entry], label: str) -> None:
 
 
 def _ncx_entries(nav_map, base: str, out: list[_Entry], label: str) -> None:
-    stack = [iter(nav_map.xpath(_local("./navPoint")))]
+    stack = [iter(nav_map.xpath(local_xpath("./navPoint")))]
     while stack:
         point = next(stack[-1], None)
         if point is None:
             stack.pop()
             continue
-        text = clean_text(" ".join(point.xpath(_local("./navLabel/text") + "//text()")))
-        children = point.xpath(_local("./navPoint"))
-        if src := "".join(point.xpath(_local("./content") + "/@src")):
+        text = clean_text(" ".join(point.xpath(local_xpath("./navLabel/text") + "//text()")))
+        children = point.xpath(local_xpath("./navPoint"))
+        if src := "".join(point.xpath(local_xpath("./content") + "/@src")):
             path, fragment = _resolve(base, src)
             _add_entry(out, _Entry(text, path, fragment, len(stack), bool(children)), label)
         stack.append(iter(children))
 
 
-def _cover(archive: _Archive, package: _Package) -> tuple[bytes | None, str | None]:
+def _cover(archive: Archive, package: _Package) -> tuple[bytes | None, str | None]:
     """The cover image (EPUB 3 cover-image, EPUB 2 <meta name="cover">, or an image named cover) if JPEG or PNG."""
     items = package.manifest
     candidates = [item for item in items.values() if "cover-image" in item.properties.split()]
@@ -455,7 +455,7 @@ def _words(paragraphs: list[str]) -> int:
     return sum(len(p.split()) for p in paragraphs)
 
 
-def _by_toc(archive: _Archive, package: _Package, entries: list[_Entry], skip: set[str]) -> list[Section] | None:
+def _by_toc(archive: Archive, package: _Package, entries: list[_Entry], skip: set[str]) -> list[Section] | None:
     """Chapters from TOC entries mapped onto the spine; documents not in the TOC continue the chapter before.
 
     None when no entry points into the spine: the TOC is unusable.
@@ -501,7 +501,7 @@ def _by_toc(archive: _Archive, package: _Package, entries: list[_Entry], skip: s
     return [s for i, s in enumerate(sections) if i not in loose or _words(s.paragraphs) >= _FRONT_MATTER_WORDS]
 
 
-def _by_document(archive: _Archive, package: _Package, skip: set[str]) -> list[Section]:
+def _by_document(archive: Archive, package: _Package, skip: set[str]) -> list[Section]:
     """No usable table of contents: a chapter per spine document, named by its heading."""
     sections = []
     for path in package.spine:
@@ -538,10 +538,10 @@ def is_epub(data: bytes) -> bool:
 
 def read_epub(data: bytes, label: str) -> tuple[dict[str, str], list[Section], bytes | None, str | None]:
     """(metadata, sections, cover bytes, cover type) of an EPUB; BookError when it is damaged or DRM-protected."""
-    archive = _Archive(data, label)
+    archive = Archive(data, label)
     with archive.zip:
-        _check_drm(archive)
-        package = _package(archive)
+        check_drm(archive)
+        package = read_package(archive)
         skip = {item.path for item in package.manifest.values() if "nav" in item.properties.split()}
         # Refused before any document is parsed when the reading order alone is over the budget.
         documents = sum(archive.size(path) for path in package.spine if path not in skip)

@@ -54,7 +54,7 @@ from lxml import etree
 
 from . import epub_text as et
 from . import readalong
-from .epub import _Archive, _check_drm, _local, _numeric_entity, _package
+from .epub import Archive, check_drm, local_xpath, numeric_entity, read_package
 from .plan import Plan
 from .sections import BookError
 
@@ -83,7 +83,7 @@ def _decode(data: bytes) -> tuple[str, str]:
 
 def _numeric(src: str) -> str:
     """HTML's named entities as numeric references (EPUB 3's XHTML has no DTD to name them), as epub.py reads them."""
-    return et.NAMED.sub(lambda m: _numeric_entity(et.NAMED_BYTES.match(m.group(0).encode())).decode(), src)
+    return et.NAMED.sub(lambda m: numeric_entity(et.NAMED_BYTES.match(m.group(0).encode())).decode(), src)
 
 
 def _well_formed(src: str) -> bool:
@@ -124,7 +124,7 @@ def _ms(seconds: float) -> int:
 
 
 def _clock_ms(ms: int) -> str:
-    return readalong._clock(ms / 1000)
+    return readalong.clock(ms / 1000)
 
 
 # -- EPUB 2 to 3 ---------------------------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ def _clock_ms(ms: int) -> str:
 def _upgrade_metadata(opf: etree._Element, taken: set[str]) -> None:
     """EPUB 2's opf: attributes on the metadata as EPUB 3 refinements (role, file-as), or dropped (scheme, event);
     only the first dc:date kept (EPUB 3 has one)."""
-    metadata = next(iter(opf.xpath(_local("/package/metadata"))), None)
+    metadata = next(iter(opf.xpath(local_xpath("/package/metadata"))), None)
     if metadata is None:
         return
     refinements: list[tuple[str, str, str, str | None]] = []  # (id, property, value, scheme)
@@ -172,7 +172,7 @@ def _meta(metadata: etree._Element, prop: str, value: str, refines: str = "") ->
     return meta
 
 
-def _nav_from_ncx(archive: _Archive, ncx_path: str, nav_path: str, title: str, language: str) -> str | None:
+def _nav_from_ncx(archive: Archive, ncx_path: str, nav_path: str, title: str, language: str) -> str | None:
     """An EPUB 3 navigation document with the NCX's table of contents."""
     data = archive.read(ncx_path) if ncx_path else None
     if not data:
@@ -187,9 +187,9 @@ def _nav_from_ncx(archive: _Archive, ncx_path: str, nav_path: str, title: str, l
 
     def items(parent) -> str:
         out = []
-        for point in parent.xpath(_local("./navPoint")):
-            label = " ".join(" ".join(point.xpath(_local("./navLabel/text") + "//text()")).split()) or "Untitled"
-            src = "".join(point.xpath(_local("./content") + "/@src"))
+        for point in parent.xpath(local_xpath("./navPoint")):
+            label = " ".join(" ".join(point.xpath(local_xpath("./navLabel/text") + "//text()")).split()) or "Untitled"
+            src = "".join(point.xpath(local_xpath("./content") + "/@src"))
             inner = items(point)
             if not src:
                 continue
@@ -199,7 +199,7 @@ def _nav_from_ncx(archive: _Archive, ncx_path: str, nav_path: str, title: str, l
             out.append(f'<li><a href="{html.escape(href)}">{html.escape(label)}</a>{inner}</li>')
         return f"<ol>{''.join(out)}</ol>" if out else ""
 
-    entries = "".join(items(m) for m in root.xpath(_local("//navMap")))
+    entries = "".join(items(m) for m in root.xpath(local_xpath("//navMap")))
     if not entries:
         return None
     return ('<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE html>\n<html xmlns="http://www.w3.org/1999/xhtml" '
@@ -251,16 +251,16 @@ def _build(source: bytes, plan: Plan, chapters: list[readalong.EpubChapter]):
     for chapter in chapters:
         if chapter.audio.suffix not in readalong.AUDIO_TYPES or not chapter.audio.is_file():
             raise _Refused(f"chapter audio {chapter.audio.name} is not an EPUB audio type")
-    archive = _Archive(source, "the original EPUB")
+    archive = Archive(source, "the original EPUB")
     with archive.zip:
-        _check_drm(archive)
-        package = _package(archive)
+        check_drm(archive)
+        package = read_package(archive)
         opf_data = archive.read(package.path)
         opf = etree.fromstring(opf_data, etree.XMLParser(resolve_entities=False, no_network=True))
         version = opf.get("version", "2.0").strip()
         epub2 = not version.startswith("3")
         if any(item.media_type == "application/smil+xml" for item in package.manifest.values()) \
-                or opf.xpath(_local("//manifest/item") + "[@media-overlay]"):
+                or opf.xpath(local_xpath("//manifest/item") + "[@media-overlay]"):
             raise _Refused("the original already has media overlays")
         nav_paths = {item.path for item in package.manifest.values() if "nav" in item.properties.split()}
         # The spine's documents, read as epub.py reads them.
@@ -376,7 +376,7 @@ def _clips(pieces: list[et.Piece], chapters: list[readalong.EpubChapter]) -> Non
             piece.end = mine[k + 1].begin if k + 1 < len(mine) else float(chapter.words["duration_s"])
 
 
-def _package_files(archive: _Archive, package, opf: etree._Element, epub2: bool, docs: list[et.Doc],
+def _package_files(archive: Archive, package, opf: etree._Element, epub2: bool, docs: list[et.Doc],
                    chapters: list[readalong.EpubChapter], plan: Plan):
     opf_dir = posixpath.dirname(package.path)
     folded_names = {n.lower() for n in archive.names}
@@ -388,12 +388,12 @@ def _package_files(archive: _Archive, package, opf: etree._Element, epub2: bool,
     css_path = f"{base}/style.css"
     audio_paths = [f"{base}/audio/{k + 1:03d}{c.audio.suffix}" for k, c in enumerate(chapters)]
     taken = {el.get("id") for el in opf.iter() if isinstance(el.tag, str) and el.get("id")}
-    manifest = next(iter(opf.xpath(_local("/package/manifest"))))
-    metadata = next(iter(opf.xpath(_local("/package/metadata"))))
+    manifest = next(iter(opf.xpath(local_xpath("/package/manifest"))))
+    metadata = next(iter(opf.xpath(local_xpath("/package/metadata"))))
     ns = opf.nsmap.get(None) or OPF_NS
     item_tag = f"{{{ns}}}item"
     items_by_path = {}
-    for el in manifest.xpath(_local("./item")):
+    for el in manifest.xpath(local_xpath("./item")):
         if el.get("href"):
             target = posixpath.normpath(posixpath.join(opf_dir, html.unescape(el.get("href")).split("#")[0]))
             items_by_path[unquote(target).lower()] = el
@@ -438,7 +438,7 @@ def _package_files(archive: _Archive, package, opf: etree._Element, epub2: bool,
         raise _Refused("no sentence was placed")
     if epub2:
         # Every XHTML document gets the HTML DOCTYPE (and numeric references), and the properties EPUB 3 asks for.
-        for el in manifest.xpath(_local("./item")):
+        for el in manifest.xpath(local_xpath("./item")):
             if el.get("media-type") != XHTML_TYPE or not el.get("href"):
                 continue
             target = posixpath.normpath(posixpath.join(opf_dir, html.unescape(el.get("href")).split("#")[0]))
@@ -459,12 +459,12 @@ def _package_files(archive: _Archive, package, opf: etree._Element, epub2: bool,
         _upgrade_metadata(opf, taken)
         opf.set("version", "3.0")
         # The cover image as EPUB 3 marks it.
-        cover_id = "".join(opf.xpath(_local("//metadata/meta") + "[@name='cover']/@content"))
-        for el in manifest.xpath(_local("./item")):
+        cover_id = "".join(opf.xpath(local_xpath("//metadata/meta") + "[@name='cover']/@content"))
+        for el in manifest.xpath(local_xpath("./item")):
             if cover_id and el.get("id") == cover_id and (el.get("media-type") or "").startswith("image/"):
                 props = set(el.get("properties", "").split()) | {"cover-image"}
                 el.set("properties", " ".join(sorted(props)))
-        if not any("nav" in (el.get("properties") or "").split() for el in manifest.xpath(_local("./item"))):
+        if not any("nav" in (el.get("properties") or "").split() for el in manifest.xpath(local_xpath("./item"))):
             nav_path = f"{base}/nav.xhtml"
             ncx = package.manifest.get(package.ncx_id) or next(
                 (i for i in package.manifest.values() if i.media_type == "application/x-dtbncx+xml"), None)
@@ -476,7 +476,7 @@ def _package_files(archive: _Archive, package, opf: etree._Element, epub2: bool,
     # Metadata: when it was made, how long each overlay and the whole book play, the class of the sentence read.
     etree.cleanup_namespaces(opf)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    modified = [m for m in metadata.xpath(_local("./meta")) if m.get("property") == "dcterms:modified"]
+    modified = [m for m in metadata.xpath(local_xpath("./meta")) if m.get("property") == "dcterms:modified"]
     for m in modified[1:]:
         metadata.remove(m)
     if modified:

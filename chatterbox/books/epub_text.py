@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
-from .epub import _BLOCK_TAGS, _NOTE_CLASS, _NOTE_MARK, _PAGE_CLASS, _PAGE_ID, _SKIP_TAGS, _SKIP_TYPES
+from .epub import BLOCK_TAGS, NOTE_CLASS, NOTE_MARK, PAGE_CLASS, PAGE_ID, SKIP_TAGS, SKIP_TYPES
 
 # Where a <span> may be put around content: inside phrasing elements, and around them.
 _PHRASING = frozenset("a abbr acronym b bdi bdo big br cite code data del dfn em font i ins kbd label mark q s samp "
@@ -135,21 +135,21 @@ def _short_text(src: str, el: El, limit: int) -> str | None:
 def _skipped(src: str, el: El) -> bool:
     """epub._skipped for this tree: what an audiobook does not read aloud."""
     name, attrs = el.name, el.attrs
-    if name in _SKIP_TAGS or "hidden" in attrs:
+    if name in SKIP_TAGS or "hidden" in attrs:
         return True
     types = " ".join(v for k, v in attrs.items() if k == "role" or k.endswith(":type"))
-    if {t.rsplit(":", 1)[-1].removeprefix("doc-") for t in types.lower().split()} & _SKIP_TYPES:
+    if {t.rsplit(":", 1)[-1].removeprefix("doc-") for t in types.lower().split()} & SKIP_TYPES:
         return True
     classes = attrs.get("class", "")
-    if _NOTE_CLASS.search(classes):
+    if NOTE_CLASS.search(classes):
         return True
-    if (_PAGE_CLASS.search(classes) or _PAGE_ID.fullmatch(attrs.get("id", ""))) \
+    if (PAGE_CLASS.search(classes) or PAGE_ID.fullmatch(attrs.get("id", ""))) \
             and _short_text(src, el, 12) is not None:
         return True
     if name == "sup" and (any(isinstance(c, El) and c.name == "a" for c in descendants(el))
-                          or _NOTE_MARK.fullmatch(_short_text(src, el, 12) or "-")):
+                          or NOTE_MARK.fullmatch(_short_text(src, el, 12) or "-")):
         return True
-    return name == "a" and "#" in attrs.get("href", "") and bool(_NOTE_MARK.fullmatch(_short_text(src, el, 12) or "-"))
+    return name == "a" and "#" in attrs.get("href", "") and bool(NOTE_MARK.fullmatch(_short_text(src, el, 12) or "-"))
 
 
 def descendants(el: El):
@@ -223,7 +223,7 @@ def read_words(doc: Doc, tokens: list[Token], block: int) -> int:
                 chars.extend((c, node.parent, a, b) for c, a, b in _decoded(src, node.start, node.end))
             continue
         if leaving:
-            if node.name in _BLOCK_TAGS:
+            if node.name in BLOCK_TAGS:
                 flush()
             continue
         if node is not body and _skipped(src, node):
@@ -233,7 +233,7 @@ def read_words(doc: Doc, tokens: list[Token], block: int) -> int:
         if node.name == "br":
             chars.append(_SPACE)
             continue
-        if node.name in _BLOCK_TAGS:
+        if node.name in BLOCK_TAGS:
             flush()
         elif node.name in ("td", "th"):
             chars.append(_SPACE)

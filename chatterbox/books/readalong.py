@@ -133,16 +133,16 @@ def sentences(words: dict, number: int) -> list[Sentence]:
     return out
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     """A SMIL clock value, h:mm:ss.fff (what media:duration needs too)."""
     ms = max(0, int(round(seconds * 1000)))
     return f"{ms // 3_600_000}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
 
 
 def _xhtml(title: str, language: str, body: str, *, nav: bool = False) -> str:
-    types = ' xmlns:epub="http://www.idpf.org/2007/ops"'
-    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE html>\n<html xmlns="http://www.w3.org/1999/xhtml"{types} '
-            f'lang="{escape(language)}" xml:lang="{escape(language)}">\n<head>\n<meta charset="UTF-8"/>\n'
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE html>\n<html xmlns="http://www.w3.org/1999/xhtml" '
+            f'xmlns:epub="http://www.idpf.org/2007/ops" lang="{escape(language)}" xml:lang="{escape(language)}">\n'
+            '<head>\n<meta charset="UTF-8"/>\n'
             f'<title>{escape(title)}</title>\n'
             + ('' if nav else '<link rel="stylesheet" type="text/css" href="style.css"/>\n')
             + f'</head>\n<body>\n{body}\n</body>\n</html>\n')
@@ -169,7 +169,7 @@ def _chapter_xhtml(plan: Plan, chapter: EpubChapter, number: int) -> tuple[str, 
 
 def _smil(number: int, audio: str, said: list[Sentence]) -> str:
     pars = [f'<par id="c{number}p{k + 1}"><text src="chapter{number:03d}.xhtml#{s.id}"/>'
-            f'<audio src="{audio}" clipBegin="{_clock(s.begin)}" clipEnd="{_clock(s.end)}"/></par>'
+            f'<audio src="{audio}" clipBegin="{clock(s.begin)}" clipEnd="{clock(s.end)}"/></par>'
             for k, s in enumerate(said)]
     return ('<?xml version="1.0" encoding="UTF-8"?>\n<smil xmlns="http://www.w3.org/ns/SMIL" '
             'xmlns:epub="http://www.idpf.org/2007/ops" version="3.0">\n<body>\n'
@@ -196,7 +196,7 @@ def _package(plan: Plan, chapters: list[EpubChapter], durations: list[float], co
             f"<dc:title>{escape(plan.title or 'Audiobook')}</dc:title>",
             f"<dc:language>{language}</dc:language>",
             f'<meta property="dcterms:modified">{time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}</meta>',
-            f'<meta property="media:duration">{_clock(sum(durations))}</meta>',
+            f'<meta property="media:duration">{clock(sum(durations))}</meta>',
             f'<meta property="media:active-class">{ACTIVE_CLASS}</meta>']
     if plan.author:
         meta.insert(2, f"<dc:creator>{escape(plan.author)}</dc:creator>")
@@ -204,7 +204,7 @@ def _package(plan: Plan, chapters: list[EpubChapter], durations: list[float], co
              '<item id="css" href="style.css" media-type="text/css"/>']
     spine = []
     for n, (chapter, duration) in enumerate(zip(chapters, durations), 1):
-        meta.append(f'<meta property="media:duration" refines="#smil{n}">{_clock(duration)}</meta>')
+        meta.append(f'<meta property="media:duration" refines="#smil{n}">{clock(duration)}</meta>')
         items += [f'<item id="chapter{n}" href="chapter{n:03d}.xhtml" media-type="application/xhtml+xml" '
                   f'media-overlay="smil{n}"/>',
                   f'<item id="smil{n}" href="chapter{n:03d}.smil" media-type="application/smil+xml"/>',
