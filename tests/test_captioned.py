@@ -193,3 +193,7 @@ def test_another_keys_voice_is_unknown(live: System, tmp_path):
     r = post(live, {"input": "Hi.", "voice": "mine", "voice_aliases": {"Mine": voice["id"]}},
              headers={"Authorization": f"Bearer {bob}"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_voice", r.text
+    # Alice's alias reaches the lookup: "mine" is her voice (which this system cannot speak with).
+    r = post(live, {"input": "Hi.", "voice": "mine", "voice_aliases": {"Mine": voice["id"]}},
+             headers={"Authorization": f"Bearer {alice}"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "wrong_engine", r.text

@@ -128,3 +128,17 @@ def test_a_jobs_words_are_timed_by_the_engine(live):
             frames = t * rate / HOP
             assert abs(frames - round(frames)) < 0.05, (w, frames)
     assert body["words"][0]["start"] > 0  # Piper's silence before the first word, which pocketsphinx counts as it
+
+
+def test_the_voice_with_durations_is_made_where_chatterbox_piper_dir_says(tmp_path):
+    from chatterbox.engines.piper import PiperEngine
+    from chatterbox.settings import load
+
+    settings = load({"data_dir": str(tmp_path / "data")}, environ={"CHATTERBOX_PIPER_DIR": str(tmp_path / "piper")})
+    engine = PiperEngine(settings)
+    engine.load()
+    assert [p.suffixes[-2:] for p in (tmp_path / "piper").iterdir()] == [[".align", ".onnx"]]
+    assert not (tmp_path / "data" / "models" / "piper").exists()
+    stream = engine.stream("Hello there.", EMBEDDED_VOICE, engine.validate({}))
+    assert np.concatenate(list(stream)).size and align.stream_timing(stream).source == "engine"
+
