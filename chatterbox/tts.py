@@ -17,6 +17,7 @@ from torch import Tensor
 
 from .model.checkpoint import CheckpointError, build, read_safetensors, resolve_model_dir, subset
 from .model.conds import Conditionals
+from .model.features import resample
 from .model.s3gen.flow import MELS_PER_TOKEN, SPEECH_CODES, Flow, FlowInput
 from .model.s3gen.hift import HiFT
 from .model.s3gen.mel import log_mel
@@ -56,12 +57,10 @@ class S3Gen:
 
     def reference(self, wav24: np.ndarray, s3_tokenizer) -> dict:
         """The ``gen`` half of conditionals from a 24 kHz clip (its first 10 s)."""
-        import torchaudio
-
         wav = torch.from_numpy(wav24[: GEN_SECONDS * REFERENCE_RATE]).float().to(self.device)[None]
         mels = log_mel(wav).transpose(1, 2)  # (1, T, 80)
-        # The reference resamples S3Gen's 16 kHz copy with torchaudio (T3's prompt uses soxr): keep both.
-        wav16 = torchaudio.transforms.Resample(REFERENCE_RATE, 16000).to(self.device)(wav)
+        # The reference resamples S3Gen's 16 kHz copy as torchaudio's Resample does (T3's prompt uses soxr): both.
+        wav16 = resample(wav, REFERENCE_RATE, 16000)
         xvector = self.speaker_encoder.xvector(wav16)
         tokens = s3_tokenizer(wav16[0])
         if mels.shape[1] != MELS_PER_TOKEN * tokens.shape[1]:

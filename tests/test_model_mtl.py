@@ -20,7 +20,6 @@ from chatterbox.model.conds import T3Cond
 from chatterbox.model.languages import FrontEnds
 from chatterbox.model.mtl_tokenizer import MTLTokenizer, punc_norm
 from chatterbox.model.random_checkpoint import random_conds, random_state_dict
-from chatterbox.model.random_checkpoint_mtl import write_mtl_checkpoint
 from chatterbox.model.sampling import SamplingParams
 from chatterbox.model.t3 import T3, T3Config
 from chatterbox.model.t3_batch import T3Batch, T3Request
@@ -35,8 +34,8 @@ def ref() -> dict:
 
 
 @pytest.fixture(scope="module")
-def mtl_small_dir(tmp_path_factory) -> Path:
-    return write_mtl_checkpoint(tmp_path_factory.mktemp("mtl-small"), small=True)
+def mtl_small_dir(mtl_checkpoint) -> Path:
+    return mtl_checkpoint  # write_mtl_checkpoint(small=True): the session's copy
 
 
 @pytest.fixture(scope="module")

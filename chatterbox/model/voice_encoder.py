@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .features import mel_filter_bank
+
 
 @dataclass(frozen=True)
 class VoiceEncoderConfig:
@@ -69,14 +71,11 @@ class VoiceEncoder(nn.Module):
 
     def mel(self, wav: Tensor) -> Tensor:
         """(samples,) at 16 kHz -> (frames, n_mels) power mel, centred STFT with reflect padding."""
-        import torchaudio
-
         cfg = self.cfg
         window = torch.hann_window(cfg.n_fft, periodic=True, device=wav.device)
         spec = torch.stft(wav, cfg.n_fft, cfg.hop, window=window, center=True, pad_mode="reflect",
                           return_complex=True).abs() ** 2  # (freqs, frames)
-        bank = torchaudio.functional.melscale_fbanks(cfg.n_fft // 2 + 1, 0.0, cfg.fmax, cfg.n_mels, cfg.sample_rate,
-                                                     norm="slaney", mel_scale="slaney").to(wav.device)
+        bank = mel_filter_bank(cfg.n_fft // 2 + 1, 0.0, cfg.fmax, cfg.n_mels, cfg.sample_rate).to(wav.device)
         return spec.T @ bank  # (frames, n_mels)
 
     @torch.inference_mode()

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import features
+
 
 @dataclass(frozen=True)
 class CAMPPlusConfig:
@@ -37,13 +39,11 @@ class CAMPPlusConfig:
 def kaldi_fbank(wav16k: Tensor, num_bins: int = 80, sample_rate: int = 16000) -> Tensor:
     """(L,) 16 kHz waveform (not scaled to int16) -> (frames, num_bins) log filterbank minus its mean over frames.
 
-    torchaudio's Kaldi-compatible fbank with its defaults spelled out: 25 ms povey windows, 10 ms hop, snip_edges,
-    no dither, pre-emphasis 0.97, DC removal, power spectrum, bins from 20 Hz to Nyquist.
+    The reference's torchaudio.compliance.kaldi.fbank(wav, num_mel_bins=80, dither=0) with its defaults: 25 ms povey
+    windows, 10 ms hop, snip_edges, pre-emphasis 0.97, DC removal, power spectrum, bins from 20 Hz to Nyquist
+    (reimplemented in ..features, so no torchaudio is needed).
     """
-    import torchaudio.compliance.kaldi as kaldi
-
-    feats = kaldi.fbank(wav16k.reshape(1, -1), num_mel_bins=num_bins, sample_frequency=float(sample_rate),
-                        frame_length=25.0, frame_shift=10.0, dither=0.0, window_type="povey")
+    feats = features.kaldi_fbank(wav16k.reshape(-1), num_mel_bins=num_bins, sample_rate=float(sample_rate))
     return feats - feats.mean(dim=0, keepdim=True)
 
 

@@ -6,6 +6,8 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from ..features import mel_filter_bank
+
 SAMPLE_RATE = 24000
 N_FFT = 1920
 HOP = 480
@@ -15,10 +17,7 @@ FMAX = 8000.0
 
 @lru_cache(maxsize=4)
 def _filters(device: str) -> Tensor:
-    import torchaudio
-
-    bank = torchaudio.functional.melscale_fbanks(N_FFT // 2 + 1, 0.0, FMAX, N_MELS, SAMPLE_RATE, norm="slaney",
-                                                 mel_scale="slaney")
+    bank = mel_filter_bank(N_FFT // 2 + 1, 0.0, FMAX, N_MELS, SAMPLE_RATE)  # (961, 80), slaney scale and norm
     return bank.T.contiguous().to(device)  # (80, 961)
 
 
