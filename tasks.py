@@ -325,8 +325,8 @@ def clone_voice(self, file: str | None = None, name: str | None = None, descript
     request = lease.record["params"]
     try:
         if not hasattr(state.engine, "clone"):
-            raise voices.VoiceError("engine", f"voice cloning needs the chatterbox engine; this worker runs "
-                                    f"{state.engine_name}", "cloning_unavailable")
+            raise voices.VoiceError(f"voice cloning needs the chatterbox engine; this worker runs "
+                                    f"{state.engine_name}", "cloning_unavailable", "engine")
         made = library.made_by(job_id)
         if made is not None:  # an earlier attempt made the voice and died before it could say so
             store.finish(job_id, "succeeded", fence=lease, voice_id=made.id, duration_s=made.reference_seconds)

@@ -25,6 +25,7 @@ import redis
 
 from . import redis_client
 from .leases import FENCE_LUA, Lease, LeaseLost, is_lease_lost
+from .schemas.records_jobs import KINDS, STATUSES, Job, JobRecord, hash_types
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,9 @@ log = logging.getLogger(__name__)
 PREFIX = "cbx"
 RUNNING_SET = f"{PREFIX}:jobs:running"
 JOB_INDEX = f"{PREFIX}:jobs"
-STATUSES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")  # only books pause
+# STATUSES (only books pause) and KINDS (a record without a kind is a synthesis: older records) are the job
+# models' (chatterbox/schemas/records_jobs.py).
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-KINDS = ("synthesize", "clone", "audiobook")  # a record without a kind is a synthesis (older records)
 FINAL_EVENTS = frozenset({"done", "error"})
 # Every owner whose indices exist (owner_part: "-" for no key): a record that expired leaves its id in indices that
 # only its owner's name finds, and its record no longer says whose it was.
@@ -50,12 +51,12 @@ FINISHED_KEEP_S = 2 * 3600
 # answer them (total_exact is false when there were more).
 SEARCH_WINDOW = 20_000
 
-_INT_FIELDS = {"attempt", "max_attempts", "chunks_total", "chunks_done", "sample_rate", "text_chars",
-               "chapters_total", "chapters_done", "run_done_at_start", "pieces"}
-_FLOAT_FIELDS = {"created_at", "started_at", "finished_at", "progress", "duration_s", "synth_s", "encode_s",
-                 "queued_s", "total_s", "rtf", "first_chunk_s", "audio_s", "run_started_at", "activity_at",
-                 "plan_s", "assembly_s", "synth_s_done"}
-_JSON_FIELDS = {"params", "plan"}  # plan: [[text, gap_s, rate], ...] (chatterbox.synthesis)
+# Redis keeps a job's fields as text: JobRecord's annotations say what each is read back as (once, here: _decode
+# stays a dict loop, with no validation per record). A field it does not name is read as text.
+_TYPES = hash_types(JobRecord)
+_INT_FIELDS = frozenset(k for k, t in _TYPES.items() if t is int)
+_FLOAT_FIELDS = frozenset(k for k, t in _TYPES.items() if t is float)
+_JSON_FIELDS = frozenset(k for k, t in _TYPES.items() if t in (dict, list))  # params; plan: [[text, gap_s, rate]]
 
 
 def _lua_list(values) -> str:
@@ -67,7 +68,7 @@ def _lua_list(values) -> str:
 # are made here from the record's owner and status, which only the script reads atomically; status_index(),
 # kind_index() and finished_index() below make the same names. A status change and its index move are one step,
 # so a listing by status is never out of step with the records.
-_INDEX_LUA = """
+INDEX_LUA = """
 local P = '$P'
 local STATUSES = $STATUSES
 local KINDS = $KINDS
@@ -102,7 +103,7 @@ return id
 # Fenced writes of a holder: fields of a record, a number added to one, an audio piece (kept while the job runs).
 _HSET_LUA = FENCE_LUA + "redis.call('HSET', KEYS[2], unpack(ARGV, 3))\nreturn 1"
 # The same, for writes that change the status (ARGV[3] the job's id): its indices move with it.
-_HSET_STATUS_LUA = FENCE_LUA + _INDEX_LUA + """
+_HSET_STATUS_LUA = FENCE_LUA + INDEX_LUA + """
 local old = redis.call('HGET', KEYS[2], 'status')
 redis.call('HSET', KEYS[2], unpack(ARGV, 4))
 if old then move_status(KEYS[2], ARGV[3], old, redis.call('HGET', KEYS[2], 'status')) end
@@ -122,7 +123,7 @@ return 1
 # Claim a job for a worker under a new lease. KEYS: the job, its lease key, the running set. ARGV: job id, attempt,
 # token, now, worker, instance, lease TTL (ms). A running job whose lease key still lives has a live holder; one whose
 # key expired is taken over (its old holder's writes are then refused).
-_CLAIM_LUA = _INDEX_LUA + """
+_CLAIM_LUA = INDEX_LUA + """
 local status, attempt, cancel = unpack(redis.call('HMGET', KEYS[1], 'status', 'attempt', 'cancel_requested'))
 if not status then return 'missing' end
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 'finished' end
@@ -144,7 +145,7 @@ return claimed
 # ARGV: job id, the holder's token ('' unfenced), the status it must have ('' any), the record's TTL (0: none),
 # the pieces' TTL, the stream's bound and TTL, the final event, the new status, the time it ended, then field/value
 # pairs. It enters the finished index (/stats), which keeps FINISHED_KEEP_S of them.
-_FINISH_LUA = _INDEX_LUA + """
+_FINISH_LUA = INDEX_LUA + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if (not status) or status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 0 end
 if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'lease') ~= ARGV[2] then return redis.error_reply('LEASE_LOST') end
@@ -174,7 +175,7 @@ return 1
 # job key prefix, the job id, the time, "new" for a new record (else an existing one, reopened), the owner, then
 # field/value pairs to set. Answers -1 when admitted, else how many are active. An unfinished record never expires
 # (the retention sweeper and finish() give finished ones their time).
-_ADMIT_LUA = _INDEX_LUA + """
+ADMIT_LUA = INDEX_LUA + """
 local limit = tonumber(ARGV[1])
 if limit > 0 then
   local active = 0
@@ -203,7 +204,7 @@ return -1
 # Forget a job in Redis wholly: its keys (KEYS: the record, its book's in-flight items, then the rest), the lease
 # keys of those items, and every index it may be in. ARGV: its id, and its owner when the record is gone ('*': not
 # known, so every owner's indices). Purging a job and dropping one whose record expired both come here.
-_FORGET_LUA = _INDEX_LUA + """
+_FORGET_LUA = INDEX_LUA + """
 local id = ARGV[1]
 local owner = redis.call('HGET', KEYS[1], 'owner')
 local owners
@@ -295,7 +296,7 @@ return out
 # then job ids): each job is put in its status', kind's and owner's indices and taken out of the other statuses', in
 # one step per batch, so that a job changing status meanwhile is indexed by its status of now. Answers the ids whose
 # record is gone (the caller forgets them once it knows every owner).
-_REINDEX_LUA = _INDEX_LUA + """
+_REINDEX_LUA = INDEX_LUA + """
 local gone = {}
 for i = 2, #ARGV do
   local id = ARGV[i]
@@ -452,7 +453,7 @@ class JobStore:
         self._piece = self.raw.register_script(_PIECE_LUA)
         self._claim = self.r.register_script(_CLAIM_LUA)
         self._finish = self.r.register_script(_FINISH_LUA)
-        self._admit = self.r.register_script(_ADMIT_LUA)
+        self._admit = self.r.register_script(ADMIT_LUA)
         self._hset_status = self.r.register_script(_HSET_STATUS_LUA)
         self._forget = self.r.register_script(_FORGET_LUA)
         self._reindex = self.r.register_script(_REINDEX_LUA)
@@ -489,14 +490,20 @@ class JobStore:
         self._admit_job(job_id, owner or "", kind or "synthesize", {k: _encode(v) for k, v in fields.items()},
                         now=time.time(), new=False)
 
-    def _admit_job(self, job_id: str, owner: str, kind: str, fields: dict, now: float, new: bool) -> None:
+    def admission(self, job_id: str, owner: str, kind: str, fields: dict, now: float,
+                  new: bool) -> tuple[list[str], list, int]:
+        """ADMIT_LUA's keys and arguments for a job, and its owner's cap (books/transitions.py runs the same script
+        behind a check of the book's status)."""
         # Jobs sent through Celery belong to no key, and no key's cap counts them.
         limit = self.settings.max_queued_jobs if owner else 0
         pairs = [str(_encode(x)) for item in fields.items() for x in item]
-        active = self._admit(keys=[job_key(job_id), owner_active(owner), JOB_INDEX, owner_index(owner),
-                                   kind_index(kind), kind_index(kind, owner), OWNERS],
-                             args=[max(0, limit), job_key(""), job_id, now, "new" if new else "reopen", owner,
-                                   *pairs])
+        keys = [job_key(job_id), owner_active(owner), JOB_INDEX, owner_index(owner), kind_index(kind),
+                kind_index(kind, owner), OWNERS]
+        return keys, [max(0, limit), job_key(""), job_id, now, "new" if new else "reopen", owner, *pairs], limit
+
+    def _admit_job(self, job_id: str, owner: str, kind: str, fields: dict, now: float, new: bool) -> None:
+        keys, args, limit = self.admission(job_id, owner, kind, fields, now, new)
+        active = self._admit(keys=keys, args=args)
         if int(active) >= 0:
             raise QueueFull(int(active), limit)
 
@@ -971,12 +978,7 @@ def _decode(raw: dict[str, str]) -> dict:
     return job
 
 
-_PUBLIC = ("id", "kind", "status", "progress", "voice", "format", "params", "engine", "model", "language", "source",
-           "created_at",
-           "started_at", "finished_at", "chunks_total", "chunks_done", "duration_s", "sample_rate", "synth_s",
-           "encode_s", "queued_s", "total_s", "first_chunk_s", "rtf", "worker", "attempt", "max_attempts",
-           "error", "last_error", "output", "text_chars", "voice_id", "title", "author", "chapters_total",
-           "chapters_done", "audio_s", "plan_s", "assembly_s", "owner")
+_PUBLIC = tuple(Job.model_fields)  # what clients see of a record: the Job answer's fields
 
 
 def public_view(job: dict) -> dict:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import redis
 
 from .access import Caller
+from .errors import RequestError
 
 PREFIX = "cbx"
 KEY_SET = f"{PREFIX}:apikeys"
@@ -35,12 +36,8 @@ def record_key(key_id: str) -> str:
     return f"{PREFIX}:apikey:{key_id}"
 
 
-class ApiKeyError(ValueError):
-    """A key operation that cannot be done (duplicate name, unknown key); .message is for people."""
-
-    def __init__(self, message: str, code: str):
-        super().__init__(message)
-        self.message, self.code = message, code
+class ApiKeyError(RequestError):
+    """A key operation that cannot be done (duplicate name, unknown key)."""
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from typing import Callable, Iterable
 
 import redis
 
+from .errors import RequestError
 from .jobs import lexicon_key
 from .text import PHONEME_OPEN, PHONEME_TOKEN, without_phoneme_marks
 
@@ -41,12 +42,8 @@ MAX_PHONEMES = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
 
-class LexiconError(ValueError):
+class LexiconError(RequestError):
     """An entry that cannot be stored or found; ``field`` names the part at fault, ``code`` says what is wrong."""
-
-    def __init__(self, message: str, code: str, field: str | None = None, status: int = 400):
-        super().__init__(message)
-        self.message, self.code, self.field, self.status = message, code, field, status
 
 
 @dataclass(frozen=True)
@@ -83,13 +80,13 @@ def entry(term: object, body: object) -> Entry:
     """An entry from a request: the term (from the path) and ``{"say", "case_sensitive", "kind"}``, or
     ``{"phonemes", "say" (optional), "case_sensitive"}`` for kind "phonemes" (which ``phonemes`` implies); raises
     LexiconError naming the field at fault."""
-    if not isinstance(body, dict):
-        raise LexiconError("send a JSON object with say (and case_sensitive, kind), or phonemes",
-                           "invalid_body", "body")
-    unknown = sorted(set(body) - {"say", "case_sensitive", "kind", "term", "phonemes"})
-    if unknown:
-        raise LexiconError(f"unknown field {unknown[0]!r}; known fields: say, phonemes, case_sensitive, kind",
-                           "unknown_field", unknown[0])
+    from .schemas.requests import LexiconEntryRequest  # the models name this module's limits
+
+    try:
+        LexiconEntryRequest.check(body)  # the shape: fields and their types
+    except RequestError as exc:
+        raise LexiconError(exc.message, exc.code, exc.field) from None
+    assert isinstance(body, dict)
     term = _text(term, "term", MAX_TERM)
     if body.get("term") is not None and body["term"] != term:
         raise LexiconError("the body's term differs from the path's", "invalid_value", "term")
@@ -98,8 +95,6 @@ def entry(term: object, body: object) -> Entry:
     if kind not in KINDS:
         raise LexiconError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}", "invalid_value", "kind")
     case_sensitive = body.get("case_sensitive", False)
-    if not isinstance(case_sensitive, bool):
-        raise LexiconError("case_sensitive must be true or false", "invalid_type", "case_sensitive")
     if kind == "phonemes":
         if "phonemes" not in body or body["phonemes"] is None:
             raise LexiconError("phonemes is required: the term's IPA as Piper reads it (e.g. \"ˈaɪpiːeɪ\")",

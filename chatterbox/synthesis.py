@@ -14,13 +14,11 @@ from .access import Caller
 from .engines import Engine, InvalidRequest
 from .jobs import JobStore
 from .leases import Lease
+from .schemas.requests import SynthesizeRequest
 from .settings import Settings
 from .text import TextError
 
 log = logging.getLogger(__name__)
-
-REQUEST_FIELDS = ("text", "voice", "format", "params", "model", "language")
-
 
 class JobCancelled(Exception):
     pass
@@ -49,43 +47,33 @@ def parse_request(body: Any, engine: Engine, settings: Settings, caller: Caller,
     """Check a request against the engine (the model and language it asks for) and the limits, for ``caller``
     (whose voices it may name), and plan what it says with the owner's ``lexicon``; raises InvalidRequest naming the
     field at fault."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("body", "the request body must be a JSON object", "invalid_body")
-    unknown = sorted(set(body) - set(REQUEST_FIELDS))
-    if unknown:
-        raise InvalidRequest(unknown[0], f"unknown field {unknown[0]!r}; known fields: {', '.join(REQUEST_FIELDS)}",
-                             "unknown_field")
-    text = body.get("text")
-    if text is None:
-        raise InvalidRequest("text", "text is required", "missing_field")
-    if not isinstance(text, str):
-        raise InvalidRequest("text", f"text must be a string, not {type(text).__name__}", "invalid_type")
+    request = SynthesizeRequest.check(body)
+    text = request.text
     if not text.strip():
-        raise InvalidRequest("text", "text is empty", "text_empty")
+        raise InvalidRequest("text is empty", "text_empty", "text")
     if len(text) > 4 * settings.max_text_chars:  # the markup's own share has a bound too
-        raise InvalidRequest("text", f"text is {len(text)} characters long with its markup; the limit is "
-                             f"{settings.max_text_chars} spoken characters (CHATTERBOX_MAX_TEXT_CHARS)", "text_too_long")
+        raise InvalidRequest(f"text is {len(text)} characters long with its markup; the limit is "
+                             f"{settings.max_text_chars} spoken characters (CHATTERBOX_MAX_TEXT_CHARS)",
+                             "text_too_long", "text")
     try:
         spoken = markup.spoken_text(text)
     except markup.MarkupError as exc:
-        raise InvalidRequest("text", str(exc), "invalid_markup") from None
+        raise InvalidRequest(str(exc), "invalid_markup", "text") from None
     if len(spoken) > settings.max_text_chars:
-        raise InvalidRequest("text", f"text is {len(spoken)} characters long; the limit is {settings.max_text_chars} "
-                             "(CHATTERBOX_MAX_TEXT_CHARS); split it or submit it as an audiobook", "text_too_long")
-    engine = engine.for_model(body.get("model"), body.get("language"))
+        raise InvalidRequest(f"text is {len(spoken)} characters long; the limit is {settings.max_text_chars} "
+                             "(CHATTERBOX_MAX_TEXT_CHARS); split it or submit it as an audiobook", "text_too_long",
+                             "text")
+    engine = engine.for_model(request.model, request.language)
     try:
         plan = speech_plan(engine, text, {}, settings, lexicon)
     except markup.MarkupError as exc:  # what only the engine can check: <phoneme ph> symbols the voice lacks
-        raise InvalidRequest("text", str(exc), "invalid_markup") from None
+        raise InvalidRequest(str(exc), "invalid_markup", "text") from None
     except TextError as exc:
-        raise InvalidRequest("text", str(exc), "text_empty") from None
-    fmt = body.get("format") or "wav"
-    if not isinstance(fmt, str) or fmt.lower() not in audio.FORMATS:
-        raise InvalidRequest("format", f"unknown format {fmt!r}; choose one of {', '.join(audio.FORMATS)}",
-                             "unknown_format")
-    voice = engine.check_voice(body.get("voice"), caller)
-    params = engine.validate(body.get("params"))
-    return SynthesisRequest(text=text, voice=voice, format=fmt.lower(), params=params, model=engine.model or "",
+        raise InvalidRequest(str(exc), "text_empty", "text") from None
+    voice = engine.check_voice(request.voice, caller)
+    params = engine.validate(request.params)
+    return SynthesisRequest(text=text, voice=voice, format=request.format or "wav", params=params,
+                            model=engine.model or "",
                             language=engine.language, plan=[s.stored for s in plan],
                             lexicon=lexicon_mod.dumps(lexicon or []))
 

@@ -25,19 +25,20 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .access import Caller
+from .errors import RequestError
 
 NAME = re.compile(r"^[\w][\w .'-]{0,63}$")
 ID = re.compile(r"^v_[0-9a-f]{12}$")
 MAX_TAGS = 16
 
 
-class VoiceError(ValueError):
-    def __init__(self, field: str, message: str, code: str):
-        super().__init__(field, message, code)
-        self.field, self.message, self.code = field, message, code
+# A voice that is not there, or not this key's to change, is answered as such, whichever route looked it up.
+_STATUS = {"unknown_voice": 404, "not_found": 404, "duplicate_name": 409, "forbidden": 403}
 
-    def __str__(self) -> str:
-        return self.message
+
+class VoiceError(RequestError):
+    def __init__(self, message: str, code: str, field: str | None = None, status: int | None = None):
+        super().__init__(message, code, field, status or _STATUS.get(code, 400))
 
 
 @dataclass
@@ -59,8 +60,8 @@ class Voice:
 
 def check_name(name) -> str:
     if not isinstance(name, str) or not NAME.match(name.strip()):
-        raise VoiceError("name", "a voice name is 1 to 64 letters, digits, spaces, dots, dashes or apostrophes, "
-                         "starting with a letter or digit", "invalid_name")
+        raise VoiceError("a voice name is 1 to 64 letters, digits, spaces, dots, dashes or apostrophes, "
+                         "starting with a letter or digit", "invalid_name", "name")
     return name.strip()
 
 
@@ -71,7 +72,7 @@ def check_tags(tags) -> list[str]:
         tags = [t for t in (s.strip() for s in tags.split(",")) if t]
     if not isinstance(tags, list) or len(tags) > MAX_TAGS or not all(isinstance(t, str) and 0 < len(t) <= 32
                                                                      for t in tags):
-        raise VoiceError("tags", f"tags are at most {MAX_TAGS} words of up to 32 characters", "invalid_tags")
+        raise VoiceError(f"tags are at most {MAX_TAGS} words of up to 32 characters", "invalid_tags", "tags")
     return tags
 
 
@@ -152,8 +153,8 @@ class VoiceLibrary:
         if len(named) == 1:
             return named[0]
         if named:
-            raise VoiceError("voice", f"{len(named)} voices of other keys are named {key!r}; give the id of one: "
-                             f"{', '.join(v.id for v in named)}", "ambiguous_voice")
+            raise VoiceError(f"{len(named)} voices of other keys are named {key!r}; give the id of one: "
+                             f"{', '.join(v.id for v in named)}", "ambiguous_voice", "voice")
         raise _unknown(key)
 
     def check_new_name(self, name, owner: str, keep: str | None = None) -> str:
@@ -161,7 +162,7 @@ class VoiceLibrary:
         name = check_name(name)
         if any(v.name == name and v.owner == owner and v.id != keep for v in self.all()):
             whose = "this key's voices" if owner else "the shared voices"
-            raise VoiceError("name", f"a voice named {name!r} already exists among {whose}", "duplicate_name")
+            raise VoiceError(f"a voice named {name!r} already exists among {whose}", "duplicate_name", "name")
         return name
 
     def conds_path(self, voice_id: str) -> Path:
@@ -171,7 +172,7 @@ class VoiceLibrary:
     def file(self, voice_id: str, name: str, caller: Caller) -> Path:
         path = self._path(self.get(voice_id, caller).id) / name
         if not path.is_file():
-            raise VoiceError("voice", f"voice {voice_id} has no {name}", "not_found")
+            raise VoiceError(f"voice {voice_id} has no {name}", "not_found", "voice")
         return path
 
     def create(self, *, name: str, engine: str, conds, reference_wav: bytes, sample_wav: bytes | None = None,
@@ -220,8 +221,8 @@ class VoiceLibrary:
         if voice.id != voice_id:  # changes name their voice by id, never by a name that may resolve elsewhere
             raise _unknown(voice_id)
         if not caller.may_change(voice.owner):
-            raise VoiceError("voice_id", f"{voice.name!r} is a shared voice: only an admin key may change or delete "
-                             "it", "forbidden")
+            raise VoiceError(f"{voice.name!r} is a shared voice: only an admin key may change or delete "
+                             "it", "forbidden", "voice_id")
         return voice
 
     def update(self, voice_id: str, caller: Caller, **changes) -> Voice:
@@ -309,11 +310,11 @@ EXPORT_FORMAT = "chatterbox-jobs voice 1"
 
 def _unknown(key) -> VoiceError:
     # The same answer for a voice that does not exist and another key's: nothing tells them apart.
-    return VoiceError("voice", f"no saved voice {key!r}", "unknown_voice")
+    return VoiceError(f"no saved voice {key!r}", "unknown_voice", "voice")
 
 
 def _not_a_voice(message: str) -> VoiceError:
-    return VoiceError("file", message, "invalid_voice_file")
+    return VoiceError(message, "invalid_voice_file", "file")
 
 
 MIN_SPEECH_SECONDS = 5.0
@@ -334,20 +335,20 @@ def prepare_reference(data: bytes | Path, sample_rate: int = 24000) -> tuple["np
         # A second more than is taken, to tell a recording that is too long; nothing past it is ever decoded.
         samples, rate = audio.decode(data, max_seconds=MAX_REFERENCE_SECONDS + 1)
     except audio.AudioError as exc:
-        raise VoiceError("file", f"the upload is not audio that can be decoded: {exc}", "not_audio") from None
+        raise VoiceError(f"the upload is not audio that can be decoded: {exc}", "not_audio", "file") from None
     if len(samples) / rate > MAX_REFERENCE_SECONDS:
-        raise VoiceError("file", f"the recording is longer than {MAX_REFERENCE_SECONDS:.0f} s; at most "
-                         f"{MAX_REFERENCE_SECONDS:.0f} s are taken (10 s is plenty)", "too_long")
+        raise VoiceError(f"the recording is longer than {MAX_REFERENCE_SECONDS:.0f} s; at most "
+                         f"{MAX_REFERENCE_SECONDS:.0f} s are taken (10 s is plenty)", "too_long", "file")
     if audio.is_silent(samples):
-        raise VoiceError("file", "the recording is silent", "silent")
+        raise VoiceError("the recording is silent", "silent", "file")
     if audio.clipped_fraction(samples) > 0.01:
-        raise VoiceError("file", f"the recording is clipped ({audio.clipped_fraction(samples):.1%} of samples at full "
-                         "scale); record it again, quieter", "clipped")
+        raise VoiceError(f"the recording is clipped ({audio.clipped_fraction(samples):.1%} of samples at full "
+                         "scale); record it again, quieter", "clipped", "file")
     trimmed = trim_silence(samples.astype(np.float32), top_db=40)
     seconds = len(trimmed) / rate
     if seconds < MIN_SPEECH_SECONDS:
-        raise VoiceError("file", f"the recording has {seconds:.1f} s of sound after trimming silence; at least "
-                         f"{MIN_SPEECH_SECONDS:.0f} s of speech are needed", "too_short")
+        raise VoiceError(f"the recording has {seconds:.1f} s of sound after trimming silence; at least "
+                         f"{MIN_SPEECH_SECONDS:.0f} s of speech are needed", "too_short", "file")
     rms = float(np.sqrt(np.mean(trimmed ** 2)))
     gain = min(10 ** (TARGET_RMS_DBFS / 20) / max(rms, 1e-9), 0.95 / float(np.max(np.abs(trimmed))))
     return resample(trimmed * gain, rate, sample_rate), seconds
@@ -359,8 +360,8 @@ def clone_request(name, description, tags, exaggeration, library: VoiceLibrary, 
     try:
         exaggeration = float(0.5 if exaggeration in (None, "") else exaggeration)
     except (TypeError, ValueError, OverflowError):
-        raise VoiceError("exaggeration", "exaggeration must be a number", "invalid_type") from None
+        raise VoiceError("exaggeration must be a number", "invalid_type", "exaggeration") from None
     if not 0.25 <= exaggeration <= 2.0:
-        raise VoiceError("exaggeration", "exaggeration must be between 0.25 and 2.0", "out_of_range")
+        raise VoiceError("exaggeration must be between 0.25 and 2.0", "out_of_range", "exaggeration")
     return {"name": name, "description": str(description or "")[:500], "tags": check_tags(tags),
             "exaggeration": exaggeration}

@@ -3,6 +3,7 @@ and a watchdog that finds whatever a crash left missing, so that a book always f
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -12,8 +13,10 @@ from chatterbox.books.plan import make_plan, save_plan
 from chatterbox.books.reader import book_from_chapters
 from chatterbox.books.runner import BookRunner
 from chatterbox.books.state import PARTS, BookStore
+from chatterbox.books.transitions import TRANSITIONS, BookStateError
 from chatterbox.engines import create_engine
-from chatterbox.jobs import BOOKS_ACTIVE, JobStore, book_key
+from chatterbox.jobs import (BOOKS_ACTIVE, STATUSES, TERMINAL, JobStore, QueueFull, book_key, events_key,
+                             finished_index, job_key, owner_active, status_index)
 from chatterbox.leases import LeaseKeeper, LeaseLost
 from chatterbox.settings import load
 
@@ -166,3 +169,232 @@ def test_every_key_of_a_book_has_a_ttl_and_an_unfinished_record_none(setup):
             assert store.r.ttl(key) > 30 * 24 * 3600, part
     assert store.r.ttl("cbx:job:b1") == -1  # unfinished: kept for as long as it runs or waits
     assert all(store.r.ttl(k) > 0 for k in store.r.scan_iter("cbx:job:b1:book:lease:*"))
+
+
+# -- the book's status: every move of transitions.TRANSITIONS, and only those -----------------------------------------
+@pytest.fixture()
+def moves(fresh_redis, redis_url, tmp_path):
+    settings = load({"redis_url": redis_url, "data_dir": tmp_path, "max_queued_jobs": 2}, environ={})
+    store = JobStore.connect(settings)
+    return store, BookStore(store)
+
+
+def new_book(store, books, job_id="m1", owner="k1"):
+    store.create(job_id, text="A Book", voice="v", format="mp3", params={}, engine="piper", source="test",
+                 kind="audiobook", owner=owner)
+    books.start(job_id, ["c:0", "c:1", "b"])
+    return job_id
+
+
+# Each event as the runner and the controls call it; a move refused without a code answers False.
+CALLS = {"start": lambda b, j: b.begin_run(j), "pause": lambda b, j: b.pause(j), "resume": lambda b, j: b.resume(j),
+         "reopen": lambda b, j: b.reopen(j), "cancel": lambda b, j: b.cancel(j),
+         "fail": lambda b, j: b.stop(j, "an item failed"), "finish": lambda b, j: b.finish(j, output="book.m4b")}
+# How a new book (queued) is brought to each status, by the moves themselves.
+ROUTES = {"queued": [], "running": ["start"], "paused": ["start", "pause"], "succeeded": ["start", "finish"],
+          "failed": ["start", "fail"], "cancelled": ["cancel"]}
+
+
+def bring(books, job_id, status):
+    for event in ROUTES[status]:
+        CALLS[event](books, job_id)
+    assert books.store.get(job_id)["status"] == status
+
+
+def snapshot(store, job_id):
+    """Everything a move may change: the record, the sets and indices it is in, its events."""
+    indices = [status_index(s, o) for s in STATUSES for o in (None, "k1")] + [finished_index(), finished_index("k1")]
+    return (store.r.hgetall(job_key(job_id)), store.r.sismember(BOOKS_ACTIVE, job_id),
+            store.r.sismember(owner_active("k1"), job_id), [store.r.zscore(k, job_id) for k in indices],
+            store.r.xlen(events_key(job_id)), store.r.ttl(job_key(job_id)))
+
+
+def consistent(store, job_id):
+    """The record's status is the one its indices and sets say."""
+    status = store.get(job_id)["status"]
+    assert [s for s in STATUSES if store.r.zscore(status_index(s), job_id) is not None] == [status]
+    assert [s for s in STATUSES if store.r.zscore(status_index(s, "k1"), job_id) is not None] == [status]
+    assert store.r.sismember(BOOKS_ACTIVE, job_id) == (status not in TERMINAL)
+    assert (store.r.zscore(finished_index(), job_id) is not None) == (status in TERMINAL)
+    return status
+
+
+ALLOWED = [(e, s) for e, m in TRANSITIONS.items() for s in sorted(m.sources)]
+REFUSED = [(e, s) for e, m in TRANSITIONS.items() for s in STATUSES if s not in m.sources]
+
+
+@pytest.mark.parametrize("event,source", ALLOWED)
+def test_every_allowed_move_makes_it(moves, event, source):
+    store, books = moves
+    job_id = new_book(store, books)
+    bring(books, job_id, source)
+    store.r.hset(book_key(job_id, "failures"), "c:0", 2)
+    answer = CALLS[event](books, job_id)
+    assert answer in (None, True)
+    assert consistent(store, job_id) == TRANSITIONS[event].target
+    job = store.get(job_id)
+    if event == "start":
+        assert job["run_started_at"] and job["started_at"] and job["run_done_at_start"] == 0
+    if event in ("resume", "reopen"):
+        assert job["error"] == "" and job["finished_at"] == "" and store.r.ttl(job_key(job_id)) == -1
+    if event == "resume":
+        assert not store.r.exists(book_key(job_id, "failures"))
+    if TRANSITIONS[event].target in TERMINAL:
+        assert job["finished_at"] and store.r.ttl(book_key(job_id, "pending")) > 0  # kept, for a resume
+
+
+@pytest.mark.parametrize("event,status", REFUSED)
+def test_every_other_move_is_refused_and_changes_nothing(moves, event, status):
+    store, books = moves
+    job_id = new_book(store, books)
+    bring(books, job_id, status)
+    before = snapshot(store, job_id)
+    move = TRANSITIONS[event]
+    if move.code:
+        with pytest.raises(BookStateError) as refused:
+            CALLS[event](books, job_id)
+        assert refused.value.code == move.code and refused.value.status == 409
+        assert f"book {job_id} " in refused.value.message and status in refused.value.message
+    else:
+        assert CALLS[event](books, job_id) is False
+    assert snapshot(store, job_id) == before
+    consistent(store, job_id)
+
+
+def test_the_codes_the_web_layer_answers_with():
+    assert {e: m.code for e, m in TRANSITIONS.items() if m.code} == {
+        "pause": "not_running", "resume": "not_resumable", "cancel": "job_finished"}
+
+
+def test_a_move_of_a_book_that_is_gone_is_a_missing_book(moves):
+    store, books = moves
+    for event in ("pause", "resume", "cancel"):
+        with pytest.raises(KeyError):
+            CALLS[event](books, "gone")
+    assert [CALLS[e](books, "gone") for e in ("start", "reopen", "fail", "finish")] == [False] * 4
+    assert not store.r.exists(job_key("gone")) and not store.r.sismember(BOOKS_ACTIVE, "gone")
+
+
+def test_a_resume_over_the_owners_cap_changes_nothing(moves):
+    store, books = moves
+    job_id = new_book(store, books)
+    books.cancel(job_id)
+    new_book(store, books, "m2")
+    new_book(store, books, "m3")  # the cap is 2
+    before = snapshot(store, job_id)
+    with pytest.raises(QueueFull):
+        books.resume(job_id)
+    with pytest.raises(QueueFull):
+        books.reopen(job_id)
+    assert snapshot(store, job_id) == before
+
+
+def test_a_pause_that_comes_as_the_book_ends_is_refused(moves):
+    # The controls read the book running, then its last item ended it: the pause must not make it "paused" (which
+    # the watchdog would keep alive for ever), as it did when the status was checked apart from the move.
+    store, books = moves
+    job_id = new_book(store, books)
+    books.begin_run(job_id)
+    seen = store.get(job_id)["status"]
+    assert books.finish(job_id, output="book.m4b")
+    with pytest.raises(BookStateError) as refused:
+        books.pause(job_id)
+    assert seen == "running" and refused.value.code == "not_running"
+    assert consistent(store, job_id) == "succeeded" and books.unfinished() == []
+
+
+def test_a_worker_that_saw_the_book_queued_does_not_start_it_once_cancelled(moves):
+    # A worker read the book as queued; it was cancelled before the worker marked it running. It must stay
+    # cancelled (the old check-then-set made it "running" again, and its items were taken).
+    store, books = moves
+    job_id = new_book(store, books)
+    seen = store.get(job_id)["status"]
+    books.cancel(job_id)
+    assert seen == "queued" and books.begin_run(job_id) is False
+    assert books.take(job_id, "w1", "w") is None
+    assert consistent(store, job_id) == "cancelled" and books.inflight(job_id) == {}
+
+
+def test_a_paused_book_gives_out_no_item_and_its_items_in_flight_finish(moves):
+    store, books = moves
+    job_id = new_book(store, books)
+    assert books.take(job_id, "w1", "w") is None  # queued: not before a worker starts its run
+    books.begin_run(job_id)
+    lease = books.take(job_id, "w1", "w")
+    books.pause(job_id)
+    assert books.take(job_id, "w2", "w") is None and not books.has_work(job_id)
+    assert books.complete_chunk(lease, 0, {"duration_s": 1.0}, synthesized=True)
+    books.resume(job_id)
+    assert books.begin_run(job_id) and books.has_work(job_id)
+    assert store.get(job_id)["run_done_at_start"] == 1
+    assert books.take(job_id, "w2", "w").item == "c:1"
+
+
+def test_the_watchdog_lets_go_of_a_book_that_ended_behind_its_back(moves):
+    store, books = moves
+    job_id = new_book(store, books)
+    other = new_book(store, books, "m2")
+    books.begin_run(job_id)
+    store.finish(job_id, "failed", error="ended")  # and its worker died before the set of unfinished books was told
+    assert [job["id"] for job in books.unfinished()] == [other]
+    assert not store.r.sismember(BOOKS_ACTIVE, job_id)
+    assert BookStore.moving(books.unfinished()[0])
+    assert books.watchdog_turn("i1", 5) and not books.watchdog_turn("i2", 5)
+
+
+def test_moves_at_once_apply_one_after_the_other(moves):
+    # A pause, a cancel, a failure and the book's end, all at once, round after round: exactly one end wins, the
+    # book ends in that one's status with one final event, and a pause is made only before it.
+    store, books = moves
+    ends = {"cancel": "cancelled", "fail": "failed", "finish": "succeeded"}
+    for round_ in range(25):
+        job_id = new_book(store, books, f"r{round_}", owner="k1")
+        books.begin_run(job_id)
+        barrier = threading.Barrier(5)
+        outcome: dict[str, object] = {}
+
+        def act(event):
+            barrier.wait()
+            try:
+                outcome[event] = CALLS[event](books, job_id)
+            except BookStateError as exc:
+                outcome[event] = exc.code
+
+        threads = [threading.Thread(target=act, args=(e,)) for e in ("pause", "cancel", "fail", "finish", "start")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        won = [e for e in ends if outcome[e] in (None, True)]
+        assert len(won) == 1, outcome
+        assert consistent(store, job_id) == ends[won[0]]
+        assert outcome["pause"] in (None, "not_running") and outcome["start"] is False
+        finals = [json.loads(e["e"])["type"] for _, e in store.r.xrange(events_key(job_id))]
+        assert finals.count("done") + finals.count("error") == 1
+        books.store.purge(job_id)
+
+
+def test_two_resumes_at_once_queue_the_book_once(moves):
+    store, books = moves
+    job_id = new_book(store, books)
+    books.cancel(job_id)
+    for _ in range(10):
+        barrier = threading.Barrier(2)
+        answers = []
+
+        def resume():
+            barrier.wait()
+            try:
+                books.resume(job_id)
+                answers.append("queued")
+            except BookStateError as exc:
+                answers.append(exc.code)
+
+        threads = [threading.Thread(target=resume) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(answers) == ["not_resumable", "queued"]
+        assert consistent(store, job_id) == "queued"
+        books.cancel(job_id)

@@ -10,12 +10,12 @@ from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from chatterbox import align, audio, jobs, retention, subtitles
-from chatterbox.engines import InvalidRequest
+from chatterbox.errors import RequestError
 from chatterbox.synthesis import parse_request
 
 from .auth import caller
 from .common import (REDIS_ERRORS, error_response, keep_upload, links, redis_down_response, redis_refusal_response,
-                     services, upload_path, voice_error)
+                     services, upload_path)
 
 bp = Blueprint("api", __name__)
 
@@ -93,7 +93,7 @@ def _multipart_request():
         prepare_reference(data)
     except VoiceError as exc:
         exc.field = "audio_prompt"
-        return voice_error(exc), None
+        raise
     return body, data
 
 
@@ -397,8 +397,8 @@ def health():
 
 
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(InvalidRequest)
-    def invalid(exc: InvalidRequest):
+    @app.errorhandler(RequestError)
+    def refused(exc: RequestError):
         return error_response(exc.status, exc.message, exc.code, exc.field)
 
     @app.errorhandler(jobs.QueueFull)

@@ -10,9 +10,9 @@ from chatterbox.books import control, readalong
 from chatterbox.books.plan import book_dir, cached_chunk, chunk_paths, load_plan
 from chatterbox.books.state import BookStore
 from chatterbox.books.reader import Book
-from chatterbox.books.sections import BookError
 from chatterbox.books.isolated import parse_isolated
 from chatterbox.engines import InvalidRequest
+from chatterbox.schemas.requests import BookRequest
 
 from .api import JOB_ID, subtitle_args, subtitle_response, truthy
 from .auth import caller, owner_filter
@@ -20,8 +20,6 @@ from .common import error_response, links, services
 
 bp = Blueprint("books", __name__)
 
-SUBMIT_FIELDS = ("text", "source_format", "chapters", "title", "author", "language", "voice", "format", "params",
-                 "model", "lexicon")
 MIME = {"mp3": "audio/mpeg", "ogg": "audio/ogg", "m4a": "audio/mp4", "m4b": "audio/mp4"}
 
 
@@ -31,13 +29,6 @@ def send_tokens(job_id: str, count: int) -> None:
     send_book_tokens(job_id, count)
 
 
-def book_error(exc: BookError):
-    status = 413 if exc.code == "too_large" else 400
-    # In a request, the reader's "format" (of the source) is the field named source_format.
-    field = "source_format" if exc.field == "format" else exc.field
-    return error_response(status, exc.message, exc.code, field)
-
-
 def _book_from_request() -> tuple[Book, dict, tuple[str, bytes] | None]:
     """The book and the synthesis options of a request: multipart with a ``file`` (and form fields), or JSON with
     ``text`` or reviewed ``chapters``. Raises BookError or InvalidRequest."""
@@ -45,39 +36,32 @@ def _book_from_request() -> tuple[Book, dict, tuple[str, bytes] | None]:
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is None:
-            raise InvalidRequest("file", "send the book as a multipart file field named 'file' (.txt, .md or .epub), "
-                                 "or as JSON with 'text' or 'chapters'", "missing_file")
+            raise InvalidRequest("send the book as a multipart file field named 'file' (.txt, .md or .epub), "
+                                 "or as JSON with 'text' or 'chapters'", "missing_file", "file")
         options = dict(request.form.items())
         for name, shape in (("params", "a JSON object"), ("lexicon", "a JSON list of entries")):
             if name in options:
                 try:
                     options[name] = json.loads(options[name]) if options[name] else None
                 except ValueError:
-                    raise InvalidRequest(name, f"{name} must be {shape}", "invalid_json") from None
+                    raise InvalidRequest(f"{name} must be {shape}", "invalid_json", name) from None
         data = upload.read()
         book = parse_isolated("file", data, upload.filename or "", max_bytes=settings.book_max_mb * 1024 * 1024,
                               format=options.get("source_format") or None, timeout_s=settings.book_parse_timeout_s)
         original = (upload.filename or "book.txt", data)
     elif request.is_json:
         options = request.get_json(silent=True)
-        if not isinstance(options, dict):
-            raise InvalidRequest("body", "the request body must be a JSON object", "invalid_json")
-        unknown = sorted(set(options) - set(SUBMIT_FIELDS))
-        if unknown:
-            raise InvalidRequest(unknown[0], f"unknown field {unknown[0]!r}; known fields: {', '.join(SUBMIT_FIELDS)}",
-                                 "unknown_field")
+        BookRequest.check(options)  # the shape; what the book says is the reader's to judge
         if options.get("chapters") is not None:
             book = parse_isolated("chapters", options["chapters"], title=_str(options, "title"),
                                   author=_str(options, "author"), language=_str(options, "language"),
                                   timeout_s=settings.book_parse_timeout_s)
         elif options.get("text") is not None:
-            if not isinstance(options["text"], str):
-                raise InvalidRequest("text", "text must be a string", "invalid_type")
             book = parse_isolated("text", options["text"], format=_str(options, "source_format") or "txt",
                                   title=_str(options, "title"), timeout_s=settings.book_parse_timeout_s)
         else:
-            raise InvalidRequest("text", "give the book as 'text' (plain or Markdown) or reviewed 'chapters'",
-                                 "missing_field")
+            raise InvalidRequest("give the book as 'text' (plain or Markdown) or reviewed 'chapters'", "missing_field",
+                                 "text")
         original = None
     else:
         abort(error_response(415, "send the book as multipart form data with a 'file', or as JSON "
@@ -91,32 +75,26 @@ def _book_from_request() -> tuple[Book, dict, tuple[str, bytes] | None]:
 def _str(options: dict, name: str) -> str:
     value = options.get(name)
     if value is not None and not isinstance(value, str):
-        raise InvalidRequest(name, f"{name} must be a string", "invalid_type")
+        raise InvalidRequest(f"{name} must be a string", "invalid_type", name)
     return (value or "").strip()
 
 
 @bp.post("/audiobooks/parse")
 def parse():
     """The chapters a book would be read as, for review and editing before it is submitted; nothing is queued."""
-    try:
-        book, _, _ = _book_from_request()
-    except BookError as exc:
-        return book_error(exc)
+    book, _, _ = _book_from_request()
     return {"book": book.summary()}
 
 
 @bp.post("/audiobooks")
 def submit():
     svc = services()
-    try:
-        book, options, original = _book_from_request()
-        job, plan = control.submit_book(svc.store, svc.engine, svc.settings, book, voice=options.get("voice"),
-                                        fmt=options.get("format"), params=options.get("params"), source="rest",
-                                        send_tokens=send_tokens, original=original, caller=caller(),
-                                        model=options.get("model"), language=_str(options, "language") or None,
-                                        lexicon=options.get("lexicon"))
-    except BookError as exc:
-        return book_error(exc)
+    book, options, original = _book_from_request()
+    job, plan = control.submit_book(svc.store, svc.engine, svc.settings, book, voice=options.get("voice"),
+                                    fmt=options.get("format"), params=options.get("params"), source="rest",
+                                    send_tokens=send_tokens, original=original, caller=caller(),
+                                    model=options.get("model"), language=_str(options, "language") or None,
+                                    lexicon=options.get("lexicon"))
     body = {"job_id": job["id"], "status": job["status"], "title": plan.title, "chapters": len(plan.chapters),
             "chunks": len(plan.chunks), **book_links(job["id"])}
     return body, 202, {"Location": body["book_url"]}
@@ -163,10 +141,7 @@ def status(job_id: str):
 
 def _act(job_id: str, action):
     _book_or_404(job_id)
-    try:
-        status = action()
-    except control.BookStateError as exc:
-        return error_response(409, exc.message, exc.code)
+    status = action()
     return {"job_id": job_id, "status": status}
 
 
@@ -191,10 +166,7 @@ def cancel(job_id: str):
 def regenerate(job_id: str, index: int):
     svc = services()
     _book_or_404(job_id)
-    try:
-        chunk = control.regenerate_chunk(svc.store, svc.settings, svc.engine, job_id, index, send_tokens)
-    except control.BookStateError as exc:
-        return error_response(409, exc.message, exc.code)
+    chunk = control.regenerate_chunk(svc.store, svc.settings, svc.engine, job_id, index, send_tokens)
     return {"job_id": job_id, "status": "queued", "chunk": chunk, **book_links(job_id)}, 202
 
 

@@ -22,17 +22,16 @@ from flask import Blueprint, Response, jsonify, stream_with_context, url_for
 
 from chatterbox import markup
 from chatterbox.engines import InvalidRequest
+from chatterbox.schemas import requests as schemas
+from chatterbox.schemas.records_openai import AUDIO_FORMATS  # Kokoro's names for the formats
 
 from .auth import caller
 from .common import Services, error_response, services
-from .openai_api import (OPENAI_VOICES, SPEED_MAX, SPEED_MIN, JobAudio, check_fields, check_format, check_number,
-                         engine_model, json_body, served_models, speech_synthesis, start_speech)
+from .openai_api import (OPENAI_VOICES, JobAudio, engine_model, json_body, served_models, speech_synthesis,
+                         start_speech)
 
 bp = Blueprint("captioned", __name__)
 
-# Kokoro's CaptionedSpeechRequest, every field (pydantic would ignore others; we name them, as on /v1).
-FIELDS = ("model", "input", "voice", "response_format", "speed", "stream", "return_timestamps", "return_download_link",
-          "lang_code", "volume_multiplier", "normalization_options", "allow_voice_tags", "ssml", "voice_aliases")
 KOKORO_MODEL = "kokoro"  # Kokoro's default model name: our default model
 DEFAULT_VOICE = "af_heart"  # Kokoro's default voice: the engine's default, unless CHATTERBOX_OPENAI_VOICES maps it
 # Kokoro's voice names: a letter for the language, f or m, "_", a name (af_heart, bm_george); mixed with "+" and
@@ -41,10 +40,6 @@ _KOKORO_NAME = r"[abefhijpz][fm]_[a-z0-9]+(?:\(\d+(?:\.\d+)?\))?"
 KOKORO_VOICE = re.compile(rf"{_KOKORO_NAME}(?:\s*\+\s*{_KOKORO_NAME})*")
 # Kokoro's one-letter language codes (its pipelines'), as our languages; anything else is taken as our code.
 LANG_CODES = {"a": "en", "b": "en", "e": "es", "f": "fr", "h": "hi", "i": "it", "j": "ja", "p": "pt", "z": "zh"}
-# Kokoro's audio_format: the MIME type it names each format by.
-AUDIO_FORMATS = {"mp3": "audio/mpeg", "opus": "audio/opus", "aac": "audio/aac", "flac": "audio/flac",
-                 "wav": "audio/wav", "pcm": "audio/pcm"}
-VOLUME_MIN, VOLUME_MAX = 0.0, 10.0
 NDJSON = "application/x-ndjson"
 FLAGS = {"stream": True, "return_timestamps": True, "return_download_link": False, "allow_voice_tags": False,
          "ssml": False}
@@ -55,36 +50,18 @@ def kokoro_voice(name: str) -> bool:
     return name in OPENAI_VOICES or KOKORO_VOICE.fullmatch(name) is not None
 
 
-def _flag(body: dict, name: str) -> bool:
-    value = body.get(name)
-    if value is None:
-        return FLAGS[name]
-    if not isinstance(value, bool):
-        raise InvalidRequest(name, f"{name} must be true or false, not {str(value)[:40]}", "invalid_type")
-    return value
-
-
-def _aliased(voice: Any, aliases: Any) -> tuple[Any, float]:
+def _aliased(voice: Any, aliases: dict[str, str | schemas.VoiceAlias] | None) -> tuple[Any, float]:
     """Kokoro's ``voice_aliases`` ({"narrator": "af_bella", "fast": {"voice": "am_adam", "rate": 1.2}}, names in
     any case) applied to ``voice``: (the voice meant, the alias' rate, 1 without one)."""
-    if aliases is None:
-        return voice, 1.0
-    if not isinstance(aliases, dict):
-        raise InvalidRequest("voice_aliases", "voice_aliases must be an object: name -> voice, or name -> "
-                             '{"voice": ..., "rate": ...}', "invalid_type")
-    found: tuple[Any, float] | None = None
-    for name, target in aliases.items():
-        field = f"voice_aliases.{name}"
+    for name, target in (aliases or {}).items():
         rate = 1.0
-        if isinstance(target, dict):
-            check_fields(target, ("voice", "rate"))
-            rate = check_number(target.get("rate"), f"{field}.rate", SPEED_MIN, SPEED_MAX, 1.0)
-            target = target.get("voice")
-        if not isinstance(target, str) or not target.strip():
-            raise InvalidRequest(field, f"{field} must name a voice", "invalid_type")
+        if isinstance(target, schemas.VoiceAlias):
+            target, rate = target.voice, target.rate or 1.0
+        if not target.strip():
+            raise InvalidRequest(f"voice_aliases.{name} must name a voice", "invalid_type", f"voice_aliases.{name}")
         if isinstance(voice, str) and name.lower() == voice.strip().lower():
-            found = (target.strip(), rate)
-    return found or (voice, 1.0)
+            return target.strip(), rate
+    return voice, 1.0
 
 
 def _language(value: Any) -> Any:
@@ -98,36 +75,29 @@ def parse_captioned(body: Any, svc: Services) -> tuple[dict, Any, float]:
     """Check a captioned speech request; raises InvalidRequest naming the field at fault (Kokoro's names). Returns
     the answer's options ({"format", "stream", "timestamps", "download", "gain"}), the job's synthesis request and
     the tempo left for atempo."""
-    check_fields(body, FIELDS)
-    model = body.get("model")
-    model = KOKORO_MODEL if model is None or model == "" else model
+    request = schemas.CaptionedSpeechRequest.check(body)
+    model = request.model or KOKORO_MODEL
     models = [*served_models(svc), KOKORO_MODEL]
     if model not in models:
-        raise InvalidRequest("model", f"unknown model {str(model)[:80]!r}; this server has: {', '.join(models)}",
-                             "model_not_found")
-    text = body.get("input")
-    if text is None:
-        raise InvalidRequest("input", "input is required", "missing_field")
-    fmt = check_format(body.get("response_format"))
-    flags = {name: _flag(body, name) for name in FLAGS}
+        raise InvalidRequest(f"unknown model {model[:80]!r}; this server has: {', '.join(models)}", "model_not_found",
+                             "model")
+    fmt = request.response_format or "mp3"
+    flags = {name: default if getattr(request, name) is None else getattr(request, name)
+             for name, default in FLAGS.items()}
     if flags["allow_voice_tags"]:
-        raise InvalidRequest("allow_voice_tags", "[voice:name] tags are not supported here: one voice speaks the "
-                             "whole input", "unsupported")
-    if flags["ssml"] and not (isinstance(text, str) and markup.is_ssml(text)):
-        raise InvalidRequest("ssml", "ssml is true, but the input is not SSML: it must start with <speak> (SSML is "
-                             "read whenever it does)", "not_ssml")
-    options = body.get("normalization_options")
-    # Accepted and ignored: text here is always normalized, in its language (see the README).
-    if options is not None and not (isinstance(options, dict) and all(isinstance(v, bool) for v in options.values())):
-        raise InvalidRequest("normalization_options", "normalization_options must be an object of true/false "
-                             "options", "invalid_type")
-    gain = check_number(body.get("volume_multiplier"), "volume_multiplier", VOLUME_MIN, VOLUME_MAX, 1.0)
-    speed = check_number(body.get("speed"), "speed", SPEED_MIN, SPEED_MAX, 1.0)
-    voice = body.get("voice")
-    voice, rate = _aliased(DEFAULT_VOICE if voice is None or voice == "" else voice, body.get("voice_aliases"))
+        raise InvalidRequest("[voice:name] tags are not supported here: one voice speaks the whole input",
+                             "unsupported", "allow_voice_tags")
+    if flags["ssml"] and not markup.is_ssml(request.input):
+        raise InvalidRequest("ssml is true, but the input is not SSML: it must start with <speak> (SSML is read "
+                             "whenever it does)", "not_ssml", "ssml")
+    # normalization_options are accepted and ignored: text here is always normalized, in its language (README).
+    gain = 1.0 if request.volume_multiplier is None else request.volume_multiplier
+    speed = request.speed or 1.0
+    voice, rate = _aliased(request.voice or DEFAULT_VOICE, request.voice_aliases)
     synthesis, tempo = speech_synthesis(
-        svc, caller(), text=text, voice=voice, fmt=fmt, speed=min(SPEED_MAX, max(SPEED_MIN, speed * rate)),
-        model=None if model == KOKORO_MODEL else engine_model(svc, model), language=_language(body.get("lang_code")),
+        svc, caller(), text=request.input, voice=voice, fmt=fmt,
+        speed=min(schemas.SPEED_MAX, max(schemas.SPEED_MIN, speed * rate)),
+        model=None if model == KOKORO_MODEL else engine_model(svc, model), language=_language(request.lang_code),
         language_field="lang_code", builtin=kokoro_voice)
     answer = {"format": fmt, "stream": flags["stream"], "timestamps": flags["return_timestamps"],
               "download": flags["return_download_link"], "gain": gain}

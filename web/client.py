@@ -4,21 +4,28 @@
     client = Client("http://127.0.0.1:5000", api_key="cbx_...")
     client.say("Hello there.", "hello.mp3")
 
-It needs only ``requests`` and ``websocket-client``: nothing here imports Flask or touches the web app, so other
-programs can use it without the server's dependencies being initialised.
+Answers are the API's own models (chatterbox/schemas: the ones /openapi.json is made from): ``job.status``, or
+``job["status"]`` as with the JSON. Nothing here imports Flask or touches the web app, so other programs can use it
+without the server's dependencies being initialised.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Mapping, Union
+from typing import IO, Any, Callable, Iterator, Mapping, Union, get_args, get_origin
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 import requests
 import websocket
+from pydantic import TypeAdapter, ValidationError
+
+from chatterbox.schemas import records as r
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SERVER = "http://127.0.0.1:5000"
 FINAL_EVENTS = frozenset({"done", "error"})
@@ -284,6 +291,11 @@ class Client:
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.request(method, path, **kwargs).json()
 
+    def _as(self, model: Any, method: str, path: str, *, key: str | None = None, **kwargs: Any) -> Any:
+        """The answer as ``model`` (a Record class, or ``list[Record]`` for the list under ``key``)."""
+        body = self._json(method, path, **kwargs)
+        return _parsed(model, body[key] if key else body, f"{method} {path}")
+
     def _bytes(self, path: str, **kwargs: Any) -> bytes:
         return self.request("GET", path, **kwargs).content
 
@@ -331,18 +343,22 @@ class Client:
                                    f"({_reason(exc)})") from None
 
     # -- service -----------------------------------------------------------------------------------------------
-    def health(self) -> dict:
-        """Redis, engine, queues and workers; the body is returned as it is when the server answers 503."""
-        return self._json("GET", "/health", ok=(503,))
+    def health(self) -> r.Health | r.HealthDown | r.HealthStatus:
+        """Redis, engine, queues and workers; HealthDown (the 503's body) when Redis is not reachable; only the
+        status (HealthStatus) without a valid key."""
+        body = self._json("GET", "/health", ok=(503,))
+        if "redis" not in body:
+            return _parsed(r.HealthStatus, body, "GET /health")
+        return _parsed(r.HealthDown if body.get("status") == "unavailable" else r.Health, body, "GET /health")
 
-    def engine(self) -> dict:
+    def engine(self) -> r.Engine:
         """The engine's description: parameters and their ranges, formats, the text limit."""
-        return self._json("GET", "/engine")
+        return self._as(r.Engine, "GET", "/engine")
 
     # -- jobs --------------------------------------------------------------------------------------------------
     def synthesize(self, text: str, voice: str | None = None, format: str = "wav",
                    params: Mapping[str, Any] | None = None, model: str | None = None,
-                   language: str | None = None) -> dict:
+                   language: str | None = None) -> r.JobLinks:
         """Queue a synthesis job (``model``: original, turbo or multilingual; ``language``: a code such as "de");
         the 202 body (``job_id`` and its links)."""
         body: dict[str, Any] = {"text": text, "format": format}
@@ -351,19 +367,19 @@ class Client:
                 body[name] = value
         if params:
             body["params"] = dict(params)
-        return self._json("POST", "/synthesize", json=body)
+        return self._as(r.JobLinks, "POST", "/synthesize", json=body)
 
-    def job(self, id: str, text: bool = False) -> dict:
+    def job(self, id: str, text: bool = False) -> r.JobDetail:
         """A job's record (any kind: synthesis, clone, audiobook)."""
-        return self._json("GET", f"/jobs/{_seg(id)}", params={"text": 1} if text else None)
+        return self._as(r.JobDetail, "GET", f"/jobs/{_seg(id)}", params={"text": 1} if text else None)
 
-    def jobs(self, limit: int = 50) -> list[dict]:
+    def jobs(self, limit: int = 50) -> list[r.JobListItem]:
         """Recent jobs, newest first."""
-        return self._json("GET", "/jobs", params={"limit": limit})["jobs"]
+        return self._as(list[r.JobListItem], "GET", "/jobs", key="jobs", params={"limit": limit})
 
-    def cancel(self, id: str) -> dict:
+    def cancel(self, id: str) -> r.CancelResult:
         """Cancel a job: ``status`` is ``cancelled`` at once for a queued one, else it stops after its chunk."""
-        return self._json("DELETE", f"/jobs/{_seg(id)}")
+        return self._as(r.CancelResult, "DELETE", f"/jobs/{_seg(id)}")
 
     def events(self, id: str, after: str | None = None, *, timeout: float | None = None,
                retries: int = 5) -> EventStream:
@@ -372,7 +388,7 @@ class Client:
         return EventStream(self, id, after, timeout=timeout, retries=retries)
 
     def wait(self, id: str, on_event: EventCallback | None = None, timeout: float | None = None,
-             poll_s: float = 1.0) -> dict:
+             poll_s: float = 1.0) -> r.JobDetail:
         """Wait for the job to finish and return its final record (whatever its status). ``on_event`` gets every
         event; when the websocket cannot be used, the record is polled and fed to it as ``progress`` events."""
         deadline = time.monotonic() + timeout if timeout is not None else None
@@ -399,7 +415,7 @@ class Client:
             stream.close()
         return self._poll(id, on_event, deadline, poll_s)
 
-    def _poll(self, id: str, on_event: EventCallback | None, deadline: float | None, poll_s: float) -> dict:
+    def _poll(self, id: str, on_event: EventCallback | None, deadline: float | None, poll_s: float) -> r.JobDetail:
         seen: tuple | None = None
         while True:
             job = self.job(id)
@@ -408,7 +424,7 @@ class Client:
                 final = job.get("status") in TERMINAL
                 kind = ("done" if job["status"] == "succeeded" else "error") if final else "progress"
                 # no "id": in events that is a stream id, which a polled record does not have
-                fields = {k: v for k, v in job.items() if k != "id"}
+                fields = {k: v for k, v in job.as_dict().items() if k != "id"}
                 on_event({**fields, "type": kind, "job_id": id})
             seen = state
             if job.get("status") in TERMINAL:
@@ -437,18 +453,18 @@ class Client:
         return result
 
     # -- voices ------------------------------------------------------------------------------------------------
-    def voices(self) -> list[dict]:
+    def voices(self) -> list[r.Voice]:
         """Every voice of the engine (built-in ones marked ``builtin``) and the saved ones it can use."""
-        return self._json("GET", "/voices")["voices"]
+        return self._as(list[r.Voice], "GET", "/voices", key="voices")
 
-    def saved_voices(self) -> list[dict]:
-        return self._json("GET", "/saved-voices")["voices"]
+    def saved_voices(self) -> list[r.SavedVoice]:
+        return self._as(list[r.SavedVoice], "GET", "/saved-voices", key="voices")
 
-    def voice(self, id: str) -> dict:
-        return self._json("GET", f"/voices/{_seg(id)}")
+    def voice(self, id: str) -> r.Voice:
+        return self._as(r.Voice, "GET", f"/voices/{_seg(id)}")
 
     def clone_voice(self, file: FileInput, name: str, description: str = "", tags: list[str] | str | None = None,
-                    exaggeration: float | None = None) -> dict:
+                    exaggeration: float | None = None) -> r.JobLinks:
         """Queue a clone job from a recording (a path, bytes or a binary file); the 202 body. The job's record
         gets ``voice_id`` when it succeeds."""
         form: dict[str, Any] = {"name": name, "description": description}
@@ -457,14 +473,14 @@ class Client:
         if exaggeration is not None:
             form["exaggeration"] = str(exaggeration)
         with _FilePart(file, "clip.wav") as part:
-            return self._json("POST", "/voice-clone", data=form, files={"file": part})
+            return self._as(r.JobLinks, "POST", "/voice-clone", data=form, files={"file": part})
 
-    def update_voice(self, id: str, **fields: Any) -> dict:
+    def update_voice(self, id: str, **fields: Any) -> r.SavedVoice:
         """Change a saved voice's ``name``, ``description`` or ``tags``."""
-        return self._json("PATCH", f"/voices/{_seg(id)}", json=fields)
+        return self._as(r.SavedVoice, "PATCH", f"/voices/{_seg(id)}", json=fields)
 
-    def delete_voice(self, id: str) -> dict:
-        return self._json("DELETE", f"/voices/{_seg(id)}")
+    def delete_voice(self, id: str) -> r.VoiceDeleted:
+        return self._as(r.VoiceDeleted, "DELETE", f"/voices/{_seg(id)}")
 
     def voice_sample(self, id: str) -> bytes:
         """A short WAV preview in the voice."""
@@ -474,26 +490,28 @@ class Client:
         """The voice as one file (metadata, conditionals, clips) for import_voice elsewhere."""
         return self._bytes(f"/voices/{_seg(id)}/export")
 
-    def import_voice(self, data: FileInput, name: str | None = None) -> dict:
+    def import_voice(self, data: FileInput, name: str | None = None) -> r.SavedVoice:
         """Save an exported voice here (``name`` renames it); the new voice."""
         with _FilePart(data, "voice.voice") as part:
-            return self._json("POST", "/voices/import", files={"file": part}, params={"name": name} if name else None)
+            return self._as(r.SavedVoice, "POST", "/voices/import", files={"file": part},
+                            params={"name": name} if name else None)
 
     # -- the pronunciation lexicon -----------------------------------------------------------------------------
-    def lexicon(self) -> list[dict]:
+    def lexicon(self) -> list[r.LexiconEntry]:
         """This key's lexicon entries (``term``, ``say``, ``case_sensitive``, ...), by term."""
-        return self._json("GET", "/lexicon")["entries"]
+        return self._as(list[r.LexiconEntry], "GET", "/lexicon", key="entries")
 
-    def set_lexicon_entry(self, term: str, say: str, case_sensitive: bool = False) -> dict:
+    def set_lexicon_entry(self, term: str, say: str, case_sensitive: bool = False) -> r.LexiconEntry:
         """Say ``term`` (a whole word) as ``say`` in this key's jobs; the stored entry."""
-        return self._json("PUT", f"/lexicon/{_seg(term)}", json={"say": say, "case_sensitive": case_sensitive})
+        return self._as(r.LexiconEntry, "PUT", f"/lexicon/{_seg(term)}",
+                        json={"say": say, "case_sensitive": case_sensitive})
 
-    def remove_lexicon_entry(self, term: str) -> dict:
-        return self._json("DELETE", f"/lexicon/{_seg(term)}")
+    def remove_lexicon_entry(self, term: str) -> r.LexiconEntryDeleted:
+        return self._as(r.LexiconEntryDeleted, "DELETE", f"/lexicon/{_seg(term)}")
 
-    def replace_lexicon(self, entries: list[dict]) -> list[dict]:
+    def replace_lexicon(self, entries: list[dict]) -> list[r.LexiconEntry]:
         """The whole lexicon at once (each entry ``term``, ``say``, optional ``case_sensitive``): all or nothing."""
-        return self._json("PUT", "/lexicon", json={"entries": entries})["entries"]
+        return self._as(list[r.LexiconEntry], "PUT", "/lexicon", key="entries", json={"entries": entries})
 
     def preview_lexicon(self, text: str) -> str:
         """``text`` as this key's jobs would say it (the lexicon applied)."""
@@ -501,17 +519,19 @@ class Client:
 
     # -- audiobooks --------------------------------------------------------------------------------------------
     def parse_book(self, file: FileInput | None = None, text: str | None = None,
-                   source_format: str | None = None) -> dict:
+                   source_format: str | None = None) -> r.BookSummary:
         """The chapters the server would read the book as (nothing is queued): ``{"book": {...}}``."""
-        return self._book_request("/audiobooks/parse", file, text, None, {"source_format": source_format})
+        return _parsed(r.BookSummary, self._book_request("/audiobooks/parse", file, text, None,
+                                                         {"source_format": source_format}), "POST /audiobooks/parse")
 
     def submit_book(self, file: FileInput | None = None, text: str | None = None,
-                    chapters: list[dict] | None = None, **options: Any) -> dict:
+                    chapters: list[dict] | None = None, **options: Any) -> r.BookSubmitted:
         """Queue an audiobook from a file (.txt, .md, .epub), ``text`` or reviewed ``chapters``; options: title,
         author, language, model, voice, format (mp3/ogg), params, source_format, and ``lexicon``: the book's own
         pronunciation entries (``[{"term", "say", "case_sensitive"}, ...]``, as ``replace_lexicon`` takes them),
         which win over the key's own for the same term. The 202 body."""
-        return self._book_request("/audiobooks", file, text, chapters, options)
+        return _parsed(r.BookSubmitted, self._book_request("/audiobooks", file, text, chapters, options),
+                       "POST /audiobooks")
 
     def _book_request(self, path: str, file: FileInput | None, text: str | None, chapters: list[dict] | None,
                       options: Mapping[str, Any]) -> dict:
@@ -526,25 +546,25 @@ class Client:
         with _FilePart(file, f"book.{suffix}") as part:
             return self._json("POST", path, data=form, files={"file": part})
 
-    def book(self, id: str, text: bool = False) -> dict:
+    def book(self, id: str, text: bool = False) -> r.Book:
         """A book's state: plan, chapters, chunks done, ETA, quality, files."""
-        return self._json("GET", f"/audiobooks/{_seg(id)}", params={"text": 1} if text else None)
+        return self._as(r.Book, "GET", f"/audiobooks/{_seg(id)}", params={"text": 1} if text else None)
 
-    def books(self) -> list[dict]:
-        return self._json("GET", "/audiobooks")["audiobooks"]
+    def books(self) -> list[r.BookListItem]:
+        return self._as(list[r.BookListItem], "GET", "/audiobooks", key="audiobooks")
 
-    def pause_book(self, id: str) -> dict:
-        return self._json("POST", f"/audiobooks/{_seg(id)}/pause")
+    def pause_book(self, id: str) -> r.BookAction:
+        return self._as(r.BookAction, "POST", f"/audiobooks/{_seg(id)}/pause")
 
-    def resume_book(self, id: str) -> dict:
-        return self._json("POST", f"/audiobooks/{_seg(id)}/resume")
+    def resume_book(self, id: str) -> r.BookAction:
+        return self._as(r.BookAction, "POST", f"/audiobooks/{_seg(id)}/resume")
 
-    def cancel_book(self, id: str) -> dict:
-        return self._json("POST", f"/audiobooks/{_seg(id)}/cancel")
+    def cancel_book(self, id: str) -> r.BookAction:
+        return self._as(r.BookAction, "POST", f"/audiobooks/{_seg(id)}/cancel")
 
-    def regenerate_chunk(self, id: str, index: int) -> dict:
+    def regenerate_chunk(self, id: str, index: int) -> r.Regenerated:
         """Make chunk ``index`` again with a new seed, then re-assemble its chapter and the book."""
-        return self._json("POST", f"/audiobooks/{_seg(id)}/chunks/{int(index)}/regenerate")
+        return self._as(r.Regenerated, "POST", f"/audiobooks/{_seg(id)}/chunks/{int(index)}/regenerate")
 
     def download_chapter(self, id: str, index: int, path: str | os.PathLike | None = None) -> bytes | Path:
         """Chapter ``index`` (0-based): bytes, or written to ``path`` (a directory: under the server's name)."""
@@ -553,6 +573,19 @@ class Client:
     def download_m4b(self, id: str, path: str | os.PathLike | None = None) -> bytes | Path:
         """The whole book as M4B with chapter markers: bytes, or written to ``path`` (file or directory)."""
         return self._download(f"/audiobooks/{_seg(id)}/m4b", path, f"{id}.m4b")
+
+
+def _parsed(model: Any, data: Any, what: str) -> Any:
+    """``data`` as ``model``; an answer the model does not fit (a server of another version) is kept as it came,
+    unchecked, rather than lost: read by key it is the same."""
+    try:
+        return TypeAdapter(model).validate_python(data)
+    except ValidationError as exc:
+        log.warning("the answer to %s is not what this client expects (%s); kept unchecked", what,
+                    str(exc).splitlines()[0])
+    if get_origin(model) is list:
+        return [get_args(model)[0].model_construct(**item) for item in data]
+    return model.model_construct(**data)
 
 
 def _seg(value: str) -> str:

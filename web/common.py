@@ -15,7 +15,6 @@ from chatterbox import audio, settings as settings_mod
 from chatterbox.engines import choose_engine, create_engine
 from chatterbox.jobs import JobStore
 from chatterbox.redis_client import redact_url, refusal
-from chatterbox.voices import VoiceError
 
 
 class Services:
@@ -114,6 +113,3 @@ def keep_upload(job_id: str, data: bytes) -> None:
         abort(error_response(503, f"the upload could not be stored: {exc.strerror or exc}", "storage_unavailable"))
 
 
-def voice_error(exc: VoiceError):
-    status = {"unknown_voice": 404, "not_found": 404, "duplicate_name": 409, "forbidden": 403}.get(exc.code, 400)
-    return error_response(status, exc.message, exc.code, exc.field)

@@ -12,10 +12,6 @@ from .common import error_response, services
 bp = Blueprint("lexicon", __name__)
 
 
-def lexicon_error(exc: LexiconError):
-    return error_response(exc.status, exc.message, exc.code, exc.field)
-
-
 def owner() -> str:
     """Whose lexicon a request reads or changes: the key's own; an admin key may name another's with ?owner= (a key
     id, or "-" for the jobs that belong to no key: those sent through Celery or the command line)."""
@@ -58,12 +54,9 @@ def replace_entries():
             new = entry(item.get("term") if isinstance(item, dict) else None, item)
         except LexiconError as exc:
             exc.field = f"entries[{i}].{exc.field}" if exc.field != "body" else f"entries[{i}]"
-            return lexicon_error(exc)
+            raise
         entries[new.term] = new
-    try:
-        stored = lexicon_of(owner()).replace(list(entries.values()))
-    except LexiconError as exc:
-        return lexicon_error(exc)
+    stored = lexicon_of(owner()).replace(list(entries.values()))
     return {"entries": [e.public() for e in stored]}
 
 
@@ -75,27 +68,18 @@ def clear_entries():
 
 @bp.get("/lexicon/<path:term>")
 def get_entry(term: str):
-    try:
-        return lexicon_of(owner()).get(term).public()
-    except LexiconError as exc:
-        return lexicon_error(exc)
+    return lexicon_of(owner()).get(term).public()
 
 
 @bp.put("/lexicon/<path:term>")
 def put_entry(term: str):
-    try:
-        stored, created = lexicon_of(owner()).put(entry(term, request.get_json(silent=True)))
-    except LexiconError as exc:
-        return lexicon_error(exc)
+    stored, created = lexicon_of(owner()).put(entry(term, request.get_json(silent=True)))
     return stored.public(), 201 if created else 200
 
 
 @bp.delete("/lexicon/<path:term>")
 def delete_entry(term: str):
-    try:
-        lexicon_of(owner()).remove(term)
-    except LexiconError as exc:
-        return lexicon_error(exc)
+    lexicon_of(owner()).remove(term)
     return {"term": term, "deleted": True}
 
 

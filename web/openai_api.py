@@ -26,6 +26,7 @@ from kombu.exceptions import OperationalError
 from chatterbox import audio, jobs, lexicon as lexicon_mod
 from chatterbox.access import SYSTEM, Caller
 from chatterbox.engines import Engine, InvalidRequest
+from chatterbox.schemas import requests as schemas
 from chatterbox.streaming import CONTENT_TYPES, StreamEncoder, wav_samples
 from chatterbox.synthesis import SynthesisRequest, parse_request, speech_plan
 
@@ -52,9 +53,6 @@ OWNED_BY = "chatterbox-jobs"
 OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer",
                            "verse", "marin", "cedar"})
 # "language" is ours (OpenAI's API has none): the multilingual model's language.
-SPEECH_FIELDS = ("model", "input", "voice", "response_format", "speed", "instructions", "stream_format", "language")
-STREAM_FORMATS = ("audio", "sse")
-SPEED_MIN, SPEED_MAX = 0.25, 4.0
 # The job's own file (GET /jobs/<id>/audio) in the closest of our formats.
 JOB_FORMATS = {"mp3": "mp3", "opus": "ogg", "aac": "mp3", "flac": "flac", "wav": "wav", "pcm": "wav"}
 
@@ -104,21 +102,21 @@ def resolve_voice(value: Any, engine: Engine, mapping: dict[str, str], caller: C
     operator who wrote the mapping gave that voice to every key under that name). ``builtin`` says which other
     API's voice names (lowercase) speak, unmapped, in the engine's default voice: OpenAI's here."""
     if value is None:
-        raise InvalidRequest("voice", f"voice is required: one of OpenAI's voices ({', '.join(sorted(OPENAI_VOICES))}) "
-                             "or a voice of GET /voices", "missing_field")
+        raise InvalidRequest(f"voice is required: one of OpenAI's voices ({', '.join(sorted(OPENAI_VOICES))}) "
+                             "or a voice of GET /voices", "missing_field", "voice")
     if isinstance(value, dict):  # OpenAI's custom voice reference
         if set(value) != {"id"} or not isinstance(value["id"], str):
-            raise InvalidRequest("voice", 'a voice object must be {"id": "<voice id>"}', "invalid_type")
+            raise InvalidRequest('a voice object must be {"id": "<voice id>"}', "invalid_type", "voice")
         return engine.check_voice(value["id"], caller), caller
     if not isinstance(value, str):
-        raise InvalidRequest("voice", f"voice must be a string, not {type(value).__name__}", "invalid_type")
+        raise InvalidRequest(f"voice must be a string, not {type(value).__name__}", "invalid_type", "voice")
     key = value.lower()
     if key in mapping:
         try:
             return engine.check_voice(mapping[key], SYSTEM), SYSTEM
         except InvalidRequest as exc:
-            raise InvalidRequest("voice", f"voice {value!r} is mapped to {mapping[key]!r} by CHATTERBOX_OPENAI_VOICES, "
-                                 f"which this engine cannot use: {exc.message}", exc.code) from None
+            raise InvalidRequest(f"voice {value!r} is mapped to {mapping[key]!r} by CHATTERBOX_OPENAI_VOICES, "
+                                 f"which this engine cannot use: {exc.message}", exc.code, "voice") from None
     if builtin(key):
         try:
             return engine.check_voice(value, caller), caller  # a saved voice of ours may carry an OpenAI name
@@ -149,38 +147,6 @@ def json_body() -> Any:
     return body
 
 
-def check_fields(body: Any, known: tuple[str, ...]) -> None:
-    """A JSON object with none but the ``known`` fields; raises InvalidRequest naming the first other one."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("body", "the request body must be a JSON object", "invalid_body")
-    unknown = sorted(set(body) - set(known))
-    if unknown:
-        raise InvalidRequest(unknown[0], f"unknown field {unknown[0]!r}; known fields: {', '.join(known)}",
-                             "unknown_field")
-
-
-def check_format(value: Any, default: str = "mp3") -> str:
-    """``response_format``: one of CONTENT_TYPES, any case (None: ``default``)."""
-    fmt = value or default
-    if not isinstance(fmt, str) or fmt.lower() not in CONTENT_TYPES:
-        raise InvalidRequest("response_format", f"unknown response_format {fmt!r}; choose one of "
-                             f"{', '.join(CONTENT_TYPES)}", "unknown_format")
-    return fmt.lower()
-
-
-def check_number(value: Any, field: str, minimum: float, maximum: float, default: float) -> float:
-    """A JSON number within [minimum, maximum] (None: ``default``); raises InvalidRequest naming ``field``."""
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidRequest(field, f"{field} must be a number, not {type(value).__name__}", "invalid_type")
-    # Compared as it is: JSON may carry an integer of thousands of digits, which math.isfinite() refuses.
-    if (isinstance(value, float) and not math.isfinite(value)) or not minimum <= value <= maximum:
-        raise InvalidRequest(field, f"{field} must be between {minimum} and {maximum}, not {str(value)[:40]}",
-                             "out_of_range")
-    return float(value)
-
-
 def speech_synthesis(svc: Services, caller: Caller, *, text: Any, voice: Any, fmt: str, speed: float,
                      model: str | None, language: Any, language_field: str = "language",
                      builtin: Callable[[str], bool] = OPENAI_VOICES.__contains__) -> tuple[SynthesisRequest, float]:
@@ -190,9 +156,9 @@ def speech_synthesis(svc: Services, caller: Caller, *, text: Any, voice: Any, fm
     def renamed(exc: InvalidRequest) -> InvalidRequest:
         if exc.field == "text":
             message = "input" + exc.message[4:] if exc.message.startswith("text") else exc.message
-            return InvalidRequest("input", message, exc.code, exc.status)
+            return InvalidRequest(message, exc.code, "input", exc.status)
         if exc.field == "language" and language_field != "language":
-            return InvalidRequest(language_field, exc.message, exc.code, exc.status)
+            return InvalidRequest(exc.message, exc.code, language_field, exc.status)
         return exc
 
     try:
@@ -213,28 +179,16 @@ def speech_synthesis(svc: Services, caller: Caller, *, text: Any, voice: Any, fm
 
 def parse_speech(body: Any, svc: Services, caller: Caller) -> SpeechRequest:
     """Check an OpenAI speech request; raises InvalidRequest naming the field at fault (OpenAI's names)."""
-    check_fields(body, SPEECH_FIELDS)
-    model = body.get("model")
-    if model is None:
-        raise InvalidRequest("model", "model is required", "missing_field")
-    if model not in served_models(svc):
-        raise InvalidRequest("model", f"unknown model {model!r}; this server has: {', '.join(served_models(svc))}",
-                             "model_not_found")
-    if body.get("input") is None:
-        raise InvalidRequest("input", "input is required", "missing_field")
-    fmt = check_format(body.get("response_format"))
-    speed = check_number(body.get("speed"), "speed", SPEED_MIN, SPEED_MAX, 1.0)
-    stream_format = body.get("stream_format") or "audio"
-    if stream_format not in STREAM_FORMATS:
-        raise InvalidRequest("stream_format", f"unknown stream_format {stream_format!r}; choose one of "
-                             f"{', '.join(STREAM_FORMATS)}", "unknown_stream_format")
-    # Accepted for compatibility and otherwise ignored: no engine here takes a style prompt (see the README).
-    if body.get("instructions") is not None and not isinstance(body["instructions"], str):
-        raise InvalidRequest("instructions", "instructions must be a string", "invalid_type")
-    synthesis, tempo = speech_synthesis(svc, caller, text=body["input"], voice=body.get("voice"), fmt=fmt,
-                                        speed=speed, model=engine_model(svc, model), language=body.get("language"))
-    return SpeechRequest(model=model, response_format=fmt, stream_format=stream_format, speed=speed, tempo=tempo,
-                         synthesis=synthesis)
+    request = schemas.SpeechRequest.check(body)
+    if request.model not in served_models(svc):
+        raise InvalidRequest(f"unknown model {request.model!r}; this server has: {', '.join(served_models(svc))}",
+                             "model_not_found", "model")
+    fmt, speed, stream_format = request.response_format or "mp3", request.speed or 1.0, request.stream_format or "audio"
+    voice = request.voice.model_dump() if isinstance(request.voice, schemas.VoiceId) else request.voice
+    synthesis, tempo = speech_synthesis(svc, caller, text=request.input, voice=voice, fmt=fmt, speed=speed,
+                                        model=engine_model(svc, request.model), language=request.language)
+    return SpeechRequest(model=request.model, response_format=fmt, stream_format=stream_format, speed=speed,
+                         tempo=tempo, synthesis=synthesis)
 
 
 def _job_failure(job_id: str, event: dict) -> tuple[int, str, str]:

@@ -1,8 +1,9 @@
-"""The OpenAPI 3.0.3 description of the REST API, built from Python data at request time.
+"""The OpenAPI 3.0.3 description of the REST API, built at request time.
 
-Enums, limits and the engine's parameters are read from the code and the settings they live in (audio formats,
-chapter formats, job statuses, the engine's ``describe()``, ``max_text_chars``, body limits), so the document
-follows the server instead of being kept in step by hand. ``tests/test_openapi.py`` runs it against a live server.
+Its schemas are generated from the models that check the requests and describe the answers (chatterbox/schemas,
+completed with this server's engine, limits and models in web/openapi_schemas.py); this module holds what the
+models do not: the operations, their parameters, answers and error codes. ``tests/test_openapi.py`` runs it
+against a live server.
 """
 from __future__ import annotations
 
@@ -11,15 +12,14 @@ from typing import Any, Iterable
 from chatterbox import audio, jobs
 from chatterbox.access import ANYONE
 from chatterbox.books.assemble import CHAPTER_FORMATS
-from chatterbox.books.reader import FORMATS as BOOK_FORMATS
-from chatterbox.engines import ENGINES
 from chatterbox.engines.models import ALIASES, MODELS
 from chatterbox.settings import Settings
-from chatterbox.streaming import CONTENT_TYPES as SPEECH_TYPES, OUTPUT_RATE
-from chatterbox.voices import MAX_TAGS, NAME as VOICE_NAME
+from chatterbox.streaming import CONTENT_TYPES as SPEECH_TYPES
+from chatterbox.voices import NAME as VOICE_NAME
 
 from . import captioned, openai_api
 from .common import Services
+from .openapi_schemas import component_schemas
 
 Schema = dict[str, Any]
 
@@ -53,51 +53,12 @@ def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def obj(properties: dict[str, Schema], required: Iterable[str] = (), *, closed: bool = False,
-        description: str | None = None, example: Any = None) -> Schema:
-    """An object schema; ``closed`` for request bodies whose unknown fields the server refuses."""
-    schema: Schema = {"type": "object", "properties": properties}
-    required = list(required)
-    missing = sorted(set(required) - set(properties))
-    if missing:  # a typo here would make the document promise a field that no schema describes
-        raise ValueError(f"required fields without a schema: {missing}")
-    if required:
-        schema["required"] = required
-    if closed:
-        schema["additionalProperties"] = False
-    if description:
-        schema["description"] = description
-    if example is not None:
-        schema["example"] = example
-    return schema
-
-
-def nullable(schema: Schema) -> Schema:
-    """The schema, also allowing null (OpenAPI 3.0.3: an enum must then list null too)."""
-    out = {**schema, "nullable": True}
-    if "enum" in out and None not in out["enum"]:
-        out["enum"] = [*out["enum"], None]
-    return out
-
-
 def string(description: str | None = None, **extra: Any) -> Schema:
     return {"type": "string", **({"description": description} if description else {}), **extra}
 
 
-def number(description: str | None = None, **extra: Any) -> Schema:
-    return {"type": "number", **({"description": description} if description else {}), **extra}
-
-
 def integer(description: str | None = None, **extra: Any) -> Schema:
     return {"type": "integer", **({"description": description} if description else {}), **extra}
-
-
-def boolean(description: str | None = None) -> Schema:
-    return {"type": "boolean", **({"description": description} if description else {})}
-
-
-def array(items: Schema, description: str | None = None, **extra: Any) -> Schema:
-    return {"type": "array", "items": items, **({"description": description} if description else {}), **extra}
 
 
 def json_content(schema: Schema, example: Any = None) -> dict:
@@ -219,7 +180,7 @@ def build_document(svc: Services) -> dict:
     """The whole OpenAPI document for this server's settings and engine."""
     settings, engine_name = svc.settings, svc.engine_name
     described = svc.engine.describe(ANYONE)  # open to anyone: it lists built-in voices only
-    schemas = {**_schemas(settings, described), **_openai_schemas(settings, openai_api.served_models(svc))}
+    schemas = component_schemas(settings, described, openai_api.served_models(svc))
     paths = _Paths()
     _synthesis_and_jobs(paths, settings, described)
     _voices(paths)
@@ -320,381 +281,6 @@ LANGUAGE_HELP = ("the language of the text, a code of `GET /engine`'s models (`d
 
 
 # -- schemas ------------------------------------------------------------------------------------------------------
-
-def _engine_params(described: dict, *, nullable_values: bool = True) -> Schema:
-    """The engine's parameters with their ranges, as GET /engine lists them; unknown names are refused."""
-    properties: dict[str, Schema] = {}
-    # Every model's parameters (Chatterbox has three models; each takes some of these, in its own range: GET /engine)
-    specs: dict[str, dict] = {}
-    for spec in [*described["params"], *(p for m in described.get("models", []) for p in m["params"])]:
-        if spec["name"] in specs:
-            known = specs[spec["name"]]
-            spec = {**known, "min": min(known["min"], spec["min"]), "max": max(known["max"], spec["max"])}
-        specs[spec["name"]] = spec
-    for spec in specs.values():
-        schema: Schema = {"type": "integer" if spec["type"] == "int" else "number", "minimum": spec["min"],
-                          "maximum": spec["max"], "description": spec["help"]}
-        if spec["default"] is not None:
-            schema["default"] = spec["default"]
-        # null means "the default", as leaving it out does
-        properties[spec["name"]] = nullable(schema) if nullable_values else schema
-    return nullable(obj(properties, closed=True, description=f"the {described['name']} engine's parameters "
-                                                             "(`GET /engine` lists them); left out: the defaults"))
-
-
-def _job_properties() -> dict[str, Schema]:
-    """A job record as clients see it (chatterbox.jobs.public_view): empty fields are left out, never null."""
-    formats = list(dict.fromkeys([*audio.FORMATS, *CHAPTER_FORMATS]))
-    return {
-        "id": string("the job's id"),
-        "kind": string("what the job does", enum=list(JOB_KINDS)),
-        "status": string("`paused` only for audiobooks", enum=list(jobs.STATUSES)),
-        "progress": number(minimum=0, maximum=1),
-        "voice": string("the voice it speaks in (a clone job has none)"),
-        "format": string("the audio format (chapter files' format for an audiobook)", enum=formats),
-        "params": {"type": "object", "additionalProperties": True,
-                   "description": "the engine's parameters with defaults filled in (a clone job: its request)"},
-        "engine": string(enum=list(ENGINES)),
-        "model": string("the Chatterbox model that speaks it (left out for Piper)", enum=list(MODELS)),
-        "language": string("the language it is spoken in (a code of `GET /engine`'s models)"),
-        "source": string("how it was submitted: `rest`, `openai`, `captioned` or `celery`"),
-        "owner": string("the id of the API key that submitted it (left out for jobs sent through Celery)"),
-        "created_at": number("Unix time"),
-        "started_at": number("Unix time"),
-        "finished_at": number("Unix time"),
-        "chunks_total": integer(minimum=0),
-        "chunks_done": integer(minimum=0),
-        "duration_s": number("seconds of audio (a clone job: of the reference clip)"),
-        "sample_rate": integer(),
-        "synth_s": number("seconds spent synthesizing"),
-        "encode_s": number("seconds spent encoding"),
-        "queued_s": number("seconds from submission to start"),
-        "total_s": number("seconds from submission to finish"),
-        "first_chunk_s": number("seconds from start to the first audio chunk"),
-        "rtf": number("real-time factor: synthesis time / audio duration"),
-        "worker": string("the Celery hostname that ran it"),
-        "attempt": integer(minimum=1),
-        "max_attempts": integer(minimum=1),
-        "error": string("why it failed or was cancelled"),
-        "last_error": string("why an earlier attempt was abandoned"),
-        "output": string("the output file's name"),
-        "text_chars": integer(minimum=0),
-        "voice_id": string("a clone job's new voice, once it succeeded"),
-        "title": string("an audiobook's title"),
-        "author": string("an audiobook's author"),
-        "chapters_total": integer(minimum=0),
-        "chapters_done": integer(minimum=0),
-        "audio_s": number("seconds of audio made so far (audiobooks)"),
-        "plan_s": number("seconds spent planning (audiobooks)"),
-        "assembly_s": number("seconds spent assembling (audiobooks)"),
-    }
-
-
-JOB_REQUIRED = ("id", "kind", "status", "progress", "format", "params", "engine", "source", "created_at",
-                "chunks_total", "chunks_done", "attempt", "max_attempts", "text_chars")
-LINKS = {"status_url": string("`GET` this for the job's record"),
-         "events_url": string("the job's websocket (a path)"),
-         "audio_url": string("the finished audio")}
-# A synthesis' own links (not a clone's or a book's): its word timestamps and subtitles.
-WORD_LINKS = {"words_url": string("a synthesis': its word timestamps, once it has succeeded"),
-              "subtitles_url": string("a synthesis': its subtitles (SRT, or `?format=vtt`)")}
-BOOK_LINKS = {**LINKS, "book_url": string("`GET` this for the book's state"), "m4b_url": string("the whole book"),
-              "epub_url": string("the read-along EPUB 3, once the book has succeeded"),
-              "subtitles_url": string("the whole book's subtitles over the M4B (`?chapter=N`: one chapter's)")}
-
-
-def _schemas(settings: Settings, described: dict) -> dict[str, Schema]:
-    params = _engine_params(described)
-    voices = [v["id"] for v in described["voices"] if v.get("builtin")]
-    voice_help = (f"a voice of `GET /voices` (built in: {', '.join(f'`{v}`' for v in voices)}), or a saved "
-                  "voice's id or unique name; left out: the engine's default")
-    job = _job_properties()
-    voice_props = {
-        "id": string(), "name": string(), "engine": string(enum=list(ENGINES)), "builtin": boolean(),
-        "description": string(), "language": string("built-in Piper voices: the language code"),
-        "tags": array(string()), "owner": string("the API key id that made it; empty: everyone's"),
-        "created_at": number("Unix time"), "reference_seconds": number("seconds of speech in the reference clip"),
-        "model": string("the weights it was made for"), "job_id": string("the clone job that made it"),
-    }
-    chapter_state = obj({
-        "index": integer(minimum=0), "title": string(), "chunks_done": integer(minimum=0),
-        "chunks_total": integer(minimum=0), "words": integer(minimum=0),
-        "status": string(enum=list(CHAPTER_STATUSES)), "progress": number(minimum=0, maximum=1),
-        "duration_s": number("once assembled"), "file": string("once assembled: the file's name"),
-        "lufs": number("once assembled: its loudness"), "url": string("once assembled: its download"),
-        "words_file": string("once assembled: the file of its word timestamps"),
-        "subtitles_url": string("once assembled: its subtitles (`&format=vtt`, `&words=N`)"),
-        "chunks": array(obj({"index": integer(minimum=0), "text": string("what the engine is asked to say"),
-                             "source": string("the same words as the book wrote them"), "done": boolean(),
-                             "duration_s": nullable(number())}, ["index", "text", "done", "duration_s"]),
-                        "with `?text=1`: every chunk of the chapter"),
-    }, ["index", "title", "chunks_done", "chunks_total", "words", "status", "progress"])
-    retry = obj({"index": integer(minimum=0), "attempts": integer(minimum=1), "ok": boolean(),
-                 "problems": array(string())}, ["index", "attempts", "ok", "problems"])
-    plan = obj({
-        "title": string(), "author": string(), "language": string(), "engine": string(), "voice": string(),
-        "params": {"type": "object", "additionalProperties": True}, "format": string(enum=list(CHAPTER_FORMATS)),
-        "chapters": array(obj({"index": integer(minimum=0), "title": string(), "chunks": integer(minimum=0),
-                               "words": integer(minimum=0)}, ["index", "title", "chunks", "words"])),
-        "chunks_total": integer(minimum=0), "words": integer(minimum=0),
-    }, ["title", "author", "language", "engine", "voice", "params", "format", "chapters", "chunks_total", "words"])
-    book_options = {
-        "title": string("the book's title (else its own, or the file's name)"), "author": string(),
-        "language": string("the book's language (else its own, from the EPUB or front matter): a language other "
-                           "than English is read by the multilingual model"),
-        "model": string(MODEL_HELP, enum=MODEL_NAMES), "voice": string(voice_help),
-        "format": string("the chapter files' format (`ogg`: Opus); the M4B is always made",
-                         enum=list(CHAPTER_FORMATS), default=settings.book_format),
-    }
-    from chatterbox.lexicon import KINDS, MAX_SAY, MAX_TERM
-
-    book_entry = obj({"term": string("matched as a whole word", minLength=1, maxLength=MAX_TERM),
-                      "say": string("what is said in its place", minLength=1, maxLength=MAX_SAY),
-                      "case_sensitive": boolean("match the term's case exactly (else any case)"),
-                      "kind": string(enum=list(KINDS))}, ["term"],
-                     description="an entry as `PUT /lexicon` takes it (see Lexicon)")
-    book_lexicon = array(book_entry, "the book's own pronunciation entries, on top of the key's lexicon: a book "
-                         "entry wins over the key's for the same term (in any case). Kept with the book; a bad entry "
-                         "is a 400 naming it (`lexicon[1].say`)", maxItems=settings.lexicon_max_entries)
-    return {
-        "ErrorDetail": obj({
-            "message": string("for people"),
-            "type": string("`invalid_request_error` for 4xx, `server_error` for 5xx",
-                           enum=["invalid_request_error", "server_error"]),
-            "param": nullable(string("the request field at fault, when there is one")),
-            "code": string("for programs, e.g. `out_of_range`, `job_not_found`"),
-        }, ["message", "type", "param", "code"]),
-        "Error": obj({"error": ref("ErrorDetail")}, ["error"], example={"error": {
-            "message": "params.length_scale must be between 0.5 and 2.0, not 7", "type": "invalid_request_error",
-            "param": "params.length_scale", "code": "out_of_range"}}),
-        "EngineParams": params,
-        "SynthesizeRequest": obj({
-            "text": string("what to say; it must contain a letter or digit. Plain text may hold pauses "
-                           "(`[pause:0.5s]`); a text that starts with `<speak>` is SSML (speak, p, s, break, sub, "
-                           "say-as, prosody, phoneme). The limit counts the spoken characters", minLength=1,
-                           maxLength=settings.max_text_chars),
-            "voice": nullable(string(voice_help)),
-            "format": nullable(string("the audio format (`ogg`: Opus)", enum=list(audio.FORMATS), default="wav")),
-            "params": ref("EngineParams"),
-            "model": nullable(string(MODEL_HELP, enum=MODEL_NAMES)),
-            "language": nullable(string(LANGUAGE_HELP)),
-        }, ["text"], closed=True, example={"text": "Hello there.", "format": "mp3"}),
-        "SynthesizeForm": obj({
-            "text": string("what to say", minLength=1, maxLength=settings.max_text_chars),
-            "voice": string(voice_help),
-            "format": string("the audio format", enum=list(audio.FORMATS), default="wav"),
-            "params": string("the engine's parameters as a JSON object (see `EngineParams`)"),
-            "model": string(MODEL_HELP, enum=MODEL_NAMES), "language": string(LANGUAGE_HELP),
-            "audio_prompt": string("the reference clip of the one-off voice (any common audio format, 5 to 60 s of "
-                                   "speech); it is not kept", format="binary"),
-        }, ["text", "audio_prompt"], closed=True),
-        "JobLinks": obj({"job_id": string(), "status": string(enum=["queued"]), **LINKS, **WORD_LINKS},
-                        ["job_id", "status", *LINKS]),
-        "WaitPending": obj({"job_id": string(), "status": string(enum=["queued", "running"]), **LINKS, **WORD_LINKS,
-                            "message": string("how long it waited")}, ["job_id", "status", *LINKS, "message"]),
-        "Job": obj(job, JOB_REQUIRED),
-        "JobDetail": obj({**job, **LINKS, **WORD_LINKS, "text": string("with `?text=1`: the text")},
-                         [*JOB_REQUIRED, *LINKS]),
-        "Words": obj({
-            "words": array(obj({"word": string("as written in the text, punctuation included (`$5`, `3rd`, `May.`)"),
-                                "start": number("seconds into the job's audio", minimum=0),
-                                "end": number("seconds into the job's audio", minimum=0)}, ["word", "start", "end"])),
-            "aligned": boolean("whether speech recognition aligned them; false: spread over the speech by length"),
-        }, ["words", "aligned"]),
-        "BookWords": obj({
-            "words": array(obj({"word": string("as the book wrote it, punctuation included"),
-                                "start": number("seconds into the chapter's file (`?chapter=N`) or the M4B",
-                                                minimum=0),
-                                "end": number(minimum=0)}, ["word", "start", "end"])),
-        }, ["words"]),
-        "JobList": obj({
-            "jobs": array(obj({**job, **LINKS, **WORD_LINKS, "text_preview": string("the text's first 200 characters")},
-                              [*JOB_REQUIRED, *LINKS, "text_preview"])),
-            "total": integer("jobs that match the filters, on every page", minimum=0),
-            "offset": integer(minimum=0), "limit": integer(minimum=1, maximum=500),
-            "total_exact": {"type": "boolean", "description": "false when a `q` or `voice` search read its limit "
-                                                             "(the newest 20,000 jobs) and `total` counts only those"},
-        }, ["jobs", "total", "offset", "limit", "total_exact"]),
-        "Purged": obj({"job_id": string(), "deleted": {"type": "boolean", "enum": [True]}}, ["job_id", "deleted"]),
-        "Stats": obj({
-            "window_s": integer("the window: the last hour"),
-            "buckets": array(obj({"start": number("Unix time"), "jobs": integer("jobs finished", minimum=0),
-                                  "failed": integer("of which failed", minimum=0),
-                                  "audio_s": number("seconds of audio made", minimum=0)},
-                                 ["start", "jobs", "failed", "audio_s"]), "5-minute buckets, oldest first"),
-            "jobs": integer(minimum=0), "audio_s": number(minimum=0),
-            "queues": obj({"interactive": integer(minimum=0), "bulk": integer(minimum=0)}, ["interactive", "bulk"],
-                          description="messages waiting in the Celery queues"),
-            "statuses": obj({status: integer(minimum=0) for status in jobs.STATUSES}, list(jobs.STATUSES),
-                            description="jobs on record in each status"),
-        }, ["window_s", "buckets", "jobs", "audio_s", "queues", "statuses"]),
-        "Storage": obj({
-            "retention_days": number("finished work is deleted this long after it ended (0: kept for ever)",
-                                     minimum=0),
-            "jobs": integer("job records kept", minimum=0),
-            "books_unfinished": integer("audiobooks queued, running or paused", minimum=0),
-            "disk": obj({name: ref("FolderUsage") for name in ("outputs", "books", "chunks", "uploads", "voices")},
-                        ["outputs", "books", "chunks", "uploads", "voices"],
-                        description="the data directory's folders"),
-            "disk_total": ref("FolderUsage"),
-            "redis": obj({"used_memory": nullable(integer("bytes")), "maxmemory": nullable(integer("bytes; 0: no cap")),
-                          "maxmemory_policy": nullable(string("noeviction: a full Redis refuses writes (503) "
-                                                              "rather than drop a queue or a record")),
-                          "aof_enabled": boolean(), "aof_size": nullable(integer("bytes")),
-                          "keys": integer(minimum=0)}, ["used_memory", "maxmemory", "keys"]),
-            "measured_at": number("Unix time of this measure (at most 15 s old)"),
-            "last_sweep": obj({"at": number("Unix time"), "jobs": integer(minimum=0), "files": integer(minimum=0),
-                               "bytes": integer(minimum=0), "chunks": integer(minimum=0),
-                               "orphans": integer(minimum=0), "seconds": number(minimum=0),
-                               "dry_run": boolean()}, ["at", "jobs", "files", "bytes"],
-                              description="what the retention sweeper last deleted"),
-        }, ["retention_days", "jobs", "books_unfinished", "disk", "disk_total", "redis", "measured_at"]),
-        "FolderUsage": obj({"bytes": integer(minimum=0), "files": integer(minimum=0)}, ["bytes", "files"]),
-        "PlanRequest": obj({"text": string("the text to split")}, ["text"]),
-        "TextPlan": obj({
-            "chunks": array(string(), "the sentence-aligned chunks it would be synthesized in (none for blank text)"),
-            "pauses_s": array(number(minimum=0), "the silence after each chunk but the last: a [pause:...] or SSML "
-                                                 "<break> where the text asks for one, else the usual gap"),
-            "chars": integer("the spoken characters (markup not counted)", minimum=0),
-            "max_chars": integer("the longest text one job takes", minimum=1),
-            "chunk_chars": integer("the longest chunk", minimum=1),
-        }, ["chunks", "chars", "max_chars", "chunk_chars"]),
-        "CancelResult": obj({"job_id": string(), "status": string(enum=["cancelled", "running"]),
-                             "message": string("a running job: it stops after its current chunk")},
-                            ["job_id", "status"]),
-        "Voice": obj(voice_props, ["id", "name", "engine", "builtin"],
-                     description="a built-in voice of the engine, or a saved (cloned) voice"),
-        "SavedVoice": obj(voice_props, ["id", "name", "engine", "builtin", "description", "tags", "owner",
-                                        "created_at", "reference_seconds", "model", "job_id"]),
-        "VoiceList": obj({"engine": string(enum=list(ENGINES)), "voices": array(ref("Voice"))}, ["engine", "voices"]),
-        "SavedVoiceList": obj({"voices": array(ref("SavedVoice"))}, ["voices"]),
-        "VoicePatch": obj({
-            "name": string("1 to 64 letters, digits, spaces, dots, dashes or apostrophes, starting with a letter or "
-                           "digit; unique", pattern=VOICE_NAME.pattern),
-            "description": nullable(string("cut at 500 characters")),
-            # nullable has no effect beside anyOf without a type (OpenAPI 3.0.3), so it goes on a branch
-            "tags": {"anyOf": [nullable(array(string(minLength=1, maxLength=32), maxItems=MAX_TAGS)),
-                               string("comma-separated")], "description": "a list, or comma-separated"},
-        }, closed=True, example={"name": "Narrator", "tags": ["calm", "deep"]}),
-        "Engine": obj({
-            "name": string(enum=list(ENGINES)), "sample_rate": integer(), "loaded": boolean(
-                "whether this web process loaded the model (it never does: the workers synthesize)"),
-            "params": array(obj({"name": string(enum=[p["name"] for p in described["params"]]),
-                                 "type": string(enum=["float", "int"]), "default": nullable(number()),
-                                 "min": number(), "max": number(), "help": string()},
-                                ["name", "type", "default", "min", "max", "help"])),
-            "voices": array(ref("Voice")), "reason": string("why this engine was chosen"),
-            "formats": array(string(enum=list(audio.FORMATS))), "max_text_chars": integer(minimum=1),
-            "model": string("the model a job gets when it names none", enum=list(MODELS)),
-            "language": string(), "default_model": string(enum=list(MODELS)),
-            "models": array(obj({
-                "name": string(enum=list(MODELS)), "title": string(), "description": string(),
-                "available": boolean("some worker holds it (a job for a model no worker holds is refused)"),
-                "languages": array(obj({"code": string(), "name": string()}, ["code", "name"])),
-                "params": array(obj({"name": string(), "type": string(enum=["float", "int"]),
-                                     "default": nullable(number()), "min": number(), "max": number(),
-                                     "help": string()}, ["name", "type", "default", "min", "max", "help"])),
-                "tags": array(string(), "Turbo's paralinguistic tags, said where they stand in the text")},
-                ["name", "title", "available", "languages", "params", "tags"]),
-                "Chatterbox's models (absent for Piper)"),
-        }, ["name", "sample_rate", "loaded", "params", "voices", "reason", "formats", "max_text_chars"]),
-        "Worker": obj({
-            "hostname": string(), "pid": integer(), "device": string(), "engine": string(),
-            "engine_reason": string(), "model_loaded": boolean(), "jobs_done": integer(minimum=0),
-            "models": array(string(enum=list(MODELS)), "the Chatterbox models it holds"),
-            "current_job": nullable(string("a job it runs; only for an admin key")),
-            "current_jobs": array(string(), "every job it runs; only for an admin key"),
-            "batch": obj({"jobs": integer(minimum=0), "bulk": integer(minimum=0), "capacity": integer(minimum=1),
-                          "max_batch": integer(minimum=1), "active": integer(minimum=0),
-                          "interactive": integer(minimum=0), "waiting": integer(minimum=0),
-                          "rows": integer(minimum=0), "finishing": integer(minimum=0), "steps": integer(minimum=0)},
-                         ["jobs", "bulk", "capacity"],
-                         description="what it runs at once: `jobs` of its `capacity` threads (`bulk`: book items); "
-                                     "for Chatterbox, the requests its batch decodes together (`active` of "
-                                     "`max_batch`, `interactive` among them, `waiting` to join)"),
-            "consuming": boolean("it takes tasks from its queues (false while it starts)"),
-            "busy": boolean(), "state": string(enum=["busy", "idle", "starting"]),
-            "started_at": number(), "seen_at": number(), "seen_s_ago": number(), "queues": array(string()),
-            "instance": string(),
-        }, ["hostname", "pid", "device", "engine", "model_loaded", "jobs_done", "state",
-            "seen_s_ago", "queues"]),
-        "Health": obj({
-            "status": string("`no_workers` while no worker sends heartbeats", enum=["ok", "no_workers"]),
-            "redis": obj({"ok": boolean(), "version": string(), "aof": boolean(), "used_memory": string()},
-                         ["ok", "version", "aof", "used_memory"]),
-            "engine": obj({"name": string(enum=list(ENGINES)), "reason": string()}, ["name", "reason"]),
-            "workers": array(ref("Worker")),
-            "queues": {"type": "object", "additionalProperties": integer(minimum=0),
-                       "description": "messages waiting per Celery queue"},
-        }, ["status", "redis", "engine", "workers", "queues"]),
-        "HealthStatus": obj({"status": string(enum=["ok", "no_workers", "unavailable"]),
-                             "error": ref("ErrorDetail")}, ["status"],
-                            description="what anyone may know: whether the system is up (and, when it is not, "
-                                        "`redis_unavailable`)"),
-        "HealthDown": obj({
-            "status": string(enum=["unavailable"]),
-            "redis": obj({"ok": boolean(), "error": string()}, ["ok", "error"]),
-            "error": ref("ErrorDetail"),
-        }, ["status", "redis", "error"]),
-        "BookRequest": obj({
-            "text": string("the whole book, plain text or Markdown (`source_format`); chapters are found in it"),
-            "source_format": nullable(string(enum=["txt", "md"], default="txt")),
-            "chapters": array(obj({"title": string(), "text": string("paragraphs separated by blank lines")},
-                                  ["text"]), "reviewed chapters (from `POST /audiobooks/parse`); used instead of "
-                                             "`text`", minItems=1),
-            **{k: nullable(v) for k, v in book_options.items()},
-            "params": ref("EngineParams"),
-            "lexicon": nullable(book_lexicon),
-        }, closed=True, description="`text` or `chapters` is required",
-            example={"text": "# Chapter One\n\nIt was a quiet morning.", "source_format": "md"}),
-        "BookForm": obj({
-            "file": string("the book: `.txt` (UTF-8 or a legacy encoding), `.md`, or `.epub` 2 or 3",
-                           format="binary"),
-            "source_format": string("the file's format, when its name does not say", enum=list(BOOK_FORMATS)),
-            **book_options,
-            "params": string("the engine's parameters as a JSON object (see `EngineParams`)"),
-            "lexicon": string("the book's own pronunciation entries as a JSON list (see `BookRequest`)"),
-        }, ["file"]),
-        "BookSubmitted": obj({"job_id": string(), "status": string(
-            "`queued`, or already `running` when a worker was quicker than the answer", enum=list(jobs.STATUSES)),
-            "title": string(),
-                              "chapters": integer(minimum=1), "chunks": integer(minimum=1), **BOOK_LINKS},
-                             ["job_id", "status", "title", "chapters", "chunks", *BOOK_LINKS]),
-        "BookSummary": obj({"book": obj({
-            "title": string(), "author": string(), "language": string(),
-            "source_format": string(enum=list(BOOK_FORMATS)), "has_cover": boolean(),
-            "cover_type": nullable(string("the cover's MIME type")), "words": integer(minimum=0),
-            "chars": integer(minimum=0),
-            "chapters": array(obj({"index": integer(minimum=0), "title": string(), "words": integer(minimum=0),
-                                   "chars": integer(minimum=0), "text": string()},
-                                  ["index", "title", "words", "chars", "text"])),
-        }, ["title", "author", "language", "source_format", "has_cover", "cover_type", "words", "chars",
-            "chapters"])}, ["book"]),
-        "Book": obj({
-            **job, **BOOK_LINKS,
-            "plan": plan, "chapters": array(chapter_state),
-            "chunks_in_flight": integer(minimum=0),
-            "eta_s": nullable(number("seconds left at the throughput measured since it last started; null unless "
-                                     "running with some chunks made")),
-            "quality": obj({"checked": boolean(), "retried": array(retry, "chunks that passed after retries"),
-                            "failed": array(retry, "chunks that never passed (the best attempt is kept)")},
-                           ["checked", "retried", "failed"]),
-            "synthesized": integer(minimum=0), "from_cache": integer(minimum=0),
-            "lexicon": array(book_entry, "the book's own pronunciation entries, as submitted"),
-            "m4b_ready": boolean(),
-        }, [*JOB_REQUIRED, *BOOK_LINKS, "plan", "chapters", "chunks_in_flight", "audio_s", "eta_s", "quality",
-            "synthesized", "from_cache", "m4b_ready"]),
-        "BookList": obj({"audiobooks": array(obj({**job, **BOOK_LINKS}, [*JOB_REQUIRED, *BOOK_LINKS]))},
-                        ["audiobooks"]),
-        "BookAction": obj({"job_id": string(), "status": string(enum=["paused", "queued", "cancelled"])},
-                          ["job_id", "status"]),
-        "Regenerated": obj({"job_id": string(), "status": string(enum=["queued"]),
-                            "chunk": obj({"index": integer(minimum=0), "revision": integer(minimum=1),
-                                          "key": string("the chunk audio's cache key"), "text": string()},
-                                         ["index", "revision", "key", "text"]), **BOOK_LINKS},
-                           ["job_id", "status", "chunk", *BOOK_LINKS]),
-    }
-
 
 # -- operations ---------------------------------------------------------------------------------------------------
 
@@ -814,15 +400,7 @@ def _voices(paths: _Paths) -> None:
         "409": err("a voice with that name exists (`duplicate_name`)"),
     }, description="The recording is checked at once, then a clone job runs on a worker and is followed like a "
                    "synthesis job (same links and websocket). Needs the `chatterbox` engine.",
-        body={"required": True, "content": {MULTIPART: {"schema": obj({
-            "file": string("the recording (any common audio format; `audio` is accepted as the field's name too)",
-                           format="binary"),
-            "name": string("the new voice's unique name", pattern=VOICE_NAME.pattern),
-            "description": string("cut at 500 characters"),
-            "tags": string("comma-separated, at most 16 of up to 32 characters"),
-            "exaggeration": number("emotion intensity the voice is prepared with", minimum=0.25, maximum=2.0,
-                                   default=0.5),
-        }, ["file", "name"])}}}, creates_job=True)
+        body={"required": True, "content": {MULTIPART: {"schema": ref("CloneForm")}}}, creates_job=True)
     paths.add("get", "/saved-voices", "listSavedVoices", "Voices", "The saved voices", {
         "200": ok("the saved voices this key may use", ref("SavedVoiceList")),
     })
@@ -840,8 +418,7 @@ def _voices(paths: _Paths) -> None:
     }, parameters=[voice_id_param(by_name=False)],
         body={"required": True, "content": json_content(ref("VoicePatch"))})
     paths.add("delete", "/voices/{voice_id}", "deleteVoice", "Voices", "Delete a saved voice", {
-        "200": ok("deleted", obj({"id": string(), "deleted": {"type": "boolean", "enum": [True]}},
-                                 ["id", "deleted"])),
+        "200": ok("deleted", ref("VoiceDeleted")),
         "400": err("a built-in voice (`builtin_voice`)"), "403": SHARED_VOICE, "404": not_found,
     }, parameters=[voice_id_param(by_name=False)])
     paths.add("get", "/voices/{voice_id}/sample", "getVoiceSample", "Voices", "A short preview in the voice", {
@@ -863,9 +440,7 @@ def _voices(paths: _Paths) -> None:
         parameters=[query_param("name", "a new name for it (else the exported one)",
                                 string(pattern=VOICE_NAME.pattern))],
         body={"required": True, "content": {
-            MULTIPART: {"schema": obj({"file": string("the exported voice", format="binary"),
-                                       "name": string("a new name for it", pattern=VOICE_NAME.pattern)},
-                                      ["file"])},
+            MULTIPART: {"schema": ref("VoiceImportForm")},
             "application/octet-stream": {"schema": string("the exported voice", format="binary")}}})
 
 
@@ -923,8 +498,7 @@ def _audiobooks(paths: _Paths) -> None:
     paths.add("post", "/audiobooks/{job_id}/chunks/{index}/regenerate", "regenerateChunk", "Audiobooks",
               "Make a chunk again with a new seed", {
                   "202": ok("queued; its chapter and the book are assembled again after it", ref("Regenerated")),
-                  "400": err("the book has no such chunk (`chunk_not_found`)"),
-                  "404": not_found,
+                  "404": err("no such audiobook (`book_not_found`) or chunk (`chunk_not_found`)"),
                   "409": err("the chunk is not made yet (`chunk_pending`)"),
               }, parameters=[*book, chunk], creates_job=True)
     paths.add("get", "/audiobooks/{job_id}/chunks/{index}/audio", "getBookChunkAudio", "Audiobooks", "A chunk's WAV", {
@@ -998,11 +572,8 @@ def _service(paths: _Paths) -> None:
         "403": {"description": "the form's `csrf_token` is missing or is not the one `GET /login` gave this browser "
                                "(with its cookie): the sign-in page again", "content": html},
         "429": {"$ref": "#/components/responses/AuthRateLimited"},
-    }, body={"required": True, "content": {"application/x-www-form-urlencoded": {"schema": obj({
-        "key": string("the API key"),
-        "next": string("where to go after signing in (a path on this site)"),
-        "csrf_token": string("the token in the form of `GET /login`, which sets the cookie it is checked against"),
-    }, ["key", "csrf_token"])}}}, public=True)
+    }, body={"required": True, "content": {"application/x-www-form-urlencoded": {"schema": ref("LoginForm")}}},
+        public=True)
     paths.add("post", "/logout", "logout", "Service", "Sign out of the dashboard", {
         "302": {"description": "signed out: the session cookie is cleared, and the browser is sent to the sign-in page",
                 "headers": {"Location": header("the sign-in page", required=True)}},
@@ -1012,43 +583,26 @@ def _service(paths: _Paths) -> None:
 # -- the pronunciation lexicon (web/lexicon.py) ---------------------------------------------------------------------
 
 def _lexicon(paths: _Paths, settings: Settings) -> None:
-    from chatterbox.lexicon import KINDS, MAX_SAY, MAX_TERM
+    from chatterbox.lexicon import MAX_TERM
 
-    entry = obj({"term": string("matched as a whole word", minLength=1, maxLength=MAX_TERM),
-                 "say": string("what is said in its place", minLength=1, maxLength=MAX_SAY),
-                 "case_sensitive": boolean("match the term's case exactly (else any case)"),
-                 "kind": string(enum=list(KINDS)),
-                 "updated_at": number("when it was last set (Unix time)")},
-                ["term", "say", "case_sensitive", "kind", "updated_at"])
-    entry_request = obj({"say": string("what to say instead (1 to 200 characters, no line breaks)", minLength=1,
-                                       maxLength=MAX_SAY),
-                         "case_sensitive": boolean("match the term's case exactly; default false"),
-                         "kind": string("`respell` (the default); `phonemes` is refused (`unsupported_kind`): no "
-                                        "engine takes phonemes for a part of a text yet", enum=["respell", "phonemes"]),
-                         "term": string("the path's term, if given at all")}, ["say"], closed=True,
-                        example={"say": "Win", "case_sensitive": False})
     owner = query_param("owner", "admin keys: another key's lexicon by its id (`-`: the jobs that belong to no key)",
                         string())
     term = path_param("term", "the term, as stored (case and all)", string(minLength=1, maxLength=MAX_TERM), "Nguyen")
     bad_owner = err("`owner` names another key's lexicon and this is not an admin key (`forbidden`)")
-    listing = obj({"entries": array(entry), "max_entries": integer("CHATTERBOX_LEXICON_MAX_ENTRIES")},
-                  ["entries", "max_entries"])
+    entry = ref("LexiconEntry")
     paths.add("get", "/lexicon", "listLexicon", "Lexicon", "The key's pronunciation lexicon", {
-        "200": ok("every entry, by term", listing), "403": bad_owner,
+        "200": ok("every entry, by term", ref("Lexicon")), "403": bad_owner,
     }, parameters=[owner], description="Entries respell whole words (any case unless `case_sensitive`; the longest "
                                        "term first) in the text of every job of the key, before it is normalized "
                                        "and chunked. A job speaks by the lexicon as it was when it started.")
     paths.add("put", "/lexicon", "replaceLexicon", "Lexicon", "Replace the whole lexicon (an import)", {
-        "200": ok("the lexicon now", obj({"entries": array(entry)}, ["entries"])),
+        "200": ok("the lexicon now", ref("LexiconEntries")),
         "400": err("not `{\"entries\": [...]}` (`invalid_body`), or an entry at fault, named as `entries[i].say`"),
         "403": bad_owner,
         "409": err(f"more entries than a lexicon may have (`too_many_entries`, {settings.lexicon_max_entries})"),
-    }, parameters=[owner], body={"required": True, "content": json_content(obj({"entries": array(obj({
-        "term": string(minLength=1, maxLength=MAX_TERM), "say": string(minLength=1, maxLength=MAX_SAY),
-        "case_sensitive": boolean(), "kind": string(enum=["respell", "phonemes"])}, ["term", "say"], closed=True))},
-        ["entries"]), {"entries": [{"term": "SQL", "say": "sequel", "case_sensitive": True}]})})
+    }, parameters=[owner], body={"required": True, "content": json_content(ref("LexiconImport"))})
     paths.add("delete", "/lexicon", "clearLexicon", "Lexicon", "Remove every entry", {
-        "200": ok("how many entries there were", obj({"deleted": integer()}, ["deleted"])), "403": bad_owner,
+        "200": ok("how many entries there were", ref("LexiconCleared")), "403": bad_owner,
     }, parameters=[owner])
     paths.add("get", "/lexicon/{term}", "getLexiconEntry", "Lexicon", "One entry", {
         "200": ok("the entry", entry), "403": bad_owner, "404": err("no entry for that term (`unknown_term`)"),
@@ -1056,107 +610,24 @@ def _lexicon(paths: _Paths, settings: Settings) -> None:
     paths.add("put", "/lexicon/{term}", "setLexiconEntry", "Lexicon", "Set how a term is said", {
         "200": ok("the entry, replaced", entry), "201": ok("the entry, new", entry),
         "400": err("a field at fault, named in `param`: an empty or too long `term` or `say`, a line break in one "
-                   "(`missing_field`, `too_long`, `invalid_value`), an unknown field (`unknown_field`), or a "
-                   "`phonemes` entry (`unsupported_kind`)"),
+                   "(`missing_field`, `too_long`, `invalid_value`), an unknown field (`unknown_field`), or IPA the "
+                   "voice cannot say (`unknown_phoneme`)"),
         "403": bad_owner,
         "409": err(f"the lexicon is full (`too_many_entries`, {settings.lexicon_max_entries} entries)"),
-    }, parameters=[term, owner], body={"required": True, "content": json_content(entry_request)})
+    }, parameters=[term, owner], body={"required": True, "content": json_content(ref("LexiconEntryRequest"))})
     paths.add("delete", "/lexicon/{term}", "deleteLexiconEntry", "Lexicon", "Remove an entry", {
-        "200": ok("removed", obj({"term": string(), "deleted": {"type": "boolean", "enum": [True]}},
-                                 ["term", "deleted"])),
+        "200": ok("removed", ref("LexiconEntryDeleted")),
         "403": bad_owner, "404": err("no entry for that term (`unknown_term`)"),
     }, parameters=[term, owner])
     paths.add("post", "/lexicon/preview", "previewLexicon", "Lexicon", "A text as the key's jobs would say it", {
         "200": ok("the text with the lexicon applied (markup left out, before the engine's normalization)",
-                  obj({"text": string(), "changed": boolean("whether any entry applied")}, ["text", "changed"])),
+                  ref("LexiconPreview")),
         "400": err("no text (`missing_field`), too long (`text_too_long`), or bad markup (`invalid_markup`)"),
         "403": bad_owner,
-    }, parameters=[owner], body={"required": True, "content": json_content(obj({"text": string(minLength=1)},
-                                                                                ["text"]), {"text": "Dr. Nguyen"})})
+    }, parameters=[owner], body={"required": True, "content": json_content(ref("LexiconPreviewRequest"))})
 
 
 # -- OpenAI-compatible ----------------------------------------------------------------------------------------------
-
-def _openai_schemas(settings: Settings, models: list[str]) -> dict[str, Schema]:
-    voices = ", ".join(f"`{v}`" for v in sorted(openai_api.OPENAI_VOICES))
-    return {
-        "SpeechRequest": obj({
-            "model": string("a model of `GET /v1/models`: `tts-1` is Chatterbox Turbo and `tts-1-hd` the original "
-                            "where they are held (else the default model), or a model's own name", enum=models),
-            "input": string("the text to say; it must contain a letter or digit", minLength=1,
-                            maxLength=settings.max_text_chars),
-            "voice": {"oneOf": [
-                string(f"one of OpenAI's voices ({voices}): as `CHATTERBOX_OPENAI_VOICES` maps it, else the engine's "
-                       "default voice; or a voice of `GET /voices` (a saved voice by id or name)"),
-                obj({"id": string("a voice of `GET /voices`")}, ["id"], closed=True)]},
-            "response_format": nullable(string(
-                "the audio format, any case (`opus`: Opus in Ogg; `aac`: AAC in ADTS; `pcm`: raw 16-bit "
-                f"little-endian mono at {OUTPUT_RATE} Hz)", enum=list(SPEECH_TYPES), default="mp3")),
-            "speed": nullable(number("tempo: the engine's own pace as far as it goes, then time-stretched",
-                                     minimum=openai_api.SPEED_MIN, maximum=openai_api.SPEED_MAX, default=1.0)),
-            "instructions": nullable(string("accepted for compatibility and ignored: no engine here takes a style "
-                                            "prompt")),
-            "stream_format": nullable(string("`audio`: the audio bytes as they are made; `sse`: server-sent events",
-                                             enum=list(openai_api.STREAM_FORMATS), default="audio")),
-            "language": nullable(string("ours, not OpenAI's: " + LANGUAGE_HELP)),
-        }, ["model", "input", "voice"], closed=True,
-            example={"model": models[-1], "input": "Hello there.", "voice": "alloy", "response_format": "mp3"}),
-        "CaptionedSpeechRequest": obj({
-            "model": nullable(string("Kokoro's `kokoro` (the default model) or a model of `GET /v1/models`",
-                                     enum=[*models, captioned.KOKORO_MODEL], default=captioned.KOKORO_MODEL)),
-            "input": string("the text to say (plain, with `[pause:1s]`, or SSML); it must contain a letter or digit",
-                            minLength=1, maxLength=settings.max_text_chars),
-            "voice": nullable(string(
-                "OpenAI's or Kokoro's voice names (`af_heart`, `bm_george`, `af_bella+af_sky`): as "
-                "`CHATTERBOX_OPENAI_VOICES` maps them, else the engine's default voice; or a voice of `GET /voices`",
-                default=captioned.DEFAULT_VOICE)),
-            "response_format": nullable(string("as `/v1/audio/speech`'s", enum=list(SPEECH_TYPES), default="mp3")),
-            "speed": nullable(number("as `/v1/audio/speech`'s", minimum=openai_api.SPEED_MIN,
-                                     maximum=openai_api.SPEED_MAX, default=1.0)),
-            "stream": nullable({**boolean("true: newline-delimited JSON, a `CaptionedSpeechResponse` per piece of "
-                                          "audio as it is made; false: one, with the whole file"), "default": True}),
-            "return_timestamps": nullable({**boolean("false: `timestamps` is null (`[]` in each streamed piece)"),
-                                           "default": True}),
-            "return_download_link": nullable({**boolean("true: `X-Download-Path` names the job's own file (in our "
-                                                        "nearest format, without the atempo part of the speed)"),
-                                              "default": False}),
-            "lang_code": nullable(string("Kokoro's language letter (`a`, `b`: English; `e`, `f`, `h`, `i`, `j`, "
-                                         "`p`, `z`) or " + LANGUAGE_HELP)),
-            "volume_multiplier": nullable(number("a factor on the samples, clipped at full scale",
-                                                 minimum=captioned.VOLUME_MIN, maximum=captioned.VOLUME_MAX,
-                                                 default=1.0)),
-            "normalization_options": nullable({**obj({}, description="Kokoro's text options: accepted and ignored "
-                                                     "(text is always normalized, in its language)"),
-                                               "additionalProperties": boolean()}),
-            "allow_voice_tags": nullable({**boolean("only false: one voice speaks the whole input"),
-                                          "enum": [False, None]}),
-            "ssml": nullable(boolean("true: the input must be SSML (`<speak>`), which is read whenever it is")),
-            "voice_aliases": nullable({**obj({}, description="names for voices, any case: `{\"narrator\": "
-                                             "\"joe\"}`, or with a rate that multiplies `speed`: `{\"fast\": "
-                                             "{\"voice\": \"joe\", \"rate\": 1.2}}`"),
-                                       "additionalProperties": {"oneOf": [string(minLength=1), obj({
-                                           "voice": string(minLength=1),
-                                           "rate": nullable(number(minimum=openai_api.SPEED_MIN,
-                                                                   maximum=openai_api.SPEED_MAX))},
-                                           ["voice"], closed=True)]}}),
-        }, ["input"], closed=True, example={"model": "kokoro", "input": "Hello there.", "voice": "af_heart",
-                                            "response_format": "mp3", "stream": False}),
-        "CaptionedSpeechResponse": obj({
-            "audio": string("the audio (streamed: the next piece of one stream; the pieces joined are the file), "
-                            "base64", format="byte"),
-            "audio_format": string("the format's MIME type, as Kokoro names it",
-                                   enum=list(dict.fromkeys(captioned.AUDIO_FORMATS.values()))),
-            "timestamps": nullable(array(ref("WordTimestamp"), "the words, as written, in order (streamed: those "
-                                         "whose times came since the last piece)")),
-        }, ["audio", "audio_format", "timestamps"]),
-        "WordTimestamp": obj({"word": string(), "start_time": number("seconds of the answer's audio", minimum=0),
-                              "end_time": number("seconds of the answer's audio", minimum=0)},
-                             ["word", "start_time", "end_time"]),
-        "Model": obj({"id": string(), "object": string(enum=["model"]), "created": integer("Unix time"),
-                      "owned_by": string()}, ["id", "object", "created", "owned_by"]),
-        "ModelList": obj({"object": string(enum=["list"]), "data": array(ref("Model"))}, ["object", "data"]),
-    }
-
 
 def _openai(paths: _Paths) -> None:
     job = {"X-Job-Id": header("the job's id: it is an ordinary job, listed in `GET /jobs`", required=True),

@@ -4,10 +4,11 @@ from __future__ import annotations
 from flask import Blueprint, request, send_file
 
 from chatterbox import jobs
-from chatterbox.voices import VoiceError, VoiceLibrary, clone_request, prepare_reference
+from chatterbox.schemas.requests import VoicePatch
+from chatterbox.voices import VoiceLibrary, clone_request, prepare_reference
 
 from .auth import caller
-from .common import error_response, keep_upload, links, services, upload_path, voice_error
+from .common import error_response, keep_upload, links, services, upload_path
 
 bp = Blueprint("voices", __name__)
 
@@ -27,13 +28,10 @@ def clone():
     if svc.engine_name != "chatterbox":
         return error_response(400, f"voice cloning needs the chatterbox engine; this system runs {svc.engine_name}",
                               "cloning_unavailable", "engine")
-    try:
-        req = clone_request(request.form.get("name"), request.form.get("description"), request.form.get("tags"),
-                            request.form.get("exaggeration"), library(), owner=caller().id)
-        data = upload.read()
-        prepare_reference(data)  # refuse bad recordings now, before any model work
-    except VoiceError as exc:
-        return voice_error(exc)
+    req = clone_request(request.form.get("name"), request.form.get("description"), request.form.get("tags"),
+                        request.form.get("exaggeration"), library(), owner=caller().id)
+    data = upload.read()
+    prepare_reference(data)  # refuse bad recordings now, before any model work
     job_id = jobs.new_job_id()
     svc.store.create(job_id, text=req["name"], voice="", format="wav", engine=svc.engine_name, source="rest",
                      kind="clone", params={**req, "upload": str(upload_path(svc.settings, job_id))},
@@ -55,51 +53,31 @@ def get_voice(voice_id: str):
     for voice in services().engine.voices(caller()):
         if voice["id"] == voice_id and voice.get("builtin"):
             return voice
-    try:
-        return library().get(voice_id, caller()).public()
-    except VoiceError as exc:
-        return voice_error(exc)
+    return library().get(voice_id, caller()).public()
 
 
 @bp.patch("/voices/<voice_id>")
 def update_voice(voice_id: str):
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        return error_response(400, "send a JSON object with name, description or tags", "invalid_body")
-    unknown = sorted(set(body) - {"name", "description", "tags"})
-    if unknown:
-        return error_response(400, f"unknown field {unknown[0]!r}", "unknown_field", unknown[0])
-    try:
-        return library().update(voice_id, caller(), **body).public()
-    except VoiceError as exc:
-        return voice_error(exc)
+    patch = VoicePatch.check(request.get_json(silent=True))
+    return library().update(voice_id, caller(), **patch.model_dump(exclude_unset=True)).public()
 
 
 @bp.delete("/voices/<voice_id>")
 def delete_voice(voice_id: str):
     if any(v["id"] == voice_id and v.get("builtin") for v in services().engine.voices(caller())):
         return error_response(400, f"{voice_id!r} is a built-in voice and cannot be deleted", "builtin_voice")
-    try:
-        library().delete(voice_id, caller())
-    except VoiceError as exc:
-        return voice_error(exc)
+    library().delete(voice_id, caller())
     return {"id": voice_id, "deleted": True}
 
 
 @bp.get("/voices/<voice_id>/sample")
 def voice_sample(voice_id: str):
-    try:
-        return send_file(library().file(voice_id, "sample.wav", caller()), mimetype="audio/wav")
-    except VoiceError as exc:
-        return voice_error(exc)
+    return send_file(library().file(voice_id, "sample.wav", caller()), mimetype="audio/wav")
 
 
 @bp.get("/voices/<voice_id>/export")
 def export_voice(voice_id: str):
-    try:
-        data = library().export(voice_id, caller())
-    except VoiceError as exc:
-        return voice_error(exc)
+    data = library().export(voice_id, caller())
     return data, 200, {"Content-Type": "application/octet-stream",
                        "Content-Disposition": f'attachment; filename="{voice_id}.voice"'}
 
@@ -110,9 +88,6 @@ def import_voice():
     data = upload.read() if upload is not None else request.get_data()
     if not data:
         return error_response(400, "send an exported voice file", "missing_file", "file")
-    try:
-        voice = library().import_(data, owner=caller().id,
-                                  name=request.args.get("name") or request.form.get("name"))
-    except VoiceError as exc:
-        return voice_error(exc)
+    voice = library().import_(data, owner=caller().id,
+                              name=request.args.get("name") or request.form.get("name"))
     return voice.public(), 201

@@ -10,7 +10,7 @@ from typing import Callable
 from .. import audio
 from ..access import Caller
 from ..engines import Engine, InvalidRequest
-from ..jobs import TERMINAL, JobStore, new_job_id
+from ..jobs import JobStore, new_job_id
 from ..lexicon import Entry, Lexicon, LexiconError, entry
 from ..settings import Settings
 from .assemble import CHAPTER_FORMATS
@@ -18,20 +18,13 @@ from .plan import Plan, book_dir, bump_revision, load_plan, make_plan, save_plan
 from .reader import Book
 from .runner import eta_seconds
 from .state import BookStore
+from .transitions import BookStateError  # what every action here raises when the book's state refuses it (409)
 
 SendTokens = Callable[[str, int], None]
 # Messages kept in the bulk queue per book: enough to keep every worker busy, few enough that queueing them is
 # instant for any book size. Each message that finds work sends the next one.
 WINDOW = 64
 _COVER_EXT = {"image/jpeg": "jpg", "image/png": "png"}
-
-
-class BookStateError(Exception):
-    """An action that the book's current state does not allow (resume a running book, ...)."""
-
-    def __init__(self, message: str, code: str):
-        super().__init__(message)
-        self.message, self.code = message, code
 
 
 def submit_book(store: JobStore, engine: Engine, settings: Settings, book: Book, *, voice: str | None,
@@ -47,8 +40,8 @@ def submit_book(store: JobStore, engine: Engine, settings: Settings, book: Book,
     started = time.perf_counter()
     fmt = (fmt or settings.book_format).lower() if isinstance(fmt, (str, type(None))) else fmt
     if fmt not in CHAPTER_FORMATS:
-        raise InvalidRequest("format", f"unknown chapter format {fmt!r}; choose one of {', '.join(CHAPTER_FORMATS)} "
-                             "(the whole book is also an M4B)", "unknown_format")
+        raise InvalidRequest(f"unknown chapter format {fmt!r}; choose one of {', '.join(CHAPTER_FORMATS)} "
+                             "(the whole book is also an M4B)", "unknown_format", "format")
     engine = engine.for_model(model, language if language is not None else book_language(engine, book, model))
     voice = engine.check_voice(voice, caller)
     params = engine.validate(params)
@@ -87,23 +80,23 @@ def book_lexicon(items: object, max_entries: int) -> list[Entry]:
     if isinstance(items, dict) and set(items) <= {"entries", "max_entries"} and "entries" in items:
         items = items["entries"]  # what GET /lexicon answers (an export) works as it is
     if not isinstance(items, list):
-        raise InvalidRequest("lexicon", "lexicon must be a list of entries: [{\"term\", \"say\", "
-                             "\"case_sensitive\"}, ...], as PUT /lexicon takes them", "invalid_type")
+        raise InvalidRequest("lexicon must be a list of entries: [{\"term\", \"say\", "
+                             "\"case_sensitive\"}, ...], as PUT /lexicon takes them", "invalid_type", "lexicon")
     if len(items) > max_entries:
-        raise InvalidRequest("lexicon", f"the book's lexicon has {len(items)} entries; the most it may have is "
-                             f"{max_entries} (CHATTERBOX_LEXICON_MAX_ENTRIES)", "too_many_entries")
+        raise InvalidRequest(f"the book's lexicon has {len(items)} entries; the most it may have is "
+                             f"{max_entries} (CHATTERBOX_LEXICON_MAX_ENTRIES)", "too_many_entries", "lexicon")
     found: dict[str, Entry] = {}
     for i, item in enumerate(items):
         if isinstance(item, dict) and item.get("term") is None:
-            raise InvalidRequest(f"lexicon[{i}].term", f"lexicon entry {i}: term is required: the word (or words) "
-                                 "to say another way", "missing_field")
+            raise InvalidRequest(f"lexicon entry {i}: term is required: the word (or words) "
+                                 "to say another way", "missing_field", f"lexicon[{i}].term")
         try:
             new = entry(item.get("term") if isinstance(item, dict) else None, item)
         except LexiconError as exc:
             field = f"lexicon[{i}]" if exc.field in (None, "body") else f"lexicon[{i}].{exc.field}"
             term = item.get("term") if isinstance(item, dict) else None
             named = f" ({term.strip()!r})" if isinstance(term, str) and term.strip() else ""
-            raise InvalidRequest(field, f"lexicon entry {i}{named}: {exc.message}", exc.code) from None
+            raise InvalidRequest(f"lexicon entry {i}{named}: {exc.message}", exc.code, field) from None
         found.pop(new.term, None)
         found[new.term] = new
     return list(found.values())
@@ -144,10 +137,7 @@ def _suffix(name: str) -> str:
 
 def pause_book(store: JobStore, job_id: str) -> str:
     job = _book_job(store, job_id)
-    if job["status"] not in ("queued", "running"):
-        raise BookStateError(f"book {job_id} is {job['status']}; only a queued or running book can be paused",
-                             "not_running")
-    BookStore(store).set_status(job_id, "paused")
+    BookStore(store).pause(job_id)
     store.emit(job_id, "progress", status="paused", progress=job.get("progress", 0.0),
                message="paused: the chunks in flight finish, nothing new starts")
     return "paused"
@@ -156,15 +146,10 @@ def pause_book(store: JobStore, job_id: str) -> str:
 def resume_book(store: JobStore, settings: Settings, job_id: str, send_tokens: SendTokens) -> str:
     """Continue a paused, failed or cancelled book from where it stopped; finished work is kept."""
     job = _book_job(store, job_id)
-    if job["status"] not in ("paused", "failed", "cancelled"):
-        raise BookStateError(f"book {job_id} is {job['status']}; only a paused, failed or cancelled book can be "
-                             "resumed", "not_resumable")
     books = BookStore(store)
     plan = load_plan(settings, job_id)
     # First: a key at its cap of unfinished jobs may not resume one (that would walk around the cap).
-    books.reopen(job_id, error="", finished_at="", run_started_at=time.time(),
-                 run_done_at_start=books.done_count(job_id))
-    books.clear_failures(job_id)
+    books.resume(job_id)
     books.hand_back(job_id)  # items whose holders are gone; those still running finish and are kept
     books.reconcile(job_id, [(c.first, c.count) for c in plan.chapters])
     store.emit(job_id, "progress", status="queued", progress=job.get("progress", 0.0), message="resumed")
@@ -173,13 +158,8 @@ def resume_book(store: JobStore, settings: Settings, job_id: str, send_tokens: S
 
 
 def cancel_book(store: JobStore, job_id: str) -> str:
-    job = _book_job(store, job_id)
-    if job["status"] in TERMINAL:
-        raise BookStateError(f"book {job_id} has already {job['status']}; nothing to cancel", "job_finished")
-    books = BookStore(store)
-    books.deactivate(job_id)
-    store.finish(job_id, "cancelled", error="cancelled by request; finished chunks are kept, resume continues")
-    books.touch(job_id)  # kept for the retention period, for a resume
+    _book_job(store, job_id)
+    BookStore(store).cancel(job_id)  # its work state is kept for the retention period, for a resume
     return "cancelled"
 
 
@@ -189,23 +169,22 @@ def regenerate_chunk(store: JobStore, settings: Settings, engine: Engine, job_id
     job = _book_job(store, job_id)
     plan = load_plan(settings, job_id)
     if not 0 <= index < len(plan.chunks):
-        raise InvalidRequest("index", f"the book has chunks 0 to {len(plan.chunks) - 1}, not {index}",
-                             "chunk_not_found")
+        raise InvalidRequest(f"the book has chunks 0 to {len(plan.chunks) - 1}, not {index}", "chunk_not_found",
+                             "index", 404)
     books = BookStore(store)
     if f"c:{index}" in books.inflight(job_id) or f"c:{index}" in books.pending(job_id):
         raise BookStateError(f"chunk {index} is not made yet; it can be regenerated once it is", "chunk_pending")
-    if job["status"] in TERMINAL:  # first: a finished book queued again counts against the cap like a new one
-        books.reopen(job_id, error="", finished_at="", run_started_at=time.time())
+    reopened = books.reopen(job_id)  # first: a finished book queued again counts against the cap like a new one
     chunk = bump_revision(plan, index, plan.engine, any(p.name == "seed" for p in engine.params))
     save_plan(settings, plan)
     books.undo_chunk(job_id, index)
     books.forget_chapter(job_id, chunk.chapter)  # the chunk's completion queues the chapter's assembly again
     books.queue(job_id, f"c:{index}")
-    if job["status"] in TERMINAL:
+    if reopened:
         store.update(job_id, run_done_at_start=books.done_count(job_id))
         store.emit(job_id, "progress", status="queued", progress=job.get("progress", 0.0),
                    message=f"regenerating chunk {index}")
-    if job["status"] != "paused":
+    if reopened or books.moving(job):  # a paused book makes it once resumed
         send_tokens(job_id, 1)
     return {"index": index, "revision": chunk.revision, "key": chunk.key, "text": chunk.text}
 

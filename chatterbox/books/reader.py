@@ -432,7 +432,7 @@ def _format_of(data: bytes, filename: str, label: str, requested: str | None) ->
     if requested is not None:
         if requested not in FORMATS:
             raise BookError(f"unknown book format {requested!r}; choose one of {', '.join(FORMATS)}",
-                            "unsupported_format", "format")
+                            "unsupported_format", "source_format")
         return requested
     name = re.split(r"[\\/]", filename)[-1].lower()
     extension = "." + name.rsplit(".", 1)[1] if "." in name[1:] else ""
@@ -485,9 +485,9 @@ def read_book(data: bytes, filename: str = "", *, max_bytes: int | None = None, 
 def book_from_text(text: str, format: str = "txt", title: str = "") -> Book:
     """A book from a string (a JSON submission): the same parsing as an uploaded txt or Markdown file."""
     if format not in ("txt", "md"):
-        raise BookError(f"unknown text format {format!r}; choose txt or md", "unsupported_format", "format")
+        raise BookError(f"unknown text format {format!r}; choose txt or md", "unsupported_format", "source_format")
     if not isinstance(text, str):
-        raise BookError("the text must be a string", "invalid_text", "text")
+        raise BookError("the text must be a string", "invalid_type", "text")
     meta, sections = _parse_markdown(text) if format == "md" else _parse_plain(text)
     return _make_book(meta, sections, format, title=title, label="the text", field="text")
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import align, audio
 from ..engines import Engine, InvalidRequest
-from ..jobs import BOOKS_WATCHDOG, TERMINAL, JobStore
+from ..jobs import JobStore
 from ..leases import Lease, LeaseKeeper, LeaseLost
 from ..retention import touch_chunk
 from ..settings import Settings
@@ -78,13 +78,10 @@ class BookRunner:
         job = self.store.get(job_id)
         if job is None or job.get("kind") != "audiobook":
             return None
-        if job["status"] == "queued":
-            now = time.time()
-            self.books.set_status(job_id, "running", started_at=job.get("started_at") or now, run_started_at=now,
-                                  run_done_at_start=self.books.done_count(job_id))
+        if self.books.begin_run(job_id):
             self.store.emit(job_id, "progress", status="running", progress=job.get("progress", 0.0))
-        elif job["status"] != "running":
-            return None  # paused, cancelled or finished: this message is dropped, resume sends new ones
+        # Nothing unless the book is running: a paused, cancelled or finished one drops this message (resume sends
+        # new ones).
         lease = self.books.take(job_id, self.instance, self.worker)
         if lease is None:
             return None
@@ -121,7 +118,7 @@ class BookRunner:
             self.keeper.release(lease)
         # Each message that found work sends the next one while work remains: a window of messages circulates
         # through the bulk queue, so queueing a book costs the same for any length.
-        if self.books.pending_count(job_id) and (self.store.get(job_id) or {}).get("status") == "running":
+        if self.books.has_work(job_id):
             self.send_tokens(job_id, 1)
         return item
 
@@ -132,9 +129,7 @@ class BookRunner:
                 self.books.retry(lease)
             except LeaseLost:
                 pass  # someone else holds it now; the book stops all the same
-        self.books.deactivate(job_id)
-        if self.store.finish(job_id, "failed", error=error):
-            self.books.touch(job_id)
+        self.books.stop(job_id, error)
 
     # -- chunks --------------------------------------------------------------------------------------------------
     def _chunk(self, job: dict, plan: Plan, index: int, lease: Lease) -> None:
@@ -331,11 +326,9 @@ class BookRunner:
         assembly_s = self.store.add(job_id, "assembly_s", seconds)
         job = self.store.get(job_id) or {}
         total = marks[-1].end_s if marks else 0.0
-        self.books.deactivate(job_id)
-        if self.store.finish(job_id, "succeeded", output="book.m4b", duration_s=round(total, 3),
-                             chunks_done=len(plan.chunks), assembly_s=round(assembly_s, 3),
-                             total_s=round(time.time() - job.get("created_at", time.time()), 3)):
-            self.books.touch(job_id)
+        self.books.finish(job_id, output="book.m4b", duration_s=round(total, 3), chunks_done=len(plan.chunks),
+                          assembly_s=round(assembly_s, 3),
+                          total_s=round(time.time() - job.get("created_at", time.time()), 3))
         self.books.release(lease)
 
     # -- the watchdog --------------------------------------------------------------------------------------------
@@ -343,17 +336,15 @@ class BookRunner:
         """Keep every unfinished book moving: hand back items whose holder is gone (lease run out, or its worker
         in ``dead``), queue what its durable state says is missing, replace lost messages, keep its keys alive.
         Runs in every worker's heartbeat thread (and at its start); one worker at a time does the work."""
-        if not self.store.r.set(BOOKS_WATCHDOG, self.instance, nx=True,
-                                ex=max(1, int(self.settings.heartbeat_interval_s))):
+        if not self.books.watchdog_turn(self.instance, self.settings.heartbeat_interval_s):
             return []
         moved = []
-        for job_id in self.books.active():
-            job = self.store.get(job_id)
-            if job is None or job["status"] in TERMINAL:
-                self.books.deactivate(job_id)
-                self._reconciled.pop(job_id, None)
-                continue
-            moving = job["status"] in ("queued", "running")
+        unfinished = self.books.unfinished()
+        ids = {job["id"] for job in unfinished}
+        self._reconciled = {k: v for k, v in self._reconciled.items() if k in ids}  # the ended are forgotten
+        for job in unfinished:
+            job_id = job["id"]
+            moving = self.books.moving(job)
             back = self.books.hand_back(job_id, dead)
             stopped = False
             for item in back:

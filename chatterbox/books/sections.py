@@ -8,15 +8,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..errors import RequestError
+
 __all__ = ["BookError", "Section", "clean_text"]
 
 
-class BookError(ValueError):
-    """A book that cannot be read; .message is shown to the user, .code is machine-readable, .field names the input."""
+class BookError(RequestError):
+    """A book that cannot be read; ``field`` names the input (the uploaded ``file`` unless said otherwise)."""
 
-    def __init__(self, message: str, code: str, field: str = "file"):
-        super().__init__(message)
-        self.message, self.code, self.field = message, code, field
+    def __init__(self, message: str, code: str, field: str | None = "file", status: int | None = None):
+        super().__init__(message, code, field, status or (413 if code == "too_large" else None))
 
 
 @dataclass

@@ -9,6 +9,10 @@ its holder, and a lease key that the holder's worker renews says it is alive. Wh
 item checks that it still holds it, in the same Redis script; an item whose lease ran out (or whose worker is
 known dead) is handed back atomically, once. Every key here has a TTL: renewed while the book is unfinished,
 the retention period once it has ended.
+
+The book's status (queued, running, paused, then succeeded, failed or cancelled) changes only here, by the named
+moves of transitions.TRANSITIONS (begin_run, pause, resume, reopen, cancel, stop, finish), each checked and made in
+one Redis step; the runner and the controls ask, and never set a status or read one to decide for themselves.
 """
 from __future__ import annotations
 
@@ -17,8 +21,9 @@ import time
 import uuid
 from typing import Iterable
 
-from ..jobs import BOOK_PARTS as PARTS, BOOKS_ACTIVE, JobStore, book_key, job_key
+from ..jobs import BOOK_PARTS as PARTS, BOOKS_ACTIVE, BOOKS_WATCHDOG, JobStore, QueueFull, book_key, job_key
 from ..leases import FENCE_LUA, Lease
+from .transitions import MOVING, SETTLE_LUA, TRANSITIONS, UNFINISHED, WORKING, move_lua, reopen_lua
 
 
 # Whether an item is already waiting, in flight or done (KEYS: pending, inflight, done, chapters). A duplicate in
@@ -34,9 +39,10 @@ end
 """
 
 # Take the first pending item that is not settled, and record its holder and lease, in one step: no two workers ever
-# hold the same item. KEYS: pending, inflight, done, chapters, the job. ARGV: holder, token, now, lease TTL (ms), the
-# lease key's prefix.
-_TAKE_LUA = _SEEN_LUA + """
+# hold the same item, and none takes one once the book is paused or has ended. KEYS: pending, inflight, done,
+# chapters, the job. ARGV: holder, token, now, lease TTL (ms), the lease key's prefix.
+_TAKE_LUA = _SEEN_LUA + f"""
+if redis.call('HGET', KEYS[5], 'status') ~= '{WORKING}' then return false end
 while true do
   local item = redis.call('LPOP', KEYS[1])
   if not item then return false end
@@ -110,12 +116,16 @@ return queued
 
 
 class BookStore:
+    """One book's work state and status, and the set of unfinished books the watchdog keeps going."""
+
     def __init__(self, store: JobStore):
         self.store = store
         self.r = store.r
         scripts = {"take": _TAKE_LUA, "queue": _QUEUE_LUA, "complete": _COMPLETE_LUA, "chapter": _CHAPTER_LUA,
                    "retry": _RETRY_LUA, "release": _RELEASE_LUA, "hand_back": _HAND_BACK_LUA,
-                   "reconcile": _RECONCILE_LUA}
+                   "reconcile": _RECONCILE_LUA, "settle": SETTLE_LUA,
+                   "start": move_lua("start"), "pause": move_lua("pause"),
+                   "resume": reopen_lua("resume"), "reopen": reopen_lua("reopen")}
         self._lua = {name: self.r.register_script(code) for name, code in scripts.items()}
 
     def _keys(self, job_id: str, *parts: str) -> list[str]:
@@ -263,24 +273,111 @@ class BookStore:
     def active(self) -> list[str]:
         return sorted(self.r.smembers(BOOKS_ACTIVE))
 
-    def activate(self, job_id: str) -> None:
-        self.r.sadd(BOOKS_ACTIVE, job_id)
-
-    def deactivate(self, job_id: str) -> None:
-        self.r.srem(BOOKS_ACTIVE, job_id)
-
     def clear_failures(self, job_id: str) -> None:
         self.r.delete(book_key(job_id, "failures"))
 
-    def set_status(self, job_id: str, status: str, **fields) -> None:
-        """A change between the unfinished statuses of a book that is already counted as unfinished (running,
-        paused); a book queued again goes through reopen."""
-        assert status in ("running", "paused")
-        self.store.update(job_id, status=status, **fields)
-        self.activate(job_id)
+    # -- the book's status: only by the moves of transitions.TRANSITIONS ---------------------------------------------
+    def begin_run(self, job_id: str) -> bool:
+        """``start``: a queued book runs (a worker's first message for it); False if it was not queued."""
+        return self._move("start", job_id)
 
-    def reopen(self, job_id: str, **fields) -> None:
-        """Queue a paused, finished or stopped book again, counted against its owner's cap (raises QueueFull)."""
-        self.store.reopen(job_id, status="queued", **fields)
-        self.activate(job_id)
+    def pause(self, job_id: str) -> None:
+        """``pause``: its items in flight finish, no new one is taken. Raises BookStateError (not_running)."""
+        self._move("pause", job_id)
+
+    def resume(self, job_id: str) -> None:
+        """``resume``: a paused, failed or cancelled book is queued again, its items' failures forgotten. Raises
+        BookStateError (not_resumable), or QueueFull when its owner is at the cap of unfinished jobs (unchanged)."""
+        self._reopen("resume", job_id, error="", finished_at="", run_started_at=time.time(),
+                     run_done_at_start=self.done_count(job_id))
+        self.clear_failures(job_id)
+
+    def reopen(self, job_id: str) -> bool:
+        """``reopen``: a book that has ended is queued again for a regenerated chunk (raises QueueFull, unchanged,
+        when its owner is at the cap); False if it had not ended (it makes the chunk as it is)."""
+        return self._reopen("reopen", job_id, error="", finished_at="", run_started_at=time.time())
+
+    def cancel(self, job_id: str) -> None:
+        """``cancel``: the book ends; its work state is kept for the retention period, for a resume. Raises
+        BookStateError (job_finished) once it has ended."""
+        if not self._end("cancel", job_id, error="cancelled by request; finished chunks are kept, resume continues"):
+            self._refused("cancel", job_id, self.r.hget(job_key(job_id), "status") or "")
+
+    def stop(self, job_id: str, error: str) -> bool:
+        """``fail``: the book ends with ``error`` (an item failed for good); False if it had already ended."""
+        return self._end("fail", job_id, error=error)
+
+    def finish(self, job_id: str, **fields) -> bool:
+        """``finish``: the book succeeded (its assembly is done); False if it had already ended."""
+        return self._end("finish", job_id, **fields)
+
+    @staticmethod
+    def moving(job: dict) -> bool:
+        """Whether workers work on the book of this record (queued or running), so the watchdog keeps it going."""
+        return job.get("status") in MOVING
+
+    def has_work(self, job_id: str) -> bool:
+        """Whether a work message sent now would find an item: the book is running and items wait."""
+        p = self.r.pipeline(transaction=False)
+        p.llen(book_key(job_id, "pending"))
+        p.hget(job_key(job_id), "status")
+        count, status = p.execute()
+        return bool(count) and status == WORKING
+
+    def unfinished(self) -> list[dict]:
+        """The records of the books counted as unfinished; one found ended (or gone) leaves the count."""
+        jobs = []
+        for job_id in self.active():
+            job = self.store.get(job_id)
+            if job is not None and job["status"] in UNFINISHED:
+                jobs.append(job)
+            else:
+                self._lua["settle"](keys=[job_key(job_id), BOOKS_ACTIVE], args=[job_id])
+        return jobs
+
+    def watchdog_turn(self, instance: str, seconds: float) -> bool:
+        """Whether this worker runs the books' watchdog now (one worker at a time, for ``seconds``). The lock only
+        spares the others the same work: each step of the watchdog is safe on its own."""
+        return bool(self.r.set(BOOKS_WATCHDOG, instance, nx=True, ex=max(1, int(seconds))))
+
+    def _move(self, event: str, job_id: str) -> bool:
+        moved, status = self._lua[event](keys=[job_key(job_id), BOOKS_ACTIVE, book_key(job_id, "done")],
+                                         args=[job_id, time.time()])
+        if not int(moved):
+            self._refused(event, job_id, status)
+        return bool(int(moved))
+
+    def _reopen(self, event: str, job_id: str, **fields) -> bool:
+        # JobStore's admission of an existing record (jobs.ADMIT_LUA), run here behind the check of the book's
+        # status, in the same step.
+        owner, kind = self.r.hmget(job_key(job_id), "owner", "kind")
+        keys, args, limit = self.store.admission(job_id, owner or "", kind or "audiobook",
+                                                 {"status": TRANSITIONS[event].target, **fields}, time.time(), False)
+        answer = self._lua[event](keys=[*keys, BOOKS_ACTIVE], args=args)
+        if isinstance(answer, str):
+            self._refused(event, job_id, answer)
+            return False
+        if int(answer) >= 0:
+            raise QueueFull(int(answer), limit)
         self.touch(job_id)
+        return True
+
+    def _end(self, event: str, job_id: str, **fields) -> bool:
+        # JobStore.finish ends a job once, from any unfinished status (as TRANSITIONS says), with its final event.
+        # The set of unfinished books drops it after, never before: a crash in between leaves an ended book in the
+        # set (the watchdog drops it), not an unfinished one out of it (nobody would watch it again).
+        ended = self.store.finish(job_id, TRANSITIONS[event].target, **fields)
+        self._lua["settle"](keys=[job_key(job_id), BOOKS_ACTIVE], args=[job_id])
+        if ended:
+            self.touch(job_id)  # kept for the retention period (a resume, a regenerated chunk)
+        return ended
+
+    @staticmethod
+    def _refused(event: str, job_id: str, status: str) -> None:
+        """Raise what a refused move is answered with: KeyError for a book that is gone, BookStateError for a move
+        that has a code; a move without one is answered False by its caller."""
+        move = TRANSITIONS[event]
+        if move.code:
+            if not status:
+                raise KeyError(job_id)
+            raise move.refuse(job_id, status)

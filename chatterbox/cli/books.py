@@ -131,7 +131,7 @@ def books_list(as_json: bool, server: str | None, key: str | None) -> None:
     """Audiobooks, newest first."""
     items = make_client(server, key).books()
     if as_json:
-        click.echo(json.dumps(items, indent=2))
+        click.echo(json.dumps([b.as_dict() for b in items], indent=2))
         return
     print_table([[b["id"], b.get("status", "?"), format_when(b.get("created_at")), f"{b.get('chunks_done', 0)}/"
                   f"{b.get('chunks_total', 0)}", str(b.get("chapters_total", "-")), b.get("title") or "-"]
@@ -147,7 +147,7 @@ def books_status(book_id: str, as_json: bool, server: str | None, key: str | Non
     """A book's progress, per chapter."""
     state = make_client(server, key).book(book_id)
     if as_json:
-        click.echo(json.dumps(state, indent=2))
+        click.echo(json.dumps(state.as_dict(), indent=2))
         return
     eta = f", ETA {format_duration(state['eta_s'])}" if state.get("eta_s") is not None else ""
     click.echo(f"{state.get('title') or book_id}: {state.get('status')}, {state.get('chunks_done')}/"

@@ -25,7 +25,7 @@ def lexicon_list(as_json: bool, server: str | None, key: str | None) -> None:
     """Every entry, by term."""
     items = make_client(server, key).lexicon()
     if as_json:
-        click.echo(json.dumps(items, indent=2))
+        click.echo(json.dumps([e.as_dict() for e in items], indent=2))
         return
     if any(e.get("phonemes") for e in items):
         print_table([[e["term"], e["say"], e.get("phonemes", ""), "yes" if e["case_sensitive"] else "no"]

@@ -131,7 +131,7 @@ def jobs_list(limit: int, as_json: bool, server: str | None, key: str | None) ->
     """Recent jobs, newest first."""
     items = make_client(server, key).jobs(limit=limit)
     if as_json:
-        click.echo(json.dumps(items, indent=2))
+        click.echo(json.dumps([j.as_dict() for j in items], indent=2))
         return
     print_table([[j["id"], j.get("kind") or "synthesis", j.get("status", "?"), format_when(j.get("created_at")),
                   f"{j.get('chunks_done', 0)}/{j.get('chunks_total', 0)}",
@@ -148,9 +148,9 @@ def jobs_show(job_id: str, as_json: bool, server: str | None, key: str | None) -
     """One job's record."""
     job = make_client(server, key).job(job_id)
     if as_json:
-        click.echo(json.dumps(job, indent=2))
+        click.echo(json.dumps(job.as_dict(), indent=2))
         return
-    for name, value in job.items():
+    for name, value in job.as_dict().items():
         if name.endswith("_at") and isinstance(value, (int, float)):
             value = format_when(value)
         elif isinstance(value, (dict, list)):

@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from ..access import SYSTEM, Caller
+from ..errors import RequestError
 from ..settings import Settings
 
 
@@ -20,19 +21,9 @@ class EngineUnavailable(EngineError):
     """The engine cannot run on this machine (missing weights, missing implementation, missing package)."""
 
 
-class InvalidRequest(EngineError, ValueError):
-    """A request an engine refuses; ``field`` names the offending part of the request. ``status`` is the HTTP
-    answer: 400, or 404 when the request names something that is not there (or is another key's)."""
-
-    def __init__(self, field: str, message: str, code: str = "invalid_value", status: int = 400):
-        super().__init__(field, message, code, status)  # all in args, so Celery can rebuild it from a JSON result
-        self.field = field
-        self.message = message
-        self.code = code
-        self.status = status
-
-    def __str__(self) -> str:
-        return self.message
+class InvalidRequest(RequestError, EngineError):
+    """A request an engine (or a synthesis request's checks) refuses: 400, or 404 when it names something that is
+    not there (or is another key's)."""
 
 
 @dataclass(frozen=True)
@@ -54,13 +45,13 @@ class Param:
     def check(self, value: Any) -> float | int:
         field = f"params.{self.name}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InvalidRequest(field, f"{field} must be a number, not {type(value).__name__}", "invalid_type")
+            raise InvalidRequest(f"{field} must be a number, not {type(value).__name__}", "invalid_type", field)
         if isinstance(value, float) and self.kind is int and not value.is_integer():
-            raise InvalidRequest(field, f"{field} must be a whole number", "invalid_type")
+            raise InvalidRequest(f"{field} must be a whole number", "invalid_type", field)
         # Compared before any conversion: JSON may carry an integer of thousands of digits, which float() refuses.
         if (isinstance(value, float) and not math.isfinite(value)) or not self.minimum <= value <= self.maximum:
-            raise InvalidRequest(field, f"{field} must be between {self.minimum} and {self.maximum}, not "
-                                 f"{str(value)[:40]}", "out_of_range")
+            raise InvalidRequest(f"{field} must be between {self.minimum} and {self.maximum}, not "
+                                 f"{str(value)[:40]}", "out_of_range", field)
         return self.kind(value)
 
     def describe(self) -> dict:
@@ -116,13 +107,14 @@ class Engine(ABC):
         try:
             code = check_language(language)
         except LanguageError as exc:
-            raise InvalidRequest("language", str(exc), "unknown_language") from None
+            raise InvalidRequest(str(exc), "unknown_language", "language") from None
         if model not in (None, "", self.name):
-            raise InvalidRequest("model", f"the model {model!r} is not available: this system runs the {self.name} "
-                                 "engine (no Chatterbox weights are installed)", "model_unavailable")
+            raise InvalidRequest(f"the model {model!r} is not available: this system runs the {self.name} "
+                                 "engine (no Chatterbox weights are installed)", "model_unavailable", "model")
         if code != "en":
-            raise InvalidRequest("language", f"the {self.name} engine speaks English only, not {LANGUAGES[code]}; "
-                                 "Chatterbox's multilingual model speaks 23 languages", "unsupported_language")
+            raise InvalidRequest(f"the {self.name} engine speaks English only, not {LANGUAGES[code]}; "
+                                 "Chatterbox's multilingual model speaks 23 languages", "unsupported_language",
+                                 "language")
         return self
 
     def models_held(self) -> list[str]:
@@ -153,7 +145,7 @@ class Engine(ABC):
         if voice is None or voice == "":
             return self.default_voice
         if not isinstance(voice, str):
-            raise InvalidRequest("voice", "voice must be a string", "invalid_type")
+            raise InvalidRequest("voice must be a string", "invalid_type", "voice")
         known = [v["id"] for v in self.voices(caller)]
         if voice in known:
             return voice
@@ -163,11 +155,11 @@ class Engine(ABC):
             saved = VoiceLibrary(self.settings.voices_dir).get(voice, caller)
         except VoiceError as exc:
             if exc.code == "ambiguous_voice":
-                raise InvalidRequest("voice", exc.message, exc.code) from None
+                raise InvalidRequest(exc.message, exc.code, "voice") from None
             saved = None
         if saved is not None and saved.engine != self.name:
-            raise InvalidRequest("voice", f"voice {voice!r} was made for the {saved.engine} engine, not {self.name}",
-                                 "wrong_engine")
+            raise InvalidRequest(f"voice {voice!r} was made for the {saved.engine} engine, not {self.name}",
+                                 "wrong_engine", "voice")
         if saved is not None:
             return saved.id
         raise unknown_voice(voice, known)
@@ -177,12 +169,12 @@ class Engine(ABC):
         if params is None:
             params = {}
         if not isinstance(params, Mapping):
-            raise InvalidRequest("params", "params must be a JSON object", "invalid_type")
+            raise InvalidRequest("params must be a JSON object", "invalid_type", "params")
         specs = {p.name: p for p in self.params}
         unknown = sorted(set(params) - set(specs))
         if unknown:
-            raise InvalidRequest(f"params.{unknown[0]}", f"unknown parameter {unknown[0]!r} for engine {self.name}; "
-                                 f"known: {', '.join(specs)}", "unknown_parameter")
+            raise InvalidRequest(f"unknown parameter {unknown[0]!r} for engine {self.name}; "
+                                 f"known: {', '.join(specs)}", "unknown_parameter", f"params.{unknown[0]}")
         checked = {}
         for name, spec in specs.items():
             if params.get(name) is not None:
@@ -202,5 +194,5 @@ class Engine(ABC):
 
 
 def unknown_voice(voice: str, known: list[str]) -> InvalidRequest:
-    return InvalidRequest("voice", f"unknown voice {voice!r}; see GET /voices (this engine has: {', '.join(known)})",
-                          "unknown_voice", 404)
+    return InvalidRequest(f"unknown voice {voice!r}; see GET /voices (this engine has: {', '.join(known)})",
+                          "unknown_voice", "voice", 404)

@@ -92,26 +92,26 @@ class ChatterboxEngine(Engine):
         """The view of this engine that speaks ``model`` in ``language`` (either None: the default; a language other
         than English alone picks Multilingual); raises InvalidRequest for a model or language not to be had."""
         if model is not None and not isinstance(model, str):
-            raise InvalidRequest("model", f"model must be a string, not {type(model).__name__}", "invalid_type")
+            raise InvalidRequest(f"model must be a string, not {type(model).__name__}", "invalid_type", "model")
         try:
             code = check_language(language)
         except LanguageError as exc:
-            raise InvalidRequest("language", str(exc), "unknown_language") from None
+            raise InvalidRequest(str(exc), "unknown_language", "language") from None
         available = self.available()
         name = ALIASES.get(model, model) if model else None
         if name is None:
             name = "multilingual" if code != "en" else self.default_model(available)
         if name not in MODELS:
-            raise InvalidRequest("model", f"unknown model {model!r}; choose one of {', '.join(MODELS)}",
-                                 "unknown_model")
+            raise InvalidRequest(f"unknown model {model!r}; choose one of {', '.join(MODELS)}", "unknown_model",
+                                 "model")
         if name not in available:
             held = ", ".join(available) or "none"
-            raise InvalidRequest("model", f"the {name} model is not available: no worker holds it (held: {held}); "
+            raise InvalidRequest(f"the {name} model is not available: no worker holds it (held: {held}); "
                                  f"its files go in {MODELS[name].directory(self.settings)} and CHATTERBOX_MODELS "
-                                 "says which models a worker loads", "model_unavailable")
+                                 "says which models a worker loads", "model_unavailable", "model")
         if code not in MODELS[name].languages:
-            raise InvalidRequest("language", f"the {name} model speaks English only; for {LANGUAGES[code]} use "
-                                 "the multilingual model", "unsupported_language")
+            raise InvalidRequest(f"the {name} model speaks English only; for {LANGUAGES[code]} use "
+                                 "the multilingual model", "unsupported_language", "language")
         if name == self.model and code == self.language:
             return self
         return ChatterboxEngine(self.settings, self.device, name, code, self._shared)
@@ -239,13 +239,13 @@ class ChatterboxEngine(Engine):
                 with wave.open(str(recording)) as clip:
                     seconds = clip.getnframes() / clip.getframerate()
             except (OSError, EOFError, wave.Error):
-                raise InvalidRequest("voice", f"voice {saved.name!r} has no readable recording (it was imported "
-                                     "without one); Turbo makes its voice from the recording", "voice_unusable"
+                raise InvalidRequest(f"voice {saved.name!r} has no readable recording (it was imported "
+                                     "without one); Turbo makes its voice from the recording", "voice_unusable", "voice"
                                      ) from None
             if seconds <= TURBO_MIN_REFERENCE_S:
-                raise InvalidRequest("voice", f"voice {saved.name!r} was made from {seconds:.1f} s of speech; Turbo "
+                raise InvalidRequest(f"voice {saved.name!r} was made from {seconds:.1f} s of speech; Turbo "
                                      f"needs a recording longer than {TURBO_MIN_REFERENCE_S:.0f} s (the original and "
-                                     "multilingual models can use it)", "voice_too_short")
+                                     "multilingual models can use it)", "voice_too_short", "voice")
         return voice_id
 
     def conditionals(self, voice_id: str):
@@ -258,10 +258,10 @@ class ChatterboxEngine(Engine):
         except FileNotFoundError:
             self._shared.cache.pop((self.model, voice_id), None)
             if self.model == "turbo" and self.library.conds_path(voice_id).is_file():
-                raise InvalidRequest("voice", f"the saved voice {voice_id} has no recording (it was imported "
+                raise InvalidRequest(f"the saved voice {voice_id} has no recording (it was imported "
                                      "without one); Turbo makes its voice from the recording", "voice_unusable",
-                                     400) from None
-            raise InvalidRequest("voice", f"the saved voice {voice_id} no longer exists", "unknown_voice",
+                                     "voice") from None
+            raise InvalidRequest(f"the saved voice {voice_id} no longer exists", "unknown_voice", "voice",
                                  404) from None
         key, cache = (self.model, voice_id), self._shared.cache
         cached = cache.get(key)
@@ -278,7 +278,7 @@ class ChatterboxEngine(Engine):
             try:
                 return self.tts.make_conditionals(path)
             except ValueError as exc:
-                raise InvalidRequest("voice", f"Turbo cannot use this voice: {exc}", "voice_unusable") from None
+                raise InvalidRequest(f"Turbo cannot use this voice: {exc}", "voice_unusable", "voice") from None
         from ..model.conds import Conditionals
 
         return Conditionals.load(path, self.device)
@@ -288,8 +288,8 @@ class ChatterboxEngine(Engine):
         try:
             return self.tts.make_conditionals(samples24k, exaggeration, sample_rate=24000)
         except ValueError as exc:
-            raise InvalidRequest("audio_prompt", f"the {self.model} model cannot use this recording: {exc}",
-                                 "voice_unusable") from None
+            raise InvalidRequest(f"the {self.model} model cannot use this recording: {exc}", "voice_unusable",
+                                 "audio_prompt") from None
 
     def preview(self, conds, text: str, max_new_tokens: int) -> np.ndarray:
         args = {"language_id": self.language} if self.model == "multilingual" else {}
