@@ -22,8 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -94,10 +92,10 @@ def run(text: str, workers: int, checks: bool) -> dict:
                      ("redis", system.redis.proc)]
             cpu_before = {name: _cpu_seconds(proc.pid) for name, proc in procs}
             started = time.perf_counter()
-            response = requests.post(system.url + "/audiobooks", json={"text": text, "title": "Bench"}, timeout=600)
+            response = system.api.post("/audiobooks", json={"text": text, "title": "Bench"}, timeout=600)
             response.raise_for_status()
             job_id = response.json()["job_id"]
-            state = wait_until(lambda: (b := requests.get(f"{system.url}/audiobooks/{job_id}", timeout=30).json())
+            state = wait_until(lambda: (b := system.api.get(f"/audiobooks/{job_id}", timeout=30).json())
                                ["status"] in ("succeeded", "failed") and b, 24 * 3600, interval=1.0, what="the book")
             wall = time.perf_counter() - started
             if state["status"] != "succeeded":

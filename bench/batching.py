@@ -102,8 +102,6 @@ def s3gen_rates(model: str, ckpt: Path, sizes: list[int], tokens: int, device: s
 
 def system_figures(ckpt: Path, book_tokens: int) -> dict:
     """Book time with max batch 8 and 1; an interactive job's first audio while the book runs, and idle."""
-    import requests
-
     from tests.conftest import System, wait_until
 
     paragraphs = [f"Paragraph {i} of the benchmark's book, one chunk each." for i in range(15)]
@@ -120,15 +118,15 @@ def system_figures(ckpt: Path, book_tokens: int) -> dict:
                 idle = system.submit("An interactive job on an idle worker.", params={"max_new_tokens": 30})
                 idle_first = system.wait_job(idle["job_id"], timeout=600)["first_chunk_s"]
                 start = time.perf_counter()
-                book = requests.post(system.url + "/audiobooks", timeout=60, json={
+                book = system.api.post("/audiobooks", timeout=60, json={
                     "chapters": [{"title": "One", "text": "\n\n".join(paragraphs)}], "params": params}).json()
-                wait_until(lambda: (requests.get(f"{system.url}/audiobooks/{book['job_id']}", timeout=10).json()
+                wait_until(lambda: (system.api.get(f"/audiobooks/{book['job_id']}", timeout=10).json()
                                     .get("chunks_in_flight", 0) >= min(4, max_batch)), 600, 0.2, "the book")
                 busy = system.submit("An interactive job while a book runs.", params={"max_new_tokens": 30})
                 busy_first = system.wait_job(busy["job_id"], timeout=1200)["first_chunk_s"]
-                wait_until(lambda: requests.get(f"{system.url}/audiobooks/{book['job_id']}", timeout=10)
+                wait_until(lambda: system.api.get(f"/audiobooks/{book['job_id']}", timeout=10)
                            .json()["status"] in ("succeeded", "failed"), 3600, 1.0, "the book to finish")
-                chunks = requests.get(f"{system.url}/audiobooks/{book['job_id']}", timeout=10).json()["chunks_total"]
+                chunks = system.api.get(f"/audiobooks/{book['job_id']}", timeout=10).json()["chunks_total"]
                 out[max_batch] = {"book_s": time.perf_counter() - start, "chunks": chunks,
                                   "first_idle_s": idle_first, "first_busy_s": busy_first}
             finally:

@@ -128,7 +128,7 @@ def main() -> None:
 
             before_open = sampler.sample()
             opening = time.monotonic()
-            followers = [Follower(system.ws_url + job["events_url"], timeout=RUN_TIMEOUT_S) for job in jobs]
+            followers = [Follower(system.api, job["events_url"], timeout=RUN_TIMEOUT_S) for job in jobs]
             for follower in followers:
                 follower.start()
             for follower in followers:

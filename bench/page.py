@@ -30,18 +30,16 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import CHROMIUM, CHROMIUM_FLAGS, System, signed_in_page  # noqa: E402  (also sends the test key)
+from tests.conftest import CHROMIUM, CHROMIUM_FLAGS, System, signed_in_page  # noqa: E402
 
 TEXT = ("The kettle clicked off just as the rain began. She counted the steps to the harbour, and there were "
         "exactly forty. Nobody answered the phone in the lighthouse that night.")
 
 
 def api_run(system: System, session: requests.Session) -> dict:
-    import websocket
-
     started = time.perf_counter()
     job = session.post(system.url + "/synthesize", json={"text": TEXT}, timeout=30).json()
-    conn = websocket.create_connection(system.ws_url + job["events_url"], timeout=60)
+    conn = system.api.ws(job["events_url"], timeout=60)
     first = None
     try:
         while True:
@@ -101,6 +99,7 @@ def main() -> None:
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.wait_for_selector("#voice option", state="attached")
             session = requests.Session()
+            session.headers.update(system.api.headers)  # the admin key, as the API wants on every call
             for _ in range(args.warmup):
                 api_run(system, session)
                 page_run(system, page)

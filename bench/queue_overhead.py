@@ -21,9 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
-import websocket
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -55,8 +52,8 @@ def in_process(engine, settings, text: str) -> float:
 def through_system(system: System, text: str) -> tuple[float, float]:
     """Seconds from submit to the done event, and to the first chunk event."""
     started = time.perf_counter()
-    job = requests.post(system.url + "/synthesize", json={"text": text}, timeout=60).json()
-    conn = websocket.create_connection(system.ws_url + job["events_url"], timeout=120)
+    job = system.api.post("/synthesize", json={"text": text}, timeout=60).json()
+    conn = system.api.ws(job["events_url"], timeout=120)
     first_chunk = None
     try:
         while True:
@@ -73,9 +70,9 @@ def through_system(system: System, text: str) -> tuple[float, float]:
 def burst(system: System, batch: list[str]) -> float:
     """Submit all at once; seconds until the last is done."""
     started = time.perf_counter()
-    jobs = [requests.post(system.url + "/synthesize", json={"text": t}, timeout=60).json() for t in batch]
+    jobs = [system.api.post("/synthesize", json={"text": t}, timeout=60).json() for t in batch]
     for job in jobs:
-        conn = websocket.create_connection(system.ws_url + job["events_url"], timeout=300)
+        conn = system.api.ws(job["events_url"], timeout=300)
         try:
             while json.loads(conn.recv())["type"] not in ("done", "error"):
                 pass

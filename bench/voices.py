@@ -15,8 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -45,8 +43,8 @@ def main() -> None:
         try:
             clip = audio.encode(speechlike(10), 24000, "mp3")
             started = time.perf_counter()
-            job = requests.post(system.url + "/voice-clone", files={"file": ("clip.mp3", clip)},
-                                data={"name": "Bench"}, timeout=60).json()
+            job = system.api.post("/voice-clone", files={"file": ("clip.mp3", clip)},
+                                  data={"name": "Bench"}, timeout=60).json()
             done = system.wait_job(job["job_id"], timeout=600)
             ready = time.perf_counter() - started
             assert done["status"] == "succeeded", done

@@ -13,11 +13,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Iterator, Mapping
 
 import numpy as np
 import pytest
 import redis
 import requests
+from requests.structures import CaseInsensitiveDict
 
 from chatterbox import redis_server
 from chatterbox.jobs import JobStore
@@ -47,48 +49,66 @@ def browser():
 
 
 
-# -- every test request carries its system's admin key ---------------------------------------------------------
-# The API requires a key on every route. Rather than thread it through every call, requests and websocket-client are
-# told here to send the key of the System whose URL they call, unless the call sets Authorization itself (tests of
-# authentication pass their own header, or None to send none).
-_KEYS: dict[str, str] = {}
+# -- the key a test request carries is in the test ---------------------------------------------------------------
+# The API requires a key on every route. A System's ``api`` sends its admin key, ``api_as(token)`` another key, and
+# a bare requests call none: which one a test uses says what it checks.
+class Api:
+    """The HTTP API of one test system, called with one key, which every request and websocket handshake sends as
+    ``Authorization: Bearer <key>`` (none when the key is None). Paths are relative to the system's URL
+    (``api.get("/jobs")``); a full URL is used as it is. A header a call passes wins (``{"Authorization": None}``
+    sends no key)."""
 
+    def __init__(self, base_url: str, key: str | None):
+        self.base_url, self.key = base_url, key
 
-def _key_for(url: str) -> str | None:
-    for base, key in _KEYS.items():
-        if url.startswith(base):
-            return key
-    return None
+    @property
+    def headers(self) -> dict[str, str]:
+        """The key's header, for a call made some other way."""
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
 
+    def url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://", "ws://", "wss://")) else self.base_url + path
 
-def _send_test_key() -> None:
-    import websocket
+    def request(self, method: str, path: str, *, headers: Mapping[str, str | None] | None = None,
+                **kwargs) -> requests.Response:
+        merged = CaseInsensitiveDict(self.headers)
+        merged.update(headers or {})
+        # A fresh session a call, as requests.get makes: no cookie a response set and no kept-alive connection to a
+        # web app that a test has since restarted carries over to the next call.
+        return requests.request(method, self.url(path), headers=merged, **kwargs)
 
-    if getattr(requests.Session.request, "_sends_test_key", False):
-        return
-    original_request = requests.Session.request
-    original_connect = websocket.create_connection
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return self.request("GET", path, **kwargs)
 
-    def request(self, method, url, *args, **kwargs):
-        headers = kwargs.get("headers") or {}
-        key = _key_for(str(url))
-        if key and not any(h.lower() == "authorization" for h in headers):
-            kwargs["headers"] = {**headers, "Authorization": f"Bearer {key}"}
-        return original_request(self, method, url, *args, **kwargs)
+    def head(self, path: str, **kwargs) -> requests.Response:
+        return self.request("HEAD", path, **kwargs)
 
-    def create_connection(url, *args, **kwargs):
-        header = kwargs.get("header")
-        key = _key_for(url.replace("ws://", "http://", 1))
-        if key and header is None:
-            kwargs["header"] = [f"Authorization: Bearer {key}"]
-        return original_connect(url, *args, **kwargs)
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return self.request("POST", path, **kwargs)
 
-    request._sends_test_key = True
-    requests.Session.request = request
-    websocket.create_connection = create_connection
+    def put(self, path: str, **kwargs) -> requests.Response:
+        return self.request("PUT", path, **kwargs)
 
+    def patch(self, path: str, **kwargs) -> requests.Response:
+        return self.request("PATCH", path, **kwargs)
 
-_send_test_key()
+    def delete(self, path: str, **kwargs) -> requests.Response:
+        return self.request("DELETE", path, **kwargs)
+
+    @property
+    def ws_header(self) -> list[str]:
+        """The key's header as websocket-client takes it (``header=``)."""
+        return [f"{name}: {value}" for name, value in self.headers.items()]
+
+    def ws_url(self, path: str) -> str:
+        return self.url(path).replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+
+    def ws(self, path: str, *, header: list[str] | None = None, **kwargs):
+        """A websocket (websocket-client's) to ``path`` or a ws:// URL, its handshake sending the key, then
+        ``header``."""
+        import websocket
+
+        return websocket.create_connection(self.ws_url(path), header=[*self.ws_header, *(header or [])], **kwargs)
 
 
 def signed_in_page(browser, system: "System", **context):
@@ -193,9 +213,9 @@ class System:
         self.data = root / "data"
         self.redis = redis_proc or RedisProcess(self.data / "redis")
         self.web_port = free_port()
-        # The admin key every test request is sent with (see _send_test_key); registered at the web app's start.
+        # The admin key, registered at the web app's start; ``api`` sends it.
         self.api_key = "cbx-test-admin-" + os.urandom(12).hex()
-        _KEYS[f"http://127.0.0.1:{self.web_port}"] = self.api_key
+        self.api = Api(self.url, self.api_key)
         self.env = {**os.environ, "CHATTERBOX_ADMIN_KEY": self.api_key,
                     "CHATTERBOX_DATA_DIR": str(self.data), "REDIS_URL": self.redis.url,
                     # Tests poll fast; the limits have tests of their own (test_auth.py).
@@ -218,6 +238,10 @@ class System:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.web_port}"
 
+    def api_as(self, key: str | None) -> Api:
+        """The API called with another key (a plain key's token, a wrong one), or with none."""
+        return Api(self.url, key)
+
     def start(self) -> "System":
         try:
             if self.redis.proc is None:
@@ -234,7 +258,7 @@ class System:
 
     def _answers(self, path: str) -> bool:
         try:
-            return requests.get(self.url + path, timeout=5).status_code == 200
+            return self.api.get(path, timeout=5).status_code == 200
         except requests.RequestException:  # not listening yet, or still importing the app
             return False
 
@@ -271,12 +295,12 @@ class System:
 
     # -- API helpers --------------------------------------------------------------------------------------------
     def submit(self, text: str, **fields) -> dict:
-        response = requests.post(self.url + "/synthesize", json={"text": text, **fields}, timeout=30)
+        response = self.api.post("/synthesize", json={"text": text, **fields}, timeout=30)
         assert response.status_code == 202, response.text
         return response.json()
 
     def job(self, job_id: str) -> dict:
-        return requests.get(f"{self.url}/jobs/{job_id}", timeout=10).json()
+        return self.api.get(f"/jobs/{job_id}", timeout=10).json()
 
     def wait_job(self, job_id: str, statuses=("succeeded", "failed", "cancelled"), timeout: float = 120) -> dict:
         return wait_until(lambda: (j := self.job(job_id))["status"] in statuses and j, timeout,
@@ -326,7 +350,7 @@ def plain_key(system: "System", name: str):
     try:
         yield token
     finally:
-        requests.delete(system.url + "/lexicon", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        system.api_as(token).delete("/lexicon", timeout=10)
         keys.revoke(key.id)
 
 
@@ -344,11 +368,12 @@ def fresh_redis(redis_url: str) -> redis.Redis:
     return client
 
 
-def ws_events(url: str, limit: int = 1000, timeout: float = 120) -> list[dict]:
-    """All events a websocket sends until the server closes it (after the final event)."""
+def ws_events(api: Api, path: str, limit: int = 1000, timeout: float = 120) -> list[dict]:
+    """All events the websocket at ``path`` sends, opened with ``api``'s key, until the server closes it (after the
+    final event)."""
     import websocket
 
-    conn = websocket.create_connection(url, timeout=timeout)
+    conn = api.ws(path, timeout=timeout)
     events = []
     try:
         while len(events) < limit:
@@ -366,11 +391,12 @@ def ws_events(url: str, limit: int = 1000, timeout: float = 120) -> list[dict]:
 
 class Follower(threading.Thread):
     """A websocket client in a thread of its own: every event the server sends, and when each arrived (time.time()),
-    until the server closes the socket. ``opened`` is set at the first event."""
+    until the server closes the socket. ``opened`` is set at the first event. It connects to ``path`` with ``api``'s
+    key."""
 
-    def __init__(self, url: str, timeout: float = 300):
-        super().__init__(name=f"follower {url.rsplit('/', 1)[-1][:8]}", daemon=True)
-        self.url, self.timeout = url, timeout
+    def __init__(self, api: Api, path: str, timeout: float = 300):
+        super().__init__(name=f"follower {path.rsplit('/', 1)[-1][:8]}", daemon=True)
+        self.api, self.path, self.timeout = api, path, timeout
         self.events: list[dict] = []
         self.arrived: list[float] = []
         self.opened = threading.Event()
@@ -380,7 +406,7 @@ class Follower(threading.Thread):
         import websocket
 
         try:
-            conn = websocket.create_connection(self.url, timeout=self.timeout)
+            conn = self.api.ws(self.path, timeout=self.timeout)
         except Exception as exc:  # noqa: BLE001 - the test or benchmark reports it
             self.error = f"connect: {exc!r}"
             return
@@ -412,8 +438,7 @@ class HealthProbe(threading.Thread):
         while not self.done.is_set():
             started = time.monotonic()
             try:
-                status = str(session.get(self.url + "/health", headers={"Authorization": None}, timeout=60)
-                             .status_code)
+                status = str(session.get(self.url + "/health", timeout=60).status_code)
             except requests.RequestException as exc:
                 status = f"{type(exc).__name__}: {str(exc)[-80:]}"
             self.samples.append((started, time.monotonic() - started, status))
@@ -455,12 +480,17 @@ def random_checkpoint(tmp_path_factory) -> Path:
     return write_checkpoint(tmp_path_factory.mktemp("checkpoint"), seed=0, small=True)
 
 
-@pytest.fixture(scope="session")
-def full_checkpoint(tmp_path_factory) -> Path:
-    """The same at full size, for the model's numbers against the reference's."""
-    from chatterbox.model.random_checkpoint import write_checkpoint
+@pytest.fixture(scope="module")
+def full_checkpoint(tmp_path_factory, random_checkpoint) -> Iterator[Path]:
+    """The same at full size, for the model's numbers against the reference's. Only T3 differs in size: the other
+    files are the small checkpoint's, linked; T3's 2 GB are removed once the module is done (CI's disk is small)."""
+    from chatterbox.model.random_checkpoint import FILES, write_checkpoint
 
-    return write_checkpoint(tmp_path_factory.mktemp("full-checkpoint"), seed=0)
+    directory = write_checkpoint(tmp_path_factory.mktemp("full-checkpoint"), seed=0, parts=("t3",))
+    for part in ("ve", "s3gen"):
+        (directory / FILES[part]).symlink_to(random_checkpoint / FILES[part])
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

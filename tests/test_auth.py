@@ -55,7 +55,7 @@ def test_health_is_open_but_says_only_whether_the_system_is_up(live, two_keys):
     assert anonymous.status_code == 200 and anonymous.json() == {"status": "ok"}
     someone = requests.get(live.url + "/health", headers=bearer(two_keys[0]), timeout=10).json()
     assert someone["workers"] and all("current_job" not in w for w in someone["workers"])
-    admin = requests.get(live.url + "/health", timeout=10).json()
+    admin = live.api.get("/health", timeout=10).json()
     assert job["job_id"] in [w.get("current_job") for w in admin["workers"]]
     live.wait_job(job["job_id"])
 
@@ -93,7 +93,7 @@ def test_each_key_sees_and_cancels_only_its_own_jobs(live, two_keys):
         assert response.json()["error"]["code"] == "job_not_found"
     assert job_id not in requests.get(live.url + "/jobs", headers=bearer(bob), timeout=10).text
     assert job_id in requests.get(live.url + "/jobs", headers=bearer(alice), timeout=10).text
-    assert job_id in requests.get(live.url + "/jobs?limit=500", timeout=10).text  # the admin key sees everything
+    assert job_id in live.api.get("/jobs?limit=500", timeout=10).text  # the admin key sees everything
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
         websocket.create_connection(f"{live.ws_url}/ws/jobs/{job_id}", header=[f"Authorization: Bearer {bob}"],
                                     timeout=10)
@@ -190,10 +190,10 @@ def _up(url: str) -> bool:
 
 
 def test_bodies_over_the_limits_get_413(strict):
-    big_json = requests.post(strict.url + "/synthesize", json={"text": "x" * 20_000}, timeout=10)
+    big_json = strict.api.post("/synthesize", json={"text": "x" * 20_000}, timeout=10)
     assert big_json.status_code == 413 and big_json.json()["error"]["code"] == "request_too_large"
-    big_upload = requests.post(strict.url + "/voices/import", files={"file": ("v.voice", b"\0" * (2 * 1024 * 1024))},
-                               timeout=30)
+    big_upload = strict.api.post("/voices/import", files={"file": ("v.voice", b"\0" * (2 * 1024 * 1024))},
+                                 timeout=30)
     assert big_upload.status_code == 413
     assert "1 MB" in big_upload.json()["error"]["message"]
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import requests
 import websocket
 
 LONG = "word " * 1001  # 5005 characters, over the default limit of 5000
@@ -25,7 +24,7 @@ LONG = "word " * 1001  # 5005 characters, over the default limit of 5000
     ({"text": "Hi.", "colour": "blue"}, 400, "unknown_field", "colour"),
 ])
 def test_bad_synthesis_requests(system, body, status, code, param):
-    response = requests.post(system.url + "/synthesize", json=body, timeout=10)
+    response = system.api.post("/synthesize", json=body, timeout=10)
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["code"] == code and error["param"] == param
@@ -33,7 +32,7 @@ def test_bad_synthesis_requests(system, body, status, code, param):
 
 
 def test_limit_is_named_in_the_message(system):
-    error = requests.post(system.url + "/synthesize", json={"text": LONG}, timeout=10).json()["error"]
+    error = system.api.post("/synthesize", json={"text": LONG}, timeout=10).json()["error"]
     assert "5005" in error["message"] and "5000" in error["message"]
 
 
@@ -43,7 +42,7 @@ def test_limit_is_named_in_the_message(system):
     ("text=hello", {"Content-Type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type"),
 ])
 def test_malformed_bodies(system, data, headers, status, code):
-    response = requests.post(system.url + "/synthesize", data=data, headers=headers, timeout=10)
+    response = system.api.post("/synthesize", data=data, headers=headers, timeout=10)
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
 
@@ -53,14 +52,14 @@ def test_malformed_bodies(system, data, headers, status, code):
 ])
 @pytest.mark.parametrize("job_id", ["0123456789abcdef0123456789abcdef", "../../etc/passwd", "x" * 100])
 def test_unknown_job(system, method, path, job_id):
-    response = requests.request(method, system.url + path.format(id=job_id), timeout=10)
+    response = system.api.request(method, path.format(id=job_id), timeout=10)
     assert response.status_code == 404
     assert response.headers["Content-Type"] == "application/json"
 
 
 def test_unknown_job_websocket_is_refused_before_the_handshake(system):
     with pytest.raises(websocket.WebSocketBadStatusException) as info:
-        websocket.create_connection(system.ws_url + "/ws/jobs/0123456789abcdef0123456789abcdef", timeout=10)
+        system.api.ws("/ws/jobs/0123456789abcdef0123456789abcdef", timeout=10)
     assert info.value.status_code == 404
     assert b"job_not_found" in info.value.resp_body
 
@@ -68,19 +67,19 @@ def test_unknown_job_websocket_is_refused_before_the_handshake(system):
 def test_bad_resume_id_is_refused(live):
     job = live.submit("Resume me.")
     with pytest.raises(websocket.WebSocketBadStatusException) as info:
-        websocket.create_connection(f"{live.ws_url}{job['events_url']}?after=yesterday", timeout=10)
+        live.api.ws(f"{job['events_url']}?after=yesterday", timeout=10)
     assert info.value.status_code == 400
     live.wait_job(job["job_id"])
 
 
 def test_unknown_route_and_method(system):
-    assert requests.get(system.url + "/nope", timeout=10).json()["error"]["code"] == "not_found"
-    response = requests.put(system.url + "/synthesize", json={}, timeout=10)
+    assert system.api.get("/nope", timeout=10).json()["error"]["code"] == "not_found"
+    response = system.api.put("/synthesize", json={}, timeout=10)
     assert response.status_code == 405 and "error" in response.json()
 
 
 def test_bad_list_limit(system):
-    response = requests.get(system.url + "/jobs?limit=lots", timeout=10)
+    response = system.api.get("/jobs?limit=lots", timeout=10)
     assert response.status_code == 400 and response.json()["error"]["param"] == "limit"
 
 
@@ -105,19 +104,19 @@ DIGITS = "1" * 4301  # one more than Python's int() takes from a string
 def test_odd_values_are_refused_by_name(system, path, body, status, code, param):
     raw = isinstance(body, str)
     kwargs = {"data": body, "headers": {"Content-Type": "application/json"}} if raw else {"json": body}
-    response = requests.post(system.url + path, timeout=30, **kwargs)
+    response = system.api.post(path, timeout=30, **kwargs)
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert (error["code"], error["param"]) == (code, param), error
 
 
 def test_thousands_of_digits_in_a_row_are_read_digit_by_digit(system):
-    plan = requests.post(system.url + "/synthesize/plan", json={"text": f"The number is {DIGITS}."}, timeout=30)
+    plan = system.api.post("/synthesize/plan", json={"text": f"The number is {DIGITS}."}, timeout=30)
     assert plan.status_code == 200, plan.text
     assert plan.json()["chunks"][0].startswith("The number is one one one")
-    book = requests.post(system.url + "/audiobooks", json={"text": f"Count {DIGITS}."}, timeout=30)
+    book = system.api.post("/audiobooks", json={"text": f"Count {DIGITS}."}, timeout=30)
     assert book.status_code == 202, book.text
-    requests.post(f"{system.url}/audiobooks/{book.json()['job_id']}/cancel", timeout=10)  # minutes of "one"
+    system.api.post(f"/audiobooks/{book.json()['job_id']}/cancel", timeout=10)  # minutes of "one"
 
 
 def _voice_file(**parts) -> bytes:
@@ -165,6 +164,6 @@ def _voice_import_cases():
 @pytest.mark.parametrize("case", range(13))
 def test_malformed_voice_imports_are_refused(system, case):
     data = _voice_import_cases()[case]
-    response = requests.post(system.url + "/voices/import", files={"file": ("v.voice", data)}, timeout=30)
+    response = system.api.post("/voices/import", files={"file": ("v.voice", data)}, timeout=30)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] in ("invalid_voice_file", "invalid_name"), response.text

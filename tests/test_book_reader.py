@@ -360,13 +360,13 @@ def test_format_argument_overrides_the_extension_and_is_checked():
     book = read_book(b"# Title\n\n## One\n\nA.\n\n## Two\n\nB.\n", "notes.txt", format="md")
     assert book.source_format == "md" and [c.title for c in book.chapters] == ["One", "Two"]
     error = error_of(read_book, b"text", "notes.txt", format="pdf")
-    assert (error.code, error.field) == ("unsupported_format", "format")
+    assert (error.code, error.field) == ("unsupported_format", "source_format")
     assert FORMATS == ("txt", "md", "epub")
 
 
 def test_book_from_text_checks_its_format_and_text():
     error = error_of(book_from_text, "Hello.", "html")
-    assert (error.code, error.field) == ("unsupported_format", "format")
+    assert (error.code, error.field) == ("unsupported_format", "source_format")
     error = error_of(book_from_text, "  \n ... \n")
     assert (error.code, error.field) == ("empty_book", "text")
 

@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-import requests
 
 from chatterbox import audio
 from chatterbox.books import assemble
@@ -61,13 +60,13 @@ def ensure_workers(system: System, count: int = 2) -> None:
 
 
 def submit_epub(system: System, data: bytes, **form) -> dict:
-    response = requests.post(system.url + "/audiobooks", files={"file": ("book.epub", data)}, data=form, timeout=30)
+    response = system.api.post("/audiobooks", files={"file": ("book.epub", data)}, data=form, timeout=30)
     assert response.status_code == 202, response.text
     return response.json()
 
 
 def book(system: System, job_id: str, text: bool = False) -> dict:
-    response = requests.get(f"{system.url}/audiobooks/{job_id}", params={"text": int(text)}, timeout=10)
+    response = system.api.get(f"/audiobooks/{job_id}", params={"text": int(text)}, timeout=10)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -125,7 +124,7 @@ def test_epub_book_is_read_into_chapter_files_and_an_m4b(books_system):
     ensure_workers(system)
     sent = submit_epub(system, make_epub(fresh_chapters("epub"), version=3), voice="joe", format="mp3")
     assert sent["chapters"] == 3 and sent["chunks"] >= 10
-    events = ws_events(f"{system.ws_url}{sent['events_url']}", timeout=240)
+    events = ws_events(system.api, sent['events_url'], timeout=240)
     assert events[-1]["type"] == "done", events[-1]
     progress = [e for e in events if e["type"] == "progress" and "chunks_done" in e]
     assert progress and progress[-1]["chunks_done"] == sent["chunks"]
@@ -141,19 +140,19 @@ def test_epub_book_is_read_into_chapter_files_and_an_m4b(books_system):
     from mutagen import File as MutagenFile
 
     for chapter in state["chapters"]:
-        response = requests.get(system.url + chapter["url"], timeout=10)
+        response = system.api.get(chapter["url"], timeout=10)
         assert response.status_code == 200 and response.headers["Content-Type"] == "audio/mpeg"
         path = system.data / "books" / sent["job_id"] / "chapters" / chapter["file"]
         tags = MutagenFile(path, easy=True)
         assert tags["title"] == [chapter["title"]]
         assert tags["tracknumber"][0].split("/")[0] == str(chapter["index"] + 1)
-    response = requests.get(system.url + sent["m4b_url"], timeout=10)
+    response = system.api.get(sent["m4b_url"], timeout=10)
     assert response.status_code == 200 and response.headers["Content-Type"] == "audio/mp4"
     m4b = MutagenFile(system.data / "books" / sent["job_id"] / "book.m4b")
     assert m4b.tags["\xa9nam"] == ["The Small Test Book"] and m4b.tags["\xa9ART"] == ["Ada Tester"]
     assert m4b.tags["covr"][0][:8] == b"\x89PNG\r\n\x1a\n"
     # The generic job routes know the book too.
-    assert requests.get(f"{system.url}/jobs/{sent['job_id']}", timeout=10).json()["kind"] == "audiobook"
+    assert system.api.get(f"/jobs/{sent['job_id']}", timeout=10).json()["kind"] == "audiobook"
 
 
 def test_markdown_book_reviewed_and_edited_before_it_starts(books_system):
@@ -161,16 +160,15 @@ def test_markdown_book_reviewed_and_edited_before_it_starts(books_system):
     ensure_workers(system)
     markdown = make_markdown_book(fresh_chapters("markdown"))
     books_before = sorted((system.data / "books").glob("*"))
-    preview = requests.post(system.url + "/audiobooks/parse", json={"text": markdown, "source_format": "md"},
-                            timeout=30)
+    preview = system.api.post("/audiobooks/parse", json={"text": markdown, "source_format": "md"}, timeout=30)
     assert preview.status_code == 200, preview.text
     chapters = preview.json()["book"]["chapters"]
     assert [c["title"] for c in chapters] == [title for title, _ in CHAPTERS]
     assert [c["title"] for c in chapters] == [title for title, _ in CHAPTERS]
     assert sorted((system.data / "books").glob("*")) == books_before  # parsing stores nothing
     edited = [{"title": f"Part {i + 1}: {c['title']}", "text": c["text"]} for i, c in enumerate(chapters)]
-    response = requests.post(system.url + "/audiobooks", json={"chapters": edited, "title": "Edited Book",
-                                                              "author": "Ed Itor", "format": "ogg"}, timeout=30)
+    response = system.api.post("/audiobooks", json={"chapters": edited, "title": "Edited Book",
+                                                   "author": "Ed Itor", "format": "ogg"}, timeout=30)
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
     wait_book(system, job_id)
@@ -202,7 +200,7 @@ def test_restarting_the_whole_system_mid_book_redoes_no_finished_chunk(books_sys
     text = "\n\n".join(f"Chapter {n}\n\n" + " ".join(
         f"This is sentence {w} of chapter {n}, spoken for the restart test." for w in range(1, 7))
         for n in ("One", "Two", "Three"))
-    response = requests.post(system.url + "/audiobooks", json={"text": text, "title": "Restarted"}, timeout=30)
+    response = system.api.post("/audiobooks", json={"text": text, "title": "Restarted"}, timeout=30)
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
     wait_until(lambda: book(system, job_id)["chunks_done"] >= 5, 120, what="a few chunks")
@@ -235,19 +233,19 @@ def test_pause_resume_and_cancel_keep_finished_work(books_system):
     sent = submit_epub(system, make_epub(fresh_chapters("paused", 2), title="Paused Book", version=3))
     job_id = sent["job_id"]
     wait_until(lambda: book(system, job_id)["chunks_done"] >= 2, 120, what="a few chunks")
-    assert requests.post(f"{system.url}/audiobooks/{job_id}/pause", timeout=10).json()["status"] == "paused"
+    assert system.api.post(f"/audiobooks/{job_id}/pause", timeout=10).json()["status"] == "paused"
     # Chunks in flight finish; then nothing moves.
     wait_until(lambda: not BookStore(system.store).inflight(job_id), 60, what="in-flight chunks to finish")
     done = book(system, job_id)["chunks_done"]
     time.sleep(1.5)
     paused = book(system, job_id)
     assert paused["status"] == "paused" and paused["chunks_done"] == done < paused["chunks_total"]
-    again = requests.post(f"{system.url}/audiobooks/{job_id}/pause", timeout=10)
+    again = system.api.post(f"/audiobooks/{job_id}/pause", timeout=10)
     assert again.status_code == 409 and again.json()["error"]["code"] == "not_running"
     # Cancel, then resume: finished chunks are kept and the book completes.
-    assert requests.post(f"{system.url}/audiobooks/{job_id}/cancel", timeout=10).json()["status"] == "cancelled"
+    assert system.api.post(f"/audiobooks/{job_id}/cancel", timeout=10).json()["status"] == "cancelled"
     assert book(system, job_id)["status"] == "cancelled"
-    assert requests.post(f"{system.url}/audiobooks/{job_id}/resume", timeout=10).json()["status"] == "queued"
+    assert system.api.post(f"/audiobooks/{job_id}/resume", timeout=10).json()["status"] == "queued"
     state = wait_book(system, job_id)
     assert state["status"] == "succeeded", state
     check_complete(system, job_id, fresh="paused")
@@ -264,28 +262,28 @@ def test_interactive_requests_go_before_book_chunks(books_system):
     # It did not wait behind the book: the book still had work when the request was done.
     state = book(system, sent["job_id"])
     assert state["status"] == "running" and state["chunks_done"] < state["chunks_total"], state
-    requests.post(f"{system.url}/audiobooks/{sent['job_id']}/cancel", timeout=10)
+    system.api.post(f"/audiobooks/{sent['job_id']}/cancel", timeout=10)
 
 
 def test_regenerating_a_chunk_reassembles_its_chapter_and_the_book(books_system):
     system = books_system
     ensure_workers(system)
     text = "Chapter One\n\nA first short chapter.\n\nChapter Two\n\nA second short chapter, to be spoken again."
-    job_id = requests.post(system.url + "/audiobooks", json={"text": text}, timeout=30).json()["job_id"]
+    job_id = system.api.post("/audiobooks", json={"text": text}, timeout=30).json()["job_id"]
     wait_book(system, job_id)
     plan = load_plan(system.settings, job_id)
     index = plan.chapters[1].first + 1
     old_key = plan.chunks[index].key
-    response = requests.post(f"{system.url}/audiobooks/{job_id}/chunks/{index}/regenerate", timeout=10)
+    response = system.api.post(f"/audiobooks/{job_id}/chunks/{index}/regenerate", timeout=10)
     assert response.status_code == 202, response.text
     assert response.json()["chunk"]["revision"] == 1 and response.json()["chunk"]["key"] != old_key
     state = wait_book(system, job_id)
     assert state["status"] == "succeeded"
     assert renders(system, job_id)[index] == 2
     assert load_plan(system.settings, job_id).chunks[index].revision == 1
-    assert requests.get(f"{system.url}/audiobooks/{job_id}/chunks/{index}/audio", timeout=10).status_code == 200
-    missing = requests.post(f"{system.url}/audiobooks/{job_id}/chunks/999/regenerate", timeout=10)
-    assert missing.status_code == 400 and missing.json()["error"]["code"] == "chunk_not_found"
+    assert system.api.get(f"/audiobooks/{job_id}/chunks/{index}/audio", timeout=10).status_code == 200
+    missing = system.api.post(f"/audiobooks/{job_id}/chunks/999/regenerate", timeout=10)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "chunk_not_found"
 
 
 def test_a_chunk_that_keeps_failing_stops_its_book_with_a_clear_error(books_system):
@@ -296,8 +294,7 @@ def test_a_chunk_that_keeps_failing_stops_its_book_with_a_clear_error(books_syst
     chunks_dir.rename(aside)
     chunks_dir.write_text("not a directory: no chunk can be stored")  # every write of a chunk fails
     try:
-        response = requests.post(system.url + "/audiobooks", json={"text": "A book that cannot be stored."},
-                                 timeout=30)
+        response = system.api.post("/audiobooks", json={"text": "A book that cannot be stored."}, timeout=30)
         job_id = response.json()["job_id"]
         state = wait_book(system, job_id, timeout=120)
     finally:
@@ -347,12 +344,12 @@ def test_bad_books_are_refused_before_any_synthesis(books_system, upload, code, 
     name, data = upload
     if data == "drm":
         data = make_drm_epub()
-    before = len(requests.get(system.url + "/audiobooks", timeout=10).json()["audiobooks"])
-    response = requests.post(system.url + "/audiobooks", files={"file": (name, data)}, timeout=30)
+    before = len(system.api.get("/audiobooks", timeout=10).json()["audiobooks"])
+    response = system.api.post("/audiobooks", files={"file": (name, data)}, timeout=30)
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
     assert response.json()["error"]["message"]
-    assert len(requests.get(system.url + "/audiobooks", timeout=10).json()["audiobooks"]) == before
+    assert len(system.api.get("/audiobooks", timeout=10).json()["audiobooks"]) == before
 
 
 @pytest.mark.parametrize("body, field, code", [
@@ -366,7 +363,7 @@ def test_bad_books_are_refused_before_any_synthesis(books_system, upload, code, 
     ({}, "text", "missing_field"),
 ])
 def test_bad_book_requests_name_the_field(books_system, body, field, code):
-    response = requests.post(books_system.url + "/audiobooks", json=body, timeout=30)
+    response = books_system.api.post("/audiobooks", json=body, timeout=30)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["code"] == code and error["param"] == field, error
@@ -374,8 +371,7 @@ def test_bad_book_requests_name_the_field(books_system, body, field, code):
 
 def test_a_book_in_an_unknown_voice_is_refused_like_a_missing_voice(books_system):
     for voice in ("nobody", 123):
-        response = requests.post(books_system.url + "/audiobooks", json={"text": "Some text.", "voice": voice},
-                                 timeout=30)
+        response = books_system.api.post("/audiobooks", json={"text": "Some text.", "voice": voice}, timeout=30)
         error = response.json()["error"]
         assert (response.status_code, error["param"]) == ((404, "voice") if voice == "nobody" else (400, "voice"))
         assert error["code"] == ("unknown_voice" if voice == "nobody" else "invalid_type"), error
@@ -383,7 +379,7 @@ def test_a_book_in_an_unknown_voice_is_refused_like_a_missing_voice(books_system
 
 def test_unknown_books_and_files_not_ready_are_clear_errors(books_system):
     system = books_system
-    missing = requests.get(system.url + "/audiobooks/" + "0" * 32, timeout=10)
+    missing = system.api.get("/audiobooks/" + "0" * 32, timeout=10)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "book_not_found"
     job = system.submit("Not a book.")
-    assert requests.get(f"{system.url}/audiobooks/{job['job_id']}", timeout=10).status_code == 404
+    assert system.api.get(f"/audiobooks/{job['job_id']}", timeout=10).status_code == 404

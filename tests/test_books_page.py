@@ -1,9 +1,6 @@
 """The audiobooks page in a real browser (Debian's chromium driven by Playwright), against the shared system."""
 from __future__ import annotations
 
-
-import requests
-
 from tests.conftest import horizontal_overflow, shot, signed_in_page
 
 
@@ -54,12 +51,12 @@ def test_review_edit_start_and_download_a_book(live, browser):
     links = chapters.locator("a").evaluate_all("links => links.map(a => a.href)") + \
         [card.locator(".m4b").get_attribute("href")]
     for href in links:
-        response = requests.get(href if href.startswith("http") else live.url + href, timeout=10)
+        response = live.api.get(href, timeout=10)  # the page's links: absolute (a.href) or the server's paths
         assert response.status_code == 200 and response.headers["Content-Type"].startswith("audio/")
     # The read-along EPUB and the book's subtitles beside the M4B.
     for selector, kind in ((".epub", "application/epub+zip"), (".srt", "application/x-subrip")):
         href = card.locator(selector).get_attribute("href")
-        response = requests.get(live.url + href, timeout=10)
+        response = live.api.get(href, timeout=10)
         assert response.status_code == 200 and response.headers["Content-Type"].startswith(kind), href
     assert page.is_hidden("#review")
     shot(page, "books-page")
@@ -116,7 +113,7 @@ def test_pause_resume_cancel_and_a_dropped_connection(live, browser):
     page.wait_for_function("document.querySelector('.book-figures').textContent.includes('left')", timeout=60_000)
 
     # Offline for a while: said so; back online, the websocket resumes and the bars move on.
-    done_before = requests.get(f"{live.url}/audiobooks/{book_id}", timeout=10).json()["chunks_done"]
+    done_before = live.api.get(f"/audiobooks/{book_id}", timeout=10).json()["chunks_done"]
     page.context.set_offline(True)
     page.wait_for_selector("#connection:not([hidden])", timeout=30_000)
     page.wait_for_timeout(1500)
@@ -173,7 +170,7 @@ def test_a_books_own_pronunciations_from_a_lexicon_file(live, browser, tmp_path)
     card = page.locator(".book", has_text="The Quillip Book")
     card.wait_for(timeout=30_000)
     job_id = card.get_attribute("data-id")
-    book = requests.get(f"{live.url}/audiobooks/{job_id}", params={"text": 1}, timeout=10).json()
+    book = live.api.get(f"/audiobooks/{job_id}", params={"text": 1}, timeout=10).json()
     assert [(e["term"], e["say"]) for e in book["lexicon"]] == [("Quillip", "Quill ip")]
     assert "Quill ip" in " ".join(c["text"] for c in book["chapters"][0]["chunks"])
     assert errors == []

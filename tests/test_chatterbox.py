@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import requests
 import torch
 
 from chatterbox.model.conds import Conditionals
@@ -65,10 +64,10 @@ def test_chatterbox_engine_in_the_job_system(tmp_path, random_checkpoint, tts):
         reference_wav=b"")
     system.start()
     try:
-        health = requests.get(system.url + "/health", timeout=10).json()
+        health = system.api.get("/health", timeout=10).json()
         assert health["engine"]["name"] == "chatterbox"
         assert health["workers"][0]["engine"] == "chatterbox" and health["workers"][0]["model_loaded"]
-        assert [v["id"] for v in requests.get(system.url + "/voices", timeout=10).json()["voices"]] == \
+        assert [v["id"] for v in system.api.get("/voices", timeout=10).json()["voices"]] == \
             ["default", saved.id]
         params = {"max_new_tokens": 10, "seed": 5, "steps": 2}
         for voice in ("default", "narrator"):
@@ -76,7 +75,7 @@ def test_chatterbox_engine_in_the_job_system(tmp_path, random_checkpoint, tts):
             done = system.wait_job(job["job_id"], timeout=180)
             assert done["status"] == "succeeded", done
             assert done["sample_rate"] == 24000 and done["engine"] == "chatterbox"
-        bad = requests.post(system.url + "/synthesize", json={"text": "Hi.", "params": {"steps": 50}}, timeout=10)
+        bad = system.api.post("/synthesize", json={"text": "Hi.", "params": {"steps": 50}}, timeout=10)
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "params.steps"
     finally:
         system.stop()

@@ -94,7 +94,7 @@ def test_say_cancelled_exits_1(live, tmp_path):
     try:
         first = proc.stderr.readline().split()
         assert first[0] == "job", first
-        assert requests.delete(f"{live.url}/jobs/{first[1]}", timeout=10).status_code in (200, 202)
+        assert live.api.delete(f"/jobs/{first[1]}", timeout=10).status_code in (200, 202)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.conftest import shot, signed_in_page
 
@@ -260,14 +259,14 @@ def test_cancel(live, browser):
     assert page.is_disabled("#cancel")
     assert page.is_hidden("#error")
     job_id = page.text_content("#job-id")
-    assert requests.get(f"{live.url}/jobs/{job_id}", timeout=10).json()["status"] == "cancelled"
+    assert live.api.get(f"/jobs/{job_id}", timeout=10).json()["status"] == "cancelled"
     assert page.errors == []
 
 
 def test_change_and_run_prefills_from_an_earlier_job(live, browser):
     """History's "Change and run" opens /?from=<id>: the job's text and settings are in the form, nothing started."""
     live.ensure_worker()
-    voice = requests.get(f"{live.url}/engine", timeout=10).json()["voices"][0]["id"]
+    voice = live.api.get("/engine", timeout=10).json()["voices"][0]["id"]
     job = live.submit("Copied into the form, not spoken again.", format="flac", voice=voice,
                       params={"length_scale": 1.3})
     page = signed_in_page(browser, live)

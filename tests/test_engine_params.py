@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import requests
 
 from chatterbox import audio
 from chatterbox.engines import ENGINES, Engine, Param, create_engine
@@ -113,14 +112,14 @@ def job_audio(system: System, jobs: dict[str, str]) -> dict[str, bytes]:
     for label, job_id in jobs.items():
         done = system.wait_job(job_id, timeout=300)
         assert done["status"] == "succeeded", done
-        response = requests.get(f"{system.url}/jobs/{job_id}/audio", timeout=30)
+        response = system.api.get(f"/jobs/{job_id}/audio", timeout=30)
         assert response.status_code == 200
         out[label] = response.content
     return out
 
 
 def rest_cases(system: System, engine_name: str) -> None:
-    listed = requests.get(system.url + "/engine", timeout=10).json()
+    listed = system.api.get("/engine", timeout=10).json()
     assert listed["name"] == engine_name
     # The parameters the running engine offers are the ones of its table, so every one of them is sent below.
     assert [p["name"] for p in listed["params"]] == [p.name for p in ENGINES[engine_name].params]

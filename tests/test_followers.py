@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-import requests
 import websocket
 
 from chatterbox.jobs import JobStore, events_key
@@ -120,7 +119,7 @@ def test_a_websocket_that_loses_redis_is_told_so_and_resumes_once_it_is_back(tmp
     system = System(tmp_path, worker=False).start()
     try:
         job = system.submit("Waiting for Redis.")
-        conn = websocket.create_connection(system.ws_url + job["events_url"], timeout=30)
+        conn = system.api.ws(job["events_url"], timeout=30)
         queued = json.loads(conn.recv())
         system.redis.stop()
         # A close frame that says why, not an HTTP error response written into the stream.
@@ -130,15 +129,15 @@ def test_a_websocket_that_loses_redis_is_told_so_and_resumes_once_it_is_back(tmp
         conn.close()
 
         system.redis.start()  # same port, same AOF
-        wait_until(lambda: requests.get(system.url + "/health", timeout=10).status_code == 200, 30,
+        wait_until(lambda: system.api.get("/health", timeout=10).status_code == 200, 30,
                    what="the web app to recover")
-        resumed = Follower(f"{system.ws_url}{job['events_url']}?after={queued['id']}", timeout=30)
+        resumed = Follower(system.api, f"{job['events_url']}?after={queued['id']}", timeout=30)
         resumed.start()
         time.sleep(0.5)  # following, with nothing to read yet: what comes next reaches it through the listener
-        assert requests.delete(f"{system.url}/jobs/{job['job_id']}", timeout=10).json()["status"] == "cancelled"
+        assert system.api.delete(f"/jobs/{job['job_id']}", timeout=10).json()["status"] == "cancelled"
         resumed.join(30)
         assert resumed.error is None and [e["type"] for e in resumed.events] == ["error"]
-        assert [e["type"] for e in ws_events(system.ws_url + job["events_url"])] == ["progress", "error"]
+        assert [e["type"] for e in ws_events(system.api, job["events_url"])] == ["progress", "error"]
     finally:
         system.stop()
 
@@ -159,7 +158,7 @@ def test_many_followers_each_get_every_event_once_while_health_answers(crowd):
     probe = HealthProbe(crowd.url)
     probe.start()
     try:
-        followers = [Follower(crowd.ws_url + job["events_url"]) for job in jobs]
+        followers = [Follower(crowd.api, job["events_url"]) for job in jobs]
         for follower in followers:
             follower.start()
         # All open at once: each has its first event while no worker runs, so none has ended to make room.

@@ -10,7 +10,6 @@ import time
 import wave
 
 import pytest
-import requests
 
 from chatterbox.settings import load
 
@@ -55,7 +54,7 @@ def check_sent_once(system: System, job_id: str) -> None:
     events = system.store.events_after(job_id)
     chunks = [e for e in events if e["type"] == "chunk"]
     assert [c["index"] for c in chunks] == list(range(len(chunks))), [c["index"] for c in chunks]
-    audio = requests.get(f"{system.url}/jobs/{job_id}/audio", timeout=10)
+    audio = system.api.get(f"/jobs/{job_id}/audio", timeout=10)
     with wave.open(io.BytesIO(audio.content)) as w:
         seconds = w.getnframes() / w.getframerate()
     texts = len({c["text_index"] for c in chunks})

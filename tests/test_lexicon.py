@@ -173,7 +173,7 @@ def test_rest_round_trip_each_key_its_own(live, keys):
     forbidden = requests.get(url, params={"owner": alice_id}, headers=bearer(bob), timeout=10)
     assert forbidden.status_code == 403 and forbidden.json()["error"]["param"] == "owner"
     # An admin key reads (and may change) another key's.
-    admin_view = requests.get(url, params={"owner": alice_id}, timeout=10).json()
+    admin_view = live.api.get(url, params={"owner": alice_id}, timeout=10).json()
     assert [e["term"] for e in admin_view["entries"]] == ["C++", "Nguyen", "TCP/IP"]
 
     preview = requests.post(url + "/preview", json={"text": "Ask Nguyen about c++ and C++ over TCP/IP."},
@@ -212,7 +212,7 @@ def test_bad_requests_are_4xx_naming_the_field(live, keys, path, body, status, f
 
 
 def chunk_texts(live, job_id: str) -> list[str]:
-    events = ws_events(f"{live.ws_url}/ws/jobs/{job_id}")
+    events = ws_events(live.api, f"/ws/jobs/{job_id}")
     assert events[-1]["type"] == "done", events[-1]
     return [e["text"] for e in events if e["type"] == "chunk"]
 
@@ -234,7 +234,7 @@ def test_a_job_speaks_by_its_owners_lexicon_as_it_was_when_it_was_asked_for(live
         assert [text for text, _, _ in live.store.get(jobs["alice"])["plan"]] == ["Hello, Doctor Win."]
         assert loads(live.store.get(jobs["alice"])["lexicon"]) == [Entry("Nguyen", "Win")]
         assert loads(live.store.get(jobs["bob"])["lexicon"]) == []
-        a, b = (requests.get(f"{live.url}/jobs/{jobs[n]}/audio", timeout=10).content for n in ("alice", "bob"))
+        a, b = (live.api.get(f"/jobs/{jobs[n]}/audio", timeout=10).content for n in ("alice", "bob"))
         assert a != b
     finally:
         requests.delete(live.url + "/lexicon", headers=bearer(alice), timeout=10)

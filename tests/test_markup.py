@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import requests
 
 from chatterbox import audio, markup
 from chatterbox.markup import MarkupError, Segment
@@ -97,7 +96,7 @@ def test_pauses_and_rates_are_heard(piper):
 
 
 def test_ssml_through_the_api(live):
-    bad = requests.post(live.url + "/synthesize", json={"text": "<speak><audio src=\"x\"/></speak>"}, timeout=30)
+    bad = live.api.post("/synthesize", json={"text": "<speak><audio src=\"x\"/></speak>"}, timeout=30)
     assert bad.status_code == 400
     body = bad.json()
     assert body["error"]["param"] == "text" and body["error"]["code"] == "invalid_markup"
@@ -105,7 +104,7 @@ def test_ssml_through_the_api(live):
     job = live.submit("<speak>Hello.<break time=\"1500ms\"/>Goodbye.</speak>")
     done = live.wait_job(job["job_id"])
     assert done["status"] == "succeeded" and done["chunks_total"] == 2
-    data = requests.get(f"{live.url}/jobs/{job['job_id']}/audio", timeout=10).content
+    data = live.api.get(f"/jobs/{job['job_id']}/audio", timeout=10).content
     samples, rate = audio.decode(data)
     plain = live.wait_job(live.submit("Hello. Goodbye.")["job_id"])
     assert len(samples) / rate - plain["duration_s"] > 1.0

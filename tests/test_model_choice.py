@@ -99,8 +99,6 @@ def test_a_worker_that_lacks_a_models_files_says_which(tmp_path):
 
 
 def test_a_model_or_language_the_system_lacks_is_a_clear_4xx_everywhere_jobs_are_made(live):
-    import requests
-
     cases = [("/synthesize", {"text": "Hello.", "model": "turbo"}, "model", "model_unavailable"),
              ("/synthesize", {"text": "Bonjour.", "language": "fr"}, "language", "unsupported_language"),
              ("/synthesize", {"text": "Hello.", "language": "xx"}, "language", "unknown_language"),
@@ -109,15 +107,15 @@ def test_a_model_or_language_the_system_lacks_is_a_clear_4xx_everywhere_jobs_are
              ("/v1/audio/speech", {"model": "tts-1", "input": "Hi.", "voice": "alloy", "language": "ja"},
               "language", "unsupported_language")]
     for path, body, param, code in cases:
-        response = requests.post(live.url + path, json=body, timeout=30)
+        response = live.api.post(path, json=body, timeout=30)
         assert response.status_code == 400, (path, response.text)
         error = response.json()["error"]
         assert (error["param"], error["code"]) == (param, code), (path, error)
     # OpenAI's model names stay served by whatever engine there is: tts-1 is Turbo only where Turbo is held
-    speech = requests.post(live.url + "/v1/audio/speech", json={"model": "tts-1", "input": "Hi.", "voice": "alloy",
-                                                                  "response_format": "wav"}, timeout=120)
+    speech = live.api.post("/v1/audio/speech", json={"model": "tts-1", "input": "Hi.", "voice": "alloy",
+                                                       "response_format": "wav"}, timeout=120)
     assert speech.status_code == 200, speech.text
-    listed = requests.get(live.url + "/engine", timeout=10).json()
+    listed = live.api.get("/engine", timeout=10).json()
     assert "models" not in listed  # Piper has one model, itself
 
 

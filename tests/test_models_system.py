@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import requests
 
 from chatterbox import audio
 
@@ -28,17 +27,17 @@ def three(tmp_path_factory, random_checkpoint, turbo_checkpoint, mtl_checkpoint)
 def wav_of(system: System, job_id: str) -> np.ndarray:
     done = system.wait_job(job_id, timeout=240)
     assert done["status"] == "succeeded", done
-    samples, rate = audio.decode(requests.get(f"{system.url}/jobs/{job_id}/audio", timeout=30).content)
+    samples, rate = audio.decode(system.api.get(f"/jobs/{job_id}/audio", timeout=30).content)
     assert rate == 24000 and samples.size
     return samples
 
 
 def test_each_model_is_chosen_per_job(three):
-    engine = requests.get(three.url + "/engine", timeout=10).json()
+    engine = three.api.get("/engine", timeout=10).json()
     assert [(m["name"], m["available"]) for m in engine["models"]] == \
         [("original", True), ("turbo", True), ("multilingual", True)]
     assert len(next(m for m in engine["models"] if m["name"] == "multilingual")["languages"]) == 23
-    health = requests.get(three.url + "/health", timeout=10).json()
+    health = three.api.get("/health", timeout=10).json()
     assert health["workers"][0]["models"] == ["original", "turbo", "multilingual"]
 
     jobs = {"original": three.submit("Hello there.", params={**SHORT, "steps": 2})["job_id"],
@@ -50,18 +49,18 @@ def test_each_model_is_chosen_per_job(three):
         assert record["model"] == model, record
     assert three.job(jobs["multilingual"])["language"] == "de"
     # a model's own parameters only: cfg_weight is not Turbo's
-    refused = requests.post(three.url + "/synthesize", json={"text": "Hi.", "model": "turbo",
-                                                             "params": {"cfg_weight": 0.3}}, timeout=10)
+    refused = three.api.post("/synthesize", json={"text": "Hi.", "model": "turbo",
+                                                  "params": {"cfg_weight": 0.3}}, timeout=10)
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "unknown_parameter"
 
 
 def test_openai_names_pick_the_models(three):
-    listed = [m["id"] for m in requests.get(three.url + "/v1/models", timeout=10).json()["data"]]
+    listed = [m["id"] for m in three.api.get("/v1/models", timeout=10).json()["data"]]
     assert listed[:3] == ["chatterbox", "chatterbox-turbo", "chatterbox-multilingual"] and "tts-1" in listed
     for name, model in (("tts-1", "turbo"), ("tts-1-hd", "original"), ("chatterbox-multilingual", "multilingual")):
         # Streamed: the answer starts with the first window of audio; OpenAI's API sends no token cap, and random
         # weights never say stop, so the rest is not waited for.
-        with requests.post(three.url + "/v1/audio/speech", timeout=240, stream=True, json={
+        with three.api.post("/v1/audio/speech", timeout=240, stream=True, json={
                 "model": name, "input": "Bonjour à tous." if model == "multilingual" else "Hello.", "voice": "alloy",
                 "response_format": "wav", **({"language": "fr"} if model == "multilingual" else {})}) as response:
             assert response.status_code == 200, response.text
@@ -69,12 +68,12 @@ def test_openai_names_pick_the_models(three):
             assert next(response.iter_content(4096))[:4] == b"RIFF"
         record = three.job(job_id)
         assert (record["model"], record["language"]) == (model, "fr" if model == "multilingual" else "en")
-        requests.delete(f"{three.url}/jobs/{job_id}", timeout=10)
+        three.api.delete(f"/jobs/{job_id}", timeout=10)
         three.wait_job(job_id, timeout=120)
 
 
 def test_a_book_in_its_own_language_is_read_by_multilingual(three):
-    response = requests.post(three.url + "/audiobooks", timeout=30, json={
+    response = three.api.post("/audiobooks", timeout=30, json={
         "chapters": [{"title": "Un", "text": "Il était une fois un petit chat."}], "language": "fr",
         "params": {"max_new_tokens": 10, "steps": 2}})
     assert response.status_code == 202, response.text
@@ -91,18 +90,18 @@ def test_a_saved_voice_serves_every_model_that_can_use_it(three, tmp_path):
     # read its conditionals) and Turbo cannot (it makes its own from the recording, which must be over 5 s).
     for name, seconds in (("Long", 7.0), ("Short", 0.1)):
         voice = exported_voice(tmp_path / name, name, audio.wav_bytes(speechlike(seconds), RATE))
-        imported = requests.post(three.url + "/voices/import", timeout=30, files={"file": ("a.voice", voice)})
+        imported = three.api.post("/voices/import", timeout=30, files={"file": ("a.voice", voice)})
         assert imported.status_code == 201, imported.text
     for model in ("turbo", "multilingual", "original"):
         job = three.submit("Speaking as Long.", voice="Long", model=model,
                            params={**SHORT, **({"steps": 2} if model != "turbo" else {})})
         wav_of(three, job["job_id"])
     for model, status in (("turbo", 400), ("original", 202)):
-        response = requests.post(three.url + "/synthesize", timeout=10, json={
+        response = three.api.post("/synthesize", timeout=10, json={
             "text": "Hi.", "voice": "Short", "model": model, "params": {"max_new_tokens": 6}})
         assert response.status_code == status, response.text
-    error = requests.post(three.url + "/synthesize", json={"text": "Hi.", "voice": "Short", "model": "turbo"},
-                          timeout=10).json()["error"]
+    error = three.api.post("/synthesize", json={"text": "Hi.", "voice": "Short", "model": "turbo"},
+                           timeout=10).json()["error"]
     assert error["code"] == "voice_too_short" and "longer than 5 s" in error["message"], error
 
 

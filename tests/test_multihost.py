@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import redis
-import requests
 
 from chatterbox import audio, redis_client, redis_server
 from chatterbox.books.state import BookStore
@@ -159,7 +158,7 @@ def test_a_job_runs_end_to_end_through_redis_sentinel(hosts):
     done = system.wait_job(job["job_id"], timeout=60)
     assert done["status"] == "succeeded", done
     assert done["worker"] in {f"cpu@{h}" for h in HOSTS}
-    response = requests.get(system.url + job["audio_url"], timeout=10)
+    response = system.api.get(job["audio_url"], timeout=10)
     assert response.status_code == 200
     samples, rate = audio.decode(response.content)
     assert abs(len(samples) / rate - done["duration_s"]) < 0.05 and not audio.is_silent(samples)
@@ -183,7 +182,7 @@ def test_a_job_runs_end_to_end_through_redis_sentinel(hosts):
     for host in HOSTS:
         assert any(n.startswith(f"{PREFIX}-worker:cpu@{host}:") for n in connected), connected
     # /health shows both machines' workers, each by its host.
-    health = requests.get(system.url + "/health", timeout=10).json()
+    health = system.api.get("/health", timeout=10).json()
     assert {w["hostname"] for w in health["workers"]} == {f"cpu@{h}" for h in HOSTS}, health
 
 

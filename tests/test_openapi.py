@@ -134,9 +134,8 @@ def for_testing(document: dict, ids: dict[str, Any]) -> dict:
         if name in schemas:
             schemas[name]["properties"][field]["maxLength"] = limit
     if "BookRequest" in schemas:
-        chapters = schemas["BookRequest"]["properties"]["chapters"]
-        chapters["maxItems"] = 2
-        chapters["items"]["properties"]["text"]["maxLength"] = 80
+        schemas["BookRequest"]["properties"]["chapters"]["maxItems"] = 2
+        schemas["BookChapter"]["properties"]["text"]["maxLength"] = 80
     return document
 
 

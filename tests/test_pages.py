@@ -7,7 +7,6 @@ import os
 import re
 
 import pytest
-import requests
 
 from tests.conftest import horizontal_overflow, shot, signed_in_page, wait_until
 
@@ -25,7 +24,7 @@ def made(system):
     for job_id in ids:
         assert system.wait_job(job_id)["status"] == "succeeded"
     cancelled = system.submit(f"Delta {word}. {LONG}")["job_id"]
-    assert requests.delete(f"{system.url}/jobs/{cancelled}", timeout=10).status_code in (200, 202)
+    assert system.api.delete(f"/jobs/{cancelled}", timeout=10).status_code in (200, 202)
     assert system.wait_job(cancelled)["status"] == "cancelled"
     return {"word": word, "ids": ids + [cancelled]}
 
@@ -64,7 +63,7 @@ def test_history_lists_searches_filters_and_pages(live, browser, made):
                         alpha.locator("td.settings dd").all_text_contents()))
     assert settings["format"] == "wav" and "length scale" in settings
     voice = live.job(made["ids"][0])["voice"]
-    voice_name = {v["id"]: v["name"] for v in requests.get(live.url + "/voices", timeout=10).json()["voices"]}[voice]
+    voice_name = {v["id"]: v["name"] for v in live.api.get("/voices", timeout=10).json()["voices"]}[voice]
     assert alpha.locator("td.voice").text_content() == voice_name
 
     # Search (debounced, as one types) narrows to one job and goes into the page's URL.
@@ -127,7 +126,7 @@ def test_history_replay_download_rerun(live, browser, made):
     types = {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg", "flac": "audio/flac"}
     for fmt, content_type in types.items():
         href = row.locator(f"a.download.{fmt}").get_attribute("href")
-        response = requests.get(live.url + href, timeout=30)
+        response = live.api.get(href, timeout=30)
         assert response.status_code == 200 and response.headers["Content-Type"].startswith(content_type), fmt
         assert "attachment" in response.headers.get("Content-Disposition", "")
     # Changed settings: the Speak page, told which job to start from.
@@ -142,7 +141,7 @@ def test_history_replay_download_rerun(live, browser, made):
     assert note.get_attribute("href") == f"/?job={new_id}"
     page.locator(f'#rows tr[data-id="{new_id}"] .status-badge', has_text="succeeded").wait_for(timeout=60_000)
     assert row_ids(page) == [new_id, alpha_id]  # newest first, the list followed by itself
-    old, new = (requests.get(f"{live.url}/jobs/{i}?text=1", timeout=10).json() for i in (alpha_id, new_id))
+    old, new = (live.api.get(f"/jobs/{i}?text=1", timeout=10).json() for i in (alpha_id, new_id))
     assert [new[k] for k in ("text", "voice", "format", "params")] == [old[k] for k in ("text", "voice", "format", "params")]
     shot(page, "test_history_replay_download_rerun")
     assert errors == []
@@ -165,15 +164,15 @@ def test_history_live_status_cancel_and_delete(live, browser):
     page.once("dialog", lambda dialog: dialog.accept())
     short.locator("button.delete").click()
     wait_rows(page, [long_id])
-    assert requests.get(f"{live.url}/jobs/{short_id}", timeout=10).status_code == 404
-    listed = requests.get(f"{live.url}/jobs", params={"q": word}, timeout=10).json()
+    assert live.api.get(f"/jobs/{short_id}", timeout=10).status_code == 404
+    listed = live.api.get("/jobs", params={"q": word}, timeout=10).json()
     assert [j["id"] for j in listed["jobs"]] == [long_id] and listed["total"] == 1
 
     # Not confirmed: kept. Refused by the server: the error shows next to the job it concerns.
     long_row = page.locator(f'#rows tr[data-id="{long_id}"]')
     page.once("dialog", lambda dialog: dialog.dismiss())
     long_row.locator("button.delete").click()
-    assert requests.get(f"{live.url}/jobs/{long_id}", timeout=10).status_code == 200
+    assert live.api.get(f"/jobs/{long_id}", timeout=10).status_code == 200
     refusal = {"error": {"message": "job is busy elsewhere", "type": "invalid_request_error", "code": "conflict"}}
     page.route(f"**/jobs/{long_id}?purge=1", lambda route: route.fulfill(status=409, json=refusal))
     page.once("dialog", lambda dialog: dialog.accept())
@@ -215,7 +214,7 @@ def test_history_by_keyboard_alone(live, browser):
     page.keyboard.press("Enter")
     page.wait_for_selector("#empty:not([hidden])")
     assert page.evaluate("document.activeElement.id") == "summary"  # not lost to the page's top
-    assert requests.get(f"{live.url}/jobs/{job_id}", timeout=10).status_code == 404
+    assert live.api.get(f"/jobs/{job_id}", timeout=10).status_code == 404
     shot(page, "test_history_by_keyboard_alone")
     assert errors == []
 
@@ -246,7 +245,7 @@ def test_history_follows_jobs_through_a_dropped_connection(live, browser):
     assert "cannot be reached" in page.text_content("#connection")
     shot(page, "test_history_follows_jobs_through_a_dropped_connection")
     # While the page cannot see it, the job is cancelled; once back, the page catches up by itself.
-    assert requests.delete(f"{live.url}/jobs/{job_id}", timeout=10).status_code in (200, 202)
+    assert live.api.delete(f"/jobs/{job_id}", timeout=10).status_code in (200, 202)
     live.wait_job(job_id)
     page.context.set_offline(False)
     row.locator(".status-badge", has_text="cancelled").wait_for(timeout=30_000)
@@ -273,7 +272,7 @@ def test_ops_page(live, browser, made):
     assert page.get_attribute("#flower", "href") == "http://127.0.0.1:5555"
     assert "not answering" in page.text_content("#flower-state")  # no Flower in the tests
     # The chart's total is the server's (asked again until both are from the same minute).
-    wait_until(lambda: page.get_attribute("#totals", "data-jobs") == str(requests.get(live.url + "/stats", timeout=10)
+    wait_until(lambda: page.get_attribute("#totals", "data-jobs") == str(live.api.get("/stats", timeout=10)
                                                                             .json()["jobs"]), 15, 0.5, "the totals")
     assert int(page.get_attribute("#totals", "data-jobs")) >= 4
     assert page.locator("#jobs-chart svg rect").count() >= 12
@@ -282,7 +281,7 @@ def test_ops_page(live, browser, made):
     # What is kept: the folders of the data directory with the server's own figures, retention, Redis' memory.
     outputs = page.locator('#storage tr[data-folder="outputs"]')
     outputs.wait_for()
-    storage = requests.get(live.url + "/storage", timeout=10).json()
+    storage = live.api.get("/storage", timeout=10).json()
     assert outputs.locator("td.num").first.text_content() == str(storage["disk"]["outputs"]["files"])
     assert page.locator("#storage tr").count() == 6
     summary = page.text_content("#storage-summary")

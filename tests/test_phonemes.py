@@ -229,7 +229,7 @@ def test_rest_entries_and_bad_symbols(live, token):
 ])
 def test_rest_bad_ssml_phonemes_are_400s(live, ssml, problem):
     for path in ("/synthesize", "/synthesize/plan"):
-        response = requests.post(live.url + path, json={"text": ssml}, timeout=30)
+        response = live.api.post(path, json={"text": ssml}, timeout=30)
         assert response.status_code == 400, response.text
         error = response.json()["error"]
         assert (error["param"], error["code"]) == ("text", "invalid_markup") and problem in error["message"]
@@ -242,10 +242,10 @@ def test_a_job_speaks_by_a_phoneme_entry_and_times_its_words(live, token):
                                  headers=bearer(token), timeout=30)
         assert response.status_code == 202, response.text
         job_id = response.json()["job_id"]
-        events = ws_events(f"{live.ws_url}/ws/jobs/{job_id}")
+        events = ws_events(live.api, f"/ws/jobs/{job_id}")
         assert events[-1]["type"] == "done", events[-1]
         assert [e["text"] for e in events if e["type"] == "chunk"] == [f"Please say {TOKEN} slowly."]
-        words = requests.get(f"{live.url}/jobs/{job_id}/words", timeout=10).json()
+        words = live.api.get(f"/jobs/{job_id}/words", timeout=10).json()
         assert [w["word"] for w in words["words"]] == ["Please", "say", "IPA", "slowly."] and words["aligned"]
         ipa = words["words"][2]
         assert ipa["end"] - ipa["start"] > 0.2

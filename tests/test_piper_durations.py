@@ -7,7 +7,6 @@ import statistics
 
 import numpy as np
 import pytest
-import requests
 
 from chatterbox import align
 from chatterbox.engines.piper import EMBEDDED_VOICE, word_timing
@@ -118,7 +117,7 @@ def test_a_jobs_words_are_timed_by_the_engine(live):
     job = live.submit(text)
     done = live.wait_job(job["job_id"])
     assert done["status"] == "succeeded", done
-    body = requests.get(live.url + job["words_url"], timeout=10).json()
+    body = live.api.get(job["words_url"], timeout=10).json()
     assert body["aligned"] is True and [w["word"] for w in body["words"]] == text.split()
     rate = done.get("sample_rate") or 22050
     # One chunk, so its times are the chunk's own: every one on Piper's frames (256 samples; written to the ms),

@@ -43,18 +43,18 @@ def book_system(tmp_path_factory):
 def made(book_system):
     """A two-chapter book, read to the end."""
     system = book_system
-    response = requests.post(system.url + "/audiobooks", json={"chapters": CHAPTERS, "title": "Tide & Time",
-                                                               "author": "R. Tester", "format": "mp3"}, timeout=30)
+    response = system.api.post("/audiobooks", json={"chapters": CHAPTERS, "title": "Tide & Time",
+                                                    "author": "R. Tester", "format": "mp3"}, timeout=30)
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
-    state = wait_until(lambda: (s := requests.get(f"{system.url}/audiobooks/{job_id}", timeout=10).json())["status"]
+    state = wait_until(lambda: (s := system.api.get(f"/audiobooks/{job_id}", timeout=10).json())["status"]
                        in ("succeeded", "failed") and s, 300, interval=0.5, what="the book")
     assert state["status"] == "succeeded", state
     return system, job_id, state
 
 
 def get(system: System, path: str, **params) -> requests.Response:
-    return requests.get(system.url + path, params=params, timeout=30)
+    return system.api.get(path, params=params, timeout=30)
 
 
 def written_words(chapter: dict) -> list[str]:
@@ -239,11 +239,11 @@ def play_read_along(browser, path: Path, tmp_path: Path) -> None:
 def test_a_book_that_came_as_an_epub_reads_along_in_its_own_pages(book_system, browser, tmp_path):
     system = book_system
     chapters = [(title, paragraphs[:2]) for title, paragraphs in BOOK_CHAPTERS[:2]]
-    response = requests.post(system.url + "/audiobooks", files={"file": ("book.epub", make_epub(chapters))},
-                             data={"format": "mp3"}, timeout=30)
+    response = system.api.post("/audiobooks", files={"file": ("book.epub", make_epub(chapters))},
+                               data={"format": "mp3"}, timeout=30)
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
-    state = wait_until(lambda: (s := requests.get(f"{system.url}/audiobooks/{job_id}", timeout=10).json())["status"]
+    state = wait_until(lambda: (s := system.api.get(f"/audiobooks/{job_id}", timeout=10).json())["status"]
                        in ("succeeded", "failed") and s, 300, interval=0.5, what="the book")
     assert state["status"] == "succeeded", state
     path = _epub(system, job_id, tmp_path)

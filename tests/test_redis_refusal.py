@@ -21,10 +21,9 @@ def refused(response: requests.Response) -> bool:
 
 
 def writes(system: System) -> list[requests.Response]:
-    return [requests.post(system.url + "/synthesize", json={"text": "Hello."}, timeout=30),
-            requests.post(system.url + "/audiobooks", json={"text": "A book."}, timeout=30),
-            requests.post(system.url + "/v1/audio/speech", json={"model": "tts-1", "input": "Hi.", "voice": "alloy"},
-                          timeout=30)]
+    return [system.api.post("/synthesize", json={"text": "Hello."}, timeout=30),
+            system.api.post("/audiobooks", json={"text": "A book."}, timeout=30),
+            system.api.post("/v1/audio/speech", json={"model": "tts-1", "input": "Hi.", "voice": "alloy"}, timeout=30)]
 
 
 def test_out_of_memory_is_a_503_until_there_is_room(refusing):
@@ -36,7 +35,7 @@ def test_out_of_memory_is_a_503_until_there_is_room(refusing):
         answers = writes(refusing)
         assert all(refused(a) for a in answers), [a.text for a in answers]
         assert "OOM" in answers[0].json()["error"]["message"]
-        assert requests.get(refusing.url + "/jobs", timeout=10).status_code == 200  # reading still works
+        assert refusing.api.get("/jobs", timeout=10).status_code == 200  # reading still works
     finally:
         r.config_set("maxmemory", 0)
     assert r.zcard("cbx:jobs") == before  # nothing half-made

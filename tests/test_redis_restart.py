@@ -1,8 +1,6 @@
 """Redis going away and coming back: queued jobs survive (AOF), the web app answers 503 and then recovers."""
 from __future__ import annotations
 
-import requests
-
 from .conftest import System, wait_until
 
 
@@ -15,14 +13,14 @@ def test_job_queued_across_a_redis_restart(tmp_path):
         assert system.store.r.llen("interactive") == 1 and system.store.r.llen("bulk") == 0
 
         system.redis.stop()
-        health = requests.get(system.url + "/health", timeout=30)
+        health = system.api.get("/health", timeout=30)
         assert health.status_code == 503 and health.json()["error"]["code"] == "redis_unavailable"
-        refused = requests.post(system.url + "/synthesize", json={"text": "Now?"}, timeout=30)
+        refused = system.api.post("/synthesize", json={"text": "Now?"}, timeout=30)
         assert refused.status_code == 503 and "Redis is not reachable" in refused.json()["error"]["message"]
-        assert requests.get(f"{system.url}/jobs/{job['job_id']}", timeout=30).status_code == 503
+        assert system.api.get(f"/jobs/{job['job_id']}", timeout=30).status_code == 503
 
         system.redis.start()  # same port, same AOF
-        wait_until(lambda: requests.get(system.url + "/health", timeout=10).status_code == 200, 30,
+        wait_until(lambda: system.api.get("/health", timeout=10).status_code == 200, 30,
                    what="the web app to recover")
         assert system.job(job["job_id"])["status"] == "queued"
         system.start_worker()

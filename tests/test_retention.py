@@ -184,6 +184,6 @@ def test_storage_figures_are_for_admins(live):
     token = KeyStore(live.store.r).create(f"plain-{time.time_ns()}")[1]
     refused = requests.get(f"{live.url}/storage", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
-    body = requests.get(f"{live.url}/storage", timeout=30).json()
+    body = live.api.get("/storage", timeout=30).json()
     assert body["retention_days"] == 30 and body["disk"]["outputs"]["files"] >= 0
     assert body["redis"]["maxmemory_policy"] and body["jobs"] >= 0

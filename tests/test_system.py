@@ -9,7 +9,6 @@ import sys
 import wave
 
 import pytest
-import requests
 
 from chatterbox import audio
 
@@ -33,7 +32,7 @@ def test_rest_job_runs_and_records_how(live):
     assert done["progress"] == 1.0
     assert done["worker"].startswith("cpu@") and done["engine"] == "piper"
     assert done["rtf"] > 0 and done["duration_s"] > 1 and done["synth_s"] > 0 and "queued_s" in done
-    response = requests.get(live.url + job["audio_url"], timeout=10)
+    response = live.api.get(job["audio_url"], timeout=10)
     assert response.status_code == 200 and response.headers["Content-Type"] == "audio/wav"
     rate, seconds = wav_info(response.content)
     assert rate == 22050 and abs(seconds - done["duration_s"]) < 0.05
@@ -43,8 +42,7 @@ def test_rest_job_runs_and_records_how(live):
 
 @pytest.mark.parametrize("fmt,content_type", [("mp3", "audio/mpeg"), ("ogg", "audio/ogg"), ("flac", "audio/flac")])
 def test_wait_answers_the_audio_in_each_format(live, fmt, content_type):
-    response = requests.post(live.url + "/synthesize?wait=1", json={"text": "Formats matter.", "format": fmt},
-                             timeout=120)
+    response = live.api.post("/synthesize?wait=1", json={"text": "Formats matter.", "format": fmt}, timeout=120)
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"] == content_type
     samples, rate = audio.decode(response.content)
@@ -53,7 +51,7 @@ def test_wait_answers_the_audio_in_each_format(live, fmt, content_type):
 
 def test_audio_length_grows_with_text(live):
     def seconds(text):
-        response = requests.post(live.url + "/synthesize?wait=1", json={"text": text}, timeout=120)
+        response = live.api.post("/synthesize?wait=1", json={"text": text}, timeout=120)
         assert response.status_code == 200, response.text
         return wav_info(response.content)[1]
 
@@ -87,7 +85,7 @@ def test_celery_api_refuses_bad_input(live):
 
 def test_websocket_events_in_order_then_resume(live):
     job = live.submit(PARAGRAPH * 2)
-    events = ws_events(live.ws_url + job["events_url"])
+    events = ws_events(live.api, job["events_url"])
     types = [e["type"] for e in events]
     assert types[0] == "progress" and types[-1] == "done"
     assert all(t in ("progress", "chunk", "words", "done", "error") for t in types)
@@ -102,20 +100,20 @@ def test_websocket_events_in_order_then_resume(live):
     assert progress == sorted(progress) and progress[-1] == 1.0
     chunks = [e for e in events if e["type"] == "chunk"]
     assert [c["index"] for c in chunks] == list(range(len(chunks))) and len(chunks) >= 2
-    chunk_audio = requests.get(live.url + chunks[0]["url"], timeout=10)
+    chunk_audio = live.api.get(chunks[0]["url"], timeout=10)
     assert chunk_audio.status_code == 200 and wav_info(chunk_audio.content)[0] == 22050
     assert events[-1]["audio_url"] == job["audio_url"]
     # a client that reconnects with the last id it saw gets exactly the rest
-    resumed = ws_events(f"{live.ws_url}{job['events_url']}?after={events[2]['id']}")
+    resumed = ws_events(live.api, f"{job['events_url']}?after={events[2]['id']}")
     assert [e["id"] for e in resumed] == [e["id"] for e in events[3:]]
     # and after the end, nothing more
-    assert ws_events(f"{live.ws_url}{job['events_url']}?after={events[-1]['id']}", timeout=10) == []
+    assert ws_events(live.api, f"{job['events_url']}?after={events[-1]['id']}", timeout=10) == []
 
 
 def test_late_client_replays_everything(live):
     job = live.submit("A late listener still hears the whole story.")
     live.wait_job(job["job_id"])
-    events = ws_events(live.ws_url + job["events_url"])
+    events = ws_events(live.api, job["events_url"])
     assert events[0]["type"] == "progress" and events[0]["status"] == "queued"
     assert events[-1]["type"] == "done"
 
@@ -123,15 +121,15 @@ def test_late_client_replays_everything(live):
 def test_cancel_running_job_stops_within_a_chunk(live):
     job = live.submit(PARAGRAPH * 12)
     wait_until(lambda: live.job(job["job_id"]).get("chunks_done", 0) >= 1, 60, what="the first chunk")
-    response = requests.delete(f"{live.url}/jobs/{job['job_id']}", timeout=10)
+    response = live.api.delete(f"/jobs/{job['job_id']}", timeout=10)
     assert response.status_code == 202 and response.json()["status"] == "running"
     final = live.wait_job(job["job_id"], timeout=30)
     assert final["status"] == "cancelled"
     assert final["chunks_done"] < final["chunks_total"]
-    events = ws_events(live.ws_url + job["events_url"])
+    events = ws_events(live.api, job["events_url"])
     assert events[-1]["type"] == "error" and events[-1]["status"] == "cancelled"
-    assert requests.get(live.url + job["audio_url"], timeout=10).status_code == 409
-    again = requests.delete(f"{live.url}/jobs/{job['job_id']}", timeout=10)
+    assert live.api.get(job["audio_url"], timeout=10).status_code == 409
+    again = live.api.delete(f"/jobs/{job['job_id']}", timeout=10)
     assert again.status_code == 409 and "already cancelled" in again.json()["error"]["message"]
 
 
@@ -144,17 +142,17 @@ def test_cancel_queued_job_at_once(live):
     for blocker in blockers:
         wait_until(lambda: live.job(blocker["job_id"])["status"] == "running", 60, what="the blockers to run")
     assert live.job(queued["job_id"])["status"] == "queued"
-    response = requests.delete(f"{live.url}/jobs/{queued['job_id']}", timeout=10)
+    response = live.api.delete(f"/jobs/{queued['job_id']}", timeout=10)
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     for blocker in blockers:
-        requests.delete(f"{live.url}/jobs/{blocker['job_id']}", timeout=10)
+        live.api.delete(f"/jobs/{blocker['job_id']}", timeout=10)
     for blocker in blockers:
         assert live.wait_job(blocker["job_id"], timeout=60)["status"] == "cancelled"
     assert live.job(queued["job_id"])["status"] == "cancelled"
 
 
 def test_health_lists_the_worker(live):
-    body = requests.get(live.url + "/health", timeout=10).json()
+    body = live.api.get("/health", timeout=10).json()
     assert body["status"] == "ok" and body["redis"]["ok"] and body["redis"]["aof"]
     mine = [w for w in body["workers"] if w["pid"] == live.worker.pid]
     assert mine and mine[0]["device"] == "cpu" and mine[0]["engine"] == "piper" and mine[0]["model_loaded"]
@@ -170,7 +168,7 @@ def test_worker_killed_mid_job_is_run_again(live):
     final = live.wait_job(job["job_id"], timeout=120)
     assert final["status"] == "succeeded", final
     assert final["attempt"] == 2 and "stopped while running" in final["last_error"]
-    events = ws_events(live.ws_url + job["events_url"])
+    events = ws_events(live.api, job["events_url"])
     assert any("running it again" in e.get("message", "") for e in events)
     assert events[-1]["type"] == "done"
 

@@ -104,7 +104,7 @@ def test_an_openai_name_of_another_keys_voice_speaks_in_the_callers_default(clon
                                                                 timeout=10).json()["jobs"]
                                        if j["id"] not in before), None), 30, what="the speech job")
         assert job["source"] == "openai" and job["voice"] == expected
-        requests.delete(f"{cloning.url}/jobs/{job['id']}", timeout=10)
+        cloning.api.delete(f"/jobs/{job['id']}", timeout=10)
         cloning.wait_job(job["id"], timeout=120)
         speech.join(120)
 
@@ -145,7 +145,7 @@ def test_names_are_unique_per_owner(cloning, keys, alices, tmp_path):
                              json={"name": "Bob's own"})
     assert renamed.status_code == 200 and renamed.json()["name"] == "Bob's own"
     # The admin sees both "alloy"s: Alice's is the only one left, so her name resolves.
-    assert requests.get(f"{cloning.url}/voices/alloy", timeout=10).json()["id"] == alices["id"]
+    assert cloning.api.get("/voices/alloy", timeout=10).json()["id"] == alices["id"]
 
 
 def test_shared_voices_are_everyones_to_use_and_only_admins_to_change(cloning, keys, tmp_path):
@@ -167,9 +167,9 @@ def test_shared_voices_are_everyones_to_use_and_only_admins_to_change(cloning, k
         response = requests.request(method, f"{cloning.url}/voices/{shared.id}", headers=bob, json=body, timeout=10)
         assert response.status_code == 403 and response.json()["error"]["code"] == "forbidden", response.text
     assert VoiceLibrary(cloning.settings.voices_dir).get(shared.id, SYSTEM).name == shared.name
-    admin = requests.patch(f"{cloning.url}/voices/{shared.id}", json={"name": f"{shared.name} renamed"}, timeout=10)
+    admin = cloning.api.patch(f"/voices/{shared.id}", json={"name": f"{shared.name} renamed"}, timeout=10)
     assert admin.status_code == 200
-    assert requests.delete(f"{cloning.url}/voices/{shared.id}", timeout=10).status_code == 200
+    assert cloning.api.delete(f"/voices/{shared.id}", timeout=10).status_code == 200
 
 
 def test_the_lookup_itself_takes_the_caller(tmp_path):

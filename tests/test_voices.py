@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 import torch
 
 from chatterbox import audio
@@ -119,8 +118,7 @@ def long_silence(seconds: int) -> bytes:
 
 
 def clone(system, name, data, **form):
-    return requests.post(system.url + "/voice-clone", files={"file": ("clip.webm", data)},
-                         data={"name": name, **form}, timeout=60)
+    return system.api.post("/voice-clone", files={"file": ("clip.webm", data)}, data={"name": name, **form}, timeout=60)
 
 
 def test_clone_job_then_use_rename_and_delete_the_voice(cloning):
@@ -129,21 +127,20 @@ def test_clone_job_then_use_rename_and_delete_the_voice(cloning):
     done = cloning.wait_job(response.json()["job_id"], timeout=180)
     assert done["status"] == "succeeded", done
     voice_id = done["voice_id"]
-    saved = requests.get(cloning.url + "/saved-voices", timeout=10).json()["voices"]
+    saved = cloning.api.get("/saved-voices", timeout=10).json()["voices"]
     assert [v["name"] for v in saved] == ["Alice"] and saved[0]["tags"] == ["bright"]
-    sample = requests.get(f"{cloning.url}/voices/{voice_id}/sample", timeout=10)
+    sample = cloning.api.get(f"/voices/{voice_id}/sample", timeout=10)
     assert sample.status_code == 200 and sample.content[:4] == b"RIFF"
     job = cloning.submit("Speaking as Alice.", voice="Alice", params={"max_new_tokens": 6, "steps": 2})
     assert cloning.wait_job(job["job_id"], timeout=180)["status"] == "succeeded"
-    renamed = requests.patch(f"{cloning.url}/voices/{voice_id}", json={"name": "Alicia"}, timeout=10)
+    renamed = cloning.api.patch(f"/voices/{voice_id}", json={"name": "Alicia"}, timeout=10)
     assert renamed.status_code == 200 and renamed.json()["name"] == "Alicia"
-    exported = requests.get(f"{cloning.url}/voices/{voice_id}/export", timeout=10)
-    assert requests.delete(f"{cloning.url}/voices/{voice_id}", timeout=10).status_code == 200
-    assert requests.get(f"{cloning.url}/voices/{voice_id}", timeout=10).status_code == 404
-    imported = requests.post(cloning.url + "/voices/import", files={"file": ("a.voice", exported.content)},
-                             timeout=10)
+    exported = cloning.api.get(f"/voices/{voice_id}/export", timeout=10)
+    assert cloning.api.delete(f"/voices/{voice_id}", timeout=10).status_code == 200
+    assert cloning.api.get(f"/voices/{voice_id}", timeout=10).status_code == 404
+    imported = cloning.api.post("/voices/import", files={"file": ("a.voice", exported.content)}, timeout=10)
     assert imported.status_code == 201 and imported.json()["name"] == "Alicia"
-    assert requests.delete(cloning.url + "/voices/default", timeout=10).status_code == 400
+    assert cloning.api.delete("/voices/default", timeout=10).status_code == 400
 
 
 def test_clone_refuses_bad_input_before_model_work(cloning, tmp_path):
@@ -153,7 +150,7 @@ def test_clone_refuses_bad_input_before_model_work(cloning, tmp_path):
              (clone(cloning, "Bob", audio.wav_bytes(speechlike(2), RATE)), 400, "too_short"),
              (clone(cloning, "../../etc", good), 400, "invalid_name"),
              (clone(cloning, "Bob", good, exaggeration="9"), 400, "out_of_range"),
-             (requests.post(cloning.url + "/voice-clone", data={"name": "Bob"}, timeout=10), 400, "missing_file"),
+             (cloning.api.post("/voice-clone", data={"name": "Bob"}, timeout=10), 400, "missing_file"),
              # Decoded in the web app only up to its cap (a 20-minute file costs what its first minute does), and
              # a playlist that would make ffmpeg read another file on the server is not audio.
              (clone(cloning, "Bob", long_silence(1200)), 400, "too_long"),
@@ -161,9 +158,9 @@ def test_clone_refuses_bad_input_before_model_work(cloning, tmp_path):
               "not_audio")]
     for response, status, code in cases:
         assert response.status_code == status and response.json()["error"]["code"] == code, response.text
-    unknown = requests.post(cloning.url + "/synthesize", json={"text": "Hi.", "voice": "nobody"}, timeout=10)
+    unknown = cloning.api.post("/synthesize", json={"text": "Hi.", "voice": "nobody"}, timeout=10)
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_voice"
-    assert requests.get(cloning.url + "/voices/v_000000000000", timeout=10).status_code == 404
+    assert cloning.api.get("/voices/v_000000000000", timeout=10).status_code == 404
 
 
 def clone_through_celery(system, clip: Path, name: str) -> dict:
@@ -205,15 +202,15 @@ def test_worker_cache_of_saved_voices_is_bounded(tmp_path, random_checkpoint):
 
 def test_one_off_voice_with_the_request(cloning):
     clip = audio.encode(speechlike(6), RATE, "flac")
-    response = requests.post(cloning.url + "/synthesize", data={"text": "A voice for one job.",
-                                                                "params": json.dumps({"max_new_tokens": 6, "steps": 2})},
-                             files={"audio_prompt": ("clip.flac", clip)}, timeout=60)
+    response = cloning.api.post("/synthesize", data={"text": "A voice for one job.",
+                                                     "params": json.dumps({"max_new_tokens": 6, "steps": 2})},
+                                files={"audio_prompt": ("clip.flac", clip)}, timeout=60)
     assert response.status_code == 202, response.text
     done = cloning.wait_job(response.json()["job_id"], timeout=180)
     assert done["status"] == "succeeded", done
     assert not list((cloning.data / "uploads").glob(f"{done['id']}*"))  # the clip is not kept
-    short = requests.post(cloning.url + "/synthesize", data={"text": "Hi."},
-                          files={"audio_prompt": ("c.wav", audio.wav_bytes(speechlike(2), RATE))}, timeout=60)
+    short = cloning.api.post("/synthesize", data={"text": "Hi."},
+                             files={"audio_prompt": ("c.wav", audio.wav_bytes(speechlike(2), RATE))}, timeout=60)
     assert short.status_code == 400 and short.json()["error"]["param"] == "audio_prompt"
     assert short.json()["error"]["code"] == "too_short"
 
@@ -249,11 +246,11 @@ def test_worker_killed_during_a_clone_leaves_one_whole_voice_or_none(cloning):
     cloning.worker.kill(signal.SIGKILL)
     cloning.start_worker()
     final = cloning.wait_job(job_id, timeout=180)
-    voices = [v for v in requests.get(cloning.url + "/saved-voices", timeout=10).json()["voices"]
+    voices = [v for v in cloning.api.get("/saved-voices", timeout=10).json()["voices"]
               if v["name"] == "Dora"]
     if final["status"] == "succeeded":
         assert len(voices) == 1 and voices[0]["id"] == final["voice_id"]
-        assert requests.get(f"{cloning.url}/voices/{final['voice_id']}/sample", timeout=10).status_code == 200
+        assert cloning.api.get(f"/voices/{final['voice_id']}/sample", timeout=10).status_code == 200
     else:
         assert voices == [] and "stopped while running" in final["error"]
     leftovers = [p.name for p in (cloning.data / "voices").iterdir()

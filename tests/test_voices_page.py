@@ -3,9 +3,6 @@ the page, then by the server), followed to the end, previewed, renamed and delet
 and the page on a system whose engine cannot clone."""
 from __future__ import annotations
 
-
-import requests
-
 from chatterbox import audio
 from tests.conftest import CHROMIUM, CHROMIUM_FLAGS, horizontal_overflow, shot, signed_in_page
 from tests.test_voices import RATE, speechlike
@@ -78,16 +75,16 @@ def test_clone_from_an_upload_then_preview_rename_and_delete(cloning, browser, t
     field.fill("Paged two")
     field.press("Enter")
     page.locator("#voices tbody tr .voice-name", has_text="Paged two").wait_for()
-    assert requests.get(f"{cloning.url}/voices/{voice_id}", timeout=10).json()["name"] == "Paged two"
+    assert cloning.api.get(f"/voices/{voice_id}", timeout=10).json()["name"] == "Paged two"
 
     # Deleted after a confirmation; dismissed, it stays.
     page.once("dialog", lambda dialog: dialog.dismiss())
     page.get_by_role("button", name="Delete Paged two").click()
-    assert requests.get(f"{cloning.url}/voices/{voice_id}", timeout=10).status_code == 200
+    assert cloning.api.get(f"/voices/{voice_id}", timeout=10).status_code == 200
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Delete Paged two").click()
     page.wait_for_function("!document.querySelector('#voices tbody').textContent.includes('Paged')")
-    assert requests.get(f"{cloning.url}/voices/{voice_id}", timeout=10).status_code == 404
+    assert cloning.api.get(f"/voices/{voice_id}", timeout=10).status_code == 404
     assert errors == []
 
 

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-import requests
 
 from chatterbox import align, subtitles
 
@@ -153,7 +152,7 @@ def test_a_job_has_words_subtitles_and_a_words_event(live):
     text = "It costs $5 on 3rd May. The old lighthouse stood at the edge of the cliff."
     job = live.submit(text)
     assert job["words_url"] == f"/jobs/{job['job_id']}/words"
-    events = ws_events(live.ws_url + job["events_url"])
+    events = ws_events(live.api, job["events_url"])
     done = live.wait_job(job["job_id"])
     assert done["status"] == "succeeded", done
     assert events[-1]["type"] == "done" and events[-1]["words_url"] == job["words_url"]
@@ -163,7 +162,7 @@ def test_a_job_has_words_subtitles_and_a_words_event(live):
     first_words = next(i for i, e in enumerate(events) if e["type"] == "words")
     assert events[first_words - 1]["type"] == "chunk" and events[first_words + 1]["type"] == "progress"
 
-    response = requests.get(live.url + job["words_url"], timeout=10)
+    response = live.api.get(job["words_url"], timeout=10)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["aligned"] is True
@@ -171,32 +170,32 @@ def test_a_job_has_words_subtitles_and_a_words_event(live):
     assert body["words"] == [w for e in sent for w in e["words"]]
     _check_order(body["words"], done["duration_s"])
 
-    vtt = requests.get(live.url + job["subtitles_url"], params={"format": "vtt"}, timeout=10)
+    vtt = live.api.get(job["subtitles_url"], params={"format": "vtt"}, timeout=10)
     assert vtt.status_code == 200 and vtt.headers["Content-Type"].startswith("text/vtt")
     cues = vtt.text.split("\n\n")
     assert cues[0] == "WEBVTT"
     assert cues[1].split("\n")[1] == "It costs $5 on 3rd May."
     assert cues[2].split("\n")[1] == "The old lighthouse stood at the edge of the cliff."
-    srt = requests.get(live.url + job["subtitles_url"], params={"words": "4"}, timeout=10)
+    srt = live.api.get(job["subtitles_url"], params={"words": "4"}, timeout=10)
     assert srt.status_code == 200 and srt.headers["Content-Type"].startswith("application/x-subrip")
     assert srt.text.startswith("1\n00:00:00,") and "\n\n4\n" in srt.text  # 6 + 10 words: 2 + 3 cues
 
     for params, param in (({"format": "ass"}, "format"), ({"words": "0"}, "words"), ({"words": "x"}, "words")):
-        bad = requests.get(live.url + job["subtitles_url"], params=params, timeout=10)
+        bad = live.api.get(job["subtitles_url"], params=params, timeout=10)
         assert bad.status_code == 400 and bad.json()["error"]["param"] == param, bad.text
-    assert requests.get(f"{live.url}/jobs/nosuchjob/words", timeout=10).status_code == 404
+    assert live.api.get("/jobs/nosuchjob/words", timeout=10).status_code == 404
 
-    purge = requests.delete(f"{live.url}/jobs/{job['job_id']}", params={"purge": "1"}, timeout=10)
+    purge = live.api.delete(f"/jobs/{job['job_id']}", params={"purge": "1"}, timeout=10)
     assert purge.status_code == 200
     assert not list(live.settings.outputs_dir.glob(f"{job['job_id']}.*"))  # the words went with the audio
 
 
 def test_words_wait_for_the_job(live):
     job = live.submit("A sentence to wait for. " * 12)
-    early = requests.get(live.url + job["words_url"], timeout=10)
+    early = live.api.get(job["words_url"], timeout=10)
     assert early.status_code == 409 and early.json()["error"]["code"] == "words_not_ready"
     live.wait_job(job["job_id"])
-    assert requests.get(live.url + job["words_url"], timeout=10).status_code == 200
+    assert live.api.get(job["words_url"], timeout=10).status_code == 200
 
 
 def test_the_celery_result_has_the_words(live):

@@ -8,7 +8,6 @@ import threading
 import time
 
 import pytest
-import requests
 
 from .conftest import System, wait_until
 
@@ -33,7 +32,7 @@ def submit_all(system: System, texts: list[str], seeds: list[int]) -> list[str]:
 def audio_of(system: System, job_id: str) -> bytes:
     done = system.wait_job(job_id, timeout=300)
     assert done["status"] == "succeeded", done
-    return requests.get(f"{system.url}/jobs/{job_id}/audio", timeout=30).content
+    return system.api.get(f"/jobs/{job_id}/audio", timeout=30).content
 
 
 def watch_batches(system: System, stop: threading.Event, seen: list[int]) -> None:
@@ -56,13 +55,13 @@ def test_jobs_run_together_and_each_sounds_as_it_does_alone(batching):
         watcher.join()
     assert max(seen) >= 2, seen  # the worker's heartbeat showed jobs decoded together
     assert together == alone  # byte for byte: the same tokens, the same waveform
-    health = requests.get(batching.url + "/health", timeout=10).json()
+    health = batching.api.get("/health", timeout=10).json()
     batch = health["workers"][0]["batch"]
     assert batch["max_batch"] == 4 and batch["capacity"] >= 5
 
 
 def test_an_interactive_job_is_taken_while_a_book_fills_the_batch(batching):
-    book = requests.post(batching.url + "/audiobooks", timeout=30, json={
+    book = batching.api.post("/audiobooks", timeout=30, json={
         "text": "\n\n".join(f"Paragraph {i} of a book that fills the worker for a while." for i in range(8)),
         "params": PARAMS}).json()
     wait_until(lambda: any((w.get("batch") or {}).get("bulk", 0) >= 2 for w in batching.store.workers()), 120, 0.1,
@@ -70,11 +69,11 @@ def test_an_interactive_job_is_taken_while_a_book_fills_the_batch(batching):
     job = batching.submit("Me first, please.", params={**PARAMS, "seed": 3})
     done = batching.wait_job(job["job_id"], timeout=300)
     assert done["status"] == "succeeded"
-    book_now = requests.get(f"{batching.url}/audiobooks/{book['job_id']}", timeout=10).json()
+    book_now = batching.api.get(f"/audiobooks/{book['job_id']}", timeout=10).json()
     assert book_now["status"] == "running" and book_now["chunks_done"] < book_now["chunks_total"], \
         "the interactive job waited for the whole book"
     assert done["queued_s"] < 10, done  # taken by a thread kept for interactive jobs, not after the book
-    requests.post(f"{batching.url}/audiobooks/{book['job_id']}/cancel", timeout=10)
+    batching.api.post(f"/audiobooks/{book['job_id']}/cancel", timeout=10)
 
 
 def test_a_worker_killed_mid_batch_loses_no_job(batching):
