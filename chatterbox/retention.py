@@ -50,6 +50,8 @@ def job_files(settings: Settings, job: dict) -> list[Path]:
         paths.append(settings.outputs_dir / job["output"])
     if job.get("words_file"):  # a synthesis' word timestamps (chatterbox/align.py)
         paths.append(settings.outputs_dir / job["words_file"])
+    if job.get("kind") != "audiobook" and job.get("id"):  # the other formats made of its output on request
+        paths += [p for p in sorted(settings.outputs_dir.glob(f"{job['id']}.*")) if p not in paths]
     return paths + uploads_of(job, settings)
 
 

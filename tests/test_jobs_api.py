@@ -36,10 +36,15 @@ def test_audio_in_another_format_and_purge(live):
     assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "unknown_format"
     output = live.data / "outputs" / f"{job['job_id']}.wav"
     assert output.is_file()
+    # the MP3 was made once and kept: a second request is the same file, not another encode
+    kept = live.data / "outputs" / f"{job['job_id']}.mp3"
+    made_at = kept.stat().st_mtime_ns
+    again = live.api.get(f"/jobs/{job['job_id']}/audio", params={"format": "mp3"}, timeout=30)
+    assert again.content == mp3.content and kept.stat().st_mtime_ns == made_at
     gone = live.api.delete(f"/jobs/{job['job_id']}", params={"purge": 1}, timeout=10)
     assert gone.status_code == 200 and gone.json()["deleted"]
     assert live.api.get(f"/jobs/{job['job_id']}", timeout=10).status_code == 404
-    assert not output.exists()
+    assert not output.exists() and not kept.exists()
 
 
 def test_a_running_job_is_not_purged(live):

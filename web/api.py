@@ -240,19 +240,20 @@ def subtitle_response(words: list[dict], fmt: str, max_words: int | None, name: 
 
 
 def _transcoded(job: dict, fmt: str):
-    """The job's audio in another of the formats, made from its file on request."""
+    """The job's audio in another of the formats, made from its file the first time it is asked for and kept beside
+    it (``<id>.<fmt>``, deleted with the job): each format is encoded once."""
     if fmt not in audio.FORMATS:
         return error_response(400, f"unknown format {fmt!r}; choose one of {', '.join(audio.FORMATS)}",
                               "unknown_format", "format")
-    path = (services().settings.outputs_dir / job["output"]).resolve()
-    if not path.is_file():
+    outputs = services().settings.outputs_dir
+    source, made = (outputs / job["output"]).resolve(), (outputs / f"{job['id']}.{fmt}").resolve()
+    if not source.is_file():
         return error_response(410, f"the audio of job {job['id']} is no longer on disk", "audio_gone")
-    samples, rate = audio.decode(path)
-    data = audio.encode(samples, rate, fmt)
-    headers = {"Content-Type": audio.FORMATS[fmt]}
-    if truthy(request.args.get("download")):
-        headers["Content-Disposition"] = f'attachment; filename="{job["id"]}.{fmt}"'
-    return data, 200, headers
+    if not made.is_file():
+        samples, rate = audio.decode(source)
+        audio.write_atomic(made, audio.encode(samples, rate, fmt))  # two requests at once: the same bytes, once
+    return send_file(made, mimetype=audio.FORMATS[fmt], conditional=True,
+                     as_attachment=truthy(request.args.get("download")), download_name=f"{job['id']}.{fmt}")
 
 
 def _purge(job: dict):

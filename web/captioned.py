@@ -27,7 +27,7 @@ from chatterbox.schemas.records_openai import AUDIO_FORMATS  # Kokoro's names fo
 
 from .auth import caller
 from .common import Services, error_response, services
-from .openai_api import (OPENAI_VOICES, JobAudio, engine_model, json_body, served_models, speech_synthesis,
+from .openai_api import (NEAREST, OPENAI_VOICES, JobAudio, engine_model, json_body, served_models, speech_synthesis,
                          start_speech)
 
 bp = Blueprint("captioned", __name__)
@@ -138,7 +138,8 @@ def captioned_speech():
     answer, synthesis, tempo = parse_captioned(json_body(), svc)
     stream, headers = start_speech(svc, synthesis, answer["format"], tempo, source="captioned", gain=answer["gain"])
     if answer["download"]:  # the job's own file: our nearest format, without the atempo part of the speed
-        headers["X-Download-Path"] = url_for("api.job_audio", job_id=headers["X-Job-Id"])
+        headers["X-Download-Path"] = url_for("api.job_audio", job_id=headers["X-Job-Id"],
+                                             format=NEAREST[answer["format"]])
     if answer["stream"]:
         response = Response(stream_with_context(_lines(stream, answer["format"], answer["timestamps"])),
                             mimetype=NDJSON, headers=headers)

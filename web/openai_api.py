@@ -54,7 +54,8 @@ OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "fable", "
                            "verse", "marin", "cedar"})
 # "language" is ours (OpenAI's API has none): the multilingual model's language.
 # The job's own file (GET /jobs/<id>/audio) in the closest of our formats.
-JOB_FORMATS = {"mp3": "mp3", "opus": "ogg", "aac": "mp3", "flac": "flac", "wav": "wav", "pcm": "wav"}
+# The job's own file, in our format nearest to each of OpenAI's: what GET /jobs/<id>/audio?format= makes of it.
+NEAREST = {"mp3": "mp3", "opus": "ogg", "aac": "mp3", "flac": "flac", "wav": "wav", "pcm": "wav"}
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,9 @@ def speech_synthesis(svc: Services, caller: Caller, *, text: Any, voice: Any, fm
         voice_id, rights = resolve_voice(voice, engine, voice_map(svc.settings.openai_voices), caller, builtin)
         params, tempo = split_speed(engine, speed)
         # Our own checks, so that the limits and their messages are those of POST /synthesize.
-        synthesis = parse_request({"text": text, "voice": voice_id, "format": JOB_FORMATS[fmt], "params": params,
+        # The answer is encoded once, as it streams, in the format asked for; the worker keeps the job's file
+        # as WAV (written, not encoded), which GET /jobs/<id>/audio?format= encodes only if someone asks.
+        synthesis = parse_request({"text": text, "voice": voice_id, "format": "wav", "params": params,
                                    "model": engine.model, "language": engine.language}, engine, svc.settings, rights,
                                   caller_entries())
     except InvalidRequest as exc:
