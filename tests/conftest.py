@@ -493,21 +493,28 @@ def full_checkpoint(tmp_path_factory, random_checkpoint) -> Iterator[Path]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def turbo_checkpoint(tmp_path_factory) -> Path:
+# Turbo's and Multilingual's small checkpoints are 1.8 and 1.3 GB (S3Gen and the tokenizer are full size): each is
+# written for a module that needs it and removed after, so that at most the session's original checkpoint and these
+# two are on disk at once (CI's disk once ran out with every checkpoint of the session kept). About 15 s a write.
+@pytest.fixture(scope="module")
+def turbo_checkpoint(tmp_path_factory) -> Iterator[Path]:
     """Chatterbox Turbo's official files with seeded random weights, small as `random_checkpoint` is (T3 with 2 of
     its 24 blocks, a short built-in voice): for tests of what surrounds the model."""
     from chatterbox.model.random_checkpoint_turbo import write_turbo_checkpoint
 
-    return write_turbo_checkpoint(tmp_path_factory.mktemp("turbo-checkpoint"), seed=0, small=True)
+    directory = write_turbo_checkpoint(tmp_path_factory.mktemp("turbo-checkpoint"), seed=0, small=True)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def mtl_checkpoint(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module")
+def mtl_checkpoint(tmp_path_factory) -> Iterator[Path]:
     """Chatterbox Multilingual's official files with seeded random weights, small (T3 with 2 of its 30 layers)."""
     from chatterbox.model.random_checkpoint_mtl import write_mtl_checkpoint
 
-    return write_mtl_checkpoint(tmp_path_factory.mktemp("mtl-checkpoint"), seed=0, small=True)
+    directory = write_mtl_checkpoint(tmp_path_factory.mktemp("mtl-checkpoint"), seed=0, small=True)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ def ref() -> dict:
 
 @pytest.fixture(scope="module")
 def mtl_small_dir(mtl_checkpoint) -> Path:
-    return mtl_checkpoint  # write_mtl_checkpoint(small=True): the session's copy
+    return mtl_checkpoint  # write_mtl_checkpoint(small=True): conftest's copy
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ def tensors(reference) -> dict[str, dict[str, torch.Tensor]]:
 
 @pytest.fixture(scope="module")
 def small_dir(turbo_checkpoint, reference) -> Path:
-    """A small checkpoint: the session's (rc.write_turbo_checkpoint(small=True)), whose seed is the fixtures' (one
+    """A small checkpoint: conftest's (rc.write_turbo_checkpoint(small=True)), whose seed is the fixtures' (one
     copy of its 1.8 GB on disk, not two)."""
     assert int(reference["meta"]["weights_seed"]) == 0
     return turbo_checkpoint
