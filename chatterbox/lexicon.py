@@ -30,15 +30,12 @@ from typing import Callable, Iterable
 import redis
 
 from .errors import RequestError
+from .schemas.lexicon_entry import KINDS, MAX_PHONEMES, MAX_SAY, MAX_TERM, LexiconEntryRequest
 from .jobs import lexicon_key
 from .text import PHONEME_OPEN, PHONEME_TOKEN, without_phoneme_marks
 
 log = logging.getLogger(__name__)
 
-KINDS = ("respell", "phonemes")
-MAX_TERM = 100
-MAX_SAY = 200
-MAX_PHONEMES = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
 
@@ -80,8 +77,6 @@ def entry(term: object, body: object) -> Entry:
     """An entry from a request: the term (from the path) and ``{"say", "case_sensitive", "kind"}``, or
     ``{"phonemes", "say" (optional), "case_sensitive"}`` for kind "phonemes" (which ``phonemes`` implies); raises
     LexiconError naming the field at fault."""
-    from .schemas.requests import LexiconEntryRequest  # the models name this module's limits
-
     try:
         LexiconEntryRequest.check(body)  # the shape: fields and their types
     except RequestError as exc:

@@ -7,8 +7,8 @@ from pydantic import Field
 
 from ..books.assemble import CHAPTER_FORMATS
 from ..books.reader import FORMATS as BOOK_FORMATS
-from ..lexicon import KINDS as LEXICON_KINDS, MAX_SAY, MAX_TERM
 from .base import Record
+from .lexicon_entry import KINDS as LEXICON_KINDS, MAX_SAY, MAX_TERM
 from .records_jobs import Job, Links, Status, absent, one_of
 
 # What chatterbox/books/control.py and web/books.py write as literals for a chapter's status.

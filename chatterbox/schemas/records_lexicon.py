@@ -5,8 +5,8 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from ..lexicon import KINDS, MAX_SAY, MAX_TERM
 from .base import Record
+from .lexicon_entry import KINDS, MAX_SAY, MAX_TERM
 from .records_jobs import absent, one_of
 
 LexiconKind = one_of(KINDS)

@@ -14,10 +14,10 @@ from pydantic import BeforeValidator, Field, create_model
 from .. import audio
 from ..books.assemble import CHAPTER_FORMATS
 from ..books.reader import FORMATS as BOOK_FORMATS
-from ..lexicon import KINDS, MAX_SAY, MAX_TERM
 from ..streaming import CONTENT_TYPES as SPEECH_TYPES, OUTPUT_RATE
 from ..voices import MAX_TAGS, NAME as VOICE_NAME
 from .base import Request
+from .lexicon_entry import KINDS, MAX_SAY, MAX_TERM, LexiconEntryRequest, LexiconImportEntry
 
 # Requests are strict: a float field takes a JSON integer too, never a string or a boolean.
 Number = float
@@ -178,28 +178,6 @@ class LoginForm(Request):
     next: str = Field(None, description="where to go after signing in (a path on this site)")
     csrf_token: str = Field(description="the token in the form of `GET /login`, which sets the cookie it is checked "
                                         "against")
-
-
-class LexiconEntryRequest(Request):
-    """``PUT /lexicon/{term}``: a respelling (``say``), or IPA (``phonemes``) for engines that take phonemes
-    (Piper; the others say ``say``, else the term as written)."""
-    model_config = {"json_schema_extra": {"example": {"say": "Win", "case_sensitive": False}}}
-    codes: ClassVar[dict[str, str]] = {"kind": "invalid_value"}
-
-    # The lengths are the lexicon's to check (it trims first, and answers `too_long`): the document says them.
-    say: str = Field(None, description="what to say instead (1 to 200 characters, no line breaks); required for a "
-                                       "respelling", json_schema_extra={"maxLength": MAX_SAY})
-    phonemes: Optional[str] = Field(None, description="the term's IPA as Piper reads it (e.g. `ˈaɪpiːeɪ`), checked "
-                                                      "against the voice's phonemes; implies kind `phonemes`")
-    case_sensitive: bool = Field(False, description="match the term's case exactly (else any case)")
-    kind: Literal[tuple(KINDS)] = Field(None, description="left out: `phonemes` when `phonemes` is given, else "  # type: ignore[valid-type]
-                                                          "`respell`")
-    term: Optional[str] = Field(None, description="the path's term, if given at all")
-
-
-class LexiconImportEntry(LexiconEntryRequest):
-    term: str = Field(description="matched as a whole word", json_schema_extra={"minLength": 1,
-                                                                                 "maxLength": MAX_TERM})
 
 
 class LexiconImport(Request):
