@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar, Iterable
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 from pydantic_core import core_schema
 
@@ -41,6 +41,15 @@ class Record(BaseModel):
     JSON answers do, by key (``job["status"]``, ``job.get("model")``, ``"model" in job``: only what the answer
     held); ``as_dict()`` is the answer as it came."""
     model_config = ConfigDict(extra="allow")
+    _order: tuple[str, ...] = PrivateAttr(default=())  # the answer's own order of its fields
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_order(cls, data: Any, handler: Any) -> Any:
+        record = handler(data)
+        if isinstance(data, dict):
+            record._order = tuple(data)
+        return record
 
     def __getitem__(self, key: str) -> Any:
         if key not in self:
@@ -54,7 +63,9 @@ class Record(BaseModel):
         return self[key] if key in self else default
 
     def as_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_unset=True)
+        fields = self.model_dump(mode="json", exclude_unset=True)
+        rank = {name: i for i, name in enumerate(self._order)}  # a model's own order puts inherited fields first
+        return dict(sorted(fields.items(), key=lambda item: rank.get(item[0], len(rank))))
 
 
 # pydantic's error types, as our codes
