@@ -58,6 +58,32 @@ def test_what_clients_send_is_taken_as_they_send_it():
     assert isinstance(voice, rq.VoiceId) and voice.id == "joe"
 
 
+def test_a_form_is_read_as_a_browser_sends_it():
+    """Forms come as text: a number is read from it, a blank optional field is left out (a browser sends every
+    input), a blank required one is refused as such, the CSRF token is the sign-in check's, unknown fields are
+    refused as in JSON."""
+    clip = {"file": b"RIFF"}
+    form = rq.CloneForm.check_form({"name": "Ann", "exaggeration": "0.7", "tags": " ", "csrf_token": "x"}, clip)
+    assert (form.name, form.exaggeration, form.tags, form.file) == ("Ann", 0.7, None, b"RIFF")
+    assert rq.CloneForm.check_form({"name": "Ann", "exaggeration": ""}, clip).exaggeration == 0.5
+    book = rq.BookForm.check_form({"format": "MP3", "params": ""}, {"file": b"x"}).model_dump(exclude_unset=True)
+    assert book == {"format": "mp3", "file": b"x"}
+    assert rq.LoginForm.check_form({"key": "k", "csrf_token": "t"}).csrf_token == "t"
+    for model, fields, files, code, param in [
+            (rq.CloneForm, {"name": "Ann", "exaggeration": "loud"}, clip, "invalid_type", "exaggeration"),
+            (rq.CloneForm, {"name": "Ann", "exaggeration": "3"}, clip, "out_of_range", "exaggeration"),
+            (rq.CloneForm, {"name": "Ann", "exagerration": "1"}, clip, "unknown_field", "exagerration"),
+            (rq.CloneForm, {"name": "Ann"}, {}, "missing_field", "file"),
+            (rq.SynthesizeForm, {"text": ""}, {"audio_prompt": b"x"}, "text_empty", "text"),
+            (rq.SynthesizeForm, {"text": "Hi.", "format": "aiff"}, {"audio_prompt": b"x"}, "unknown_format",
+             "format"),
+            (rq.BookForm, {"source_format": "doc"}, {"file": b"x"}, "unsupported_format", "source_format"),
+            (rq.LoginForm, {"key": "k"}, {}, "missing_field", "csrf_token")]:
+        with pytest.raises(InvalidRequest) as caught:
+            model.check_form(fields, files)
+        assert (caught.value.code, caught.value.field) == (code, param), (fields, caught.value.message)
+
+
 def test_every_error_class_takes_its_arguments_in_one_order():
     from chatterbox.books.sections import BookError
     from chatterbox.books.transitions import BookStateError

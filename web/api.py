@@ -14,8 +14,8 @@ from chatterbox.errors import RequestError
 from chatterbox.synthesis import parse_request
 
 from .auth import caller
-from .common import (REDIS_ERRORS, error_response, keep_upload, links, redis_down_response, redis_refusal_response,
-                     services, upload_path)
+from .common import (REDIS_ERRORS, error_response, form_files, keep_upload, links, redis_down_response,
+                     redis_refusal_response, services, upload_path)
 
 bp = Blueprint("api", __name__)
 
@@ -72,23 +72,24 @@ def _multipart_request():
     """(body, the clip's bytes) of a multipart synthesis request, or an error response in place of body."""
     import json
 
+    from chatterbox.schemas.requests import SynthesizeForm
     from chatterbox.voices import VoiceError, prepare_reference
 
     svc = services()
-    upload = request.files.get("audio_prompt")
-    if upload is None:
+    files = form_files()
+    if "audio_prompt" not in files:
         return error_response(400, "a multipart request carries the reference clip as a file field named "
                               "'audio_prompt'", "missing_file", "audio_prompt"), None
     if not hasattr(svc.engine, "clone"):
         return error_response(400, f"a one-off voice needs the chatterbox engine; this system runs "
                               f"{svc.engine_name}", "cloning_unavailable", "audio_prompt"), None
-    body = {k: v for k, v in request.form.items()}
+    data = files["audio_prompt"]
+    body = SynthesizeForm.check_form(request.form, files).model_dump(exclude_unset=True, exclude={"audio_prompt"})
     if "params" in body:
         try:
             body["params"] = json.loads(body["params"])
         except ValueError:
             return error_response(400, "params must be a JSON object", "invalid_json", "params"), None
-    data = upload.read()
     try:
         prepare_reference(data)
     except VoiceError as exc:

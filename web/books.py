@@ -12,11 +12,11 @@ from chatterbox.books.state import BookStore
 from chatterbox.books.reader import Book
 from chatterbox.books.isolated import parse_isolated
 from chatterbox.engines import InvalidRequest
-from chatterbox.schemas.requests import BookRequest
+from chatterbox.schemas.requests import BookForm, BookRequest
 
 from .api import JOB_ID, subtitle_args, subtitle_response, truthy
 from .auth import caller, owner_filter
-from .common import error_response, links, services
+from .common import error_response, form_files, links, services
 
 bp = Blueprint("books", __name__)
 
@@ -38,16 +38,17 @@ def _book_from_request() -> tuple[Book, dict, tuple[str, bytes] | None]:
         if upload is None:
             raise InvalidRequest("send the book as a multipart file field named 'file' (.txt, .md or .epub), "
                                  "or as JSON with 'text' or 'chapters'", "missing_file", "file")
-        options = dict(request.form.items())
+        files = form_files()
+        options = BookForm.check_form(request.form, files).model_dump(exclude_unset=True, exclude={"file"})
         for name, shape in (("params", "a JSON object"), ("lexicon", "a JSON list of entries")):
             if name in options:
                 try:
-                    options[name] = json.loads(options[name]) if options[name] else None
+                    options[name] = json.loads(options[name])
                 except ValueError:
                     raise InvalidRequest(f"{name} must be {shape}", "invalid_json", name) from None
-        data = upload.read()
+        data = files["file"]
         book = parse_isolated("file", data, upload.filename or "", max_bytes=settings.book_max_mb * 1024 * 1024,
-                              format=options.get("source_format") or None, timeout_s=settings.book_parse_timeout_s)
+                              format=options.get("source_format"), timeout_s=settings.book_parse_timeout_s)
         original = (upload.filename or "book.txt", data)
     elif request.is_json:
         options = request.get_json(silent=True)

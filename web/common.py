@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis
-from flask import abort, jsonify, url_for
+from flask import abort, jsonify, request, url_for
 
 from chatterbox import audio, settings as settings_mod
 from chatterbox.engines import choose_engine, create_engine
@@ -113,3 +113,12 @@ def keep_upload(job_id: str, data: bytes) -> None:
         abort(error_response(503, f"the upload could not be stored: {exc.strerror or exc}", "storage_unavailable"))
 
 
+
+
+def form_files(aliases: dict[str, str] | None = None) -> dict[str, bytes]:
+    """Each file of this multipart request as bytes, by field name (``aliases`` maps another accepted name to the
+    form's own, as ``audio`` -> ``file``): with the text fields, what a form model checks."""
+    files: dict[str, bytes] = {}
+    for name, upload in request.files.items():
+        files.setdefault((aliases or {}).get(name, name), upload.read())
+    return files

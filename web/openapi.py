@@ -568,6 +568,8 @@ def _service(paths: _Paths) -> None:
                 "headers": {"Location": header("`next` when it is a path on this site, else the dashboard",
                                                required=True),
                             "Set-Cookie": header("`cbx_session=...; HttpOnly; SameSite=Lax`")}},
+        "400": {"description": "a form that is not the sign-in page's (an unknown field, no `key`): the sign-in page "
+                               "again, with the error", "content": html},
         "401": {"description": "not a valid key: the sign-in page again, with the error", "content": html},
         "403": {"description": "the form's `csrf_token` is missing or is not the one `GET /login` gave this browser "
                                "(with its cookie): the sign-in page again", "content": html},

@@ -6,6 +6,9 @@ import secrets
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
+from chatterbox.errors import RequestError
+from chatterbox.schemas.requests import LoginForm
+
 from . import auth
 from .common import error_response, services
 from .events import check_request
@@ -92,9 +95,15 @@ def _login_page(target: str, error: str | None, status: int):
 def login_submit():
     target = auth.safe_next(request.form.get("next"))
     expected = str(session.get("login_csrf", ""))
-    if not expected or not hmac.compare_digest(str(request.form.get("csrf_token", "")), expected):
+    try:
+        form = LoginForm.check_form(request.form)
+    except RequestError as exc:
+        if exc.field != "csrf_token":
+            return _login_page(target, f"The sign-in form was not as expected: {exc.message}.", 400)
+        form = None
+    if form is None or not expected or not hmac.compare_digest(form.csrf_token, expected):
         return _login_page(target, "The sign-in form had expired; please sign in again.", 403)
-    key = auth.verify_token((request.form.get("key") or "").strip())
+    key = auth.verify_token(form.key.strip())
     if key is None:
         return _login_page(target, "That key is not valid.", 401)
     auth.sign_in(key)

@@ -4,15 +4,15 @@ from __future__ import annotations
 from flask import Blueprint, request, send_file
 
 from chatterbox import jobs
-from chatterbox.schemas.requests import VoicePatch
+from chatterbox.schemas.requests import CloneForm, VoiceImportForm, VoicePatch
 from chatterbox.voices import VoiceLibrary, clone_request, prepare_reference
 
 from .auth import caller
-from .common import error_response, keep_upload, links, services, upload_path
+from .common import error_response, form_files, keep_upload, links, services, upload_path
 
 bp = Blueprint("voices", __name__)
 
-UPLOAD_FIELDS = ("file", "audio")
+UPLOAD_ALIASES = {"audio": "file"}  # the name some clients give the recording
 
 
 def library() -> VoiceLibrary:
@@ -22,21 +22,20 @@ def library() -> VoiceLibrary:
 @bp.post("/voice-clone")
 def clone():
     svc = services()
-    upload = next((request.files[f] for f in UPLOAD_FIELDS if f in request.files), None)
-    if upload is None:
+    files = form_files(UPLOAD_ALIASES)
+    if "file" not in files:
         return error_response(400, "send the recording as a multipart file field named 'file'", "missing_file", "file")
     if svc.engine_name != "chatterbox":
         return error_response(400, f"voice cloning needs the chatterbox engine; this system runs {svc.engine_name}",
                               "cloning_unavailable", "engine")
-    req = clone_request(request.form.get("name"), request.form.get("description"), request.form.get("tags"),
-                        request.form.get("exaggeration"), library(), owner=caller().id)
-    data = upload.read()
-    prepare_reference(data)  # refuse bad recordings now, before any model work
+    form = CloneForm.check_form(request.form, files)
+    req = clone_request(form.name, form.description, form.tags, form.exaggeration, library(), owner=caller().id)
+    prepare_reference(form.file)  # refuse bad recordings now, before any model work
     job_id = jobs.new_job_id()
     svc.store.create(job_id, text=req["name"], voice="", format="wav", engine=svc.engine_name, source="rest",
                      kind="clone", params={**req, "upload": str(upload_path(svc.settings, job_id))},
                      owner=caller().id)
-    keep_upload(job_id, data)
+    keep_upload(job_id, form.file)
     from tasks import clone_voice
 
     clone_voice.apply_async(kwargs={"job_id": job_id, "attempt": 1}, task_id=job_id)
@@ -84,10 +83,15 @@ def export_voice(voice_id: str):
 
 @bp.post("/voices/import")
 def import_voice():
-    upload = next((request.files[f] for f in UPLOAD_FIELDS if f in request.files), None)
-    data = upload.read() if upload is not None else request.get_data()
+    data, name = b"", None
+    if request.mimetype == "multipart/form-data":
+        files = form_files(UPLOAD_ALIASES)
+        if "file" in files:
+            form = VoiceImportForm.check_form(request.form, files)
+            data, name = form.file, form.name
+    else:  # the file as the body itself
+        data = request.get_data()
     if not data:
         return error_response(400, "send an exported voice file", "missing_file", "file")
-    voice = library().import_(data, owner=caller().id,
-                              name=request.args.get("name") or request.form.get("name"))
+    voice = library().import_(data, owner=caller().id, name=request.args.get("name") or name)
     return voice.public(), 201

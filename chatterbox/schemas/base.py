@@ -8,7 +8,7 @@ client keeps fields a newer server adds.
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar, Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
@@ -34,6 +34,24 @@ class Request(BaseModel):
             return cls.model_validate(body)
         except ValidationError as exc:
             raise refusal(cls, _first(exc.errors(include_url=False)), body) from None
+
+
+class Form(Request):
+    """A form (multipart or urlencoded). Its fields come as text, so a number is read from it (``"0.5"``); an
+    optional field left blank counts as left out (a browser sends every input of its form, filled or not); a file
+    is its bytes. ``csrf_token`` is the sign-in check's (web/auth.py), not part of the request."""
+    model_config = ConfigDict(extra="forbid", strict=False)
+    ignored: ClassVar[tuple[str, ...]] = ("csrf_token",)
+
+    @classmethod
+    def check_form(cls, fields: Mapping[str, str], files: Mapping[str, bytes] | None = None) -> "Form":
+        body: dict[str, Any] = {}
+        for name, value in fields.items():
+            field = cls.model_fields.get(name)
+            if name in cls.ignored or (field is not None and not field.is_required() and not value.strip()):
+                continue
+            body[name] = value
+        return cls.check({**body, **(files or {})})
 
 
 class Record(BaseModel):

@@ -16,7 +16,7 @@ from ..books.assemble import CHAPTER_FORMATS
 from ..books.reader import FORMATS as BOOK_FORMATS
 from ..streaming import CONTENT_TYPES as SPEECH_TYPES, OUTPUT_RATE
 from ..voices import MAX_TAGS, NAME as VOICE_NAME
-from .base import Request
+from .base import Form, Request
 from .lexicon_entry import KINDS, MAX_SAY, MAX_TERM, LexiconEntryRequest, LexiconImportEntry
 
 # Requests are strict: a float field takes a JSON integer too, never a string or a boolean.
@@ -69,9 +69,10 @@ class SynthesizeRequest(Request):
     language: Optional[str] = Field(None, description=LANGUAGE_HELP)
 
 
-class SynthesizeForm(Request):
-    """``POST /synthesize`` as multipart: a one-off voice from a reference clip (documented; the form's fields are
-    checked as the JSON body's once ``params`` is read)."""
+class SynthesizeForm(Form):
+    """``POST /synthesize`` as multipart: a one-off voice from a reference clip. Once ``params`` is read, the rest
+    is checked as the JSON body is."""
+    codes: ClassVar[dict[str, str]] = {"text": "text_empty", "format": "unknown_format"}
     text: str = Field(description="what to say", min_length=1)
     audio_prompt: bytes = Field(description="the reference clip of the one-off voice (any common audio format, 5 to "
                                             "60 s of speech); it is not kept", json_schema_extra={"format": "binary"})
@@ -143,7 +144,9 @@ class BookRequest(Request):
                              {"type": "object"}]})
 
 
-class BookForm(Request):
+class BookForm(Form):
+    """``POST /audiobooks`` (and ``/audiobooks/parse``) as multipart: a book file."""
+    codes: ClassVar[dict[str, str]] = {"format": "unknown_format", "source_format": "unsupported_format"}
     file: bytes = Field(description="the book: `.txt` (UTF-8 or a legacy encoding), `.md`, or `.epub` 2 or 3",
                         json_schema_extra={"format": "binary"})
     source_format: Literal[tuple(BOOK_FORMATS)] = Field(  # type: ignore[valid-type]
@@ -158,22 +161,25 @@ class BookForm(Request):
     lexicon: str = Field(None, description="the book's own pronunciation entries as a JSON list (see `BookRequest`)")
 
 
-class CloneForm(Request):
-    """``POST /voices``: a recording to clone (multipart)."""
+class CloneForm(Form):
+    """``POST /voice-clone``: a recording to clone (multipart)."""
     file: bytes = Field(description="the recording (any common audio format; `audio` is accepted as the field's "
                                     "name too)", json_schema_extra={"format": "binary"})
-    name: str = Field(description="the new voice's unique name", pattern=VOICE_NAME.pattern)
+    # The name's rule is the voice library's to check (its message says the rule): the document says it too.
+    name: str = Field(description="the new voice's unique name", json_schema_extra={"pattern": VOICE_NAME.pattern})
     description: str = Field(None, description="cut at 500 characters")
     tags: str = Field(None, description="comma-separated, at most 16 of up to 32 characters")
     exaggeration: float = Field(0.5, ge=0.25, le=2.0, description="emotion intensity the voice is prepared with")
 
 
-class VoiceImportForm(Request):
+class VoiceImportForm(Form):
+    """``POST /voices/import``: an exported voice (``?name=`` renames it too)."""
     file: bytes = Field(description="the exported voice", json_schema_extra={"format": "binary"})
-    name: str = Field(None, description="a new name for it", pattern=VOICE_NAME.pattern)
+    name: str = Field(None, description="a new name for it", json_schema_extra={"pattern": VOICE_NAME.pattern})
 
 
-class LoginForm(Request):
+class LoginForm(Form):
+    ignored: ClassVar[tuple[str, ...]] = ()
     key: str = Field(description="the API key")
     next: str = Field(None, description="where to go after signing in (a path on this site)")
     csrf_token: str = Field(description="the token in the form of `GET /login`, which sets the cookie it is checked "
