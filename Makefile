@@ -32,8 +32,10 @@ system-packages:
 	  elif command -v sudo >/dev/null 2>&1; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing:$$missing (cannot install without root): the tests that need them will be skipped"; fi; fi
 
+# One test process per core, at most 4 (each starts its own system and browser): TEST_PROCESSES=0 runs them in one.
+TEST_PROCESSES ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n > 4 ? 4 : n )))
 test: $(VENV)/.installed-test system-packages
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_PROCESSES)
 
 bench: $(VENV)/.installed-test
 	$(PY) bench/queue_overhead.py

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -32,6 +34,40 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 os.environ.setdefault("CHATTERBOX_PIPER_DIR", str(Path(tempfile.gettempdir()) / f"chatterbox-test-piper-{os.getuid()}"))
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+# `make test` runs the suite in one test process per core (pytest-xdist), scheduled here: each module stays in one
+# process, since its module fixtures are whole systems. The modules that write a checkpoint of 1-2 GB (Turbo,
+# Multilingual, full-size T3) share one process, so that no more of them are on disk at once than in a serial run
+# (CI's disk once ran out). The longest go first, so that the processes end together instead of one finishing a long
+# module alone: measured on the 2-core machine (2026-12-05, serial, seconds): the checkpoint group 335, test_books
+# 112, test_voices 99, test_chaos 62; only the order depends on these.
+BIG_CHECKPOINTS = re.compile(r"\b(turbo_checkpoint|mtl_checkpoint|full_checkpoint)\b")
+FIRST = ("big-checkpoints", "tests/test_books.py", "tests/test_voices.py", "tests/test_chaos.py",
+         "tests/test_voice_access.py", "tests/test_chatterbox.py")
+
+
+@functools.cache
+def schedule_group(path: str) -> str:
+    """The group a test module runs in: its own, or the checkpoint modules' (those that name such a fixture)."""
+    source = (ROOT / path).read_text() if path.endswith(".py") and (ROOT / path).is_file() else ""
+    return "big-checkpoints" if BIG_CHECKPOINTS.search(source) else path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return schedule_group(nodeid.split("::", 1)[0])
+
+    return ModuleGroups(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the scheduler hands out groups in this order
+        rank = {group: i for i, group in enumerate(FIRST)}
+        items.sort(key=lambda item: rank.get(schedule_group(item.nodeid.split("::", 1)[0]), len(FIRST)))
 
 
 @pytest.fixture(scope="session")
@@ -470,14 +506,32 @@ def exported_voice(tmp_path: Path, name: str, reference_wav: bytes | None = None
     return library.export(voice.id, SYSTEM)
 
 
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """A directory that ``make(directory)`` fills once for the whole run: with parallel test processes (xdist), the
+    first to need it makes it while the others wait, and they all read the same one."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's own directory, above each test process's
+    directory = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (directory / ".complete").exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            make(directory)
+            (directory / ".complete").touch()
+    return directory
+
+
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory) -> Path:
-    """The official checkpoint layout filled with seeded random weights (seed 0), written once per session; small
+    """The official checkpoint layout filled with seeded random weights (seed 0), written once per run; small
     (T3 with 2 of its 30 layers, a short built-in voice): for everything around the model, where the full size
     only made the suite slow (a system test decoded at 0.3 s a token)."""
     from chatterbox.model.random_checkpoint import write_checkpoint
 
-    return write_checkpoint(tmp_path_factory.mktemp("checkpoint"), seed=0, small=True)
+    return made_once(tmp_path_factory, "checkpoint", lambda d: write_checkpoint(d, seed=0, small=True))
 
 
 @pytest.fixture(scope="module")
