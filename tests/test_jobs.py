@@ -202,13 +202,14 @@ def test_a_requeue_whose_message_was_not_sent_is_sent_by_the_next_reaper(store):
 
 
 def test_a_dead_workers_connections_name_it(store, redis_url):
+    # Nobody is called dead in a Redis' first seconds (every worker is reconnecting): a test run alone, or first in
+    # its test process, starts here; the beats come after, or they would expire meanwhile.
+    wait_until(lambda: int(store.r.info("server")["uptime_in_seconds"]) >= 2 * store.settings.heartbeat_interval_s + 2,
+               10, 0.2, "the test Redis to be past its first seconds")
     store.heartbeat("alive", {})
     store.heartbeat("gone", {})
     alive = JobStore.connect(store.settings, client_name=connection_name("alive"))
     alive.r.ping()
-    # Nobody is called dead in a Redis' first seconds (every worker is reconnecting): a test run alone starts here.
-    wait_until(lambda: int(store.r.info("server")["uptime_in_seconds"]) >= 2 * store.settings.heartbeat_interval_s + 2,
-               10, 0.2, "the test Redis to be past its first seconds")
     # "gone" has no connection open; once it has missed a beat it is dead (and forgotten), "alive" is not.
     assert store.dead_instances() == set()  # it beat just now: it may only be reconnecting
     data = json.loads(store.r.get("cbx:worker:gone"))

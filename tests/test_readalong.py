@@ -176,14 +176,19 @@ window.readAlong = async (smilPath, active) => {
   const doc = frame.contentDocument;
   window.lit = [];
   window.missing = pars.filter(p => !doc.getElementById(p.id)).map(p => p.id);
-  player.ontimeupdate = () => {
-    const t = player.currentTime;
+  // Each sentence played since the last update is lit in turn: time updates come every 15 to 250 ms (less often on a
+  // busy machine), and at four times speed a short sentence can begin and end between two of them.
+  let heard = 0;
+  const update = () => {
+    const t = player.ended ? player.duration : player.currentTime;
     for (const p of pars) {
-      const on = t >= p.begin && t < p.end;
-      doc.getElementById(p.id)?.classList.toggle(active, on);
-      if (on && window.lit[window.lit.length - 1] !== p.id) window.lit.push(p.id);
+      doc.getElementById(p.id)?.classList.toggle(active, t >= p.begin && t < p.end);
+      if (p.end > heard && p.begin <= t && window.lit[window.lit.length - 1] !== p.id) window.lit.push(p.id);
     }
+    heard = Math.max(heard, t);
   };
+  player.ontimeupdate = update;
+  player.onended = update;
   player.src = pars[0].src;
   await new Promise((ok, bad) => { player.onloadedmetadata = ok; player.onerror = () => bad(player.error.message); });
   window.pars = pars;
