@@ -54,6 +54,7 @@ def schedule_group(path: str) -> str:
     return "big-checkpoints" if BIG_CHECKPOINTS.search(source) else path
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook; the suite also runs without it
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
