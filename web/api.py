@@ -14,7 +14,7 @@ from chatterbox.errors import RequestError
 from chatterbox.synthesis import parse_request
 
 from .auth import caller
-from .common import (REDIS_ERRORS, error_response, form_files, keep_upload, links, redis_down_response,
+from .common import (REDIS_ERRORS, decode_json_fields, error_response, form_files, keep_upload, links, redis_down_response,
                      redis_refusal_response, services, upload_path)
 
 bp = Blueprint("api", __name__)
@@ -70,8 +70,6 @@ def submit():
 
 def _multipart_request():
     """(body, the clip's bytes) of a multipart synthesis request, or an error response in place of body."""
-    import json
-
     from chatterbox.schemas.requests import SynthesizeForm
     from chatterbox.voices import VoiceError, prepare_reference
 
@@ -84,12 +82,8 @@ def _multipart_request():
         return error_response(400, f"a one-off voice needs the chatterbox engine; this system runs "
                               f"{svc.engine_name}", "cloning_unavailable", "audio_prompt"), None
     data = files["audio_prompt"]
-    body = SynthesizeForm.check_form(request.form, files).model_dump(exclude_unset=True, exclude={"audio_prompt"})
-    if "params" in body:
-        try:
-            body["params"] = json.loads(body["params"])
-        except ValueError:
-            return error_response(400, "params must be a JSON object", "invalid_json", "params"), None
+    body = decode_json_fields(SynthesizeForm.check_form(request.form, files).model_dump(
+        exclude_unset=True, exclude={"audio_prompt"}), {"params": "a JSON object"})
     try:
         prepare_reference(data)
     except VoiceError as exc:

@@ -16,7 +16,7 @@ from chatterbox.schemas.requests import BookForm, BookRequest
 
 from .api import JOB_ID, subtitle_args, subtitle_response, truthy
 from .auth import caller, owner_filter
-from .common import error_response, form_files, links, services
+from .common import decode_json_fields, error_response, form_files, links, services
 
 bp = Blueprint("books", __name__)
 
@@ -39,13 +39,8 @@ def _book_from_request() -> tuple[Book, dict, tuple[str, bytes] | None]:
             raise InvalidRequest("send the book as a multipart file field named 'file' (.txt, .md or .epub), "
                                  "or as JSON with 'text' or 'chapters'", "missing_file", "file")
         files = form_files()
-        options = BookForm.check_form(request.form, files).model_dump(exclude_unset=True, exclude={"file"})
-        for name, shape in (("params", "a JSON object"), ("lexicon", "a JSON list of entries")):
-            if name in options:
-                try:
-                    options[name] = json.loads(options[name])
-                except ValueError:
-                    raise InvalidRequest(f"{name} must be {shape}", "invalid_json", name) from None
+        options = decode_json_fields(BookForm.check_form(request.form, files).model_dump(
+            exclude_unset=True, exclude={"file"}), {"params": "a JSON object", "lexicon": "a JSON list of entries"})
         data = files["file"]
         book = parse_isolated("file", data, upload.filename or "", max_bytes=settings.book_max_mb * 1024 * 1024,
                               format=options.get("source_format"), timeout_s=settings.book_parse_timeout_s)

@@ -5,6 +5,7 @@ A module of its own, below the routes' modules, so that they import it rather th
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -12,7 +13,7 @@ import redis
 from flask import abort, jsonify, request, url_for
 
 from chatterbox import audio, settings as settings_mod
-from chatterbox.engines import choose_engine, create_engine
+from chatterbox.engines import InvalidRequest, choose_engine, create_engine
 from chatterbox.jobs import JobStore
 from chatterbox.redis_client import redact_url, refusal
 
@@ -113,8 +114,6 @@ def keep_upload(job_id: str, data: bytes) -> None:
         abort(error_response(503, f"the upload could not be stored: {exc.strerror or exc}", "storage_unavailable"))
 
 
-
-
 def form_files(aliases: dict[str, str] | None = None) -> dict[str, bytes]:
     """Each file of this multipart request as bytes, by field name (``aliases`` maps another accepted name to the
     form's own, as ``audio`` -> ``file``): with the text fields, what a form model checks."""
@@ -122,3 +121,14 @@ def form_files(aliases: dict[str, str] | None = None) -> dict[str, bytes]:
     for name, upload in request.files.items():
         files.setdefault((aliases or {}).get(name, name), upload.read())
     return files
+
+
+def decode_json_fields(body: dict, shapes: dict[str, str]) -> dict:
+    """A form's fields that carry JSON (``params``), decoded in place; ``shapes`` says what each should be."""
+    for name, shape in shapes.items():
+        if name in body:
+            try:
+                body[name] = json.loads(body[name])
+            except ValueError:
+                raise InvalidRequest(f"{name} must be {shape}", "invalid_json", name) from None
+    return body
