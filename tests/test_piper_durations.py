@@ -141,3 +141,11 @@ def test_the_voice_with_durations_is_made_where_chatterbox_piper_dir_says(tmp_pa
     stream = engine.stream("Hello there.", EMBEDDED_VOICE, engine.validate({}))
     assert np.concatenate(list(stream)).size and align.stream_timing(stream).source == "engine"
 
+
+
+def test_the_voices_threads_do_not_spin_between_operators(piper_engine):
+    """A worker runs several Piper jobs at once: onnxruntime's spinning threads would take the cores they need
+    (chatterbox.engines.piper measures it)."""
+    engine, settings = piper_engine
+    session = engine._model(EMBEDDED_VOICE).session
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
