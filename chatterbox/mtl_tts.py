@@ -25,16 +25,15 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from .model.checkpoint import CheckpointError, build, read_safetensors, resolve_model_dir, subset
+from .model.checkpoint import CheckpointError, build, read_safetensors, resolve_model_dir
 from .model.conds import Conditionals
 from .model.languages import CANGJIE_FILE, SUPPORTED_LANGUAGES, check_language
 from .model.mtl_tokenizer import TOKENIZER_FILE, MTLTokenizer
-from .model.s3tokenizer import S3Tokenizer
 from .model.speech_tokens import SpeechTokenModel
 from .model.t3 import T3, T3Config
 from .model.t3_batch import T3Request
 from .model.voice_encoder import VoiceEncoder
-from .tts import CHUNK_GAP_S, MAX_CHUNK_CHARS, SAMPLE_RATE, ChatterboxTTS, S3Gen, _watermarker
+from .tts import CHUNK_GAP_S, MAX_CHUNK_CHARS, SAMPLE_RATE, ChatterboxTTS, S3Gen, _watermarker, load_s3gen
 
 log = logging.getLogger(__name__)
 
@@ -59,24 +58,6 @@ def load_pickled_state(path: Path, device) -> dict[str, Tensor]:
     return data
 
 
-def load_s3gen(tensors: dict[str, Tensor], source: str, device, dtype) -> tuple[S3Gen, S3Tokenizer]:
-    """S3Gen and its S3 tokenizer from one state dict, every tensor used (the reference loads s3gen.pt strictly)."""
-    from .model.s3gen.campplus import CAMPPlus
-    from .model.s3gen.flow import Flow
-    from .model.s3gen.hift import HiFT
-
-    known = ("flow.", "mel2wav.", "speaker_encoder.", "tokenizer.")
-    stray = sorted(k for k in tensors if not k.startswith(known))
-    if stray:
-        raise CheckpointError(f"{source} does not fit the model: unexpected tensor {stray[0]}")
-    flow = build(Flow, subset(tensors, "flow."), source, device, dtype, prefix_hint="flow.")
-    hift = build(HiFT, subset(tensors, "mel2wav."), source, device, torch.float32,
-                 prefix_hint="mel2wav.").fold_weight_norm()
-    campplus = build(CAMPPlus, subset(tensors, "speaker_encoder."), source, device, torch.float32,
-                     prefix_hint="speaker_encoder.")
-    s3 = S3Tokenizer()
-    s3.load_checkpoint_tensors(subset(tensors, "tokenizer."))
-    return S3Gen(flow, hift, campplus, torch.device(device)), s3.to(device).eval()
 
 
 class MultilingualSpeechTokenModel(SpeechTokenModel):
@@ -120,7 +101,7 @@ class ChatterboxMultilingualTTS:
                         "layers %s)", T3_FILE, t3_config.llama.n_layers,
                         sorted({layer for layer, _ in t3_config.alignment_heads}))
         ve = build(VoiceEncoder, load_pickled_state(path / "ve.pt", dev), "ve.pt", dev, torch.float32)
-        s3gen, s3_tokenizer = load_s3gen(load_pickled_state(path / "s3gen.pt", dev), "s3gen.pt", dev, dtype)
+        s3gen, s3_tokenizer = load_s3gen(load_pickled_state(path / "s3gen.pt", dev), dev, dtype, "s3gen.pt")
         conds = Conditionals.load(path / "conds.pt", dev) if (path / "conds.pt").is_file() else None
         tokenizer = MTLTokenizer(path / TOKENIZER_FILE)
         speech = MultilingualSpeechTokenModel(t3, tokenizer, ve, s3_tokenizer, conds, dev, max_batch)

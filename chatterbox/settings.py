@@ -62,6 +62,9 @@ class Settings:
     max_batch: int = 8
     # On a GPU, T3's decoding step runs as CUDA graphs (chatterbox.model.t3_slots); 0: its kernels one by one.
     cuda_graphs: bool = True
+    # On a CPU, how T3's matmuls keep each batched row's bits (chatterbox.model.rowmatmul) is planned once per
+    # machine and kept here for every worker and restart; default: <data_dir>/models/matmul-plans.json
+    plan_cache: Path | None = None
 
     # Text limits: the API refuses text over max_text_chars; jobs synthesize chunk_chars at a time.
     max_text_chars: int = 5000
@@ -202,6 +205,10 @@ class Settings:
         return self.multilingual_dir or self.chatterbox_dir
 
     @property
+    def plan_cache_path(self) -> Path:
+        return self.plan_cache or self.data_dir / "models" / "matmul-plans.json"
+
+    @property
     def piper_model_dir(self) -> Path:
         return self.piper_dir or self.data_dir / "models" / "piper"
 
@@ -269,7 +276,7 @@ def _convert(kind: Any, raw: str, name: str) -> Any:
     return raw or None if "None" in text else raw
 
 
-_PATHS = ("data_dir", "model_dir", "turbo_dir", "multilingual_dir", "piper_dir", "whisper_model")
+_PATHS = ("data_dir", "model_dir", "turbo_dir", "multilingual_dir", "piper_dir", "whisper_model", "plan_cache")
 MODEL_NAMES = ("original", "turbo", "multilingual")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _WORKER_DEVICE = re.compile(r"cpu|cuda(?::\d+)?")

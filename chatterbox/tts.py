@@ -18,9 +18,10 @@ from torch import Tensor
 from .model.checkpoint import CheckpointError, build, read_safetensors, resolve_model_dir, subset
 from .model.conds import Conditionals
 from .model.features import resample
-from .model.s3gen.flow import MELS_PER_TOKEN, SPEECH_CODES, Flow, FlowInput
+from .model.s3gen.flow import MELS_PER_TOKEN, SPEECH_CODES, Flow, FlowInput, configs_of
 from .model.s3gen.hift import HiFT
 from .model.s3gen.mel import log_mel
+from .model.s3tokenizer import S3Tokenizer
 from .model.speech_tokens import GEN_SECONDS, REFERENCE_RATE, SpeechTokenModel, load_reference
 from .model.t3 import T3Config
 from .tts_stream import TokenStream, trim_fade
@@ -33,27 +34,38 @@ CHUNK_GAP_S = 0.2
 MAX_CHUNK_CHARS = 300
 
 
+def load_s3gen(tensors: dict[str, Tensor], device, dtype, source: str = "s3gen.safetensors",
+               meanflow: bool = False) -> tuple["S3Gen", S3Tokenizer]:
+    """S3Gen (the flow, HiFT, CAMPPlus) and the S3 speech tokenizer from one state dict, every tensor used (the
+    reference loads it strictly): the original's and Multilingual's file, or Turbo's (``meanflow``)."""
+    from .model.s3gen.campplus import CAMPPlus
+    from .model.s3gen.meanflow import MeanFlow, meanflow_config
+
+    known = ("flow.", "mel2wav.", "speaker_encoder.", "tokenizer.")
+    stray = sorted(k for k in tensors if not k.startswith(known))
+    if stray:
+        raise CheckpointError(f"{source} does not fit the model: unexpected tensor {stray[0]}")
+    flow_tensors = subset(tensors, "flow.")
+    if meanflow:
+        configs = configs_of(flow_tensors, meanflow_config(), source)
+        flow = build(lambda: MeanFlow(*configs), flow_tensors, source, device, dtype, prefix_hint="flow.")
+    else:
+        configs = configs_of(flow_tensors, source=source)
+        flow = build(lambda: Flow(*configs), flow_tensors, source, device, dtype, prefix_hint="flow.")
+    hift = build(HiFT, subset(tensors, "mel2wav."), source, device, torch.float32,
+                 prefix_hint="mel2wav.").fold_weight_norm()
+    campplus = build(CAMPPlus, subset(tensors, "speaker_encoder."), source, device, torch.float32,
+                     prefix_hint="speaker_encoder.")
+    s3_tokenizer = S3Tokenizer.from_tensors(subset(tensors, "tokenizer."), source).to(device).eval()
+    return S3Gen(flow, hift, campplus, torch.device(device)), s3_tokenizer
+
+
 class S3Gen:
     """Speech tokens -> waveform: the flow (tokens -> mels), HiFT (mels -> audio) and the reference conditioning
     (24 kHz mels, CAMPPlus x-vector, S3 tokens) of a voice."""
 
     def __init__(self, flow: Flow, hift: HiFT, speaker_encoder, device: torch.device):
         self.flow, self.hift, self.speaker_encoder, self.device = flow, hift, speaker_encoder, device
-
-    @classmethod
-    def load(cls, tensors: dict[str, Tensor], device, dtype) -> "S3Gen":
-        from .model.s3gen.campplus import CAMPPlus
-
-        known = ("flow.", "mel2wav.", "speaker_encoder.", "tokenizer.")
-        stray = sorted(k for k in tensors if not k.startswith(known))
-        if stray:
-            raise CheckpointError(f"s3gen.safetensors does not fit the model: unexpected tensor {stray[0]}")
-        flow = build(Flow, subset(tensors, "flow."), "s3gen.safetensors", device, dtype, prefix_hint="flow.")
-        hift = build(HiFT, subset(tensors, "mel2wav."), "s3gen.safetensors", device, torch.float32,
-                     prefix_hint="mel2wav.").fold_weight_norm()
-        campplus = build(CAMPPlus, subset(tensors, "speaker_encoder."), "s3gen.safetensors", device, torch.float32,
-                         prefix_hint="speaker_encoder.")
-        return cls(flow, hift, campplus, torch.device(device))
 
     def reference(self, wav24: np.ndarray, s3_tokenizer) -> dict:
         """The ``gen`` half of conditionals from a 24 kHz clip (its first 10 s)."""
@@ -129,9 +141,9 @@ class ChatterboxTTS:
         """``max_batch``: how many texts ``generate_batch`` (or the job system) usually runs together; the
         decoding step's matmuls are planned for it (chatterbox.model.rowmatmul), alone included."""
         path = resolve_model_dir(ckpt_dir)
+        s3gen, s3_tokenizer = load_s3gen(read_safetensors(path / "s3gen.safetensors", device), device, dtype)
         speech = SpeechTokenModel.from_local(path, device=device, dtype=dtype, t3_config=T3Config(),
-                                             max_batch=max_batch)
-        s3gen = S3Gen.load(read_safetensors(path / "s3gen.safetensors", device), device, dtype)
+                                             max_batch=max_batch, s3_tokenizer=s3_tokenizer)
         return cls(speech, s3gen, torch.device(device), watermark)
 
     @classmethod

@@ -23,10 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .model.checkpoint import CheckpointError, build, read_safetensors, resolve_model_dir, subset
+from .model.checkpoint import CheckpointError, build, read_safetensors, resolve_model_dir
 from .model.conds import Conditionals, T3Cond
-from .model.s3gen.hift import HiFT
-from .model.s3gen.meanflow import MeanFlow
 from .model.s3tokenizer import SAMPLE_RATE as S3_RATE
 from .model.s3tokenizer import S3Tokenizer
 from .model.speech_tokens import REFERENCE_RATE, ReferenceClipError, load_reference, resample
@@ -35,7 +33,7 @@ from .model.t3_turbo import T3Turbo, T3TurboConfig, TurboSampling
 from .model.t3_turbo_batch import T3TurboBatch, TurboRequest
 from .model.tokenizer_turbo import TurboTokenizer
 from .model.voice_encoder import VoiceEncoder
-from .tts import CHUNK_GAP_S, SAMPLE_RATE, S3Gen, _watermarker, per_text, speak_together
+from .tts import CHUNK_GAP_S, SAMPLE_RATE, S3Gen, _watermarker, load_s3gen, per_text, speak_together
 from .tts_stream import TokenStream
 
 log = logging.getLogger(__name__)
@@ -70,24 +68,6 @@ def normalize_loudness(wav: np.ndarray, sr: int, target_lufs: float = TARGET_LUF
         return wav
     # The reference multiplies its float32 samples by the gain in float32 (numpy < 2's casting): keep that.
     return (wav * np.float32(gain)).astype(np.float32)
-
-
-def load_s3gen(tensors: dict[str, Tensor], device, dtype) -> tuple[S3Gen, S3Tokenizer]:
-    """S3Gen with the mean-flow decoder, and the S3 speech tokenizer, from s3gen_meanflow.safetensors."""
-    from .model.s3gen.campplus import CAMPPlus
-
-    known = ("flow.", "mel2wav.", "speaker_encoder.", "tokenizer.")
-    stray = sorted(k for k in tensors if not k.startswith(known))
-    if stray:
-        raise CheckpointError(f"{S3GEN_FILE} does not fit the model: unexpected tensor {stray[0]}")
-    flow = build(MeanFlow, subset(tensors, "flow."), S3GEN_FILE, device, dtype, prefix_hint="flow.")
-    hift = build(HiFT, subset(tensors, "mel2wav."), S3GEN_FILE, device, torch.float32,
-                 prefix_hint="mel2wav.").fold_weight_norm()
-    campplus = build(CAMPPlus, subset(tensors, "speaker_encoder."), S3GEN_FILE, device, torch.float32,
-                     prefix_hint="speaker_encoder.")
-    s3_tokenizer = S3Tokenizer()
-    s3_tokenizer.load_checkpoint_tensors(subset(tensors, "tokenizer."))
-    return S3Gen(flow, hift, campplus, torch.device(device)), s3_tokenizer.to(device).eval()
 
 
 def load_t3(tensors: dict[str, Tensor], device, dtype) -> T3Turbo:
@@ -184,7 +164,8 @@ class ChatterboxTurboTTS:
             raise CheckpointError(f"the tokenizer has {len(tokenizer)} ids; T3 embeds {t3.cfg.text_vocab}")
         ve = build(VoiceEncoder, read_safetensors(path / "ve.safetensors", device), "ve.safetensors", device,
                    torch.float32)
-        s3gen, s3_tokenizer = load_s3gen(read_safetensors(path / S3GEN_FILE, device), device, dtype)
+        s3gen, s3_tokenizer = load_s3gen(read_safetensors(path / S3GEN_FILE, device), device, dtype, S3GEN_FILE,
+                                         meanflow=True)
         conds = Conditionals.load(path / "conds.pt", device) if (path / "conds.pt").is_file() else None
         return cls(t3, tokenizer, ve, s3gen, s3_tokenizer, conds, device, watermark, max_batch)
 

@@ -25,6 +25,7 @@ from requests.structures import CaseInsensitiveDict
 
 from chatterbox import redis_server
 from chatterbox.jobs import JobStore
+from chatterbox.model.rowmatmul import set_plan_cache
 from chatterbox.settings import load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +33,11 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Piper's voice with its phoneme durations (63 MB) is made once for the whole run, not once per test's data directory:
 # every System and every load() of the tests reads this from the environment.
 os.environ.setdefault("CHATTERBOX_PIPER_DIR", str(Path(tempfile.gettempdir()) / f"chatterbox-test-piper-{os.getuid()}"))
+# Likewise the CPU's plan for row-exact matmuls (chatterbox.model.rowmatmul, seconds a model to make): made by the
+# first process that loads a model, read by every other test process and worker.
+os.environ.setdefault("CHATTERBOX_PLAN_CACHE",
+                      str(Path(tempfile.gettempdir()) / f"chatterbox-test-plans-{os.getuid()}.json"))
+set_plan_cache(os.environ["CHATTERBOX_PLAN_CACHE"])
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -528,8 +534,9 @@ def made_once(tmp_path_factory, name: str, make) -> Path:
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory) -> Path:
     """The official checkpoint layout filled with seeded random weights (seed 0), written once per run; small
-    (T3 with 2 of its 30 layers, a short built-in voice): for everything around the model, where the full size
-    only made the suite slow (a system test decoded at 0.3 s a token)."""
+    (the first layers of each stack: T3's 2 of 30, S3Gen's flow and tokenizer cut likewise; a short built-in voice):
+    for everything around the model, where the full size only made the suite slow (a system test decoded at 0.3 s
+    a token, and a voice's preview spent 40 s in the flow's 12 mid levels)."""
     from chatterbox.model.random_checkpoint import write_checkpoint
 
     return made_once(tmp_path_factory, "checkpoint", lambda d: write_checkpoint(d, seed=0, small=True))
@@ -537,24 +544,23 @@ def random_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def full_checkpoint(tmp_path_factory, random_checkpoint) -> Iterator[Path]:
-    """The same at full size, for the model's numbers against the reference's. Only T3 differs in size: the other
-    files are the small checkpoint's, linked; T3's 2 GB are removed once the module is done (CI's disk is small)."""
+    """The same at full size, for the model's numbers against the reference's: T3 and S3Gen written (3 GB, removed
+    once the module is done: CI's disk is small), the voice encoder (the same in both) the small checkpoint's."""
     from chatterbox.model.random_checkpoint import FILES, write_checkpoint
 
-    directory = write_checkpoint(tmp_path_factory.mktemp("full-checkpoint"), seed=0, parts=("t3",))
-    for part in ("ve", "s3gen"):
-        (directory / FILES[part]).symlink_to(random_checkpoint / FILES[part])
+    directory = write_checkpoint(tmp_path_factory.mktemp("full-checkpoint"), seed=0, parts=("t3", "s3gen"))
+    (directory / FILES["ve"]).symlink_to(random_checkpoint / FILES["ve"])
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
 
 
-# Turbo's and Multilingual's small checkpoints are 1.8 and 1.3 GB (S3Gen and the tokenizer are full size): each is
+# Turbo's and Multilingual's small checkpoints are about 1.2 and 0.6 GB (Turbo's T3 embeds 50,000 text ids): each is
 # written for a module that needs it and removed after, so that at most the session's original checkpoint and these
-# two are on disk at once (CI's disk once ran out with every checkpoint of the session kept). About 15 s a write.
+# two are on disk at once (CI's disk once ran out with every checkpoint of the session kept).
 @pytest.fixture(scope="module")
 def turbo_checkpoint(tmp_path_factory) -> Iterator[Path]:
     """Chatterbox Turbo's official files with seeded random weights, small as `random_checkpoint` is (T3 with 2 of
-    its 24 blocks, a short built-in voice): for tests of what surrounds the model."""
+    its 24 blocks, S3Gen cut likewise, a short built-in voice): for tests of what surrounds the model."""
     from chatterbox.model.random_checkpoint_turbo import write_turbo_checkpoint
 
     directory = write_turbo_checkpoint(tmp_path_factory.mktemp("turbo-checkpoint"), seed=0, small=True)
@@ -564,7 +570,8 @@ def turbo_checkpoint(tmp_path_factory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def mtl_checkpoint(tmp_path_factory) -> Iterator[Path]:
-    """Chatterbox Multilingual's official files with seeded random weights, small (T3 with 2 of its 30 layers)."""
+    """Chatterbox Multilingual's official files with seeded random weights, small (T3 with 2 of its 30 layers, S3Gen
+    cut likewise)."""
     from chatterbox.model.random_checkpoint_mtl import write_mtl_checkpoint
 
     directory = write_mtl_checkpoint(tmp_path_factory.mktemp("mtl-checkpoint"), seed=0, small=True)

@@ -2,6 +2,8 @@
 same seed, whatever its companions and whenever it joined; its audio is within 1e-4."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -125,6 +127,46 @@ def test_each_form_the_plan_may_take_keeps_each_rows_bits(form, monkeypatch):
         for rows in range(1, 21):
             assert torch.equal(matmul(linear, x[:rows]), alone[:rows]), rows
         assert torch.allclose(alone, linear(x), atol=1e-5)
+
+
+def test_a_plan_is_made_once_per_machine_and_read_by_every_process(tmp_path, monkeypatch):
+    """A worker that restarts (or a second process) reads the plan its machine made instead of timing the forms
+    again, which could come out the other way and change the bits of what it decodes."""
+    import subprocess
+    import sys
+
+    from chatterbox.model import rowmatmul
+
+    path = tmp_path / "plans.json"
+    # The other process uses as many threads as this one (another test of this process may have changed them): the
+    # thread count is part of what a plan is made for.
+    script = ("import sys, json, torch; from chatterbox.model import rowmatmul as r; r.set_plan_cache(sys.argv[1]); "
+              "torch.set_num_threads(int(sys.argv[2])); print(json.dumps(r.RowMatmul(6).plan(torch.zeros(96, 48))))")
+    made = subprocess.run([sys.executable, "-c", script, str(path), str(torch.get_num_threads())],
+                          capture_output=True, text=True, check=True)
+    form, most = json.loads(made.stdout)
+    plans = json.loads(path.read_text())
+    [(name, kept)] = plans.items()
+    assert kept == [form, most] and name.endswith("cpu float32 96x48 rows=6")
+
+    # Another process reads it: this one, with no plan in memory, and its own timing would now fail loudly.
+    monkeypatch.setattr(rowmatmul, "_PLANS", {})
+    monkeypatch.setattr(rowmatmul, "_plan_cache", None)
+    rowmatmul.set_plan_cache(path)
+    monkeypatch.setattr(RowMatmul, "_make_plan", lambda self, weight: pytest.fail("planned again"))
+    assert RowMatmul(6).plan(torch.zeros(96, 48)) == (form, most)
+
+    # A plan for other rows (or a damaged file) is made and added, keeping the others.
+    monkeypatch.undo()
+    monkeypatch.setattr(rowmatmul, "_PLANS", {})
+    monkeypatch.setattr(rowmatmul, "_plan_cache", path)
+    assert RowMatmul(3).plan(torch.zeros(96, 48))[0] in ("linear", "transposed", "rowwise")
+    assert len(json.loads(path.read_text())) == 2
+    path.write_text("{not json")
+    RowMatmul(3).plan(torch.zeros(96, 48))  # in memory: no file read
+    monkeypatch.setattr(rowmatmul, "_PLANS", {})
+    RowMatmul(3).plan(torch.zeros(96, 48))
+    assert [k.endswith("rows=3") for k in json.loads(path.read_text())] == [True]
 
 
 # -- the whole pipeline: generate_batch against generate ----------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The whole Chatterbox pipeline at full size on CPU (seeded random weights), and as the job system's engine."""
+"""The whole Chatterbox pipeline on CPU (the small seeded random checkpoint), and as the job system's engine."""
 from __future__ import annotations
 
 import numpy as np

@@ -6,9 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from chatterbox.model.checkpoint import build, read_safetensors, subset
+from chatterbox.model.checkpoint import CheckpointError, build, read_safetensors, subset
+from chatterbox.model.random_checkpoint import SMALL_DEPTHS, SMALL_LEVEL_BLOCKS, layout, random_tensor
+from chatterbox.model.s3gen.decoder import DecoderConfig
+from chatterbox.model.s3gen.encoder import EncoderConfig
+from chatterbox.model.s3gen.flow import configs_of
 from chatterbox.model.s3gen.hift import HiFT
 from chatterbox.model.s3gen.mel import log_mel
+from chatterbox.tts import load_s3gen
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reference_s3gen.pt"
 
@@ -19,11 +24,33 @@ def reference() -> dict:
 
 
 @pytest.fixture(scope="module")
-def s3gen_tensors(random_checkpoint, reference) -> dict:
-    # The session's checkpoint has the fixtures' seed (small=True shortens T3 only): its s3gen.safetensors is this
-    # test's, read from there rather than written again (1 GB).
-    assert int(reference["meta"]["weights_seed"]) == 0
-    return read_safetensors(random_checkpoint / "s3gen.safetensors")
+def s3gen_tensors(reference) -> dict:
+    """The flow's and HiFT's tensors at full size, with the fixtures' seed, drawn in memory (the session's small
+    checkpoint keeps only the first layers of the flow)."""
+    seed = int(reference["meta"]["weights_seed"])
+    return {name: random_tensor(name, shape, dtype, seed) for name, (shape, dtype) in layout("s3gen").items()
+            if name.startswith(("flow.", "mel2wav."))}
+
+
+def test_s3gen_is_as_deep_as_its_file(random_checkpoint):
+    """The loader reads each stack's depth from the file: the official one's whole, the small one's first layers."""
+    tensors = read_safetensors(random_checkpoint / "s3gen.safetensors")
+    s3gen, tokenizer = load_s3gen(tensors, "cpu", torch.float32)
+    flow = s3gen.flow
+    assert len(flow.encoder.encoders) == SMALL_DEPTHS["flow.encoder.encoders."] < EncoderConfig().blocks
+    assert len(flow.decoder.estimator.mid_blocks) == SMALL_DEPTHS["flow.decoder.estimator.mid_blocks."] == 1
+    assert len(getattr(flow.decoder.estimator.up_blocks[0], "1")) == SMALL_LEVEL_BLOCKS
+    assert len(tokenizer.model.encoder.blocks) == SMALL_DEPTHS["tokenizer.encoder.blocks."]
+    assert configs_of(subset(s3gen_layout_names(), "flow.")) == (EncoderConfig(), DecoderConfig())
+    gap = {k: v for k, v in tensors.items() if not k.startswith("flow.encoder.encoders.0.")}
+    gap.update({k.replace("encoders.0.", "encoders.2."): v for k, v in tensors.items()
+                if k.startswith("flow.encoder.encoders.0.")})
+    with pytest.raises(CheckpointError, match=r"s3gen.safetensors has layers \[1, 2\] under encoder.encoders."):
+        load_s3gen(gap, "cpu", torch.float32)
+
+
+def s3gen_layout_names() -> dict:
+    return {name: torch.empty(0) for name in layout("s3gen")}
 
 
 def test_reference_mel(reference):

@@ -163,9 +163,12 @@ class ChatterboxEngine(Engine):
     def _load(self, name: str):
         import torch
 
+        from ..model.rowmatmul import set_plan_cache
+
         directory = MODELS[name].directory(self.settings)
         if self.settings.threads > 0 and not self.device.startswith("cuda"):
             torch.set_num_threads(self.settings.threads)
+        set_plan_cache(self.settings.plan_cache_path)
         options = {"device": self.device, "dtype": getattr(torch, self.settings.model_dtype),
                    "watermark": self.settings.watermark}
         try:

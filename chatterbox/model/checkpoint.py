@@ -40,6 +40,17 @@ def _names(keys: list[str], prefix: str) -> str:
     return shown + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
 
 
+def layer_count(tensors: dict[str, Tensor], prefix: str, source: str) -> int:
+    """How many numbered layers ``prefix<i>.`` the tensors hold (0 for none): the official files hold their models'
+    full depth, the small random checkpoints of the tests (chatterbox.model.random_checkpoint) the first few of
+    each stack, so that what surrounds the model is tested at a fraction of its cost. Layers must be 0 to n-1."""
+    found = {int(name[len(prefix):].split(".", 1)[0]) for name in tensors
+             if name.startswith(prefix) and name[len(prefix):].split(".", 1)[0].isdigit()}
+    if found != set(range(len(found))):
+        raise CheckpointError(f"{source} has layers {sorted(found)} under {prefix}, not 0 to n-1")
+    return len(found)
+
+
 def load_strict(module: nn.Module, tensors: dict[str, Tensor], source: str, prefix_hint: str = "") -> nn.Module:
     check_state_dict(module, tensors, source, prefix_hint)
     module.load_state_dict(tensors, strict=True, assign=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -19,6 +20,28 @@ FILES = {"ve": "ve.safetensors", "t3": "t3_cfg.safetensors", "s3gen": "s3gen.saf
 SPECIAL_TOKENS = ["[STOP]", "[UNK]", "[SPACE]", "[PAD]", "[SEP]", "[CLS]", "[MASK]"]
 START_ID, STOP_ID, TEXT_VOCAB = 255, 0, 704
 SMALL_T3_LAYERS = 2
+# What a small checkpoint keeps of each stack of numbered layers, the first ones, with every other tensor whole: the
+# same code paths at a fraction of the cost (a system test's S3Gen spent most of its time in the flow's 12 mid
+# levels, a clone in the tokenizer's blocks). The loaders read each depth from the file.
+SMALL_DEPTHS = {
+    "tfmr.layers.": SMALL_T3_LAYERS,  # T3 (Llama): of 30
+    "tfmr.h.": SMALL_T3_LAYERS,  # Turbo's T3 (GPT-2): of 24
+    "flow.encoder.encoders.": 2,  # of 6
+    "flow.encoder.up_encoders.": 1,  # of 4
+    "flow.decoder.estimator.mid_blocks.": 1,  # of 12 levels
+    "tokenizer.encoder.blocks.": 1,  # of 6
+}
+_LEVEL_BLOCK = re.compile(r"flow\.decoder\.estimator\.(?:down|mid|up)_blocks\.\d+\.1\.(\d+)\.")
+SMALL_LEVEL_BLOCKS = 1  # transformer blocks in each level of the flow's estimator, of 4
+
+
+def in_small(name: str) -> bool:
+    """Whether a small checkpoint keeps this tensor (of any of the official files)."""
+    for prefix, kept in SMALL_DEPTHS.items():
+        if name.startswith(prefix) and int(name[len(prefix):].split(".", 1)[0]) >= kept:
+            return False
+    level = _LEVEL_BLOCK.match(name)
+    return not level or int(level.group(1)) < SMALL_LEVEL_BLOCKS
 
 
 def layout(part: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -58,10 +81,10 @@ def random_tensor(name: str, shape: tuple[int, ...], dtype: torch.dtype, seed: i
     return (torch.randn(shape, generator=g) / math.sqrt(max(1, fan_in))).to(dtype)
 
 
-def random_state_dict(part: str, seed: int = 0, t3_layers: int | None = None) -> dict[str, torch.Tensor]:
-    """Every tensor of one official file; ``t3_layers``: only that many of T3's transformer layers."""
+def random_state_dict(part: str, seed: int = 0, small: bool = False) -> dict[str, torch.Tensor]:
+    """Every tensor of one official file; ``small``: only the first layers of each stack (SMALL_DEPTHS)."""
     return {name: random_tensor(name, shape, dtype, seed) for name, (shape, dtype) in layout(part).items()
-            if t3_layers is None or not name.startswith("tfmr.layers.") or int(name.split(".")[2]) < t3_layers}
+            if not small or in_small(name)}
 
 
 def tokenizer_json() -> dict:
@@ -123,16 +146,17 @@ def write_checkpoint(directory: Path, seed: int = 0, parts: tuple[str, ...] = ("
                      small: bool = False) -> Path:
     """Write the official files (random weights) into directory; returns it.
 
-    ``small``: T3 with its first 2 transformer layers of 30 (the same tensors as the full file's), and a built-in
-    voice of 1 s of T3 prompt and 2 s of S3Gen prompt instead of 6 and 10: the same code paths at about a tenth
-    of the cost, for tests of what surrounds the model (the loader reads the layer count from the file). Tests of
-    the model's numbers against the reference use the full size."""
+    ``small``: the first layers of each stack (SMALL_DEPTHS: T3's 2 of 30, the flow's and the S3 tokenizer's
+    first; the same tensors as the full file's), and a built-in voice of 1 s of T3 prompt and 2 s of S3Gen prompt
+    instead of 6 and 10: the same code paths at a fraction of the cost, for tests of what surrounds the model (the
+    loaders read each depth from the file). Tests of the model's numbers against the reference use the full
+    size."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for part in parts:
-        tensors = random_state_dict(part, seed, SMALL_T3_LAYERS if small and part == "t3" else None)
+        tensors = random_state_dict(part, seed, small)
         save_file(tensors, str(directory / FILES[part]))
     (directory / "tokenizer.json").write_text(json.dumps(tokenizer_json()))
     conds = random_conds(seed, prompt_tokens=25, gen_tokens=50) if small else random_conds(seed)

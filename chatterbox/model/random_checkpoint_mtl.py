@@ -16,7 +16,7 @@ import torch
 
 from .languages import CANGJIE_FILE, SUPPORTED_LANGUAGES
 from .mtl_tokenizer import TOKENIZER_FILE
-from .random_checkpoint import SMALL_T3_LAYERS, random_conds, random_state_dict
+from .random_checkpoint import random_conds, random_state_dict
 
 T3_FILE = "t3_mtl23ls_v2.safetensors"
 START_ID, STOP_ID, TEXT_VOCAB = 255, 0, 2454
@@ -89,15 +89,15 @@ def cangjie_json() -> list[str]:
 def write_mtl_checkpoint(directory: Path, seed: int = 0, small: bool = False) -> Path:
     """Write every file Chatterbox Multilingual loads (random weights) into directory; returns it.
 
-    ``small``: T3 with its first 2 transformer layers (so no alignment guard: its heads are in layers 9 to 13) and
-    a built-in voice of 1 s of T3 prompt and 2 s of S3Gen prompt, as ``write_checkpoint(small=True)``."""
+    ``small``: the first layers of each stack (T3's 2, so no alignment guard: its heads are in layers 9 to 13; the
+    flow's and the S3 tokenizer's first, as random_checkpoint.SMALL_DEPTHS) and a built-in voice of 1 s of T3 prompt and 2 s of S3Gen prompt, as ``write_checkpoint(small=True)``."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_file(random_state_dict("t3-mtl", seed, SMALL_T3_LAYERS if small else None), str(directory / T3_FILE))
+    save_file(random_state_dict("t3-mtl", seed, small), str(directory / T3_FILE))
     torch.save(random_state_dict("ve", seed), directory / "ve.pt")
-    torch.save(random_state_dict("s3gen", seed), directory / "s3gen.pt")
+    torch.save(random_state_dict("s3gen", seed, small), directory / "s3gen.pt")
     (directory / TOKENIZER_FILE).write_text(json.dumps(grapheme_tokenizer_json(), ensure_ascii=False),
                                             encoding="utf-8")
     (directory / CANGJIE_FILE).write_text(json.dumps(cangjie_json(), ensure_ascii=False), encoding="utf-8")

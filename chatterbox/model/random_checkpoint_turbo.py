@@ -27,7 +27,7 @@ except ImportError:  # loaded by path (tools/make_reference_fixtures_turbo.py)
     _spec.loader.exec_module(_base)
 
 FILES = {"ve": "ve.safetensors", "t3-turbo": "t3_turbo_v1.safetensors", "s3gen-meanflow": "s3gen_meanflow.safetensors"}
-SMALL_T3_LAYERS = 2
+SMALL_T3_LAYERS = _base.SMALL_T3_LAYERS
 EOS = "<|endoftext|>"
 EOS_ID = 50256
 # The tags of the official added_tokens.json (their order there is not known to us; ours is fixed).
@@ -46,14 +46,11 @@ def random_tensor(name: str, shape: tuple[int, ...], dtype: torch.dtype, seed: i
     return _base.random_tensor(name, shape, dtype, seed)
 
 
-def random_state_dict(part: str, seed: int = 0, t3_layers: int | None = None) -> dict[str, torch.Tensor]:
-    """Every tensor of one official file ("ve", "t3-turbo", "s3gen-meanflow"); ``t3_layers``: only that many of
-    T3's transformer blocks."""
-    def kept(name: str) -> bool:
-        return t3_layers is None or not name.startswith("tfmr.h.") or int(name.split(".")[2]) < t3_layers
-
+def random_state_dict(part: str, seed: int = 0, small: bool = False) -> dict[str, torch.Tensor]:
+    """Every tensor of one official file ("ve", "t3-turbo", "s3gen-meanflow"); ``small``: only the first layers of
+    each stack (random_checkpoint.SMALL_DEPTHS)."""
     return {name: random_tensor(name, shape, dtype, seed) for name, (shape, dtype) in _base.layout(part).items()
-            if kept(name)}
+            if not small or _base.in_small(name)}
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -129,8 +126,8 @@ def tokenizer_files() -> dict[str, str]:
 def write_turbo_checkpoint(directory: Path, seed: int = 0, small: bool = False) -> Path:
     """Write every official Turbo file (random weights, the tokenizer files, ``conds.pt``) into directory.
 
-    ``small``: T3 with its first 2 transformer blocks of 24 (the same tensors as the full file's) and a built-in
-    voice of 1 s of T3 prompt and 2 s of S3Gen prompt: the same code paths at a fraction of the cost, for tests of
+    ``small``: the first layers of each stack (T3's 2 blocks of 24, the flow's and the S3 tokenizer's first: the
+    same tensors as the full file's, random_checkpoint.SMALL_DEPTHS) and a built-in voice of 1 s of T3 prompt and 2 s of S3Gen prompt: the same code paths at a fraction of the cost, for tests of
     what surrounds the model (the loader reads the block count from the file). Tests of the model's numbers
     against the reference use the full size, whose built-in voice has 6 s of T3 prompt and 4 s of S3Gen prompt
     (the official one has up to 15 s and 10 s; shorter keeps the tests fast)."""
@@ -139,8 +136,7 @@ def write_turbo_checkpoint(directory: Path, seed: int = 0, small: bool = False) 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for part, name in FILES.items():
-        layers = SMALL_T3_LAYERS if small and part == "t3-turbo" else None
-        save_file(random_state_dict(part, seed, layers), str(directory / name))
+        save_file(random_state_dict(part, seed, small), str(directory / name))
     for name, text in tokenizer_files().items():
         (directory / name).write_text(text, encoding="utf-8")
     conds = _base.random_conds(seed, prompt_tokens=25, gen_tokens=50) if small else \

@@ -15,11 +15,23 @@ Which form is faster depends on the machine too: on one 2-core EPYC VM ``x @ W.T
 keeping ``x @ W.T`` unless another saves 30 % (near-equal times would flip the choice between runs, and with it
 the last bits of the output).
 On CUDA there is no such promise to keep (cuBLAS picks kernels by shape) and rows go through as one matmul.
+
+A plan costs seconds (about 4 s a weight shape on a 2-core VM, four shapes a model) and its timing can come out
+either way between runs. Kept in a file (``set_plan_cache``), it is made once per machine: a restarted worker
+starts at once and decodes with the bits it had before, and every process of a machine (workers, the CLI, tests)
+with the same forms. The file's entries are keyed by what decides the bits: the CPU, torch and its build, the
+thread count, the shape, dtype and rows.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import platform
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +43,62 @@ COST_BYTES = 64 << 20  # weights timed at once, past the CPU's caches (32 MiB of
 # RowMatmuls) decodes with the same forms, so with the same bits.
 _PLANS: dict[tuple, tuple[str, int]] = {}
 CLEAR_GAIN = 0.7  # the later form is taken only when it takes at most this share of the first one's time
+PLAN_VERSION = 1  # bump when the way plans are made changes: older entries are then made again
+_plan_cache: Path | None = None
+
+
+def set_plan_cache(path: str | Path | None) -> None:
+    """Keep this process's plans in ``path`` (a JSON file, shared by every process that names it), or only in
+    memory (None, the default)."""
+    global _plan_cache
+    _plan_cache = Path(path).expanduser() if path else None
+
+
+def _machine() -> str:
+    """What, besides the shape, decides a matmul's bits and speed here: CPU, torch and its build, threads."""
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+        model = next((line for line in info.splitlines() if line.startswith("model name")), "")
+        flags = next((line for line in info.splitlines() if line.startswith(("flags", "Features"))), "")
+        cpu += model + flags
+    except OSError:
+        cpu += platform.processor()
+    torch_build = f"{torch.__version__}{torch.__config__.show()}{torch.get_num_threads()}"
+    return hashlib.sha256(f"{PLAN_VERSION}{cpu}{torch_build}".encode()).hexdigest()[:16]
+
+
+@contextmanager
+def _locked(path: Path):
+    """The plan file, locked against the other processes planning into it (one plans, the rest read its plan)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: plans are still kept, two processes may time the same shape
+            fcntl = None
+        if fcntl:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _read_plans(path: Path) -> dict:
+    try:
+        plans = json.loads(path.read_text())
+        return plans if isinstance(plans, dict) else {}
+    except (OSError, ValueError):  # none yet, or damaged: planned again and rewritten
+        return {}
+
+
+def _write_plans(path: Path, plans: dict) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(plans, indent=0, sort_keys=True))
+    os.replace(tmp, path)
 
 
 def _linear(weight: Tensor, x: Tensor) -> Tensor:
@@ -81,19 +149,36 @@ class RowMatmul:
         """(form, most rows per chunk) for matmuls with this weight's shape, dtype and device."""
         key = (tuple(weight.shape), weight.dtype, weight.device, self.rows)
         if key not in _PLANS:
-            out_features, in_features = weight.shape
-            classes = {form: invariant_rows(form, out_features, in_features, weight.dtype, weight.device,
-                                            PROBE_LIMIT) for form in FORMS}
-            classes[ROWWISE] = PROBE_LIMIT  # any number of rows: each is computed alone
-            usable = [form for form in FORMS if classes[form] >= 2] + [ROWWISE]
-            costs = {f: self._cost(f, classes[f], weight) for f in usable}
-            form = usable[0]
-            if len(usable) > 1:
-                other = min(usable[1:], key=costs.get)
-                if costs[other] <= CLEAR_GAIN * costs[form]:
-                    form = other
-            _PLANS[key] = (form, classes[form])
+            path = _plan_cache
+            if path is None:
+                _PLANS[key] = self._make_plan(weight)
+            else:
+                name = f"{_machine()} {weight.device.type} {str(weight.dtype).removeprefix('torch.')} " \
+                       f"{weight.shape[0]}x{weight.shape[1]} rows={self.rows}"
+                with _locked(path):
+                    plans = _read_plans(path)
+                    kept = plans.get(name)
+                    if isinstance(kept, list) and len(kept) == 2 and kept[0] in (*FORMS, ROWWISE):
+                        _PLANS[key] = (kept[0], int(kept[1]))
+                    else:
+                        _PLANS[key] = self._make_plan(weight)
+                        plans[name] = list(_PLANS[key])
+                        _write_plans(path, plans)
         return _PLANS[key]
+
+    def _make_plan(self, weight: Tensor) -> tuple[str, int]:
+        out_features, in_features = weight.shape
+        classes = {form: invariant_rows(form, out_features, in_features, weight.dtype, weight.device, PROBE_LIMIT)
+                   for form in FORMS}
+        classes[ROWWISE] = PROBE_LIMIT  # any number of rows: each is computed alone
+        usable = [form for form in FORMS if classes[form] >= 2] + [ROWWISE]
+        costs = {f: self._cost(f, classes[f], weight) for f in usable}
+        form = usable[0]
+        if len(usable) > 1:
+            other = min(usable[1:], key=costs.get)
+            if costs[other] <= CLEAR_GAIN * costs[form]:
+                form = other
+        return form, classes[form]
 
     def _cost(self, form: str, most: int, weight: Tensor) -> float:
         """Seconds ``form`` takes for the planned rows, chunked within its class, over copies of the weight that

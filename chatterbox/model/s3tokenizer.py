@@ -223,12 +223,23 @@ class S3Tokenizer(nn.Module):
             self.register_buffer("_mel_filters", torch.zeros(config.n_mels, self.n_fft // 2 + 1))
             self.register_buffer("window", torch.zeros(self.n_fft))
 
-    def load_checkpoint_tensors(self, tensors: dict[str, Tensor]) -> None:
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, Tensor], source: str = "s3gen.safetensors") -> "S3Tokenizer":
+        """The tokenizer of a checkpoint's ``tokenizer.*`` tensors (prefix removed), with as many layers as they
+        hold (6 in the official files, fewer in the tests' small random checkpoints)."""
+        from .checkpoint import layer_count
+
+        layers = layer_count(tensors, "encoder.blocks.", source)
+        tokenizer = cls(S3TokenizerConfig(n_layers=layers) if layers else S3TokenizerConfig())
+        tokenizer.load_checkpoint_tensors(tensors, source)
+        return tokenizer
+
+    def load_checkpoint_tensors(self, tensors: dict[str, Tensor], source: str = "s3gen.safetensors") -> None:
         """Load the ``tokenizer.*`` tensors of s3gen.safetensors (prefix already removed)."""
         from .checkpoint import load_strict
 
         load_strict(self, {("model." + k if not k.startswith(("_mel_filters", "window")) else k): v
-                           for k, v in tensors.items()}, "s3gen.safetensors (tokenizer.*)", prefix_hint="tokenizer.")
+                           for k, v in tensors.items()}, f"{source} (tokenizer.*)", prefix_hint="tokenizer.")
 
     def log_mel(self, wav: Tensor) -> Tensor:
         """(samples,) at 16 kHz -> (128, frames) Whisper-style log-mel."""

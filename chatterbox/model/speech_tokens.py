@@ -89,7 +89,10 @@ class SpeechTokenModel:
 
     @classmethod
     def from_local(cls, path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                   t3_config: T3Config = T3Config(), max_batch: int = 1) -> "SpeechTokenModel":
+                   t3_config: T3Config = T3Config(), max_batch: int = 1,
+                   s3_tokenizer: S3Tokenizer | None = None) -> "SpeechTokenModel":
+        """T3, its text tokenizer and the voice encoder from a checkpoint directory; the S3 tokenizer (for new
+        voices) is ``s3_tokenizer`` when the caller has loaded s3gen.safetensors, else read from it if present."""
         path = resolve_model_dir(path, files=("ve.safetensors", "t3_cfg.safetensors", "tokenizer.json"))
         device = torch.device(device)
         t3_tensors = read_safetensors(path / "t3_cfg.safetensors", device)
@@ -99,10 +102,9 @@ class SpeechTokenModel:
         t3 = build(lambda: T3(t3_config), t3_tensors, "t3_cfg.safetensors", device, dtype)
         ve = build(VoiceEncoder, read_safetensors(path / "ve.safetensors", device), "ve.safetensors", device,
                    torch.float32)
-        s3 = None
-        if (path / "s3gen.safetensors").is_file():
-            s3 = S3Tokenizer()
-            s3.load_checkpoint_tensors(subset(read_safetensors(path / "s3gen.safetensors"), "tokenizer."))
+        s3 = s3_tokenizer
+        if s3 is None and (path / "s3gen.safetensors").is_file():
+            s3 = S3Tokenizer.from_tensors(subset(read_safetensors(path / "s3gen.safetensors"), "tokenizer."))
             s3 = s3.to(device).eval()
         conds = Conditionals.load(path / "conds.pt", device) if (path / "conds.pt").is_file() else None
         return cls(t3, TextTokenizer(path / "tokenizer.json"), ve, s3, conds, device, max_batch)

@@ -69,14 +69,12 @@ class T3Config:
         """This config with as many transformer layers as a checkpoint's tensors hold: 30 in the official file,
         fewer in the small random checkpoints the tests make (chatterbox.model.random_checkpoint), whose system
         tests would otherwise spend most of their time decoding with 2 GB of random weights."""
-        layers = {int(name.split(".")[2]) for name in tensors if name.startswith("tfmr.layers.")}
-        if not layers or len(layers) == self.llama.n_layers:
-            return self
-        if layers != set(range(len(layers))):
-            from .checkpoint import CheckpointError
+        from .checkpoint import layer_count
 
-            raise CheckpointError(f"the T3 file has transformer layers {sorted(layers)}, not 0 to n-1")
-        return replace(self, llama=replace(self.llama, n_layers=len(layers)))
+        layers = layer_count(tensors, "tfmr.layers.", "the T3 file")
+        if layers in (0, self.llama.n_layers):
+            return self
+        return replace(self, llama=replace(self.llama, n_layers=layers))
 
 
 class PerceiverAttention(nn.Module):

@@ -42,14 +42,12 @@ class T3TurboConfig:
     def with_layers_of(self, tensors: dict[str, Tensor]) -> "T3TurboConfig":
         """This config with as many transformer blocks as a checkpoint's tensors hold: 24 in the official file,
         fewer in the small random checkpoints the tests make (chatterbox.model.random_checkpoint_turbo)."""
-        layers = {int(name.split(".")[2]) for name in tensors if name.startswith("tfmr.h.")}
-        if not layers or len(layers) == self.gpt2.n_layers:
-            return self
-        if layers != set(range(len(layers))):
-            from .checkpoint import CheckpointError
+        from .checkpoint import layer_count
 
-            raise CheckpointError(f"t3_turbo_v1.safetensors has transformer blocks {sorted(layers)}, not 0 to n-1")
-        return replace(self, gpt2=replace(self.gpt2, n_layers=len(layers)))
+        layers = layer_count(tensors, "tfmr.h.", "t3_turbo_v1.safetensors")
+        if layers in (0, self.gpt2.n_layers):
+            return self
+        return replace(self, gpt2=replace(self.gpt2, n_layers=layers))
 
 
 @dataclass(frozen=True)

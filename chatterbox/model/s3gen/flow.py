@@ -1,7 +1,7 @@
 """The flow: speech tokens (with the voice's prompt tokens before them) -> 80-bin mels at 50 frames/s."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,24 @@ class FlowInput:
     prompt_mels: Tensor  # (1, 2P, 80)
     xvector: Tensor  # (1, 192)
     generator: torch.Generator | None = None
+
+
+def configs_of(tensors: dict[str, Tensor], decoder: DecoderConfig = DecoderConfig(),
+               source: str = "s3gen.safetensors") -> tuple[EncoderConfig, DecoderConfig]:
+    """The encoder's and decoder's configs as deep as a flow's tensors (``flow.*``, prefix removed) are: the
+    official files' 6 + 4 conformer layers and 12 mid levels of 4 transformer blocks, or the first few of each in
+    the tests' small random checkpoints."""
+    from ..checkpoint import layer_count
+
+    def depth(prefix: str, default: int) -> int:
+        return layer_count(tensors, prefix, source) or default
+
+    encoder = EncoderConfig()
+    encoder = replace(encoder, blocks=depth("encoder.encoders.", encoder.blocks),
+                      up_blocks=depth("encoder.up_encoders.", encoder.up_blocks))
+    decoder = replace(decoder, mid_blocks=depth("decoder.estimator.mid_blocks.", decoder.mid_blocks),
+                      transformer_blocks=depth("decoder.estimator.down_blocks.0.1.", decoder.transformer_blocks))
+    return encoder, decoder
 
 
 class Flow(nn.Module):
