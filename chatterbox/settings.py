@@ -82,7 +82,9 @@ class Settings:
     book_loudness_lufs: float = -18.0  # EBU R128 integrated loudness of every chapter
     book_speak_titles: bool = True  # read each chapter's title before its text
     book_quality_checks: bool = True  # duration, clipping, silences, trailing noise and ASR per chunk
-    book_asr: str = "auto"  # auto | pocketsphinx | faster-whisper | off: what hears each chunk for the check
+    # auto | pocketsphinx | faster-whisper | off: what hears each chunk for the check (auto: the best installed, and
+    # none for Piper, which speaks every phoneme of its text)
+    book_asr: str = "auto"
     whisper_model: Path | None = None  # a local faster-whisper model directory (auto prefers it when set)
     book_quality_retries: int = 2  # extra attempts, with new seeds, for a chunk that fails its checks
     book_chunk_attempts: int = 3  # a chunk that errors (or kills its worker) this often stops its book

@@ -171,5 +171,8 @@ def test_make_transcriber(tmp_path):
         make_transcriber("faster-whisper", str(tmp_path / "no-such-model"))
     auto = make_transcriber("auto", str(tmp_path))
     assert auto is not None and auto.name == "pocketsphinx"
+    # Piper speaks every phoneme of its text: auto hears it only when told to.
+    assert make_transcriber("auto", follows_text=True) is None
+    assert make_transcriber("pocketsphinx", follows_text=True).name == "pocketsphinx"
     with pytest.raises(ValueError, match="unknown transcriber"):
         make_transcriber("whisper.cpp")

@@ -231,7 +231,8 @@ class BookRunner:
             from ..quality import make_transcriber
 
             whisper = str(self.settings.whisper_model) if self.settings.whisper_model else None
-            self._transcriber = make_transcriber(self.settings.book_asr, whisper)
+            self._transcriber = make_transcriber(self.settings.book_asr, whisper,
+                                                 follows_text=self.engine.follows_text)
             self._transcriber_made = True
         return self._transcriber
 

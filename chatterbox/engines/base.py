@@ -65,6 +65,9 @@ class Engine(ABC):
     name: str = ""
     params: tuple[Param, ...] = ()
     words_per_minute: float = 160.0  # the usual pace of its voices: what a chunk's expected duration is based on
+    # Whether its speech is exactly its text's phonemes (Piper): it cannot skip, repeat or invent words, so a book's
+    # recognizer would have nothing to catch, and CHATTERBOX_BOOK_ASR=auto does not listen to it.
+    follows_text: bool = False
     model: str | None = None  # the model of the engine a job chose (Chatterbox has three); None: the engine's one
     language: str = "en"
 

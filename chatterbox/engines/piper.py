@@ -101,6 +101,7 @@ def piper_text(text: str) -> str:
 class PiperEngine(Engine):
     name = "piper"
     words_per_minute = 230.0  # measured on the embedded joe voice at length_scale 1 (chatterbox/quality.py)
+    follows_text = True  # VITS speaks the phonemes espeak-ng made of the text, each one
     params = (
         Param("length_scale", float, 1.0, 0.5, 2.0, "speaking time: above 1 is slower, below 1 faster"),
         Param("noise_scale", float, 0.667, 0.0, 1.5, "variation in the voice"),
