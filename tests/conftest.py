@@ -46,11 +46,12 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 # process, since its module fixtures are whole systems. The modules that write a checkpoint of 1-2 GB (Turbo,
 # Multilingual, full-size T3) share one process, so that no more of them are on disk at once than in a serial run
 # (CI's disk once ran out). The longest go first, so that the processes end together instead of one finishing a long
-# module alone: measured on the 2-core machine (2026-12-05, serial, seconds): the checkpoint group 335, test_books
-# 112, test_voices 99, test_chaos 62; only the order depends on these.
+# module alone: measured on the 2-core machine (2026-12-05, two processes, seconds): the checkpoint group 319,
+# test_books 76, test_model_s3gen 71, test_chaos 68, test_leases 52, test_voices 49, test_chatterbox 48; only the
+# order depends on these.
 BIG_CHECKPOINTS = re.compile(r"\b(turbo_checkpoint|mtl_checkpoint|full_checkpoint)\b")
-FIRST = ("big-checkpoints", "tests/test_books.py", "tests/test_voices.py", "tests/test_chaos.py",
-         "tests/test_voice_access.py", "tests/test_chatterbox.py")
+FIRST = ("big-checkpoints", "tests/test_books.py", "tests/test_model_s3gen.py", "tests/test_chaos.py",
+         "tests/test_leases.py", "tests/test_voices.py", "tests/test_chatterbox.py")
 
 
 @functools.cache
