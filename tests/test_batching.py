@@ -168,6 +168,13 @@ def test_a_plan_is_made_once_per_machine_and_read_by_every_process(tmp_path, mon
     RowMatmul(3).plan(torch.zeros(96, 48))
     assert [k.endswith("rows=3") for k in json.loads(path.read_text())] == [True]
 
+    # Where the file cannot be written (a read-only data directory), the plan is made and kept in memory.
+    monkeypatch.setattr(rowmatmul, "_PLANS", {})
+    blocked = tmp_path / "a-file-not-a-directory"
+    blocked.write_text("")
+    monkeypatch.setattr(rowmatmul, "_plan_cache", blocked / "plans.json")
+    assert RowMatmul(3).plan(torch.zeros(96, 48))[0] in ("linear", "transposed", "rowwise")
+
 
 # -- the whole pipeline: generate_batch against generate ----------------------------------------------------------
 

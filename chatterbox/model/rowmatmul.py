@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import platform
@@ -37,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+log = logging.getLogger(__name__)
 PROBE_LIMIT = 64  # rows the probe tries at most
 COST_BYTES = 64 << 20  # weights timed at once, past the CPU's caches (32 MiB of L3 here)
 # Plans made in this process, for every RowMatmul: one model loaded twice (or alone and in a batch through two
@@ -155,15 +157,20 @@ class RowMatmul:
             else:
                 name = f"{_machine()} {weight.device.type} {str(weight.dtype).removeprefix('torch.')} " \
                        f"{weight.shape[0]}x{weight.shape[1]} rows={self.rows}"
-                with _locked(path):
-                    plans = _read_plans(path)
-                    kept = plans.get(name)
-                    if isinstance(kept, list) and len(kept) == 2 and kept[0] in (*FORMS, ROWWISE):
-                        _PLANS[key] = (kept[0], int(kept[1]))
-                    else:
+                try:
+                    with _locked(path):
+                        plans = _read_plans(path)
+                        kept = plans.get(name)
+                        if isinstance(kept, list) and len(kept) == 2 and kept[0] in (*FORMS, ROWWISE):
+                            _PLANS[key] = (kept[0], int(kept[1]))
+                        else:
+                            _PLANS[key] = self._make_plan(weight)
+                            plans[name] = list(_PLANS[key])
+                            _write_plans(path, plans)
+                except OSError as exc:  # a read-only or full disk: planned (again) and kept in memory only
+                    log.warning("cannot keep matmul plans in %s (%s): planning in memory", path, exc)
+                    if key not in _PLANS:
                         _PLANS[key] = self._make_plan(weight)
-                        plans[name] = list(_PLANS[key])
-                        _write_plans(path, plans)
         return _PLANS[key]
 
     def _make_plan(self, weight: Tensor) -> tuple[str, int]:
