@@ -7,6 +7,8 @@ by a stray comment on their way to the model, and every test stayed green.)
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -173,3 +175,20 @@ def test_cuda_graphs_setting_reaches_the_model(tmp_path, random_checkpoint, grap
     engine = create_engine(settings, "cpu", "chatterbox")
     engine.load()
     assert engine.tts.speech.cuda_graphs is graphs
+
+
+def test_plan_cache_setting_is_where_the_worker_keeps_its_plans(tmp_path, random_checkpoint, monkeypatch):
+    """CHATTERBOX_PLAN_CACHE reaches the model: the plans a worker's decoding makes are written where it says."""
+    from chatterbox.model import rowmatmul
+
+    monkeypatch.setattr(rowmatmul, "_PLANS", {})  # nothing planned yet in this process
+    monkeypatch.setattr(rowmatmul, "_plan_cache", rowmatmul._plan_cache)  # restored after the test
+    path = tmp_path / "elsewhere" / "plans.json"
+    settings = load({"data_dir": tmp_path, "model_dir": random_checkpoint, "models": "original",
+                     "plan_cache": path}, environ={})
+    engine = create_engine(settings, "cpu", "chatterbox")
+    engine.load()
+    assert not path.exists()  # plans are made at the first decoding step of each weight shape
+    synthesize(engine, {**BASE["chatterbox"], "max_new_tokens": 2})
+    assert path.is_file() and all(name.endswith(f"rows={engine.tts.speech.matmul.rows}")
+                                  for name in json.loads(path.read_text()))
