@@ -181,16 +181,26 @@ def _load_engine(sender=None, **_kwargs) -> None:
         log.info("%s engine loaded on %s in %.1f s", _state.engine_name, _state.device, time.perf_counter() - started)
         _state.beat()
         _state.start_heartbeat()
-        # What chapter assembly imports (scipy: 1.5 s here) is imported beside the work, not before it: a worker
-        # restarted after a kill takes work back 1.5 s sooner, and the first chapter does not wait for it either.
-        threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
     except EngineUnavailable as exc:
         log.error("cannot start: %s", exc)
         logging.shutdown()
         os._exit(EXIT_CONFIG_ERROR)
 
 
-def _warm_up() -> None:
+_assembly_warmed = threading.Event()
+
+
+def _warm_up_assembly() -> None:
+    """What chapter assembly imports (scipy: 1.5 s, 1 s of a core) is imported beside a worker's first book chunk:
+    not before the worker consumes (a worker restarted after a kill takes work back 1.5 s sooner), not in the
+    workers that never assemble a book, and not in the way of the first chapter either (it comes after its
+    chunks)."""
+    if not _assembly_warmed.is_set():
+        _assembly_warmed.set()
+        threading.Thread(target=_import_assembly, name="warm-up", daemon=True).start()
+
+
+def _import_assembly() -> None:
     import scipy.ndimage, scipy.signal  # noqa: E401,F401
 
 
@@ -381,6 +391,7 @@ def audiobook_work(job_id: str) -> None:
         send_book_tokens(job_id, 1)
         return
     try:
+        _warm_up_assembly()
         state.books.work(job_id)
     finally:
         state.end(token)
