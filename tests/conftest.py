@@ -46,12 +46,20 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 # process, since its module fixtures are whole systems. The modules that write a checkpoint of 1-2 GB (Turbo,
 # Multilingual, full-size T3) share one process, so that no more of them are on disk at once than in a serial run
 # (CI's disk once ran out). The longest go first, so that the processes end together instead of one finishing a long
-# module alone: measured on the 2-core machine (2026-12-05, two processes, seconds): the checkpoint group 319,
-# test_books 76, test_model_s3gen 71, test_chaos 68, test_leases 52, test_voices 49, test_chatterbox 48; only the
-# order depends on these.
+# module alone (xdist's own order, most tests first, had put test_chaos, 70 s, last: one process ran alone for
+# 60 s). Seconds each group took on the 2-core machine (2026-12-05, two processes); only the order depends on them,
+# and a module not named here goes after these, in file order.
+SECONDS = {"big-checkpoints": 329, "tests/test_books.py": 78, "tests/test_chaos.py": 70, "tests/test_voices.py": 56,
+           "tests/test_chatterbox.py": 55, "tests/test_leases.py": 51, "tests/test_pages.py": 48,
+           "tests/test_readalong.py": 41, "tests/test_epub_readalong.py": 39, "tests/test_runtime_install.py": 39,
+           "tests/test_worker_batching.py": 36, "tests/test_book_limits.py": 33, "tests/test_books_page.py": 32,
+           "tests/test_dashboard.py": 32, "tests/test_followers.py": 32, "tests/test_openapi.py": 29,
+           "tests/test_cli.py": 28, "tests/test_voices_page.py": 27, "tests/test_system.py": 26,
+           "tests/test_voice_access.py": 25, "tests/test_multihost.py": 24, "tests/test_job_index.py": 21,
+           "tests/test_limits.py": 21, "tests/test_up.py": 18, "tests/test_kubernetes.py": 16,
+           "tests/test_assemble.py": 15, "tests/test_model_s3gen.py": 13, "tests/test_batching.py": 13,
+           "tests/test_signin.py": 11, "tests/test_units.py": 11, "tests/test_openai.py": 11}
 BIG_CHECKPOINTS = re.compile(r"\b(turbo_checkpoint|mtl_checkpoint|full_checkpoint)\b")
-FIRST = ("big-checkpoints", "tests/test_books.py", "tests/test_model_s3gen.py", "tests/test_chaos.py",
-         "tests/test_leases.py", "tests/test_voices.py", "tests/test_chatterbox.py")
 
 
 @functools.cache
@@ -69,13 +77,13 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             return schedule_group(nodeid.split("::", 1)[0])
 
+    config.option.loadscopereorder = False  # hand the groups out in the order collected (below), not by test count
     return ModuleGroups(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("PYTEST_XDIST_WORKER"):  # the scheduler hands out groups in this order
-        rank = {group: i for i, group in enumerate(FIRST)}
-        items.sort(key=lambda item: rank.get(schedule_group(item.nodeid.split("::", 1)[0]), len(FIRST)))
+        items.sort(key=lambda item: -SECONDS.get(schedule_group(item.nodeid.split("::", 1)[0]), 0))
 
 
 @pytest.fixture(scope="session")
