@@ -64,7 +64,8 @@ def check_sent_once(system: System, job_id: str) -> None:
 
 def test_a_frozen_worker_wakes_to_find_its_job_taken_and_writes_nothing(pair):
     both_running(pair)
-    job_id = pair.submit(PARAGRAPH * 12)["job_id"]
+    # Frozen, the job cannot end before the other worker takes it: a few chunks are enough (each left is a second).
+    job_id = pair.submit(PARAGRAPH * 4)["job_id"]
     started(pair, job_id)
     frozen = holder_of(pair, job_id)
     os.killpg(frozen.pid, signal.SIGSTOP)  # a GC pause, a swap storm, a VM stopped and resumed
@@ -88,7 +89,7 @@ def test_a_frozen_worker_wakes_to_find_its_job_taken_and_writes_nothing(pair):
 
 def test_a_killed_worker_is_noticed_at_once_and_its_job_resumes(pair):
     both_running(pair)
-    job_id = pair.submit(PARAGRAPH * 12)["job_id"]
+    job_id = pair.submit(PARAGRAPH * 6)["job_id"]  # chunks left after the kill, about a second each
     before = started(pair, job_id, chunks=2)
     victim = holder_of(pair, job_id)
     killed_at = time.monotonic()
