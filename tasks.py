@@ -6,6 +6,7 @@ stream and websocket as a job submitted through the REST API.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -187,17 +188,13 @@ def _load_engine(sender=None, **_kwargs) -> None:
         os._exit(EXIT_CONFIG_ERROR)
 
 
-_assembly_warmed = threading.Event()
-
-
+@functools.cache
 def _warm_up_assembly() -> None:
     """What chapter assembly imports (scipy: 1.5 s, 1 s of a core) is imported beside a worker's first book chunk:
     not before the worker consumes (a worker restarted after a kill takes work back 1.5 s sooner), not in the
     workers that never assemble a book, and not in the way of the first chapter either (it comes after its
     chunks)."""
-    if not _assembly_warmed.is_set():
-        _assembly_warmed.set()
-        threading.Thread(target=_import_assembly, name="warm-up", daemon=True).start()
+    threading.Thread(target=_import_assembly, name="warm-up", daemon=True).start()
 
 
 def _import_assembly() -> None:

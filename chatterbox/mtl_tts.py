@@ -58,8 +58,6 @@ def load_pickled_state(path: Path, device) -> dict[str, Tensor]:
     return data
 
 
-
-
 class MultilingualSpeechTokenModel(SpeechTokenModel):
     """SpeechTokenModel whose requests take a language: ``request(text, conds, language_id="fr", ...)``."""
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from chatterbox.model.checkpoint import CheckpointError, build, read_safetensors, subset
-from chatterbox.model.random_checkpoint import SMALL_DEPTHS, SMALL_LEVEL_BLOCKS, layout, random_tensor
+from chatterbox.model.random_checkpoint import (SMALL_DEPTHS, SMALL_LEVEL_BLOCKS, layout, prompt_head,
+                                                random_tensor)
 from chatterbox.model.s3gen.decoder import DecoderConfig
 from chatterbox.model.s3gen.encoder import EncoderConfig
 from chatterbox.model.s3gen.flow import configs_of
@@ -77,11 +78,6 @@ def test_hift_checkpoint_errors_name_the_tensor(s3gen_tensors):
     del tensors["conv_post.bias"]
     with pytest.raises(ValueError, match="missing tensor mel2wav.conv_post.bias"):
         build(HiFT, tensors, "s3gen.safetensors", "cpu", torch.float32, prefix_hint="mel2wav.")
-
-
-def prompt_head(gen: dict, tokens: int) -> dict:
-    """The first ``tokens`` of the voice's S3Gen prompt, as tools/make_reference_fixtures_s3gen.py cut it."""
-    return {**gen, "prompt_token": gen["prompt_token"][:, :tokens], "prompt_feat": gen["prompt_feat"][:, :2 * tokens]}
 
 
 @pytest.mark.parametrize("steps,key", [(10, "mels"), (3, "mels_3_steps")])

@@ -24,12 +24,6 @@ FLOW_SEED = 13
 FLOW_PROMPT_TOKENS = 50  # 2 s of S3Gen prompt (25 tokens, 50 mel frames a second)
 
 
-def prompt_head(gen: dict, tokens: int) -> dict:
-    """The first ``tokens`` of an S3Gen prompt (conds.pt's "gen" half) with their mel frames."""
-    return {**gen, "prompt_token": gen["prompt_token"][:, :tokens], "prompt_token_len": torch.tensor([tokens]),
-            "prompt_feat": gen["prompt_feat"][:, :2 * tokens]}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures" / "reference_s3gen.pt")
@@ -56,7 +50,8 @@ def main() -> None:
             # The flow, finalized, with the first 2 s of the built-in voice's prompt (conds.pt's "gen" half): the
             # flow's cost grows with prompt and tokens together, and its whole 10 s made this the suite's slowest
             # model test (43 s of a 2-core CPU) without exercising anything 2 s does not.
-            gen = prompt_head(torch.load(ckpt / "conds.pt", weights_only=True)["gen"], FLOW_PROMPT_TOKENS)
+            gen = torch.load(ckpt / "conds.pt", weights_only=True)["gen"]
+            gen = random_checkpoint.prompt_head(gen, FLOW_PROMPT_TOKENS)
             flow_tokens = torch.randint(0, 6561, (1, 20), generator=torch.Generator().manual_seed(9))
             torch.manual_seed(FLOW_SEED)
             flow_mels = s3gen.flow_inference(flow_tokens, ref_dict=dict(gen), finalize=True)

@@ -142,6 +142,12 @@ def random_conds(seed: int = 0, prompt_tokens: int = 150, gen_tokens: int = 250)
     }
 
 
+def prompt_head(gen: dict, tokens: int) -> dict:
+    """The first ``tokens`` of a voice's S3Gen prompt (conds.pt's "gen" half), with their mel frames."""
+    return {**gen, "prompt_token": gen["prompt_token"][:, :tokens], "prompt_token_len": torch.tensor([tokens]),
+            "prompt_feat": gen["prompt_feat"][:, :2 * tokens]}
+
+
 def write_checkpoint(directory: Path, seed: int = 0, parts: tuple[str, ...] = ("ve", "t3", "s3gen"),
                      small: bool = False) -> Path:
     """Write the official files (random weights) into directory; returns it.

@@ -90,7 +90,8 @@ def write_mtl_checkpoint(directory: Path, seed: int = 0, small: bool = False) ->
     """Write every file Chatterbox Multilingual loads (random weights) into directory; returns it.
 
     ``small``: the first layers of each stack (T3's 2, so no alignment guard: its heads are in layers 9 to 13; the
-    flow's and the S3 tokenizer's first, as random_checkpoint.SMALL_DEPTHS) and a built-in voice of 1 s of T3 prompt and 2 s of S3Gen prompt, as ``write_checkpoint(small=True)``."""
+    flow's and the S3 tokenizer's first, as random_checkpoint.SMALL_DEPTHS) and a built-in voice of 1 s of T3
+    prompt and 2 s of S3Gen prompt, as ``write_checkpoint(small=True)``."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
