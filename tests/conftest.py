@@ -44,7 +44,7 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 
 # `make test` runs the suite in one test process per core (pytest-xdist), scheduled here: each module stays in one
 # process, since its module fixtures are whole systems. The modules that write a checkpoint of 1-2 GB (Turbo,
-# Multilingual, full-size T3) share one process, so that no more of them are on disk at once than in a serial run
+# Multilingual) share one process, so that no more of them are on disk at once than in a serial run
 # (CI's disk once ran out). The longest go first, so that the processes end together instead of one finishing a long
 # module alone (xdist's own order, most tests first, had put test_chaos, 70 s, last: one process ran alone for
 # 60 s). Seconds each group took on the 2-core machine (2026-12-05, two processes); only the order depends on them,
@@ -59,7 +59,7 @@ SECONDS = {"big-checkpoints": 329, "tests/test_books.py": 78, "tests/test_chaos.
            "tests/test_limits.py": 21, "tests/test_up.py": 18, "tests/test_kubernetes.py": 16,
            "tests/test_assemble.py": 15, "tests/test_model_s3gen.py": 13, "tests/test_batching.py": 13,
            "tests/test_signin.py": 11, "tests/test_units.py": 11, "tests/test_openai.py": 11}
-BIG_CHECKPOINTS = re.compile(r"\b(turbo_checkpoint|mtl_checkpoint|full_checkpoint)\b")
+BIG_CHECKPOINTS = re.compile(r"\b(turbo_checkpoint|mtl_checkpoint)\b")
 
 
 @functools.cache
@@ -549,18 +549,6 @@ def random_checkpoint(tmp_path_factory) -> Path:
     from chatterbox.model.random_checkpoint import write_checkpoint
 
     return made_once(tmp_path_factory, "checkpoint", lambda d: write_checkpoint(d, seed=0, small=True))
-
-
-@pytest.fixture(scope="module")
-def full_checkpoint(tmp_path_factory, random_checkpoint) -> Iterator[Path]:
-    """The same at full size, for the model's numbers against the reference's: T3 and S3Gen written (3 GB, removed
-    once the module is done: CI's disk is small), the voice encoder (the same in both) the small checkpoint's."""
-    from chatterbox.model.random_checkpoint import FILES, write_checkpoint
-
-    directory = write_checkpoint(tmp_path_factory.mktemp("full-checkpoint"), seed=0, parts=("t3", "s3gen"))
-    (directory / FILES["ve"]).symlink_to(random_checkpoint / FILES["ve"])
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 # Turbo's and Multilingual's small checkpoints are about 1.2 and 0.6 GB (Turbo's T3 embeds 50,000 text ids): each is

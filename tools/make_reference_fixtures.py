@@ -78,6 +78,19 @@ def load_random_checkpoint():
     return module
 
 
+def use_small_depths(random_checkpoint) -> None:
+    """Have the reference build its models as deep as a small checkpoint's stacks (random_checkpoint.SMALL_DEPTHS):
+    T3's Llama with its first 2 of 30 layers, the S3 tokenizer with 1 of 6 blocks; every width is the full one. The
+    reference reads s3gen.safetensors with strict=False, so a block the file lacks would otherwise keep its random
+    init without a word."""
+    from chatterbox.models.t3.llama_configs import LLAMA_CONFIGS
+    from s3tokenizer.model_v2 import S3TokenizerV2
+
+    LLAMA_CONFIGS["Llama_520M"]["num_hidden_layers"] = random_checkpoint.SMALL_T3_LAYERS
+    config = next(d for d in S3TokenizerV2.__init__.__defaults__ if hasattr(d, "n_audio_layer"))  # shared default
+    config.n_audio_layer = random_checkpoint.SMALL_DEPTHS["tokenizer.encoder.blocks."]
+
+
 class StopAfterT3(Exception):
     """Raised by the T3 wrapper so that generate() stops before S3Gen (only T3 is recorded here)."""
 
@@ -119,9 +132,13 @@ def main() -> None:
     t3_module.T3HuggingfaceBackend = RecordingBackend
 
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = load_random_checkpoint().write_checkpoint(Path(tmp) / "ckpt", seed=WEIGHTS_SEED)
+        random_checkpoint = load_random_checkpoint()
+        use_small_depths(random_checkpoint)
+        ckpt = random_checkpoint.write_checkpoint(Path(tmp) / "ckpt", seed=WEIGHTS_SEED, small=True)
         tts = ChatterboxTTS.from_local(ckpt, "cpu")
         assert next(tts.t3.parameters()).dtype == torch.float32
+        assert len(tts.t3.tfmr.layers) == random_checkpoint.SMALL_T3_LAYERS
+        assert len(tts.s3gen.tokenizer.encoder.blocks) == random_checkpoint.SMALL_DEPTHS["tokenizer.encoder.blocks."]
 
         original_inference = tts.t3.inference
         t3_calls: list[dict] = []

@@ -8,6 +8,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 REPO_ID = "ResembleAI/chatterbox"
 T3_FILES = ("ve.safetensors", "t3_cfg.safetensors", "tokenizer.json", "conds.pt")
@@ -69,10 +70,30 @@ def read_safetensors(path: Path, device: str | torch.device = "cpu") -> dict[str
         raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
 
 
+class _NothingToCompute(TorchFunctionMode):
+    """While a module is built on the meta device, skips what the checkpoint's tensors replace anyway: random init
+    (nn.init's normal_, as in nn.Embedding) and weight_norm's first norm. Their meta kernels are written in Python,
+    and the first such call imports torch._dynamo: 1.3 s of a core in every process that loads a model (measured on
+    the 2-core machine, 2026-12-05), for values that are thrown away."""
+
+    _INITS = {torch.nn.init.normal_, torch.nn.init.trunc_normal_, torch.Tensor.normal_}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        first = args[0] if args else kwargs.get("tensor", kwargs.get("v"))  # nn.init passes its tensor by name
+        if isinstance(first, Tensor) and first.is_meta:
+            if func in self._INITS:
+                return first
+            if func is torch.norm_except_dim:  # (v, pow, dim): the norm of each slice along dim, kept as a dim
+                dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
+                return first.new_empty([size if i == dim else 1 for i, size in enumerate(first.shape)])
+        return func(*args, **kwargs)
+
+
 def build(factory: Callable[[], nn.Module], tensors: dict[str, Tensor], source: str, device: str | torch.device,
           dtype: torch.dtype, prefix_hint: str = "") -> nn.Module:
     """Build a module on the meta device (no memory, no random init), then take the tensors as its weights."""
-    with torch.device("meta"):
+    with torch.device("meta"), _NothingToCompute():
         module = factory()
     load_strict(module, tensors, source, prefix_hint)
     return module.to(device=device, dtype=dtype).eval()
