@@ -181,3 +181,24 @@ def test_t3_takes_its_layer_count_from_the_checkpoint(random_checkpoint):
     # The tests' small checkpoint loads as a 2-layer T3 through the same loader as the official files.
     model = SpeechTokenModel.from_local(random_checkpoint, device="cpu")
     assert model.t3.cfg.llama.n_layers == 2 and len(model.t3.tfmr.layers) == 2
+
+
+def test_loading_a_model_computes_nothing_on_the_meta_device(random_checkpoint):
+    """A build on the meta device skips random init and weight_norm's first norm (checkpoint._NothingToCompute):
+    their meta kernels are Python whose first call imports torch._dynamo, 1.3 s of a core in every worker. Checked
+    in a fresh process, where nothing else has imported it; the weights loaded are the file's, whole."""
+    import subprocess
+    import sys
+
+    script = ("import sys, torch\n"
+              "from chatterbox.tts import ChatterboxTTS\n"
+              "from safetensors.torch import load_file\n"
+              f"tts = ChatterboxTTS.from_local({str(random_checkpoint)!r}, device='cpu')\n"
+              "assert 'torch._dynamo' not in sys.modules, 'a model build imported torch._dynamo'\n"
+              f"file = load_file({str(random_checkpoint / 's3gen.safetensors')!r})\n"
+              "assert torch.equal(tts.s3gen.flow.input_embedding.weight, file['flow.input_embedding.weight'])\n"
+              "g, v = (file[f'mel2wav.conv_pre.parametrizations.weight.original{i}'] for i in (0, 1))\n"
+              "expected = g * v / v.norm(dim=(1, 2), keepdim=True)  # weight_norm along dim 0\n"
+              "torch.testing.assert_close(tts.s3gen.hift.conv_pre.weight, expected)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
