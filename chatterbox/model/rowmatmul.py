@@ -129,10 +129,11 @@ def invariant_rows(form: str, out_features: int, in_features: int, dtype: torch.
     weight = (torch.randn(out_features, in_features, generator=g) / math.sqrt(in_features)).to(device, dtype)
     x = torch.randn(limit, in_features, generator=g).to(device, dtype)
     fn = FORMS[form]
-    alone = torch.stack([fn(weight, torch.stack([row, torch.zeros_like(row)]))[0] for row in x])
+    alone: list[Tensor] = []  # each row beside a row of zeros, made as far as the probe gets (often 4 rows, not 64)
     best = 1
     for rows in range(2, limit + 1):
-        if not torch.equal(fn(weight, x[:rows]), alone[:rows]):
+        alone += [fn(weight, torch.stack([row, torch.zeros_like(row)]))[0] for row in x[len(alone):rows]]
+        if not torch.equal(fn(weight, x[:rows]), torch.stack(alone)):
             break
         best = rows
     return best
