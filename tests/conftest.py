@@ -63,10 +63,15 @@ BIG_CHECKPOINTS = re.compile(r"\b(turbo_checkpoint|mtl_checkpoint)\b")
 
 
 @functools.cache
+def schedule_source(path: str) -> str:
+    """A test module's source text ("" for anything else)."""
+    return (ROOT / path).read_text() if path.endswith(".py") and (ROOT / path).is_file() else ""
+
+
+@functools.cache
 def schedule_group(path: str) -> str:
     """The group a test module runs in: its own, or the checkpoint modules' (those that name such a fixture)."""
-    source = (ROOT / path).read_text() if path.endswith(".py") and (ROOT / path).is_file() else ""
-    return "big-checkpoints" if BIG_CHECKPOINTS.search(source) else path
+    return "big-checkpoints" if BIG_CHECKPOINTS.search(schedule_source(path)) else path
 
 
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook; the suite also runs without it
@@ -81,9 +86,20 @@ def pytest_xdist_make_scheduler(config, log):
     return ModuleGroups(config, log)
 
 
+def checkpoints_order(path: str) -> int:
+    """Within the checkpoint modules: Turbo's alone, then both, then Multilingual's alone, so that each of the two
+    checkpoints is written once and kept while the modules that need it run (kept_checkpoint)."""
+    named = set(BIG_CHECKPOINTS.findall(schedule_source(path)))
+    return 0 if named == {"turbo_checkpoint"} else 2 if named == {"mtl_checkpoint"} else 1
+
+
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("PYTEST_XDIST_WORKER"):  # the scheduler hands out groups in this order
-        items.sort(key=lambda item: -SECONDS.get(schedule_group(item.nodeid.split("::", 1)[0]), 0))
+        def key(item) -> tuple[int, int]:
+            path = item.nodeid.split("::", 1)[0]
+            return -SECONDS.get(schedule_group(path), 0), checkpoints_order(path)
+
+        items.sort(key=key)
 
 
 @pytest.fixture(scope="session")
@@ -551,29 +567,47 @@ def random_checkpoint(tmp_path_factory) -> Path:
     return made_once(tmp_path_factory, "checkpoint", lambda d: write_checkpoint(d, seed=0, small=True))
 
 
-# Turbo's and Multilingual's small checkpoints are about 1.2 and 0.6 GB (Turbo's T3 embeds 50,000 text ids): each is
-# written for a module that needs it and removed after, so that at most the session's original checkpoint and these
-# two are on disk at once (CI's disk once ran out with every checkpoint of the session kept).
+# Turbo's and Multilingual's small checkpoints are about 1.2 and 0.6 GB (Turbo's T3 embeds 50,000 text ids). Each is
+# written when a module first needs it and kept while the modules that follow need it too (the scheduler runs them
+# one after another in one test process), then removed: at most the session's original checkpoint and these two are
+# on disk at once (CI's disk once ran out with every checkpoint of the session kept), and each is written about once
+# a run instead of once a module (3.6 and 2 s of a core each time).
+_KEPT: dict[str, Path] = {}
+
+
+def kept_checkpoint(tmp_path_factory, name: str, write) -> Path:
+    """The directory ``write(directory)`` filled, made at the first call and reused until removed (below)."""
+    if name not in _KEPT:
+        _KEPT[name] = write(tmp_path_factory.mktemp(name))
+    return _KEPT[name]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    needed = BIG_CHECKPOINTS.findall(schedule_source(nextitem.nodeid.split("::", 1)[0])) if nextitem else []
+    for name in [n for n in _KEPT if n not in needed]:
+        shutil.rmtree(_KEPT.pop(name), ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def turbo_checkpoint(tmp_path_factory) -> Iterator[Path]:
+def turbo_checkpoint(tmp_path_factory) -> Path:
     """Chatterbox Turbo's official files with seeded random weights, small as `random_checkpoint` is (T3 with 2 of
     its 24 blocks, S3Gen cut likewise, a short built-in voice): for tests of what surrounds the model."""
     from chatterbox.model.random_checkpoint_turbo import write_turbo_checkpoint
 
-    directory = write_turbo_checkpoint(tmp_path_factory.mktemp("turbo-checkpoint"), seed=0, small=True)
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
+    return kept_checkpoint(tmp_path_factory, "turbo_checkpoint",
+                           lambda directory: write_turbo_checkpoint(directory, seed=0, small=True))
 
 
 @pytest.fixture(scope="module")
-def mtl_checkpoint(tmp_path_factory) -> Iterator[Path]:
+def mtl_checkpoint(tmp_path_factory) -> Path:
     """Chatterbox Multilingual's official files with seeded random weights, small (T3 with 2 of its 30 layers, S3Gen
     cut likewise)."""
     from chatterbox.model.random_checkpoint_mtl import write_mtl_checkpoint
 
-    directory = write_mtl_checkpoint(tmp_path_factory.mktemp("mtl-checkpoint"), seed=0, small=True)
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
+    return kept_checkpoint(tmp_path_factory, "mtl_checkpoint",
+                           lambda directory: write_mtl_checkpoint(directory, seed=0, small=True))
 
 
 @pytest.fixture(scope="session")
