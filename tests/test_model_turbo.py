@@ -1,9 +1,11 @@
-"""Chatterbox Turbo (chatterbox.tts_turbo) at full size against fixtures made by the reference package on the same
-seeded random weights (tests/fixtures/reference_turbo.pt, made by tools/make_reference_fixtures_turbo.py), and
-its API around the model on a small checkpoint (T3 cut to 2 of its 24 blocks).
+"""Chatterbox Turbo (chatterbox.tts_turbo) against fixtures made by the reference package on the same seeded random
+weights (tests/fixtures/reference_turbo.pt, made by tools/make_reference_fixtures_turbo.py), and its API around the
+model.
 
-The full-size weights are drawn once per module, in memory (about 15 s on 2 cores); the small checkpoint's files
-are written from the same tensors, so nothing is drawn twice.
+Both sides run the small checkpoint that the suite's other Turbo tests use (conftest's turbo_checkpoint: GPT-2
+with 2 of its 24 blocks, the S3 tokenizer and S3Gen's flow cut likewise, every width full, a short built-in
+voice); the fixture script sets the reference's depths to match. At full size the module spent 37 s of a core
+drawing and running weights for the same check of the same code (the depths are read from the files).
 """
 from __future__ import annotations
 
@@ -16,12 +18,10 @@ import pytest
 import torch
 
 from chatterbox.model import random_checkpoint_turbo as rc
-from chatterbox.model.checkpoint import CheckpointError, build, resolve_model_dir
+from chatterbox.model.checkpoint import CheckpointError, read_safetensors, resolve_model_dir
 from chatterbox.model.conds import Conditionals
-from chatterbox.model.random_checkpoint import random_conds
 from chatterbox.model.t3_turbo import TurboSampling
-from chatterbox.model.tokenizer_turbo import TurboTokenizer, punc_norm
-from chatterbox.model.voice_encoder import VoiceEncoder
+from chatterbox.model.tokenizer_turbo import punc_norm
 from chatterbox.tts import load_s3gen
 from chatterbox.tts_turbo import (MAX_CHUNK_CHARS, S3GEN_FILE, TURBO_FILES, ChatterboxTurboTTS, ReferenceClipError,
                                   load_t3, normalize_loudness)
@@ -35,44 +35,18 @@ def reference() -> dict:
 
 
 @pytest.fixture(scope="module")
-def tensors(reference) -> dict[str, dict[str, torch.Tensor]]:
-    seed = int(reference["meta"]["weights_seed"])
-    return {part: rc.random_state_dict(part, seed) for part in rc.FILES}
-
-
-@pytest.fixture(scope="module")
 def small_dir(turbo_checkpoint, reference) -> Path:
-    """A small checkpoint: conftest's (rc.write_turbo_checkpoint(small=True)), whose seed is the fixtures' (one
-    copy of its 1.8 GB on disk, not two)."""
+    """The small checkpoint: conftest's (rc.write_turbo_checkpoint(small=True)), whose seed is the fixtures'."""
     assert int(reference["meta"]["weights_seed"]) == 0
     return turbo_checkpoint
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("turbo-tokenizer")
-    for name, text in rc.tokenizer_files().items():
-        (directory / name).write_text(text, encoding="utf-8")
-    return directory
-
-
-@pytest.fixture(scope="module")
-def model(tensors, tokenizer_dir, reference) -> Iterator[ChatterboxTurboTTS]:
-    """The full-size model, built from the tensors in memory (as from_local builds it from the files)."""
+def model(small_dir) -> Iterator[ChatterboxTurboTTS]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the fixtures were made
-    t3 = load_t3(tensors["t3-turbo"], "cpu", torch.float32)
-    ve = build(VoiceEncoder, tensors["ve"], "ve.safetensors", "cpu", torch.float32)
-    s3gen, s3_tokenizer = load_s3gen(tensors["s3gen-meanflow"], "cpu", torch.float32, S3GEN_FILE, meanflow=True)
-    conds = Conditionals.from_data(random_conds(int(reference["meta"]["weights_seed"]), prompt_tokens=150,
-                                                gen_tokens=100))
-    yield ChatterboxTurboTTS(t3, TurboTokenizer(tokenizer_dir), ve, s3gen, s3_tokenizer, conds, torch.device("cpu"))
+    yield ChatterboxTurboTTS.from_local(small_dir)
     torch.set_num_threads(threads)  # the other modules of this test process run as usual
-
-
-@pytest.fixture(scope="module")
-def small(small_dir) -> ChatterboxTurboTTS:
-    return ChatterboxTurboTTS.from_local(small_dir)
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +95,10 @@ def test_clip_conditionals_match(clip_conds, reference):
     torch.testing.assert_close(clip_conds.gen["embedding"], expected["gen_embedding"], rtol=1e-4, atol=1e-4)
 
 
-def test_short_clip_is_refused(small, reference):
+def test_short_clip_is_refused(model, reference):
     clip = reference["clip_24k"].numpy()[: 24000 * 4]
     with pytest.raises(ReferenceClipError, match="more than 5 s"):
-        small.make_conditionals(clip, sample_rate=24000)
+        model.make_conditionals(clip, sample_rate=24000)
     assert "5 seconds" in reference["short_clip_error"]  # the reference refuses it too
 
 
@@ -183,25 +157,26 @@ def test_missing_files_are_named(tmp_path, small_dir):
         ChatterboxTurboTTS.from_local(tmp_path)
 
 
-def test_wrong_tensors_are_named(tensors):
+def test_wrong_tensors_are_named(small_dir):
+    tensors = {part: read_safetensors(small_dir / name) for part, name in rc.FILES.items()}
     t3 = {k: v for k, v in tensors["t3-turbo"].items() if k != "tfmr.wte.weight"}
     with pytest.raises(CheckpointError, match="missing tensor tfmr.wte.weight"):
         load_t3(t3, "cpu", torch.float32)
     t3 = {k: v for k, v in tensors["t3-turbo"].items() if k != "speech_head.bias"}
     with pytest.raises(CheckpointError, match="t3_turbo_v1.safetensors .*missing tensor speech_head.bias"):
         load_t3(t3, "cpu", torch.float32)
-    t3 = {k: v for k, v in tensors["t3-turbo"].items() if not k.startswith("tfmr.h.3.")}
-    with pytest.raises(CheckpointError, match=r"has layers \[0, 1, 2, 4, .* under tfmr.h., not 0 to n-1"):
+    t3 = {k: v for k, v in tensors["t3-turbo"].items() if not k.startswith("tfmr.h.0.")}
+    with pytest.raises(CheckpointError, match=r"has layers \[1\] under tfmr.h., not 0 to n-1"):
         load_t3(t3, "cpu", torch.float32)
     s3 = {k: v for k, v in tensors["s3gen-meanflow"].items() if "time_embed_mixer" not in k}
     with pytest.raises(CheckpointError, match="missing tensor flow.decoder.estimator.time_embed_mixer.weight"):
         load_s3gen(s3, "cpu", torch.float32, S3GEN_FILE, meanflow=True)
 
 
-def test_small_checkpoint_loads_with_its_block_count(small):
-    assert small.t3.cfg.gpt2.n_layers == rc.SMALL_T3_LAYERS == len(small.t3.tfmr.h)
-    assert small.sr == 24000 and small.conds is not None
-    assert not hasattr(small.t3.tfmr, "wte")
+def test_small_checkpoint_loads_with_its_block_count(model):
+    assert model.t3.cfg.gpt2.n_layers == rc.SMALL_T3_LAYERS == len(model.t3.tfmr.h)
+    assert model.sr == 24000 and model.conds is not None
+    assert not hasattr(model.t3.tfmr, "wte")
 
 
 def test_tokenizer_files_as_the_reference_reads_them(small_dir):
@@ -230,25 +205,25 @@ def _recording(model, monkeypatch) -> list[list[int]]:
     return seen
 
 
-def test_seed_repeats_and_stream_has_the_same_tokens(small, monkeypatch):
-    seen = _recording(small, monkeypatch)
+def test_seed_repeats_and_stream_has_the_same_tokens(model, monkeypatch):
+    seen = _recording(model, monkeypatch)
     text = "Hello there [laugh] you."
-    first = small.generate(text, seed=11, max_new_tokens=30)
-    again = small.generate(text, seed=11, max_new_tokens=30)
-    small.generate(text, seed=12, max_new_tokens=30)
+    first = model.generate(text, seed=11, max_new_tokens=30)
+    again = model.generate(text, seed=11, max_new_tokens=30)
+    model.generate(text, seed=12, max_new_tokens=30)
     assert torch.equal(first, again)
     assert seen[0] == seen[1] != seen[2]
     assert seen[0][-3:] == [4299] * 3 and all(t < 6561 for t in seen[0])
     assert first.shape == (1, len(seen[0]) * 960)
-    pieces = list(small.generate_stream(text, seed=11, max_new_tokens=30, chunk_tokens=10))
+    pieces = list(model.generate_stream(text, seed=11, max_new_tokens=30, chunk_tokens=10))
     assert seen[3] == seen[0]
     assert len(pieces) >= 3 and all(p.dim() == 2 and p.shape[0] == 1 for p in pieces)
     assert abs(sum(p.shape[1] for p in pieces) - first.shape[1]) <= 960
 
 
-def test_long_text_is_chunked(small):
+def test_long_text_is_chunked(model):
     assert MAX_CHUNK_CHARS < 300
     text = " ".join(["This sentence is spoken by Turbo [sigh] in a chunk of its own."] * 6)
-    chunks = small._chunks(text)
+    chunks = model._chunks(text)
     assert len(chunks) > 1 and all(len(c) <= MAX_CHUNK_CHARS for c in chunks)
     assert sum(c.count("[sigh]") for c in chunks) == 6

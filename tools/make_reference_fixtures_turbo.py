@@ -6,8 +6,8 @@ the reference's ``tts_turbo`` imports), never with ours:
     /tmp/chatterbox-ref-venv/bin/python tools/make_reference_fixtures_turbo.py
 
 The weights and tokenizer files come from chatterbox/model/random_checkpoint_turbo.py (loaded by path: the
-reference package is also called ``chatterbox``), full size, seed 0. Everything recorded comes from the
-reference's own code paths (``punc_norm``, ``ChatterboxTurboTTS.generate``, ``prepare_conditionals``,
+reference package is also called ``chatterbox``), the small checkpoint (see use_small_depths), seed 0. Everything
+recorded comes from the reference's own code paths (``punc_norm``, ``ChatterboxTurboTTS.generate``, ``prepare_conditionals``,
 ``T3.inference_turbo``, ``S3Gen.inference``); this script only observes them. See tools/README.md.
 """
 from __future__ import annotations
@@ -62,6 +62,34 @@ def load_by_path(path: Path, name: str):
     return module
 
 
+def use_small_depths(base) -> None:
+    """Have the reference build Turbo as deep as a small checkpoint's stacks (``base``: random_checkpoint, whose
+    SMALL_DEPTHS and SMALL_LEVEL_BLOCKS say what a small file keeps): GPT-2 with 2 of its 24 blocks, the S3
+    tokenizer with 1 of 6, and S3Gen's flow cut as the file is (its encoder's first blocks, one mid level of the
+    estimator, one transformer block a level). Every width is the full one; the reference then loads the small
+    files with its own strict=True, which proves the cut is the file's."""
+    from chatterbox import tts_turbo
+    from chatterbox.models.t3.llama_configs import GPT2_MEDIUM_CONFIG
+    from s3tokenizer.model_v2 import S3TokenizerV2
+
+    depths = base.SMALL_DEPTHS
+    GPT2_MEDIUM_CONFIG["n_layer"] = depths["tfmr.h."]
+    config = next(d for d in S3TokenizerV2.__init__.__defaults__ if hasattr(d, "n_audio_layer"))  # shared default
+    config.n_audio_layer = depths["tokenizer.encoder.blocks."]
+
+    class SmallS3Gen(tts_turbo.S3Gen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            encoder, estimator = self.flow.encoder, self.flow.decoder.estimator
+            encoder.encoders = encoder.encoders[:depths["flow.encoder.encoders."]]
+            encoder.up_encoders = encoder.up_encoders[:depths["flow.encoder.up_encoders."]]
+            estimator.mid_blocks = estimator.mid_blocks[:depths["flow.decoder.estimator.mid_blocks."]]
+            for level in (*estimator.down_blocks, *estimator.mid_blocks, *estimator.up_blocks):
+                level[1] = level[1][:base.SMALL_LEVEL_BLOCKS]  # [resnet, transformer blocks, down/upsample]
+
+    tts_turbo.S3Gen = SmallS3Gen
+
+
 class StopAfterT3(Exception):
     """Raised by the T3 wrapper so that generate() stops before S3Gen when only T3 is recorded."""
 
@@ -80,11 +108,15 @@ def main() -> None:
     from chatterbox import tts_turbo
     from chatterbox.tts_turbo import ChatterboxTurboTTS, Conditionals, punc_norm
 
-    synthetic_clip = load_by_path(ROOT / "tools" / "make_reference_fixtures.py", "t3_fixtures").synthetic_clip
+    t3_fixtures = load_by_path(ROOT / "tools" / "make_reference_fixtures.py", "t3_fixtures")
+    synthetic_clip = t3_fixtures.synthetic_clip
+    base = t3_fixtures.load_random_checkpoint()
+    use_small_depths(base)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = load_by_path(RANDOM_CHECKPOINT, "random_checkpoint_turbo").write_turbo_checkpoint(
-            Path(tmp) / "ckpt", seed=WEIGHTS_SEED)
+            Path(tmp) / "ckpt", seed=WEIGHTS_SEED, small=True)
         tts = ChatterboxTurboTTS.from_local(ckpt, "cpu")
+        assert len(tts.t3.tfmr.h) == base.SMALL_DEPTHS["tfmr.h."]
         tts.watermarker.apply_watermark = lambda wav, sample_rate: wav  # compare before the watermark
         assert next(tts.t3.parameters()).dtype == torch.float32
         assert not hasattr(tts.t3.tfmr, "wte")
