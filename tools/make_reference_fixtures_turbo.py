@@ -7,8 +7,9 @@ the reference's ``tts_turbo`` imports), never with ours:
 
 The weights and tokenizer files come from chatterbox/model/random_checkpoint_turbo.py (loaded by path: the
 reference package is also called ``chatterbox``), the small checkpoint (see use_small_depths), seed 0. Everything
-recorded comes from the reference's own code paths (``punc_norm``, ``ChatterboxTurboTTS.generate``, ``prepare_conditionals``,
-``T3.inference_turbo``, ``S3Gen.inference``); this script only observes them. See tools/README.md.
+recorded comes from the reference's own code paths (``punc_norm``, ``ChatterboxTurboTTS.generate``,
+``prepare_conditionals``, ``T3.inference_turbo``, ``S3Gen.inference``); this script only observes them. See
+tools/README.md.
 """
 from __future__ import annotations
 
