@@ -78,17 +78,43 @@ def load_random_checkpoint():
     return module
 
 
+def cut_s3_tokenizer(random_checkpoint) -> None:
+    """Have the reference build its S3 tokenizer as deep as a small checkpoint's (random_checkpoint.SMALL_DEPTHS:
+    1 of its 6 blocks, every width whole)."""
+    from s3tokenizer.model_v2 import S3TokenizerV2
+
+    config = next(d for d in S3TokenizerV2.__init__.__defaults__ if hasattr(d, "n_audio_layer"))  # shared default
+    config.n_audio_layer = random_checkpoint.SMALL_DEPTHS["tokenizer.encoder.blocks."]
+
+
+def cut_s3gen(random_checkpoint, s3gen_class: type) -> type:
+    """A subclass of the reference's S3Gen whose flow is cut as a small checkpoint's is (SMALL_DEPTHS: the
+    encoder's first blocks, one mid level of the estimator; SMALL_LEVEL_BLOCKS transformer blocks a level), its
+    module lists cut once built; every width whole."""
+    depths = random_checkpoint.SMALL_DEPTHS
+
+    class SmallS3Gen(s3gen_class):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            encoder, estimator = self.flow.encoder, self.flow.decoder.estimator
+            encoder.encoders = encoder.encoders[:depths["flow.encoder.encoders."]]
+            encoder.up_encoders = encoder.up_encoders[:depths["flow.encoder.up_encoders."]]
+            estimator.mid_blocks = estimator.mid_blocks[:depths["flow.decoder.estimator.mid_blocks."]]
+            for level in (*estimator.down_blocks, *estimator.mid_blocks, *estimator.up_blocks):
+                level[1] = level[1][:random_checkpoint.SMALL_LEVEL_BLOCKS]  # [resnet, transformer blocks, resample]
+
+    return SmallS3Gen
+
+
 def use_small_depths(random_checkpoint) -> None:
     """Have the reference build its models as deep as a small checkpoint's stacks (random_checkpoint.SMALL_DEPTHS):
     T3's Llama with its first 2 of 30 layers, the S3 tokenizer with 1 of 6 blocks; every width is the full one. The
     reference reads s3gen.safetensors with strict=False, so a block the file lacks would otherwise keep its random
     init without a word."""
     from chatterbox.models.t3.llama_configs import LLAMA_CONFIGS
-    from s3tokenizer.model_v2 import S3TokenizerV2
 
     LLAMA_CONFIGS["Llama_520M"]["num_hidden_layers"] = random_checkpoint.SMALL_T3_LAYERS
-    config = next(d for d in S3TokenizerV2.__init__.__defaults__ if hasattr(d, "n_audio_layer"))  # shared default
-    config.n_audio_layer = random_checkpoint.SMALL_DEPTHS["tokenizer.encoder.blocks."]
+    cut_s3_tokenizer(random_checkpoint)
 
 
 class StopAfterT3(Exception):

@@ -63,32 +63,17 @@ def load_by_path(path: Path, name: str):
     return module
 
 
-def use_small_depths(base) -> None:
+def use_small_depths(t3_fixtures, base) -> None:
     """Have the reference build Turbo as deep as a small checkpoint's stacks (``base``: random_checkpoint, whose
-    SMALL_DEPTHS and SMALL_LEVEL_BLOCKS say what a small file keeps): GPT-2 with 2 of its 24 blocks, the S3
-    tokenizer with 1 of 6, and S3Gen's flow cut as the file is (its encoder's first blocks, one mid level of the
-    estimator, one transformer block a level). Every width is the full one; the reference then loads the small
-    files with its own strict=True, which proves the cut is the file's."""
+    SMALL_DEPTHS say what a small file keeps): GPT-2 with 2 of its 24 blocks, the S3 tokenizer with 1 of 6, and
+    S3Gen's flow cut as the file is (t3_fixtures.cut_s3gen). Every width is the full one; the reference then loads
+    the small files with its own strict=True, which proves the cut is the file's."""
     from chatterbox import tts_turbo
     from chatterbox.models.t3.llama_configs import GPT2_MEDIUM_CONFIG
-    from s3tokenizer.model_v2 import S3TokenizerV2
 
-    depths = base.SMALL_DEPTHS
-    GPT2_MEDIUM_CONFIG["n_layer"] = depths["tfmr.h."]
-    config = next(d for d in S3TokenizerV2.__init__.__defaults__ if hasattr(d, "n_audio_layer"))  # shared default
-    config.n_audio_layer = depths["tokenizer.encoder.blocks."]
-
-    class SmallS3Gen(tts_turbo.S3Gen):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            encoder, estimator = self.flow.encoder, self.flow.decoder.estimator
-            encoder.encoders = encoder.encoders[:depths["flow.encoder.encoders."]]
-            encoder.up_encoders = encoder.up_encoders[:depths["flow.encoder.up_encoders."]]
-            estimator.mid_blocks = estimator.mid_blocks[:depths["flow.decoder.estimator.mid_blocks."]]
-            for level in (*estimator.down_blocks, *estimator.mid_blocks, *estimator.up_blocks):
-                level[1] = level[1][:base.SMALL_LEVEL_BLOCKS]  # [resnet, transformer blocks, down/upsample]
-
-    tts_turbo.S3Gen = SmallS3Gen
+    GPT2_MEDIUM_CONFIG["n_layer"] = base.SMALL_DEPTHS["tfmr.h."]
+    t3_fixtures.cut_s3_tokenizer(base)
+    tts_turbo.S3Gen = t3_fixtures.cut_s3gen(base, tts_turbo.S3Gen)
 
 
 class StopAfterT3(Exception):
@@ -112,7 +97,7 @@ def main() -> None:
     t3_fixtures = load_by_path(ROOT / "tools" / "make_reference_fixtures.py", "t3_fixtures")
     synthetic_clip = t3_fixtures.synthetic_clip
     base = t3_fixtures.load_random_checkpoint()
-    use_small_depths(base)
+    use_small_depths(t3_fixtures, base)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = load_by_path(RANDOM_CHECKPOINT, "random_checkpoint_turbo").write_turbo_checkpoint(
             Path(tmp) / "ckpt", seed=WEIGHTS_SEED, small=True)
