@@ -3,7 +3,8 @@
 
     /tmp/chatterbox-ref-venv/bin/python tools/make_reference_fixtures_mtl.py --out tests/fixtures/reference_mtl.pt
 
-The weights are chatterbox/model/random_checkpoint_mtl.py's (full size), loaded from our source tree under another
+The weights are chatterbox/model/random_checkpoint_mtl.py's (its small checkpoint, with T3 as deep as its
+alignment guard reads: see use_small_depths), loaded from our source tree under another
 package name (the reference package is also called ``chatterbox``). pkuseg cannot download its model here, and
 the reference would then fail to load for every language: its segmenter is set to None before loading, which is
 what our Chinese front end does in that case (no segmentation). See tools/README.md for the file's contents.
@@ -69,11 +70,26 @@ def load_ours():
         "ourmodel.random_checkpoint")
 
 
-def synthetic_clip():
+def english_fixtures():
+    """tools/make_reference_fixtures.py: its synthetic clip, and its cuts of the reference to a small checkpoint."""
     spec = importlib.util.spec_from_file_location("english_fixtures", ROOT / "tools" / "make_reference_fixtures.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.synthetic_clip()
+    return module
+
+
+def use_small_depths(ours_mtl, ours) -> None:
+    """Have the reference build Multilingual as the checkpoint below is cut: T3's Llama with the GUARD_LAYERS (14 of
+    30) that its alignment analyzer reads, the S3 tokenizer and S3Gen's flow as a small checkpoint's
+    (english_fixtures' cut_s3_tokenizer and cut_s3gen). Every width is the full one; the reference loads T3 and
+    S3Gen strict, which proves the cuts are the files'."""
+    from chatterbox import mtl_tts
+    from chatterbox.models.t3.llama_configs import LLAMA_CONFIGS
+
+    LLAMA_CONFIGS["Llama_520M"]["num_hidden_layers"] = ours_mtl.GUARD_LAYERS
+    cuts = english_fixtures()
+    cuts.cut_s3_tokenizer(ours)
+    mtl_tts.S3Gen = cuts.cut_s3gen(ours, mtl_tts.S3Gen)
 
 
 class StopAfterT3(Exception):
@@ -95,8 +111,12 @@ def main() -> None:
     from chatterbox import mtl_tts
 
     ours_mtl, ours = load_ours()
+    use_small_depths(ours_mtl, ours)
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = ours_mtl.write_mtl_checkpoint(Path(tmp) / "ckpt", seed=WEIGHTS_SEED)
+        # The small checkpoint, with T3 as deep as its alignment guard reads (the small file's 2 layers have none).
+        ckpt = ours_mtl.write_mtl_checkpoint(Path(tmp) / "ckpt", seed=WEIGHTS_SEED, small=True)
+        from safetensors.torch import save_file
+        save_file(ours_mtl.guard_t3_state_dict(WEIGHTS_SEED), str(ckpt / ours_mtl.T3_FILE))
         snap = ckpt / "models--ResembleAI--chatterbox" / "snapshots" / HUB_REVISION
         snap.mkdir(parents=True)
         (snap / "Cangjie5_TC.json").write_bytes((ckpt / "Cangjie5_TC.json").read_bytes())
@@ -106,6 +126,7 @@ def main() -> None:
 
         tok_module.ChineseCangjieConverter._init_segmenter = lambda self: setattr(self, "segmenter", None)
         tts = mtl_tts.ChatterboxMultilingualTTS.from_local(ckpt, "cpu")
+        assert len(tts.t3.tfmr.layers) == ours_mtl.GUARD_LAYERS
         assert tts.tokenizer.cangjie_converter.word2cj, "Cangjie5_TC.json was not found"
 
         original_inference = tts.t3.inference
@@ -144,7 +165,7 @@ def main() -> None:
                            "text_tokens": [int(i) for i in ids[0]],
                            "decoded": tts.tokenizer.decode(ids[0, 1:-1])}
 
-        clip24 = synthetic_clip()
+        clip24 = english_fixtures().synthetic_clip()
         wav_path = Path(tmp) / "clip.wav"
         soundfile.write(wav_path, clip24, 24000, subtype="FLOAT")
 

@@ -14,11 +14,15 @@ from pathlib import Path
 
 import torch
 
+from .alignment import ALIGNMENT_HEADS
 from .languages import CANGJIE_FILE, SUPPORTED_LANGUAGES
 from .mtl_tokenizer import TOKENIZER_FILE
-from .random_checkpoint import random_conds, random_state_dict
+from .random_checkpoint import layout, random_conds, random_state_dict, random_tensor
 
 T3_FILE = "t3_mtl23ls_v2.safetensors"
+# The shallowest T3 that still decodes with its alignment guard: down to the deepest layer the guard reads (its
+# heads are in layers 9, 12 and 13; 14 of 30). Tests against the reference use it: half the full model's cost.
+GUARD_LAYERS = 1 + max(layer for layer, _ in ALIGNMENT_HEADS)
 START_ID, STOP_ID, TEXT_VOCAB = 255, 0, 2454
 SPECIAL_TOKENS = ["[STOP]", "[UNK]", "[SPACE]", "[PAD]", "[SEP]", "[CLS]", "[MASK]"]
 
@@ -84,6 +88,16 @@ def grapheme_tokenizer_json() -> dict:
 def cangjie_json() -> list[str]:
     """Entries as in Cangjie5_TC.json: "glyph<TAB>code" (the official file may carry more columns)."""
     return [f"{glyph}\t{code}" for glyph, code in CANGJIE]
+
+
+def guard_t3_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """The T3 file's tensors with its first GUARD_LAYERS layers (every other tensor whole), each as the full file
+    has it."""
+    def kept(name: str) -> bool:
+        return not name.startswith("tfmr.layers.") or int(name.split(".")[2]) < GUARD_LAYERS
+
+    return {name: random_tensor(name, shape, dtype, seed) for name, (shape, dtype) in layout("t3-mtl").items()
+            if kept(name)}
 
 
 def write_mtl_checkpoint(directory: Path, seed: int = 0, small: bool = False) -> Path:
