@@ -16,7 +16,8 @@ keeping ``x @ W.T`` unless another saves 30 % (near-equal times would flip the c
 the last bits of the output).
 On CUDA there is no such promise to keep (cuBLAS picks kernels by shape) and rows go through as one matmul.
 
-A plan costs seconds (about 4 s a weight shape on a 2-core VM, four shapes a model) and its timing can come out
+A plan costs time (on a 2-core VM, 0.3 to 1 s a weight shape of a model in fp32, 1 to 8 s in bf16, whose every
+form keeps each row's bits, so the probe runs to its limit; four shapes a model) and its timing can come out
 either way between runs. Kept in a file (``set_plan_cache``), it is made once per machine: a restarted worker
 starts at once and decodes with the bits it had before, and every process of a machine (workers, the CLI, tests)
 with the same forms. The file's entries are keyed by what decides the bits: the CPU, torch and its build, the
@@ -41,6 +42,9 @@ from torch import Tensor, nn
 log = logging.getLogger(__name__)
 PROBE_LIMIT = 64  # rows the probe tries at most
 COST_BYTES = 64 << 20  # weights timed at once, past the CPU's caches (32 MiB of L3 here)
+# Copies of a weight timed at most: a model's weights (1024x1024 in bf16 and up, 2 MiB) need at most 32 to pass
+# COST_BYTES; a test's tiny weights (64x64, 16 KiB) would take 4,096, about 10 s of Python loops a plan, measured.
+COST_COPIES = 64
 # Plans made in this process, for every RowMatmul: one model loaded twice (or alone and in a batch through two
 # RowMatmuls) decodes with the same forms, so with the same bits.
 _PLANS: dict[tuple, tuple[str, int]] = {}
@@ -192,7 +196,7 @@ class RowMatmul:
         """Seconds ``form`` takes for the planned rows, chunked within its class, over copies of the weight that
         do not fit in the CPU's caches (as a model's weights do not); the median of three runs after a warm-up.
         Timed on the weight alone, in cache, a choice swung between runs."""
-        copies = max(1, math.ceil(COST_BYTES / (weight.numel() * weight.element_size())))
+        copies = min(COST_COPIES, max(1, math.ceil(COST_BYTES / (weight.numel() * weight.element_size()))))
         weights = [weight.clone() for _ in range(copies)]
         x = torch.randn(self.rows, weight.shape[1], generator=torch.Generator(device="cpu").manual_seed(1)).to(
             weight.device, weight.dtype)
