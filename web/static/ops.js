@@ -2,6 +2,7 @@
 // few seconds; says plainly when Redis or the workers are down.
 "use strict";
 const REFRESH_MS = 5000;
+const DOWN_REFRESH_MS = 2000; // while something is down, look again sooner: the banner clears soon after it is back
 const SVG = "http://www.w3.org/2000/svg";
 const QUEUE_ROLES = { interactive: "synthesis requests", bulk: "audiobook chunks and other long work" };
 
@@ -303,9 +304,13 @@ async function refresh() {
   } catch (e) {
     showError(e.message); // a bug in drawing, say: shown, and the next refresh still comes
   } finally {
-    timer = setTimeout(refresh, REFRESH_MS);
+    clearTimeout(timer); // a refresh started meanwhile (the network came back, say) set one too: keep one loop
+    timer = setTimeout(refresh, $("banner").dataset.state === "down" ? DOWN_REFRESH_MS : REFRESH_MS);
   }
 }
 
 document.addEventListener("visibilitychange", () => { if (!document.hidden && !timer) refresh(); });
+// The browser knows when its own network goes and comes back: say so at once, not at the next tick.
+window.addEventListener("offline", () => refresh());
+window.addEventListener("online", () => refresh());
 refresh();
