@@ -8,6 +8,7 @@ by a stray comment on their way to the model, and every test stayed green.)
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -21,19 +22,23 @@ from .conftest import System
 
 TEXT = "The lighthouse keeper counted the ships."
 # What every case starts from, chosen so that the same request gives the same audio twice: Piper draws its noise
-# unseeded, so the base has none; Chatterbox has a seed. Chatterbox runs are short: random weights rarely sample
-# the stop token, so an utterance lasts max_new_tokens. Its temperature is low so that tokens repeat, as they do in
+# unseeded, so the base has none; Chatterbox has a seed. Chatterbox runs are short (16 tokens; 24 cost the module
+# 10 s more and tested nothing more): random weights rarely sample the stop token, so an utterance lasts
+# max_new_tokens. Its temperature is low so that tokens repeat, as they do in
 # real speech: at 0.8, random weights seldom sample a token twice in 24, and the repetition penalty may then change
 # nothing (measured: 1.2 -> 2.0 left the audio bit-identical; at 0.05 every parameter changes it). The tests' T3
 # has 2 layers (the small random checkpoint): exaggeration 0.5 -> 0.25 moves its logits too little to change a
 # token chosen at 0.05, so the base sits at the bottom and the case moves it to the top (0.25 -> 2.0 changes it).
 # Chatterbox's Turbo and Multilingual models are engines of their own here (the chatterbox engine's views of them).
 BASE = {"piper": {"noise_scale": 0.0, "noise_w": 0.0},
-        "chatterbox": {"seed": 7, "max_new_tokens": 24, "steps": 2, "temperature": 0.05, "exaggeration": 0.25},
-        "turbo": {"seed": 7, "max_new_tokens": 24, "temperature": 0.05},
-        "multilingual": {"seed": 7, "max_new_tokens": 24, "steps": 2, "temperature": 0.05, "exaggeration": 0.25}}
+        "chatterbox": {"seed": 7, "max_new_tokens": 16, "steps": 2, "temperature": 0.05, "exaggeration": 0.25},
+        "turbo": {"seed": 7, "max_new_tokens": 16, "temperature": 0.05},
+        "multilingual": {"seed": 7, "max_new_tokens": 16, "steps": 2, "temperature": 0.05, "exaggeration": 0.25}}
 PARAMS = {"piper": ENGINES["piper"].params, "chatterbox": MODELS["original"].params,
           "turbo": MODELS["turbo"].params, "multilingual": MODELS["multilingual"].params}
+# The matmul plans of the run (conftest): an engine loaded with a data directory of its own would plan every weight
+# shape again there, and point this process's later decoding at that directory too.
+RUNS_PLANS = {"plan_cache": os.environ["CHATTERBOX_PLAN_CACHE"]}
 CASES = [pytest.param(name, spec.name, id=f"{name}-{spec.name}") for name, specs in PARAMS.items() for spec in specs]
 
 
@@ -62,7 +67,7 @@ def engines(tmp_path_factory, random_checkpoint, turbo_checkpoint, mtl_checkpoin
     # Engines of their own, loaded as a worker loads them (not the session's `tts`, whose current voice other tests
     # change with prepare_conditionals): the chatterbox one holds the three models.
     settings = load({"data_dir": tmp_path_factory.mktemp("params"), "model_dir": random_checkpoint,
-                     "turbo_dir": turbo_checkpoint, "multilingual_dir": mtl_checkpoint}, environ={})
+                     "turbo_dir": turbo_checkpoint, "multilingual_dir": mtl_checkpoint, **RUNS_PLANS}, environ={})
     made = {name: create_engine(settings, "cpu", name) for name in ENGINES}
     for engine in made.values():
         engine.load()
@@ -171,7 +176,7 @@ def test_multilingual_requests_are_decoded_together_as_each_alone(engines):
 def test_cuda_graphs_setting_reaches_the_model(tmp_path, random_checkpoint, graphs):
     """CHATTERBOX_CUDA_GRAPHS acts only on a GPU (chatterbox.model.t3_slots), but it must reach the model here too."""
     settings = load({"data_dir": tmp_path, "model_dir": random_checkpoint, "models": "original",
-                     "cuda_graphs": graphs}, environ={})
+                     "cuda_graphs": graphs, **RUNS_PLANS}, environ={})
     engine = create_engine(settings, "cpu", "chatterbox")
     engine.load()
     assert engine.tts.speech.cuda_graphs is graphs
