@@ -22,8 +22,8 @@ from .conftest import System
 
 TEXT = "The lighthouse keeper counted the ships."
 # What every case starts from, chosen so that the same request gives the same audio twice: Piper draws its noise
-# unseeded, so the base has none; Chatterbox has a seed. Chatterbox runs are short (16 tokens; 24 cost the module
-# 10 s more and tested nothing more): random weights rarely sample the stop token, so an utterance lasts
+# unseeded, so the base has none; Chatterbox has a seed. Chatterbox runs are short (16 tokens: every parameter
+# still changes the audio, for two thirds of 24's decoding): random weights rarely sample the stop token, so an utterance lasts
 # max_new_tokens. Its temperature is low so that tokens repeat, as they do in
 # real speech: at 0.8, random weights seldom sample a token twice in 24, and the repetition penalty may then change
 # nothing (measured: 1.2 -> 2.0 left the audio bit-identical; at 0.05 every parameter changes it). The tests' T3
