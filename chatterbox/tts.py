@@ -19,7 +19,7 @@ from .model.checkpoint import CheckpointError, build, read_safetensors, resolve_
 from .model.conds import Conditionals
 from .model.features import resample
 from .model.s3gen.flow import MELS_PER_TOKEN, SPEECH_CODES, Flow, FlowInput, configs_of
-from .model.s3gen.hift import HiFT
+from .model.s3gen.hift import HiFT, hift_config_of
 from .model.s3gen.mel import log_mel
 from .model.s3tokenizer import S3Tokenizer
 from .model.speech_tokens import GEN_SECONDS, REFERENCE_RATE, SpeechTokenModel, load_reference
@@ -52,7 +52,9 @@ def load_s3gen(tensors: dict[str, Tensor], device, dtype, source: str = "s3gen.s
     else:
         configs = configs_of(flow_tensors, source=source)
         flow = build(lambda: Flow(*configs), flow_tensors, source, device, dtype, prefix_hint="flow.")
-    hift = build(HiFT, subset(tensors, "mel2wav."), source, device, torch.float32,
+    hift_tensors = subset(tensors, "mel2wav.")
+    hift_config = hift_config_of(hift_tensors, source)
+    hift = build(lambda: HiFT(hift_config), hift_tensors, source, device, torch.float32,
                  prefix_hint="mel2wav.").fold_weight_norm()
     campplus = build(CAMPPlus, subset(tensors, "speaker_encoder."), source, device, torch.float32,
                      prefix_hint="speaker_encoder.")

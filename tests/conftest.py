@@ -49,16 +49,17 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 # module alone (xdist's own order, most tests first, had put test_chaos, 70 s, last: one process ran alone for
 # 60 s). Seconds each group took on the 2-core machine (2026-12-05, two processes); only the order depends on them,
 # and a module not named here goes after these, in file order.
-SECONDS = {"big-checkpoints": 329, "tests/test_books.py": 78, "tests/test_chaos.py": 70, "tests/test_voices.py": 56,
-           "tests/test_chatterbox.py": 55, "tests/test_leases.py": 35, "tests/test_pages.py": 48,
-           "tests/test_readalong.py": 41, "tests/test_epub_readalong.py": 39, "tests/test_runtime_install.py": 39,
-           "tests/test_worker_batching.py": 36, "tests/test_book_limits.py": 33, "tests/test_books_page.py": 32,
-           "tests/test_dashboard.py": 32, "tests/test_followers.py": 32, "tests/test_openapi.py": 29,
-           "tests/test_cli.py": 28, "tests/test_voices_page.py": 27, "tests/test_system.py": 26,
-           "tests/test_voice_access.py": 25, "tests/test_multihost.py": 24, "tests/test_job_index.py": 21,
-           "tests/test_limits.py": 21, "tests/test_up.py": 18, "tests/test_kubernetes.py": 16,
-           "tests/test_assemble.py": 15, "tests/test_model_s3gen.py": 13, "tests/test_batching.py": 13,
-           "tests/test_signin.py": 11, "tests/test_units.py": 11, "tests/test_openai.py": 11}
+SECONDS = {"big-checkpoints": 190, "tests/test_chaos.py": 75, "tests/test_books.py": 74, "tests/test_voices.py": 43,
+           "tests/test_pages.py": 40, "tests/test_book_limits.py": 38, "tests/test_runtime_install.py": 37,
+           "tests/test_readalong.py": 33, "tests/test_worker_batching.py": 33, "tests/test_dashboard.py": 33,
+           "tests/test_followers.py": 31, "tests/test_books_page.py": 30, "tests/test_system.py": 28,
+           "tests/test_leases.py": 27, "tests/test_cli.py": 27, "tests/test_multihost.py": 27,
+           "tests/test_voice_access.py": 26, "tests/test_chatterbox.py": 25, "tests/test_epub_readalong.py": 25,
+           "tests/test_up.py": 25, "tests/test_openapi.py": 24, "tests/test_job_index.py": 24,
+           "tests/test_voices_page.py": 24, "tests/test_limits.py": 17, "tests/test_kubernetes.py": 16,
+           "tests/test_batching.py": 15, "tests/test_assemble.py": 14, "tests/test_model_s3gen.py": 12,
+           "tests/test_model_t3.py": 11, "tests/test_auth.py": 11, "tests/test_lexicon.py": 12,
+           "tests/test_units.py": 10, "tests/test_openai.py": 10, "tests/test_signin.py": 7}
 BIG_CHECKPOINTS = re.compile(r"\b(turbo_checkpoint|mtl_checkpoint)\b")
 
 

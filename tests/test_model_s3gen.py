@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from chatterbox.model.checkpoint import CheckpointError, build, read_safetensors, subset
-from chatterbox.model.random_checkpoint import (SMALL_DEPTHS, SMALL_LEVEL_BLOCKS, layout, prompt_head,
-                                                random_tensor)
+from chatterbox.model.random_checkpoint import (SMALL_DEPTHS, SMALL_HIFT_DILATIONS, SMALL_LEVEL_BLOCKS, layout,
+                                                prompt_head, random_tensor)
 from chatterbox.model.s3gen.decoder import DecoderConfig
 from chatterbox.model.s3gen.encoder import EncoderConfig
 from chatterbox.model.s3gen.flow import configs_of
-from chatterbox.model.s3gen.hift import HiFT
+from chatterbox.model.s3gen.hift import HiFT, HiFTConfig, hift_config_of
 from chatterbox.model.s3gen.mel import log_mel
 from chatterbox.tts import load_s3gen
 
@@ -43,6 +43,9 @@ def test_s3gen_is_as_deep_as_its_file(random_checkpoint):
     assert len(getattr(flow.decoder.estimator.up_blocks[0], "1")) == SMALL_LEVEL_BLOCKS
     assert len(tokenizer.model.encoder.blocks) == SMALL_DEPTHS["tokenizer.encoder.blocks."]
     assert configs_of(subset(s3gen_layout_names(), "flow.")) == (EncoderConfig(), DecoderConfig())
+    for block in (*s3gen.hift.resblocks, *s3gen.hift.source_resblocks):
+        assert len(block.convs1) == len(block.convs2) == SMALL_HIFT_DILATIONS < len(HiFTConfig().resblock_dilations)
+    assert hift_config_of(subset(s3gen_layout_names(), "mel2wav.")) == HiFTConfig()
     gap = {k: v for k, v in tensors.items() if not k.startswith("flow.encoder.encoders.0.")}
     gap.update({k.replace("encoders.0.", "encoders.2."): v for k, v in tensors.items()
                 if k.startswith("flow.encoder.encoders.0.")})

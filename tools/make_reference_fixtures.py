@@ -88,9 +88,9 @@ def cut_s3_tokenizer(random_checkpoint) -> None:
 
 
 def cut_s3gen(random_checkpoint, s3gen_class: type) -> type:
-    """A subclass of the reference's S3Gen whose flow is cut as a small checkpoint's is (SMALL_DEPTHS: the
-    encoder's first blocks, one mid level of the estimator; SMALL_LEVEL_BLOCKS transformer blocks a level), its
-    module lists cut once built; every width whole."""
+    """A subclass of the reference's S3Gen cut as a small checkpoint is (SMALL_DEPTHS: the flow encoder's first
+    blocks, one mid level of the estimator; SMALL_LEVEL_BLOCKS transformer blocks a level; SMALL_HIFT_DILATIONS
+    dilated convolutions in each of HiFT's residual blocks), its module lists cut once built; every width whole."""
     depths = random_checkpoint.SMALL_DEPTHS
 
     class SmallS3Gen(s3gen_class):
@@ -102,6 +102,10 @@ def cut_s3gen(random_checkpoint, s3gen_class: type) -> type:
             estimator.mid_blocks = estimator.mid_blocks[:depths["flow.decoder.estimator.mid_blocks."]]
             for level in (*estimator.down_blocks, *estimator.mid_blocks, *estimator.up_blocks):
                 level[1] = level[1][:random_checkpoint.SMALL_LEVEL_BLOCKS]  # [resnet, transformer blocks, resample]
+            kept = random_checkpoint.SMALL_HIFT_DILATIONS
+            for block in (*self.mel2wav.resblocks, *self.mel2wav.source_resblocks):
+                for name in ("convs1", "convs2", "activations1", "activations2"):
+                    setattr(block, name, getattr(block, name)[:kept])
 
     return SmallS3Gen
 

@@ -33,6 +33,12 @@ SMALL_DEPTHS = {
 }
 _LEVEL_BLOCK = re.compile(r"flow\.decoder\.estimator\.(?:down|mid|up)_blocks\.\d+\.1\.(\d+)\.")
 SMALL_LEVEL_BLOCKS = 1  # transformer blocks in each level of the flow's estimator, of 4
+# HiFT's residual blocks, each a stack of dilated convolutions (1, 3, 5): the small file keeps the first, a third
+# of the vocoder's cost, which every test that makes Chatterbox audio pays (measured: HiFT was a third of the
+# batching tests' time).
+_HIFT_DILATION = re.compile(
+    r"mel2wav\.(?:source_)?resblocks\.\d+\.(?:convs1|convs2|activations1|activations2)\.(\d+)\.")
+SMALL_HIFT_DILATIONS = 1
 
 
 def in_small(name: str) -> bool:
@@ -41,7 +47,10 @@ def in_small(name: str) -> bool:
         if name.startswith(prefix) and int(name[len(prefix):].split(".", 1)[0]) >= kept:
             return False
     level = _LEVEL_BLOCK.match(name)
-    return not level or int(level.group(1)) < SMALL_LEVEL_BLOCKS
+    if level and int(level.group(1)) >= SMALL_LEVEL_BLOCKS:
+        return False
+    dilation = _HIFT_DILATION.match(name)
+    return not dilation or int(dilation.group(1)) < SMALL_HIFT_DILATIONS
 
 
 def layout(part: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -153,10 +162,10 @@ def write_checkpoint(directory: Path, seed: int = 0, parts: tuple[str, ...] = ("
     """Write the official files (random weights) into directory; returns it.
 
     ``small``: the first layers of each stack (SMALL_DEPTHS: T3's 2 of 30, the flow's and the S3 tokenizer's
-    first; the same tensors as the full file's), and a built-in voice of 1 s of T3 prompt and 2 s of S3Gen prompt
-    instead of 6 and 10: the same code paths at a fraction of the cost, for tests of what surrounds the model (the
-    loaders read each depth from the file). Tests of the model's numbers against the reference use the full
-    size."""
+    first; one dilated convolution of 3 in each of HiFT's residual blocks; the same tensors as the full file's), and
+    a built-in voice of 1 s of T3 prompt and 2 s of S3Gen prompt instead of 6 and 10: the same code paths at a
+    fraction of the cost, for the suite (the loaders read each depth from the file). The reference fixtures are
+    made on it too, the reference cut to match (tools/README.md)."""
     from safetensors.torch import save_file
 
     directory = Path(directory)

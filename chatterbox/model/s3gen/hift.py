@@ -11,7 +11,7 @@ source (with each row's own random draws), its STFT and the inverse STFT run row
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -131,6 +131,18 @@ class SourceModule(nn.Module):
         sines = sines * voiced + noise
         torch.randn(B, L, 1, generator=generator, device=f0.device)  # the reference draws its noise branch
         return torch.tanh(self.l_linear(sines.transpose(1, 2))).transpose(1, 2)
+
+
+def hift_config_of(tensors: dict[str, Tensor], source: str = "s3gen.safetensors") -> HiFTConfig:
+    """HiFT's config with as many dilated convolutions a residual block as its tensors (``mel2wav.*``, prefix
+    removed) hold: the official files' 3, or fewer in the tests' small random checkpoints."""
+    from ..checkpoint import layer_count
+
+    cfg = HiFTConfig()
+    dilations = layer_count(tensors, "resblocks.0.convs1.", source)
+    if dilations in (0, len(cfg.resblock_dilations)):
+        return cfg
+    return replace(cfg, resblock_dilations=cfg.resblock_dilations[:dilations])
 
 
 class HiFT(nn.Module):
