@@ -202,3 +202,23 @@ def test_loading_a_model_computes_nothing_on_the_meta_device(random_checkpoint):
               "torch.testing.assert_close(tts.s3gen.hift.conv_pre.weight, expected)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("part", ["t3", "t3-turbo", "t3-mtl"])
+def test_the_full_depth_t3_takes_every_tensor_of_its_official_file(part):
+    """The reference tests run small checkpoints (every width whole, fewer layers); the official files' full depth
+    (30 Llama layers, 24 GPT-2 blocks) is checked here against their layouts, built on the meta device through the
+    loaders' own steps (no weights drawn): the strict load refuses any missing, extra or misshaped tensor."""
+    from chatterbox.model.random_checkpoint import layout
+    from chatterbox.tts_turbo import load_t3
+
+    tensors = {name: torch.empty(shape, dtype=dtype, device="meta") for name, (shape, dtype) in layout(part).items()}
+    if part == "t3-turbo":
+        model = load_t3(tensors, "meta", torch.float32)
+        assert len(model.tfmr.h) == 24
+    else:
+        official = T3Config.multilingual() if part == "t3-mtl" else T3Config()
+        cfg = official.with_layers_of(tensors)
+        assert cfg == official and cfg.llama.n_layers == 30 and (part == "t3") != cfg.can_align
+        model = build(lambda: T3(cfg), tensors, part, "meta", torch.float32)
+    assert set(model.state_dict()) == set(tensors) - {"tfmr.wte.weight"}  # Turbo drops GPT-2's token table
