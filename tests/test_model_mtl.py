@@ -22,10 +22,10 @@ from chatterbox.model.conds import T3Cond
 from chatterbox.model.languages import FrontEnds
 from chatterbox.model.mtl_tokenizer import MTLTokenizer, punc_norm
 from chatterbox.model.random_checkpoint import random_conds, random_state_dict
+from chatterbox.model.random_checkpoint_mtl import GUARD_LAYERS, guard_t3_state_dict
 from chatterbox.model.sampling import SamplingParams
 from chatterbox.model.t3 import T3, T3Config
 from chatterbox.model.t3_batch import T3Batch, T3Request
-from chatterbox.model.random_checkpoint_mtl import GUARD_LAYERS, guard_t3_state_dict
 from chatterbox.mtl_tts import MTL_FILES, T3_FILE, ChatterboxMultilingualTTS
 from chatterbox.tts import load_s3gen
 

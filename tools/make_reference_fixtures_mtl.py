@@ -26,6 +26,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # Cangjie5_TC.json comes from the cache layo
 import numpy as np
 import soundfile
 import torch
+from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS_SEED = 0
@@ -78,16 +79,15 @@ def english_fixtures():
     return module
 
 
-def use_small_depths(ours_mtl, ours) -> None:
+def use_small_depths(ours_mtl, ours, cuts) -> None:
     """Have the reference build Multilingual as the checkpoint below is cut: T3's Llama with the GUARD_LAYERS (14 of
-    30) that its alignment analyzer reads, the S3 tokenizer and S3Gen's flow as a small checkpoint's
-    (english_fixtures' cut_s3_tokenizer and cut_s3gen). Every width is the full one; the reference loads T3 and
-    S3Gen strict, which proves the cuts are the files'."""
+    30) that its alignment analyzer reads, the S3 tokenizer and S3Gen as a small checkpoint's (``cuts``:
+    english_fixtures(), its cut_s3_tokenizer and cut_s3gen). Every width is the full one; the reference loads T3
+    and S3Gen strict, which proves the cuts are the files'."""
     from chatterbox import mtl_tts
     from chatterbox.models.t3.llama_configs import LLAMA_CONFIGS
 
     LLAMA_CONFIGS["Llama_520M"]["num_hidden_layers"] = ours_mtl.GUARD_LAYERS
-    cuts = english_fixtures()
     cuts.cut_s3_tokenizer(ours)
     mtl_tts.S3Gen = cuts.cut_s3gen(ours, mtl_tts.S3Gen)
 
@@ -111,11 +111,11 @@ def main() -> None:
     from chatterbox import mtl_tts
 
     ours_mtl, ours = load_ours()
-    use_small_depths(ours_mtl, ours)
+    english = english_fixtures()
+    use_small_depths(ours_mtl, ours, english)
     with tempfile.TemporaryDirectory() as tmp:
         # The small checkpoint, with T3 as deep as its alignment guard reads (the small file's 2 layers have none).
         ckpt = ours_mtl.write_mtl_checkpoint(Path(tmp) / "ckpt", seed=WEIGHTS_SEED, small=True)
-        from safetensors.torch import save_file
         save_file(ours_mtl.guard_t3_state_dict(WEIGHTS_SEED), str(ckpt / ours_mtl.T3_FILE))
         snap = ckpt / "models--ResembleAI--chatterbox" / "snapshots" / HUB_REVISION
         snap.mkdir(parents=True)
@@ -165,7 +165,7 @@ def main() -> None:
                            "text_tokens": [int(i) for i in ids[0]],
                            "decoded": tts.tokenizer.decode(ids[0, 1:-1])}
 
-        clip24 = english_fixtures().synthetic_clip()
+        clip24 = english.synthetic_clip()
         wav_path = Path(tmp) / "clip.wav"
         soundfile.write(wav_path, clip24, 24000, subtype="FLOAT")
 
