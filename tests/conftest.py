@@ -560,9 +560,10 @@ def made_once(tmp_path_factory, name: str, make) -> Path:
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory) -> Path:
     """The official checkpoint layout filled with seeded random weights (seed 0), written once per run; small
-    (the first layers of each stack: T3's 2 of 30, S3Gen's flow and tokenizer cut likewise; a short built-in voice):
-    for everything around the model, where the full size only made the suite slow (a system test decoded at 0.3 s
-    a token, and a voice's preview spent 40 s in the flow's 12 mid levels)."""
+    (the first layers of each stack: T3's 2 of 30, S3Gen's flow, HiFT and tokenizer cut likewise; a short built-in
+    voice): for everything around the model and for the reference tests (made on it too), where the full size only
+    made the suite slow (a system test decoded at 0.3 s a token, and a voice's preview spent 40 s in the flow's 12
+    mid levels)."""
     from chatterbox.model.random_checkpoint import write_checkpoint
 
     return made_once(tmp_path_factory, "checkpoint", lambda d: write_checkpoint(d, seed=0, small=True))
