@@ -8,7 +8,7 @@ import requests
 import websocket
 
 from chatterbox.keys import KeyStore
-from tests.conftest import System, signed_in_page, wait_until
+from tests.conftest import System, free_port, signed_in_page, wait_until
 
 NO_KEY = {"Authorization": None}  # requests drops a header set to None: this call sends no key
 
@@ -172,10 +172,12 @@ def test_queued_jobs_are_capped_per_key(strict):
 def test_requests_are_rate_limited_per_key_across_web_processes(strict):
     _, token = keys_of(strict).create("chatty")
     # A second web app process on the same Redis: the limit is shared.
-    second = type(strict.web)(["web", "--port", str(strict.web_port + 1)], strict.env, strict.root / "web2.log").start()
+    # A port of its own: the one after the first app's was once another test process's (address in use).
+    port = free_port()
+    second = type(strict.web)(["web", "--port", str(port)], strict.env, strict.root / "web2.log").start()
     try:
-        wait_until(lambda: _up(f"http://127.0.0.1:{strict.web_port + 1}/health"), 60, what="the second web app")
-        urls = [strict.url, f"http://127.0.0.1:{strict.web_port + 1}"]
+        wait_until(lambda: _up(f"http://127.0.0.1:{port}/health"), 60, what="the second web app")
+        urls = [strict.url, f"http://127.0.0.1:{port}"]
         answers = [requests.get(urls[i % 2] + "/jobs", headers=bearer(token), timeout=10) for i in range(40)]
     finally:
         second.kill()
