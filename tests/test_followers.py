@@ -11,7 +11,7 @@ import websocket
 
 from chatterbox.jobs import JobStore, events_key
 from chatterbox.settings import load
-from web.fanout import CHECK_S, Fanout
+from web.fanout import CHECK_S, LISTEN_S, Fanout
 
 from .conftest import Follower, HealthProbe, System, wait_until, ws_events
 
@@ -61,20 +61,48 @@ def test_followers_are_woken_by_their_job_s_publications(store):
     assert [t for t, _ in seen_b] == ["progress", "error"]
 
 
+def listeners(store: JobStore) -> set[str]:
+    """The ids of Redis's pub/sub clients: the listeners of fan-outs, this test's and maybe earlier tests' ending."""
+    return {client["id"] for client in store.r.client_list(_type="pubsub")}
+
+
 def test_one_subscription_serves_every_follower(store):
-    others = len(store.r.client_list(_type="pubsub"))  # the listeners of earlier tests' fan-outs
+    others = listeners(store)
     fanout = Fanout(store)
     followed = []
     for i in range(20):
         make(store, f"j{i}")
         followed.append(follow_in_thread(fanout, f"j{i}"))
     wait_until(lambda: all(seen for seen, _ in followed), 5, what="the queued events")
-    assert len(store.r.client_list(_type="pubsub")) == others + 1
+    assert len(listeners(store) - others) == 1
     for i in range(20):
         store.finish(f"j{i}", "succeeded")
     for seen, thread in followed:
         thread.join(5)
         assert [t for t, _ in seen] == ["progress", "done"]
+
+
+def test_the_listener_lives_only_while_someone_follows(store, caplog):
+    make(store, "a")
+    make(store, "b")
+    others = listeners(store)
+    fanout = Fanout(store)
+    seen_a, thread_a = follow_in_thread(fanout, "a")
+    wait_until(lambda: seen_a and listeners(store) - others, 5, what="the first follower's listener")
+    [first] = listeners(store) - others
+    store.finish("a", "succeeded")
+    thread_a.join(5)
+    # Nobody follows: the listener unsubscribes (an idle web process hears no job's publications).
+    wait_until(lambda: first not in listeners(store), LISTEN_S + 3, what="the idle listener to end")
+    # The next follower starts another, which serves it as the first did.
+    seen_b, thread_b = follow_in_thread(fanout, "b")
+    wait_until(lambda: seen_b and listeners(store) - others - {first}, 5, what="a new listener")
+    store.emit("b", "progress", progress=0.5)
+    wait_until(lambda: len(seen_b) == 2, 5, what="the live event")
+    store.finish("b", "succeeded")
+    thread_b.join(5)
+    assert [t for t, _ in seen_b] == ["progress", "progress", "done"]
+    assert "job event listener" not in caplog.text
 
 
 def test_an_event_the_listener_did_not_hear_is_read_once_it_listens_again(store):

@@ -8,6 +8,8 @@ process subscribes to every job's channel (one pattern) and wakes the followers 
 each then reads the job's stream after the last id it delivered. That read, not the publication, is what a
 follower delivers, so events arrive exactly once and in order even when a publication is lost; one is lost only
 while the listener is not subscribed, and when it subscribes again it wakes every follower to read once more.
+The listener lives only while someone follows: an idle web process hears no job's publications, and one whose Redis
+went away (a test's, or at shutdown) does not go on reconnecting for nobody.
 """
 from __future__ import annotations
 
@@ -26,9 +28,9 @@ PATTERN = channel("*")
 # A follower with nothing to deliver looks at its stop condition (its client gone, its deadline passed) this often,
 # without touching Redis: a websocket whose client left frees its thread within this long.
 CHECK_S = 2.0
-# The listener's longest wait for a message; between waits the client pings an idle connection (its
-# health_check_interval), which is how a silently dead connection is found.
-LISTEN_S = 5.0
+# The listener's longest wait for a message. Between waits it ends if nobody follows any more, and the client pings
+# an idle connection (its health_check_interval), which is how a silently dead connection is found.
+LISTEN_S = 1.0
 RETRY_S = (0.2, 5.0)  # the listener's first and longest pause before it reconnects after losing Redis
 
 
@@ -116,13 +118,22 @@ class Fanout:
         for wake in wakes:
             wake.set()
 
+    def _idle(self) -> bool:
+        """True, and the listener given up, when nobody follows: the next follower starts another. Asked under the
+        lock that followers register under, so none can register with a listener that is about to end."""
+        with self._lock:
+            if self._waiting:
+                return False
+            self._listener = None
+            return True
+
     def _listen(self) -> None:
         pause = RETRY_S[0]
         while True:
             pubsub = self.store.r.pubsub()
             try:
                 pubsub.psubscribe(PATTERN)
-                while True:
+                while not self._idle():
                     message = pubsub.get_message(timeout=LISTEN_S)
                     if message is None:
                         continue
@@ -133,9 +144,12 @@ class Fanout:
                         # reads its stream once more.
                         self._wake()
                         pause = RETRY_S[0]
+                return
             except Exception as exc:  # noqa: BLE001 - whatever it was, no follower may be left waiting on a dead
                 # listener: each reads its stream now (meeting the error itself if Redis is away), and the listener
                 # subscribes again.
+                if self._idle():
+                    return
                 log.warning("job event listener: %s; subscribing again in %.1f s", exc, pause)
                 self._wake()
                 time.sleep(pause)
