@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from chatterbox.model.conds import T3Cond
-from chatterbox.model.rowmatmul import RowMatmul, invariant_rows
+from chatterbox.model import rowmatmul
+from chatterbox.model.rowmatmul import RowMatmul, row_classes
 from chatterbox.model.sampling import SamplingParams
 from chatterbox.model.t3_batch import T3Batch, T3Request
 
@@ -98,8 +99,8 @@ def test_a_request_removed_from_the_batch_leaves_the_others_alone():
 
 def test_the_probe_finds_a_class_of_rows_with_their_own_bits():
     for form in ("linear", "transposed"):
-        most = invariant_rows(form, 256, 64, torch.float32, "cpu", 32)
-        assert most >= 1
+        for pad, most in row_classes(form, 256, 64, torch.float32, "cpu", 32):
+            assert 2 <= pad <= most <= 32
     matmul = RowMatmul(16)
     linear = torch.nn.Linear(64, 256, bias=True)
     x = torch.randn(20, 64)
@@ -109,24 +110,59 @@ def test_the_probe_finds_a_class_of_rows_with_their_own_bits():
             assert torch.equal(matmul(linear, x[:rows]), alone[:rows]), rows
 
 
-@pytest.mark.parametrize("form", ["linear", "transposed", "rowwise"])
-def test_each_form_the_plan_may_take_keeps_each_rows_bits(form, monkeypatch):
-    """The plan takes whichever form it times fastest here: every one of them must give a row its bits alone."""
-    from chatterbox.model import rowmatmul
+def plans_here() -> list[tuple[str, int, int]]:
+    """Every plan the probe could choose on this machine for a (256, 64) weight: each class of each form, rowwise."""
+    found = [(form, pad, most) for form in rowmatmul.FORMS
+             for pad, most in row_classes(form, 256, 64, torch.float32, "cpu", 32)]
+    return found + [(rowmatmul.ROWWISE, 1, rowmatmul.PROBE_LIMIT)]
 
+
+def test_each_plan_the_probe_may_take_keeps_each_rows_bits(monkeypatch):
+    """The plan takes whichever form and class it times fastest here: every one of them must give a row its bits
+    alone, whatever rows it shares its chunk with (a lone row padded with zeros included)."""
     linear = torch.nn.Linear(64, 256, bias=True)
-    matmul = RowMatmul(20)
-    most = rowmatmul.PROBE_LIMIT if form == "rowwise" else invariant_rows(form, 256, 64, torch.float32, "cpu", 32)
-    if most < 2:
-        pytest.skip(f"{form} keeps no class of rows for this shape here")
-    monkeypatch.setitem(rowmatmul._PLANS, ((256, 64), torch.float32, torch.device("cpu"), 20), (form, most))
     x = torch.randn(20, 64)
+    for plan in plans_here():
+        monkeypatch.setitem(rowmatmul._PLANS, ((256, 64), torch.float32, torch.device("cpu"), 20), plan)
+        matmul = RowMatmul(20)
+        with torch.inference_mode():
+            assert matmul.plan(linear.weight) == plan
+            alone = torch.cat([matmul(linear, x[i:i + 1]) for i in range(20)])
+            for rows in range(1, 21):
+                assert torch.equal(matmul(linear, x[:rows]), alone[:rows]), (plan, rows)
+            assert torch.allclose(alone, linear(x), atol=1e-5)
+
+
+def test_a_class_that_starts_past_two_rows_is_found_and_batches_in_one_chunk(monkeypatch):
+    """Where a kernel keeps a row's bits only in chunks of 2-3 rows, or of 12 and more (measured on one VM), a
+    batch of 16 rows is one matmul of 16, and a lone request's rows are padded to 12 with zeros, not 8 matmuls."""
+    def kernel(weight, x):  # a row's bits depend on the chunk's size (and its place in it) as such a kernel's do
+        out, rows = rowmatmul._rowwise(weight, x), x.shape[0]  # each row exact by itself: only the sizes below count
+        if rows in (2, 3):
+            return out + 1e-3 * out.abs()
+        if rows == 4 or rows >= 12:
+            return out
+        return out + (1e-3 * rows + 1e-4 * torch.arange(rows)[:, None]) * out.abs()
+    calls = []
+    monkeypatch.setitem(rowmatmul.FORMS, "linear", lambda w, x: calls.append(x.shape[0]) or kernel(w, x))
+    monkeypatch.delitem(rowmatmul.FORMS, "transposed")
+    monkeypatch.setattr(rowmatmul, "_PLANS", {})
+    monkeypatch.setattr(rowmatmul, "_plan_cache", None)
+    assert row_classes("linear", 256, 64, torch.float32, "cpu", 32) == [(2, 3), (4, 4), (12, 32)]
+    matmul = RowMatmul(16)
+    linear = torch.nn.Linear(64, 256, bias=False)
+    # Timed: one chunk of 16 (class 12-32) against 6 chunks of 2-3, 4 of 4, and 16 matrix-vector products.
+    monkeypatch.setattr(RowMatmul, "_cost", lambda self, plan, weight: {2: 6, 4: 4, 12: 1, 1: 16}[plan[1]])
+    assert matmul.plan(linear.weight) == ("linear", 12, rowmatmul.PROBE_LIMIT)
+    x = torch.randn(16, 64)
     with torch.inference_mode():
-        assert matmul.plan(linear.weight) == (form, most)
-        alone = torch.cat([matmul(linear, x[i:i + 1]) for i in range(20)])
-        for rows in range(1, 21):
-            assert torch.equal(matmul(linear, x[:rows]), alone[:rows]), rows
-        assert torch.allclose(alone, linear(x), atol=1e-5)
+        calls.clear()
+        together = matmul(linear, x)
+        assert calls == [16]
+        alone = torch.cat([matmul(linear, x[i:i + 1]) for i in range(16)])
+        assert calls[1:] == [12] * 16  # each row beside 11 rows of zeros
+        assert torch.equal(together, alone)
+        assert torch.equal(alone, kernel(linear.weight, x))
 
 
 def test_a_plan_is_made_once_per_machine_and_read_by_every_process(tmp_path, monkeypatch):
@@ -144,17 +180,17 @@ def test_a_plan_is_made_once_per_machine_and_read_by_every_process(tmp_path, mon
               "torch.set_num_threads(int(sys.argv[2])); print(json.dumps(r.RowMatmul(6).plan(torch.zeros(96, 48))))")
     made = subprocess.run([sys.executable, "-c", script, str(path), str(torch.get_num_threads())],
                           capture_output=True, text=True, check=True)
-    form, most = json.loads(made.stdout)
+    made = json.loads(made.stdout)
     plans = json.loads(path.read_text())
     [(name, kept)] = plans.items()
-    assert kept == [form, most] and name.endswith("cpu float32 96x48 rows=6")
+    assert kept == made and len(kept) == 3 and name.endswith("cpu float32 96x48 rows=6")
 
     # Another process reads it: this one, with no plan in memory, and its own timing would now fail loudly.
     monkeypatch.setattr(rowmatmul, "_PLANS", {})
     monkeypatch.setattr(rowmatmul, "_plan_cache", None)
     rowmatmul.set_plan_cache(path)
     monkeypatch.setattr(RowMatmul, "_make_plan", lambda self, weight: pytest.fail("planned again"))
-    assert RowMatmul(6).plan(torch.zeros(96, 48)) == (form, most)
+    assert list(RowMatmul(6).plan(torch.zeros(96, 48))) == made
 
     # A plan for other rows (or a damaged file) is made and added, keeping the others.
     monkeypatch.undo()

@@ -1,18 +1,24 @@
 """Matmuls over the rows of a decoding step whose results do not depend on the other rows.
 
-Batching is only worth having if each request gets what it gets alone. BLAS does not promise that: measured with
-torch 2.14's CPU kernels (2-core AMD EPYC), ``x @ W.T`` gives each row the same bits for 2 to 15 rows of x, other
-bits for 1 row and for 16 or more; ``W @ x.T`` keeps its bits for 2 to 56 rows. Within one such class a row's
-result depends on nothing but itself. So the rows of a step are computed in chunks that stay inside a class, a
-single row is computed beside a row of zeros, and the classes are found by a probe when the model loads (they
-depend on the CPU, the library and the shape), never assumed. A third form, a matrix-vector product per row, is
-row-exact by construction: the fastest where steps have one row, and the way out where no class holds two.
+Batching is only worth having if each request gets what it gets alone. BLAS does not promise that: its kernels
+and their order of summation change with the number of rows. Measured with torch 2.14's CPU kernels on one 2-core
+AMD EPYC VM, ``x @ W.T`` gave each row the same bits for 2 to 15 rows of x, other bits for 1 row and for 16 or
+more, and ``W @ x.T`` kept its bits for 2 to 56 rows; on another VM (same torch, another host) both kept them only
+for 2 to 3 rows, then for 12 to 64. Within one such class a row's result depends on nothing but itself. So the
+rows of a step are computed in chunks that stay inside a class, a chunk with fewer rows than the class's first
+size is padded with rows of zeros (a single row beside one row of zeros, or a guided request's two rows beside
+ten), and the classes are found by a probe when the model loads (they depend on the CPU, the library and the
+shape), never assumed. A third form, a matrix-vector product per row, is row-exact by construction: the fastest
+where steps have one row, and the way out where no class holds two.
 
-Which form is faster depends on the machine too: on one 2-core EPYC VM ``x @ W.T`` was the faster for 2 guided rows
-(77 ms a T3 step against 131 ms) and ``W @ x.T`` for 32 (163 ms against 249 ms); on another, with the same torch,
-``W @ x.T`` was faster at every size (Turbo's GPT-2 weights, 2 rows: 96 ms against 164 ms; 16 rows: 159 against
-281). So the plan also times each form, chunked as the batch it is planned for would be, and takes the faster,
-keeping ``x @ W.T`` unless another saves 30 % (near-equal times would flip the choice between runs, and with it
+Which form and class are faster depends on the machine too: on one 2-core EPYC VM ``x @ W.T`` was the faster for
+2 guided rows (77 ms a T3 step against 131 ms) and ``W @ x.T`` for 32 (163 ms against 249 ms); on another, with
+the same torch, ``W @ x.T`` was faster at every size (Turbo's GPT-2 weights, 2 rows: 96 ms against 164 ms; 16
+rows: 159 against 281). Where classes are short, a batch in chunks of 3 rows reads every weight once a chunk: 16
+guided requests took 11 passes over T3's 2 GB a step, and batching gained nothing (x1.03 at 8 requests), while
+one chunk of 32 rows in the class that starts at 12 costs 2.2 ms a 4096x1024 weight against 0.8 ms for 2 rows.
+So the plan times each (form, class), chunked as the batch it is planned for would be, and takes the fastest,
+keeping the first unless another saves 30 % (near-equal times would flip the choice between runs, and with it
 the last bits of the output).
 On CUDA there is no such promise to keep (cuBLAS picks kernels by shape) and rows go through as one matmul.
 
@@ -41,15 +47,18 @@ from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 PROBE_LIMIT = 64  # rows the probe tries at most
+# The largest first size of a class the probe looks for: a chunk is padded up to it with rows of zeros, so a lone
+# guided request costs a matmul of this many rows.
+PAD_LIMIT = 16
 COST_BYTES = 64 << 20  # weights timed at once, past the CPU's caches (32 MiB of L3 here)
 # Copies of a weight timed at most: a model's weights (1024x1024 in bf16 and up, 2 MiB) need at most 32 to pass
 # COST_BYTES; a test's tiny weights (64x64, 16 KiB) would take 4,096, about 10 s of Python loops a plan, measured.
 COST_COPIES = 64
 # Plans made in this process, for every RowMatmul: one model loaded twice (or alone and in a batch through two
 # RowMatmuls) decodes with the same forms, so with the same bits.
-_PLANS: dict[tuple, tuple[str, int]] = {}
+_PLANS: dict[tuple, "Plan"] = {}
 CLEAR_GAIN = 0.7  # the later form is taken only when it takes at most this share of the first one's time
-PLAN_VERSION = 1  # bump when the way plans are made changes: older entries are then made again
+PLAN_VERSION = 2  # bump when the way plans are made changes: older entries are then made again
 _plan_cache: Path | None = None
 
 
@@ -119,28 +128,58 @@ def _rowwise(weight: Tensor, x: Tensor) -> Tensor:
     return torch.cat([F.linear(x[i:i + 1], weight) for i in range(x.shape[0])])
 
 
-# Chunked forms: a chunk of 2 to (its class) rows gives each row the bits it gets alone. ``rowwise`` (a
-# matrix-vector product per row) is row-exact by construction, and the fastest where a step has a single row
-# (a worker of one unguided Turbo request at a time: 72 ms of matmuls against 96 for two rows here).
+# Chunked forms: a chunk whose size is within one of the form's classes gives each row the bits it gets alone.
+# ``rowwise`` (a matrix-vector product per row) is row-exact by construction, and the fastest where a step has a
+# single row (a worker of one unguided Turbo request at a time: 72 ms of matmuls against 96 for two rows here).
 FORMS = {"linear": _linear, "transposed": _transposed}
 ROWWISE = "rowwise"
 
 
-def invariant_rows(form: str, out_features: int, in_features: int, dtype: torch.dtype, device, limit: int) -> int:
-    """The most rows, up to ``limit``, for which ``form`` gives every row the bits it gets in a chunk of two (beside
-    a row of zeros): 2 at least means chunks of 2 to that many rows are all alike."""
-    g = torch.Generator(device="cpu").manual_seed(0)
-    weight = (torch.randn(out_features, in_features, generator=g) / math.sqrt(in_features)).to(device, dtype)
-    x = torch.randn(limit, in_features, generator=g).to(device, dtype)
+Plan = tuple[str, int, int]  # (form, the fewest rows a chunk has (padded with zeros up to it), the most)
+
+
+def row_class(form: str, weight: Tensor, x: Tensor, pad: int) -> int:
+    """The most rows, up to ``len(x)``, for which ``form`` gives every row of a chunk of ``pad`` to that many rows
+    the bits it gets beside ``pad - 1`` rows of zeros; ``pad - 1`` if a chunk of ``pad`` rows already differs."""
     fn = FORMS[form]
-    alone: list[Tensor] = []  # each row beside a row of zeros, made as far as the probe gets (often 4 rows, not 64)
-    best = 1
-    for rows in range(2, limit + 1):
-        alone += [fn(weight, torch.stack([row, torch.zeros_like(row)]))[0] for row in x[len(alone):rows]]
+    zeros = torch.zeros(pad - 1, x.shape[1], dtype=x.dtype, device=x.device)
+    alone: list[Tensor] = []  # each row beside zeros, made as far as the probe gets (often a few rows, not 64)
+    best = pad - 1
+    for rows in range(pad, x.shape[0] + 1):
+        alone += [fn(weight, torch.cat([row[None], zeros]))[0] for row in x[len(alone):rows]]
         if not torch.equal(fn(weight, x[:rows]), torch.stack(alone)):
             break
         best = rows
     return best
+
+
+def row_classes(form: str, out_features: int, in_features: int, dtype: torch.dtype, device,
+                limit: int = PROBE_LIMIT) -> list[tuple[int, int]]:
+    """Every (first, last) row count, first at most PAD_LIMIT, of a class of chunk sizes in which ``form`` keeps
+    each row's bits, on random data of this shape: [(2, 3), (4, 4), (8, 8), (12, 64)] on one VM."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    weight = (torch.randn(out_features, in_features, generator=g) / math.sqrt(in_features)).to(device, dtype)
+    x = torch.randn(limit, in_features, generator=g).to(device, dtype)
+    classes: list[tuple[int, int]] = []
+    pad = 2
+    while pad <= min(PAD_LIMIT, limit):
+        most = row_class(form, weight, x, pad)
+        if most >= pad:
+            classes.append((pad, most))
+            if most == limit:
+                break  # a class with a larger first size could only cost more
+            pad = most + 1  # sizes inside this class give its bits: no other class starts there
+        else:
+            pad += 1
+    return classes
+
+
+def chunks(rows: int, most: int) -> list[tuple[int, int]]:
+    """(start, stop) of the chunks ``rows`` rows are computed in: as few as a class that ends at ``most`` allows,
+    of even sizes."""
+    count = math.ceil(rows / most)
+    size = math.ceil(rows / count)
+    return [(start, min(start + size, rows)) for start in range(0, rows, size)]
 
 
 class RowMatmul:
@@ -152,8 +191,8 @@ class RowMatmul:
         self.rows = max(1, rows)
         self.exact = exact
 
-    def plan(self, weight: Tensor) -> tuple[str, int]:
-        """(form, most rows per chunk) for matmuls with this weight's shape, dtype and device."""
+    def plan(self, weight: Tensor) -> Plan:
+        """(form, fewest, most rows per chunk) for matmuls with this weight's shape, dtype and device."""
         key = (tuple(weight.shape), weight.dtype, weight.device, self.rows)
         if key not in _PLANS:
             path = _plan_cache
@@ -166,8 +205,8 @@ class RowMatmul:
                     with _locked(path):
                         plans = _read_plans(path)
                         kept = plans.get(name)
-                        if isinstance(kept, list) and len(kept) == 2 and kept[0] in (*FORMS, ROWWISE):
-                            _PLANS[key] = (kept[0], int(kept[1]))
+                        if isinstance(kept, list) and len(kept) == 3 and kept[0] in (*FORMS, ROWWISE):
+                            _PLANS[key] = (kept[0], int(kept[1]), int(kept[2]))
                         else:
                             _PLANS[key] = self._make_plan(weight)
                             plans[name] = list(_PLANS[key])
@@ -178,36 +217,41 @@ class RowMatmul:
                         _PLANS[key] = self._make_plan(weight)
         return _PLANS[key]
 
-    def _make_plan(self, weight: Tensor) -> tuple[str, int]:
+    def _make_plan(self, weight: Tensor) -> Plan:
         out_features, in_features = weight.shape
-        classes = {form: invariant_rows(form, out_features, in_features, weight.dtype, weight.device, PROBE_LIMIT)
-                   for form in FORMS}
-        classes[ROWWISE] = PROBE_LIMIT  # any number of rows: each is computed alone
-        usable = [form for form in FORMS if classes[form] >= 2] + [ROWWISE]
-        costs = {f: self._cost(f, classes[f], weight) for f in usable}
-        form = usable[0]
-        if len(usable) > 1:
-            other = min(usable[1:], key=costs.get)
-            if costs[other] <= CLEAR_GAIN * costs[form]:
-                form = other
-        return form, classes[form]
+        candidates: list[Plan] = []
+        for form in FORMS:
+            shapes: dict[tuple[int, ...], Plan] = {}  # the chunk sizes a class gives the planned rows -> its plan
+            for pad, most in row_classes(form, out_features, in_features, weight.dtype, weight.device):
+                sizes = tuple(sorted(max(pad, stop - start) for start, stop in chunks(self.rows, most)))
+                shapes.setdefault(sizes, (form, pad, most))
+            # Of the classes that chunk the planned rows differently, the ones no other beats on both counts: fewer
+            # chunks (each reads the weight once) and fewer rows (padding is arithmetic too).
+            candidates += [plan for sizes, plan in shapes.items()
+                           if not any(len(o) <= len(sizes) and sum(o) <= sum(sizes) and o != sizes for o in shapes)]
+        candidates.append((ROWWISE, 1, PROBE_LIMIT))  # any number of rows: each is computed alone
+        if len(candidates) == 1:
+            return candidates[0]
+        chosen, cost = candidates[0], self._cost(candidates[0], weight)
+        for plan in candidates[1:]:
+            other = self._cost(plan, weight)
+            if other <= CLEAR_GAIN * cost:
+                chosen, cost = plan, other
+        return chosen
 
-    def _cost(self, form: str, most: int, weight: Tensor) -> float:
-        """Seconds ``form`` takes for the planned rows, chunked within its class, over copies of the weight that
-        do not fit in the CPU's caches (as a model's weights do not); the median of three runs after a warm-up.
-        Timed on the weight alone, in cache, a choice swung between runs."""
+    def _cost(self, plan: Plan, weight: Tensor) -> float:
+        """Seconds ``plan`` takes for the planned rows, over copies of the weight that do not fit in the CPU's
+        caches (as a model's weights do not); the median of three runs after a warm-up. Timed on the weight alone,
+        in cache, a choice swung between runs."""
         copies = min(COST_COPIES, max(1, math.ceil(COST_BYTES / (weight.numel() * weight.element_size()))))
         weights = [weight.clone() for _ in range(copies)]
         x = torch.randn(self.rows, weight.shape[1], generator=torch.Generator(device="cpu").manual_seed(1)).to(
             weight.device, weight.dtype)
-        size = math.ceil(self.rows / math.ceil(self.rows / most))
-        fn = _rowwise if form == ROWWISE else FORMS[form]
         times = []
         for _ in range(4):
             start = time.perf_counter()
             for w in weights:
-                for i in range(0, self.rows, size):
-                    self._chunk(fn, w, x[i:i + size])
+                _product(plan, w, x)
             times.append(time.perf_counter() - start)
         return sorted(times[1:])[1]
 
@@ -215,20 +259,22 @@ class RowMatmul:
         exact = self.exact if self.exact is not None else x.device.type == "cpu"
         if not exact:
             return linear(x)
-        form, most = self.plan(linear.weight)
-        rows = x.shape[0]
-        if form == ROWWISE:
-            out = _rowwise(linear.weight, x)
-            return (out + linear.bias if linear.bias is not None else out).contiguous()
-        fn = FORMS[form]
-        size = math.ceil(rows / math.ceil(rows / most))  # chunks of even size, within the class
-        out = torch.cat([self._chunk(fn, linear.weight, x[i:i + size]) for i in range(0, rows, size)])
+        out = _product(self.plan(linear.weight), linear.weight, x)
         if linear.bias is not None:
             out = out + linear.bias
         return out.contiguous()
 
-    @staticmethod
-    def _chunk(fn, weight: Tensor, x: Tensor) -> Tensor:
-        if x.shape[0] == 1 and fn is not _rowwise:  # a lone row takes another kernel (a matrix-vector product): give it a row of zeros
-            return fn(weight, torch.cat([x, torch.zeros_like(x)]))[:1]
-        return fn(weight, x)
+
+def _product(plan: Plan, weight: Tensor, x: Tensor) -> Tensor:
+    """x @ weight.T, each row with the bits it gets alone under ``plan``."""
+    form, pad, most = plan
+    if form == ROWWISE:
+        return _rowwise(weight, x)
+    fn = FORMS[form]
+    out = []
+    for start, stop in chunks(x.shape[0], most):
+        chunk = x[start:stop]
+        if chunk.shape[0] < pad:  # padded with rows of zeros into the class (a lone row: another kernel)
+            chunk = torch.cat([chunk, chunk.new_zeros(pad - chunk.shape[0], chunk.shape[1])])
+        out.append(fn(weight, chunk)[:stop - start])
+    return torch.cat(out)
