@@ -165,6 +165,27 @@ def test_a_class_that_starts_past_two_rows_is_found_and_batches_in_one_chunk(mon
         assert torch.equal(alone, kernel(linear.weight, x))
 
 
+def test_a_process_runs_mkl_in_its_strict_mode_and_plans_are_kept_apart_by_mode():
+    """chatterbox asks MKL for its strict mode (rows keep their bits in longer classes); a process where another
+    mode is in effect (set by its user, or its first matmul came before chatterbox was imported) plans apart."""
+    import os
+    import subprocess
+    import sys
+
+    from chatterbox.model import rowmatmul
+
+    if rowmatmul._mkl_mode() == os.environ.get("MKL_CBWR", ""):
+        pytest.skip("this torch has no MKL to ask")
+    code = ("import sys, json, torch\nif sys.argv[1] == 'late': torch.ones(2, 2) @ torch.ones(2, 2)\n"
+            "import chatterbox\nfrom chatterbox.model import rowmatmul as r\nprint(json.dumps([r._mkl_mode(), r._machine()]))")
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    modes = {when: json.loads(subprocess.run([sys.executable, "-c", code, when], env=env, capture_output=True,
+                                             text=True, check=True).stdout) for when in ("first", "late")}
+    assert int(modes["first"][0]) & 0x10000  # MKL_CBWR_STRICT in effect
+    assert not int(modes["late"][0]) & 0x10000
+    assert modes["first"][1] != modes["late"][1]
+
+
 def test_a_plan_is_made_once_per_machine_and_read_by_every_process(tmp_path, monkeypatch):
     """A worker that restarts (or a second process) reads the plan its machine made instead of timing the forms
     again, which could come out the other way and change the bits of what it decodes."""

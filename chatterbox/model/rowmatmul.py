@@ -31,6 +31,7 @@ thread count, the shape, dtype and rows.
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
@@ -69,8 +70,21 @@ def set_plan_cache(path: str | Path | None) -> None:
     _plan_cache = Path(path).expanduser() if path else None
 
 
+def _mkl_mode() -> str:
+    """Intel MKL's reproducibility mode in effect in this process (chatterbox/__init__.py asks for the strict one,
+    which only counts if it came before the process's first matmul); the setting asked for where MKL cannot say."""
+    try:
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))  # MKL is linked into it
+        get = lib.mkl_serv_cbwr_get
+    except (OSError, AttributeError):  # another platform or build: no MKL to ask
+        return os.environ.get("MKL_CBWR", "")
+    get.restype, get.argtypes = ctypes.c_int, [ctypes.c_int]
+    return str(get(-1))  # MKL_CBWR_ALL
+
+
 def _machine() -> str:
-    """What, besides the shape, decides a matmul's bits and speed here: CPU, torch and its build, threads."""
+    """What, besides the shape, decides a matmul's bits and speed here: CPU, torch and its build, threads, MKL's
+    mode."""
     cpu = platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -80,7 +94,7 @@ def _machine() -> str:
         cpu += model + flags
     except OSError:
         cpu += platform.processor()
-    torch_build = f"{torch.__version__}{torch.__config__.show()}{torch.get_num_threads()}"
+    torch_build = f"{torch.__version__}{torch.__config__.show()}{torch.get_num_threads()}{_mkl_mode()}"
     return hashlib.sha256(f"{PLAN_VERSION}{cpu}{torch_build}".encode()).hexdigest()[:16]
 
 
