@@ -4,10 +4,11 @@ Batching is only worth having if each request gets what it gets alone. BLAS does
 and their order of summation change with the number of rows. Measured with torch 2.14's CPU kernels on one 2-core
 AMD EPYC VM, ``x @ W.T`` gave each row the same bits for 2 to 15 rows of x, other bits for 1 row and for 16 or
 more, and ``W @ x.T`` kept its bits for 2 to 56 rows; on another VM (same torch, another host) both kept them only
-for 2 to 3 rows, then for 12 to 64. Within one such class a row's result depends on nothing but itself. So the
-rows of a step are computed in chunks that stay inside a class, a chunk with fewer rows than the class's first
-size is padded with rows of zeros (a single row beside one row of zeros, or a guided request's two rows beside
-ten), and the classes are found by a probe when the model loads (they depend on the CPU, the library and the
+for 2 to 3 rows, then for 12 to 64, and ``x @ W.T`` for 4 to 64 in MKL's strict reproducibility mode (which
+chatterbox/__init__.py asks for). Within one such class a row's result depends on nothing but itself. So the rows
+of a step are computed in chunks that stay inside a class, a chunk with fewer rows than the class's first size is
+padded with rows of zeros (a single row beside one row of zeros, or a guided request's two rows beside two), and
+the classes are found by a probe when the model loads (they depend on the CPU, the library, its mode and the
 shape), never assumed. A third form, a matrix-vector product per row, is row-exact by construction: the fastest
 where steps have one row, and the way out where no class holds two.
 
