@@ -22,14 +22,14 @@ from .conftest import System
 
 TEXT = "The lighthouse keeper counted the ships."
 # What every case starts from, chosen so that the same request gives the same audio twice: Piper draws its noise
-# unseeded, so the base has none; Chatterbox has a seed. Chatterbox runs are short (16 tokens: every parameter
-# still changes the audio, for two thirds of 24's decoding): random weights rarely sample the stop token, so an utterance lasts
-# max_new_tokens. Its temperature is low so that tokens repeat, as they do in
-# real speech: at 0.8, random weights seldom sample a token twice in 24, and the repetition penalty may then change
-# nothing (measured: 1.2 -> 2.0 left the audio bit-identical; at 0.05 every parameter changes it). The tests' T3
-# has 2 layers (the small random checkpoint): exaggeration 0.5 -> 0.25 moves its logits too little to change a
-# token chosen at 0.05, so the base sits at the bottom and the case moves it to the top (0.25 -> 2.0 changes it).
-# Chatterbox's Turbo and Multilingual models are engines of their own here (the chatterbox engine's views of them).
+# unseeded, so the base has none; Chatterbox has a seed. Chatterbox runs are short (16 tokens: every parameter still
+# changes the audio, for two thirds of 24's decoding): random weights rarely sample the stop token, so an utterance
+# lasts max_new_tokens. Its temperature is low so that tokens repeat, as they do in real speech: at 0.8, random
+# weights seldom sample a token twice in 24, and the repetition penalty may then change nothing (measured: 1.2 -> 2.0
+# left the audio bit-identical; at 0.05 every parameter changes it). The tests' T3 has 2 layers (the small random
+# checkpoint): exaggeration 0.5 -> 0.25 moves its logits too little to change a token chosen at 0.05, so the base sits
+# at the bottom and the case moves it to the top (0.25 -> 2.0 changes it). Chatterbox's Turbo and Multilingual models
+# are engines of their own here (the chatterbox engine's views of them).
 BASE = {"piper": {"noise_scale": 0.0, "noise_w": 0.0},
         "chatterbox": {"seed": 7, "max_new_tokens": 16, "steps": 2, "temperature": 0.05, "exaggeration": 0.25},
         "turbo": {"seed": 7, "max_new_tokens": 16, "temperature": 0.05},
